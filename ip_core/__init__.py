@@ -1,0 +1,18 @@
+"""Host-agnostic IP-Adapter core: files, variants, models, decoupled attention, image prompts.
+
+Pure torch (plus safetensors; open_clip / transformers only for the encoder backends). Never imports
+ComfyUI: the nodes and the trainer both build on this package.
+"""
+from .adapter import IPAdapter, load_adapter, save_adapter
+from .attention import decoupled_attention, multihead_attention
+from .checkpoint import load_adapter_state_dict, save_adapter_state_dict
+from .config import AdapterConfig, ResamplerConfig, detect_config, make_config
+from .errors import AdapterFileError, AdapterMismatchError, IPAdapterError, UnsupportedAdapterError
+from .layers import LayerSpec, layer_specs, layer_specs_from_unet
+
+__all__ = [
+    "AdapterConfig", "AdapterFileError", "AdapterMismatchError", "IPAdapter", "IPAdapterError", "LayerSpec",
+    "ResamplerConfig", "UnsupportedAdapterError", "decoupled_attention", "detect_config", "layer_specs",
+    "layer_specs_from_unet", "load_adapter", "load_adapter_state_dict", "make_config", "multihead_attention",
+    "save_adapter", "save_adapter_state_dict",
+]

@@ -1,0 +1,93 @@
+"""The adapter as a module: an image projection plus to_k_ip / to_v_ip for every cross-attention layer."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .checkpoint import load_adapter_state_dict, save_adapter_state_dict
+from .config import AdapterConfig, detect_config
+from .errors import AdapterFileError
+from .layers import LayerSpec
+from .projection import build_projection
+
+
+class IPAttentionWeights(nn.Module):
+    """K' and V' of one layer (no bias, as released)."""
+
+    def __init__(self, context_dim: int, hidden_size: int):
+        super().__init__()
+        self.to_k_ip = nn.Linear(context_dim, hidden_size, bias=False)
+        self.to_v_ip = nn.Linear(context_dim, hidden_size, bias=False)
+
+
+class IPAdapter(nn.Module):
+    def __init__(self, config: AdapterConfig, layers: Optional[Sequence[LayerSpec]] = None):
+        super().__init__()
+        self.config = config
+        self.layers = tuple(layers) if layers is not None else config.layer_specs()
+        if len(self.layers) != config.num_layers:
+            raise ValueError(f"config has {config.num_layers} layers but {len(self.layers)} layer specs were given")
+        self.image_proj = build_projection(config)
+        # Keyed by the released layer number so state_dict() keys are exactly the released "{n}.to_k_ip.weight".
+        self.ip_layers = nn.ModuleDict(
+            {str(s.key_number): IPAttentionWeights(config.context_dim, s.hidden_size) for s in self.layers}
+        )
+
+    @classmethod
+    def from_config(cls, config: AdapterConfig, layers: Optional[Sequence[LayerSpec]] = None) -> "IPAdapter":
+        return cls(config, layers)
+
+    @classmethod
+    def from_state_dict(cls, sd: dict, config: Optional[AdapterConfig] = None, source: str = "state dict") -> "IPAdapter":
+        config = config or detect_config(sd)
+        with torch.device("meta"):
+            adapter = cls(config)
+        try:
+            adapter.image_proj.load_state_dict(sd["image_proj"], strict=True, assign=True)
+            adapter.ip_layers.load_state_dict(sd["ip_adapter"], strict=True, assign=True)
+        except RuntimeError as e:
+            raise AdapterFileError(
+                f"{source}: weights do not fit the detected layout ({config.description}): {str(e)[:500]}"
+            ) from None
+        # Tensors loaded from one file keep their dtype (fp16 releases stay fp16 until .to()).
+        return adapter
+
+    def released_state_dict(self) -> dict:
+        return {
+            "image_proj": {k: v.detach().clone().contiguous() for k, v in self.image_proj.state_dict().items()},
+            "ip_adapter": {k: v.detach().clone().contiguous() for k, v in self.ip_layers.state_dict().items()},
+        }
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features -> image prompt tokens [B, num_tokens, context_dim]."""
+        return self.image_proj(features)
+
+    def layer_kv(self, layer_index: int, tokens: torch.Tensor):
+        w = self.ip_layers[str(self.layers[layer_index].key_number)]
+        return w.to_k_ip(tokens), w.to_v_ip(tokens)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        return self.config.description
+
+
+def load_adapter(path, device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = torch.float32) -> IPAdapter:
+    """Load any released (or trainer-exported) adapter file, detected from its contents."""
+    path = Path(path)
+    sd = load_adapter_state_dict(path)
+    try:
+        config = detect_config(sd)
+    except Exception as e:
+        raise type(e)(f"{path.name}: {e}") from None
+    adapter = IPAdapter.from_state_dict(sd, config, source=path.name)
+    return adapter.to(device=device, dtype=dtype).eval()
+
+
+def save_adapter(adapter_or_sd, path, format: Optional[str] = None) -> Path:
+    sd = adapter_or_sd.released_state_dict() if isinstance(adapter_or_sd, IPAdapter) else adapter_or_sd
+    return save_adapter_state_dict(sd, path, format)

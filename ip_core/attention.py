@@ -1,0 +1,60 @@
+"""The decoupled cross-attention of the paper, one function for the nodes and the trainer:
+
+    Z = Attn(Q, K, V) + lambda * Attn(Q, K', V')
+
+q, k, v arrive already projected (ComfyUI's attn2 replace patches and diffusers processors both have them
+in [batch, tokens, heads * dim_head] form); the output goes through the layer's to_out afterwards.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+AttentionFn = Callable[..., torch.Tensor]
+
+
+def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Scaled dot-product attention over `heads` heads; [B, L, H*D] in and out, scale 1/sqrt(D)."""
+    b, lq, inner = q.shape
+    d = inner // heads
+    if k.shape[0] != b:  # one set of image tokens shared by the whole batch
+        k = k.expand(b, -1, -1)
+        v = v.expand(b, -1, -1)
+    q = q.view(b, lq, heads, d).transpose(1, 2)
+    k = k.reshape(b, -1, heads, d).transpose(1, 2)
+    v = v.reshape(b, -1, heads, d).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
+    return out.transpose(1, 2).reshape(b, lq, inner)
+
+
+def decoupled_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    ip_k: Optional[torch.Tensor],
+    ip_v: Optional[torch.Tensor],
+    heads: int,
+    weight: Union[float, torch.Tensor] = 1.0,
+    spatial_mask: Optional[torch.Tensor] = None,
+    attention: AttentionFn = multihead_attention,
+) -> torch.Tensor:
+    """Text attention plus `weight` times image attention with the same queries.
+
+    weight: a number, or a tensor of one weight per batch item ([B]); spatial_mask: None or a tensor that
+    broadcasts to [B, Lq, 1] and scales the image branch per query position (regional prompting).
+    A weight of exactly 0 (a number) or no image tokens returns the text attention itself: bit for bit
+    the unpatched model, and the image branch is not computed.
+    """
+    out = attention(q, k, v, heads)
+    if ip_k is None or (not isinstance(weight, torch.Tensor) and weight == 0):
+        return out
+    ip_out = attention(q, ip_k, ip_v, heads)
+    if isinstance(weight, torch.Tensor):
+        ip_out = ip_out * weight.to(ip_out.dtype).reshape(-1, 1, 1)
+    elif weight != 1:
+        ip_out = ip_out * weight
+    if spatial_mask is not None:
+        ip_out = ip_out * spatial_mask.to(ip_out.dtype)
+    return out + ip_out

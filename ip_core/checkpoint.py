@@ -1,0 +1,163 @@
+"""Reading and writing adapter files without ever running code from them.
+
+Formats are recognised from the bytes, not the extension (renamed files are common): safetensors, the
+torch zip format, and legacy torch pickles. Pickles go through torch.load(weights_only=True), which only
+rebuilds tensors and plain containers and refuses anything else before it can run.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .errors import AdapterFileError
+
+PREFIX_ALIASES = {
+    "image_proj.": "image_proj",
+    "ip_adapter.": "ip_adapter",
+    # Some third-party exporters name the two halves after the official training wrapper's attributes.
+    "image_proj_model.": "image_proj",
+    "adapter_modules.": "ip_adapter",
+}
+SAFE_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def sniff_format(path) -> str:
+    """'safetensors', 'torch-zip', 'torch-pickle' or 'unknown', from the file's first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04":
+        return "torch-zip"
+    if len(head) >= 9:
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{" and 0 < header_len < 100_000_000:
+            return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch-pickle"
+    return "unknown"
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # SafetensorError is not importable under one stable name across versions
+        raise AdapterFileError(
+            f"{path.name}: not a readable safetensors file ({e}). It is probably truncated or corrupt: download it again."
+        ) from None
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise AdapterFileError(
+            f"{path.name}: refused to load. The pickle holds objects other than tensors and plain containers, "
+            f"which could run code, so nothing in it was executed ({str(e).splitlines()[0][:200]}). "
+            "Use the .safetensors release of this adapter, or convert the file where you trust it."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as e:
+        raise AdapterFileError(
+            f"{path.name}: the file is truncated or corrupt ({str(e).splitlines()[0][:200]}); download it again."
+        ) from None
+
+
+def _split_prefixed(flat: dict, path: Path) -> dict:
+    out = {"image_proj": {}, "ip_adapter": {}}
+    unknown = []
+    for key, value in flat.items():
+        for prefix, part in PREFIX_ALIASES.items():
+            if key.startswith(prefix):
+                out[part][key[len(prefix):]] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        sample = ", ".join(sorted(unknown)[:5])
+        raise AdapterFileError(
+            f"{path.name}: not an IP-Adapter file: {len(unknown)} of {len(flat)} keys have neither an image_proj. "
+            f"nor an ip_adapter. prefix (e.g. {sample}). Is it a checkpoint, LoRA or CLIP vision model? "
+            "Put IP-Adapter files in models/ipadapter and other models in their own folders."
+        )
+    return out
+
+
+def _check_tensors(sd: dict, path: Path) -> dict:
+    for part in ("image_proj", "ip_adapter"):
+        for key, value in sd[part].items():
+            if not isinstance(value, torch.Tensor):
+                raise AdapterFileError(f"{path.name}: {part}.{key} is a {type(value).__name__}, not a tensor; the file is not an adapter.")
+    if not sd["image_proj"] and not sd["ip_adapter"]:
+        raise AdapterFileError(f"{path.name}: the file holds no IP-Adapter weights.")
+    return sd
+
+
+def load_adapter_state_dict(path) -> dict:
+    """{"image_proj": {...}, "ip_adapter": {...}} from a .safetensors or pickle file, safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdapterFileError(f"{path}: no such file. Check the path, or put the adapter in ComfyUI's models/ipadapter folder.")
+    if path.stat().st_size == 0:
+        raise AdapterFileError(f"{path.name}: the file is empty (an interrupted download?); download it again.")
+    fmt = sniff_format(path)
+    if fmt == "safetensors":
+        return _check_tensors(_split_prefixed(_read_safetensors(path), path), path)
+    if fmt in ("torch-zip", "torch-pickle"):
+        data = _read_pickle(path)
+    else:
+        raise AdapterFileError(
+            f"{path.name}: unrecognised file format (neither safetensors nor a torch file); "
+            "it may be truncated, an HTML error page, or another kind of file."
+        )
+    if not isinstance(data, dict):
+        raise AdapterFileError(f"{path.name}: holds a {type(data).__name__}, not a dict of weights; not an IP-Adapter file.")
+    if "image_proj" in data or "ip_adapter" in data:
+        sd = {"image_proj": dict(data.get("image_proj") or {}), "ip_adapter": dict(data.get("ip_adapter") or {})}
+        extra = sorted(set(data) - {"image_proj", "ip_adapter"})
+        if extra:
+            raise AdapterFileError(f"{path.name}: unexpected top-level entries {extra[:5]} beside image_proj / ip_adapter.")
+        return _check_tensors(sd, path)
+    return _check_tensors(_split_prefixed(data, path), path)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_adapter_state_dict(sd: dict, path, format: Optional[str] = None) -> Path:
+    """Write the released layout: flat prefixed safetensors (default) or the nested .bin dict.
+
+    Tensors are cloned contiguous so nothing shares storage (a shared tensor is what makes some savers
+    silently drop weights). The write is atomic: a crash never leaves half a file under the final name.
+    """
+    path = Path(path)
+    if format is None:
+        format = "bin" if path.suffix in (".bin", ".pt", ".pth") else "safetensors"
+    if format not in ("safetensors", "bin"):
+        raise ValueError(f"unknown format {format!r}: use 'safetensors' or 'bin'")
+    clean = {
+        part: {k: v.detach().to("cpu").contiguous().clone() for k, v in sd[part].items()} for part in ("image_proj", "ip_adapter")
+    }
+    if format == "safetensors":
+        from safetensors.torch import save_file
+
+        flat = {f"{part}.{k}": v for part in ("image_proj", "ip_adapter") for k, v in clean[part].items()}
+        _atomic_write(path, lambda tmp: save_file(flat, tmp, metadata={"format": "pt"}))
+    else:
+        _atomic_write(path, lambda tmp: torch.save(clean, tmp))
+    return path
