@@ -1,0 +1,112 @@
+"""Command line: `python -m ip_core inspect FILE... [--json]` and `python -m ip_core example DIR`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .checkpoint import load_adapter_state_dict, sniff_format
+from .config import detect_config, make_config
+from .errors import IPAdapterError
+from .layers import layer_specs
+
+SAFETY = {
+    "safetensors": "yes (safetensors: plain tensors, no code)",
+    "torch-zip": "yes (torch file read with weights_only=True: tensors only, no code runs)",
+    "torch-pickle": "yes (legacy torch pickle read with weights_only=True: tensors only, no code runs)",
+}
+
+
+def inspect_file(path) -> dict:
+    """Everything a user wants to know about an adapter file, or why it cannot be used."""
+    path = Path(path)
+    info = {"file": str(path), "ok": False}
+    try:
+        fmt = sniff_format(path) if path.is_file() and path.stat().st_size else "missing or empty"
+        info["format"] = fmt
+        sd = load_adapter_state_dict(path)
+        info["safe_to_load"] = SAFETY.get(fmt, "no")
+        config = detect_config(sd)
+    except IPAdapterError as e:
+        info["error"] = str(e)
+        info.setdefault("safe_to_load", "refused" if "refused" in str(e) else "n/a")
+        return info
+    params = sum(t.numel() for part in sd.values() for t in part.values())
+    dtypes = sorted({str(t.dtype).replace("torch.", "") for part in sd.values() for t in part.values()})
+    info.update(
+        ok=True,
+        variant=config.variant,
+        description=config.description,
+        base_model=config.base_model_name,
+        tokens=config.num_tokens,
+        layers=config.num_layers,
+        context_dim=config.context_dim,
+        parameters=params,
+        dtypes=dtypes,
+        encoder=config.encoder_name,
+        encoder_output=config.encoder_output,
+        encoder_width=config.encoder_width,
+    )
+    return info
+
+
+def _print_text(info: dict) -> None:
+    print(info["file"])
+    if not info["ok"]:
+        print(f"  ERROR: {info['error']}")
+        print(f"  safe to load: {info.get('safe_to_load')}")
+        return
+    print(f"  variant:        {info['description']}")
+    print(f"  base model:     {info['base_model']} (context {info['context_dim']}, {info['layers']} cross-attention layers)")
+    print(f"  tokens:         {info['tokens']}")
+    print(f"  parameters:     {info['parameters']:,} ({', '.join(info['dtypes'])})")
+    print(f"  image encoder:  {info['encoder']} {info['encoder_output']} (width {info['encoder_width']})")
+    print(f"  safe to load:   {info['safe_to_load']}")
+
+
+EXAMPLES = {
+    "ip-adapter_sd15.safetensors": ("base", "sd15", 768, 1024),
+    "ip-adapter-plus_sd15.safetensors": ("plus", "sd15", 768, 1280),
+    "ip-adapter-full-face_sd15.bin": ("full-face", "sd15", 768, 1280),
+}
+
+
+def write_examples(out_dir) -> list:
+    """Random-weight files in the released layouts (for trying `inspect` with no downloads)."""
+    import torch
+
+    from .adapter import IPAdapter, save_adapter
+
+    torch.manual_seed(0)
+    out = []
+    for name, (variant, base, ctx, width) in EXAMPLES.items():
+        adapter = IPAdapter(make_config(variant, layer_specs(base), ctx, width)).half()
+        out.append(save_adapter(adapter, Path(out_dir) / name))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ip_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("inspect", help="detect the variant of IP-Adapter files and check they load safely")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of text")
+    e = sub.add_parser("example", help="write random-weight adapter files in the released layouts to DIR")
+    e.add_argument("dir")
+    args = parser.parse_args(argv)
+    if args.command == "example":
+        for path in write_examples(args.dir):
+            print(path)
+        return 0
+    infos = [inspect_file(f) for f in args.files]
+    if args.json:
+        print(json.dumps(infos, indent=2))
+    else:
+        for info in infos:
+            _print_text(info)
+    return 0 if all(i["ok"] for i in infos) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
