@@ -1,0 +1,18 @@
+"""Shared test factories (importable as `ipa_factories`: tests/ is on pythonpath). State dicts in the released layouts, built in the tests (full shapes on the meta device: no memory)."""
+import pytest
+import torch
+
+from ip_core.config import make_config
+from ip_core.layers import layer_specs
+from ip_core.adapter import IPAdapter
+
+
+def released_sd(variant, base, context_dim, encoder_width, device="meta", dtype=torch.float16):
+    """A state dict with exactly the keys and shapes of a released file (random values off meta)."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        adapter = IPAdapter(make_config(variant, layer_specs(base), context_dim, encoder_width))
+    return {part: {k: v.to(dtype) for k, v in d.items()} for part, d in adapter.released_state_dict().items()} if device != "meta" else {
+        "image_proj": dict(adapter.image_proj.state_dict()), "ip_adapter": dict(adapter.ip_layers.state_dict())}
+
+
