@@ -1,0 +1,11 @@
+"""IP-Adapter trainer (standalone; imports ip_core, never ComfyUI). `python -m trainer train --help`."""
+from .config import TrainConfig, TrainerConfigError
+
+__all__ = ["TrainConfig", "TrainerConfigError", "train"]
+
+
+def train(config):
+    """Run training (see trainer.train.train); imported lazily so `import trainer` stays light."""
+    from .train import train as _train
+
+    return _train(config)

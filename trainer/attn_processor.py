@@ -1,0 +1,136 @@
+"""diffusers attention processor for the decoupled cross-attention, computed by ip_core's one function.
+
+Z = Attn(Q, K, V) + scale * Attn(Q, K', V'), then the layer's to_out (REFERENCE.md section 1). The math is
+ip_core.attention.decoupled_attention, the same function the ComfyUI nodes patch in, so what is trained is
+what is run.
+
+Where the image side comes from:
+- context mode (default): the owning IPAdapterUNet sets an `IPContext` before the UNet call, holding either
+  per-layer K'/V' (computed once, through the possibly DDP-wrapped adapter) or the image tokens;
+  encoder_hidden_states stays the text. No context set -> the exact text-only model.
+- concat mode (`concat_tokens=True`, the official training script's convention): encoder_hidden_states is
+  [text tokens | num_tokens image tokens]; the processor splits it and projects the tail with this layer's
+  to_k_ip / to_v_ip.
+
+The processor is deliberately not an nn.Module: diffusers registers Module processors as UNet submodules,
+which would put the adapter's weights inside the frozen UNet (frozen by requires_grad_(False), cast by
+unet.to(dtype), and saved twice with shared storage - the accelerate save_state bug users hit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from ip_core.attention import decoupled_attention
+
+
+@dataclass
+class IPContext:
+    """Per-call image side, shared by all processors of one IPAdapterUNet.
+
+    kv: {key_number: (k', v')} precomputed per layer ([B, N, hidden]) - preferred;
+    tokens: [B, N, ctx] image tokens, projected by each layer's to_k_ip/to_v_ip when kv is None;
+    scale: float or tensor [B] (per-sample lambda).
+    """
+
+    kv: Optional[dict] = None
+    tokens: Optional[torch.Tensor] = None
+    scale: object = 1.0
+
+    def active(self) -> bool:
+        return self.kv is not None or self.tokens is not None
+
+    def clear(self) -> None:
+        self.kv = None
+        self.tokens = None
+        self.scale = 1.0
+
+
+class IPAttnProcessor:
+    """Cross-attention processor: text attention + scale * image attention (ip_core.decoupled_attention).
+
+    key_number: the released-file number of this layer ("{n}.to_k_ip.weight"); ip_layer: the owning
+    IPAdapter's ip_layers[str(key_number)] (has to_k_ip / to_v_ip); context: the shared IPContext.
+    """
+
+    def __init__(self, key_number: int, ip_layer, context: IPContext, num_tokens: int = 4, concat_tokens: bool = False, scale: float = 1.0):
+        self.key_number = int(key_number)
+        self.ip_layer = ip_layer
+        self.context = context
+        self.num_tokens = int(num_tokens)
+        self.concat_tokens = bool(concat_tokens)
+        self.scale = scale  # used in concat mode (no context); context.scale wins otherwise
+
+    def _image_kv(self, tokens: torch.Tensor, dtype: torch.dtype):
+        # The adapter's weights stay fp32 (trainable); compute K'/V' in their dtype, then meet the UNet's.
+        w = self.ip_layer.to_k_ip.weight
+        t = tokens.to(w.dtype)
+        return self.ip_layer.to_k_ip(t).to(dtype), self.ip_layer.to_v_ip(t).to(dtype)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        batch_size = hidden_states.shape[0]
+        if attention_mask is not None:
+            raise NotImplementedError(
+                "IPAttnProcessor: attention masks on cross-attention are not supported (SD1.5 passes none); "
+                "remove encoder_attention_mask from the UNet call"
+            )
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+
+        ctx = self.context
+        ip_k = ip_v = None
+        scale = self.scale
+        if ctx is not None and ctx.active():
+            scale = ctx.scale
+            if ctx.kv is not None:
+                ip_k, ip_v = ctx.kv[self.key_number]
+                ip_k, ip_v = ip_k.to(query.dtype), ip_v.to(query.dtype)
+            else:
+                ip_k, ip_v = self._image_kv(ctx.tokens, query.dtype)
+        elif self.concat_tokens:
+            end = encoder_hidden_states.shape[1] - self.num_tokens
+            encoder_hidden_states, ip_tokens = encoder_hidden_states[:, :end], encoder_hidden_states[:, end:]
+            ip_k, ip_v = self._image_kv(ip_tokens, query.dtype)
+
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        if attn.norm_q is not None or attn.norm_k is not None:
+            raise NotImplementedError("IPAttnProcessor: attention layers with norm_q/norm_k (qk-norm) are not SD1.5 layers")
+
+        if ip_k is None:
+            weight = 0.0  # exact text-only path: ip_core skips the image branch
+            ip_k, ip_v = key, value
+        else:
+            weight = scale
+            if ip_k.shape[0] != batch_size:
+                if batch_size % ip_k.shape[0]:
+                    raise ValueError(f"image tokens batch {ip_k.shape[0]} does not divide the UNet batch {batch_size}")
+                rep = batch_size // ip_k.shape[0]
+                ip_k, ip_v = ip_k.repeat_interleave(rep, 0), ip_v.repeat_interleave(rep, 0)
+        if isinstance(weight, torch.Tensor):
+            weight = weight.to(device=query.device, dtype=query.dtype)
+        hidden_states = decoupled_attention(query, key, value, ip_k, ip_v, attn.heads, weight=weight)
+        hidden_states = hidden_states.to(query.dtype)
+
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor

@@ -1,0 +1,48 @@
+"""`python -m trainer <command>`: train (and demo, when trainer/demo is present)."""
+from __future__ import annotations
+
+import sys
+
+from ip_core.errors import IPAdapterError
+
+USAGE = """usage: python -m trainer <command> [flags]
+
+commands:
+  train   train an IP-Adapter (flags of the official tutorial_train.py work unchanged; --help for all)
+  demo    a tiny end-to-end demo run (when available)
+"""
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "train":
+        from .config import parse_train_args
+        from .train import train
+
+        try:
+            cfg = parse_train_args(rest)
+            result = train(cfg)
+        except IPAdapterError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: resume with --resume_from_checkpoint latest", file=sys.stderr)
+            return 130
+        print(
+            f"done: {result.global_step} steps, {result.samples_seen} samples, {result.skipped_images} unreadable image(s) skipped; "
+            f"adapter: {result.export_path}"
+        )
+        return 0
+    if cmd == "demo":
+        try:
+            from .demo import main as demo_main
+        except ImportError:
+            print("the demo is not available in this checkout", file=sys.stderr)
+            return 2
+        return demo_main(rest)
+    print(f"unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
+    return 2

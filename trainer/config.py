@@ -1,0 +1,379 @@
+"""Typed training configuration: every command-line flag, a config file (YAML/TOML), and checks.
+
+The official tutorial_train.py flags keep their names and defaults so its users switch by changing the
+command. Everything is checked here, before any model is loaded, so a typo costs seconds, not minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from ip_core.errors import IPAdapterError
+
+
+class TrainerConfigError(IPAdapterError, ValueError):
+    """A bad flag, config file or path. The message names the flag and the fix."""
+
+
+VARIANTS = ("base", "plus")
+DEFAULT_TOKENS = {"base": 4, "plus": 16}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+@dataclass
+class TrainConfig:
+    # --- the official tutorial_train.py flags (same names, same defaults) ---
+    pretrained_model_name_or_path: Optional[str] = None
+    pretrained_ip_adapter_path: Optional[str] = None
+    data_json_file: Optional[str] = None
+    data_root_path: str = ""
+    image_encoder_path: Optional[str] = None
+    output_dir: str = "sd-ip_adapter"
+    logging_dir: str = "logs"
+    resolution: int = 512
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-2
+    num_train_epochs: int = 100
+    train_batch_size: int = 8
+    dataloader_num_workers: int = 0
+    save_steps: int = 2000
+    mixed_precision: Optional[str] = None
+    report_to: str = "tensorboard"
+    local_rank: int = -1
+    # tutorial_train_plus.py
+    num_tokens: Optional[int] = None  # default by variant: 4 (base) / 16 (plus)
+
+    # --- extras ---
+    variant: str = "base"
+    max_train_steps: Optional[int] = None
+    resume_from_checkpoint: Optional[str] = None  # a checkpoint folder or "latest"
+    seed: Optional[int] = 0
+    gradient_accumulation_steps: int = 1
+    config: Optional[str] = None
+    train_shards: Optional[str] = None  # webdataset tar shards, brace patterns allowed: "data/{00000..00099}.tar"
+    shuffle_buffer: int = 1000  # webdataset in-shard shuffle buffer (samples)
+    # recipe (paper values; changing them leaves the paper's recipe)
+    i_drop_rate: float = 0.05
+    t_drop_rate: float = 0.05
+    ti_drop_rate: float = 0.05
+    # models
+    single_file_config: Optional[str] = None  # diffusers SD1.5 config folder for a single-file checkpoint (offline)
+    image_encoder_arch: str = "ViT-H-14"  # OpenCLIP architecture of an OpenCLIP checkpoint file
+    # speed
+    cache_dir: Optional[str] = None  # cache VAE latent moments, CLIP features and text embeddings here, train from it
+    cache_dtype: str = "float16"
+    gradient_checkpointing: bool = False  # recompute frozen-UNet activations in backward (memory for time)
+    allow_tf32: bool = False
+    # output
+    export_format: str = "safetensors"  # or "bin"
+    checkpoints_total_limit: Optional[int] = None
+    logging_steps: int = 10  # host sync (loss.item) only every N optimizer steps
+    # validation sampling
+    validation_image: list = field(default_factory=list)
+    validation_prompt: list = field(default_factory=list)
+    validation_steps: int = 0  # 0: only at the end when validation images are given
+    validation_num_inference_steps: int = 30
+    validation_guidance_scale: float = 7.5
+    validation_ip_scale: float = 1.0
+    validation_seed: int = 0
+    num_validation_images: int = 1
+
+    def tokens(self) -> int:
+        return self.num_tokens if self.num_tokens is not None else DEFAULT_TOKENS.get(self.variant, 4)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise TrainerConfigError(
+                f"unknown setting(s) {unknown}; known settings are the command-line flag names without '--' "
+                f"(see `python -m trainer train --help`)"
+            )
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------- argparse
+
+_HELP = {
+    "pretrained_model_name_or_path": "SD1.5 model: a diffusers folder, a hub id, or a single-file .safetensors.",
+    "pretrained_ip_adapter_path": "Start from these adapter weights (.safetensors/.bin, released layout).",
+    "data_json_file": "JSON list of {\"image_file\": ..., \"text\": ...} (official format) or JSON lines.",
+    "data_root_path": "Folder the image_file entries are relative to.",
+    "image_encoder_path": "transformers CLIPVisionModelWithProjection folder, or an OpenCLIP checkpoint file.",
+    "output_dir": "Where checkpoints, exports, logs and samples go.",
+    "logging_dir": "TensorBoard folder, relative to output_dir.",
+    "resolution": "Training resolution (short side resize + centre crop).",
+    "learning_rate": "AdamW learning rate (fixed).",
+    "weight_decay": "AdamW weight decay.",
+    "num_train_epochs": "Epochs (ignored when --max_train_steps is given).",
+    "train_batch_size": "Batch size per device.",
+    "dataloader_num_workers": "Data loading worker processes (0: main process).",
+    "save_steps": "Checkpoint (and export) every N optimizer steps.",
+    "mixed_precision": "fp16/bf16: frozen UNet, VAE and encoders in that dtype, adapter in fp32.",
+    "report_to": "tensorboard (default), wandb, comet_ml, all, or none.",
+    "local_rank": "Accepted for compatibility; accelerate sets ranks.",
+    "num_tokens": "Image tokens: 4 (base) / 16 (plus) by default.",
+    "variant": "base (linear projection, 4 tokens) or plus (Resampler, 16 tokens).",
+    "max_train_steps": "Stop after this many optimizer steps (overrides --num_train_epochs).",
+    "resume_from_checkpoint": "A checkpoint folder, or 'latest' (newest complete one in output_dir).",
+    "seed": "Seed for data order, drops, noise and timesteps (reproducible runs and resumes).",
+    "gradient_accumulation_steps": "Micro-batches per optimizer step.",
+    "config": "YAML or TOML file with any of these settings (flag names); command-line flags win.",
+    "train_shards": "webdataset tar shards (image + .txt/.json caption per key); brace patterns allowed.",
+    "single_file_config": "Folder with diffusers SD1.5 configs+tokenizer for a single-file checkpoint (offline).",
+    "image_encoder_arch": "OpenCLIP architecture for an OpenCLIP checkpoint file.",
+    "cache_dir": "Cache pass: store VAE latent moments, CLIP features and text embeddings here and train from them.",
+    "cache_dtype": "float16 or float32 storage of the cache.",
+    "export_format": "safetensors (default) or bin.",
+    "logging_steps": "Log (and sync the host) every N optimizer steps.",
+    "validation_image": "Reference image(s) for sample grids.",
+    "validation_prompt": "Prompt(s) for sample grids (default: empty prompt, image only).",
+    "validation_steps": "Sample grids every N optimizer steps (0: only at the end).",
+}
+
+_CHOICES = {
+    "mixed_precision": ["no", "fp16", "bf16"],
+    "variant": list(VARIANTS),
+    "export_format": ["safetensors", "bin"],
+    "cache_dtype": ["float16", "float32"],
+}
+
+
+def _is_optional(f) -> bool:
+    return "Optional" in str(f.type) or f.default is None
+
+
+def _arg_type(f):
+    t = str(f.type)
+    if "int" in t and "Optional" in t:
+        return int
+    if "float" in t:
+        return float
+    if t.startswith("int"):
+        return int
+    return str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer train",
+        description="Train an IP-Adapter (SD1.5 recipe of the paper). Flags of the official tutorial_train.py work unchanged.",
+    )
+    # Every default is SUPPRESS so we can tell which flags were given and let them win over --config.
+    for f in fields(TrainConfig):
+        flag = f"--{f.name}"
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": _HELP.get(f.name, f.name.replace("_", " "))}
+        if f.type in (bool, "bool"):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif f.name in ("validation_image", "validation_prompt"):
+            kw["nargs"] = "+"
+        else:
+            kw["type"] = _arg_type(f)
+            if f.name in _CHOICES:
+                kw["choices"] = _CHOICES[f.name]
+        parser.add_argument(flag, **kw)
+    return parser
+
+
+def read_config_file(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise TrainerConfigError(f"--config: no such file {path!r}; give a YAML (.yaml/.yml) or TOML (.toml) file")
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            with open(path, "r", encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        elif suffix == ".json":
+            with open(path, "r", encoding="utf-8") as fh:
+                data = json.load(fh)
+        else:
+            raise TrainerConfigError(f"--config: {path!r} has suffix {suffix!r}; use .yaml, .yml, .toml or .json")
+    except TrainerConfigError:
+        raise
+    except Exception as e:  # parse errors: say which file and what the parser said
+        raise TrainerConfigError(f"--config: cannot parse {path!r}: {e}") from e
+    if not isinstance(data, dict):
+        raise TrainerConfigError(f"--config: {path!r} must hold a mapping of setting names to values")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def parse_train_args(argv=None) -> TrainConfig:
+    """Flags > config file > defaults. Raises TrainerConfigError (argparse errors exit with code 2)."""
+    ns = build_parser().parse_args(argv)
+    given = vars(ns)
+    values: dict[str, Any] = {}
+    if given.get("config"):
+        values.update(read_config_file(given["config"]))
+    values.update(given)
+    env_rank = int(os.environ.get("LOCAL_RANK", -1))
+    if env_rank != -1:
+        values["local_rank"] = env_rank
+    cfg = TrainConfig.from_dict(values)
+    _coerce(cfg)
+    return cfg
+
+
+def _coerce(cfg: TrainConfig) -> None:
+    """Config files may hold strings or single values where lists/numbers are expected."""
+    for name in ("validation_image", "validation_prompt"):
+        v = getattr(cfg, name)
+        if v is None:
+            setattr(cfg, name, [])
+        elif isinstance(v, str):
+            setattr(cfg, name, [v])
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        t = str(f.type)
+        if v is None or f.name in ("validation_image", "validation_prompt"):
+            continue
+        try:
+            if t in ("int", "Optional[int]") and not isinstance(v, bool):
+                setattr(cfg, f.name, int(v))
+            elif t in ("float", "Optional[float]"):
+                setattr(cfg, f.name, float(v))
+            elif t == "bool" and isinstance(v, str):
+                setattr(cfg, f.name, v.lower() in ("1", "true", "yes", "on"))
+        except (TypeError, ValueError):
+            raise TrainerConfigError(f"--{f.name}: {v!r} is not a valid {t.replace('Optional[', '').rstrip(']')}") from None
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise TrainerConfigError(msg)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every setting and path. Never loads a model. Returns cfg for chaining."""
+    _require(bool(cfg.pretrained_model_name_or_path), "--pretrained_model_name_or_path is required: a diffusers SD1.5 folder or single-file .safetensors")
+    p = cfg.pretrained_model_name_or_path
+    if os.path.isdir(p):
+        for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+            _require(
+                os.path.isdir(os.path.join(p, sub)),
+                f"--pretrained_model_name_or_path: {p!r} has no {sub!r} subfolder; give a diffusers model folder "
+                f"(unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a single-file .safetensors",
+            )
+    elif os.path.isfile(p):
+        suffix = os.path.splitext(p)[1].lower()
+        _require(
+            suffix == ".safetensors",
+            f"--pretrained_model_name_or_path: {p!r} is a {suffix or 'suffix-less'} file; only single-file .safetensors "
+            f"checkpoints are loaded (pickled .ckpt files can run code); convert it or use a diffusers folder",
+        )
+        if cfg.single_file_config is not None:
+            _require(
+                os.path.isdir(cfg.single_file_config),
+                f"--single_file_config: no such folder {cfg.single_file_config!r}; give a diffusers SD1.5 folder (configs and tokenizer; weights not needed)",
+            )
+    else:
+        _require(
+            bool(_HUB_ID.match(p)) and not p.startswith((".", "/", "~")),
+            f"--pretrained_model_name_or_path: no such file or folder {p!r}; give a diffusers folder, a single-file .safetensors or a hub id",
+        )
+
+    _require(bool(cfg.image_encoder_path), "--image_encoder_path is required: a transformers CLIPVisionModelWithProjection folder or an OpenCLIP checkpoint file")
+    _require(
+        os.path.exists(cfg.image_encoder_path) or bool(_HUB_ID.match(cfg.image_encoder_path)),
+        f"--image_encoder_path: no such file or folder {cfg.image_encoder_path!r}; give a transformers CLIP vision folder or an OpenCLIP checkpoint",
+    )
+    if os.path.isdir(cfg.image_encoder_path):
+        _require(
+            os.path.isfile(os.path.join(cfg.image_encoder_path, "config.json")),
+            f"--image_encoder_path: folder {cfg.image_encoder_path!r} has no config.json; give a transformers CLIPVisionModelWithProjection folder",
+        )
+
+    # data: exactly one source
+    has_json = bool(cfg.data_json_file)
+    has_shards = bool(cfg.train_shards)
+    _require(has_json or has_shards, "no training data: give --data_json_file (with --data_root_path) or --train_shards")
+    _require(not (has_json and has_shards), "give either --data_json_file or --train_shards, not both")
+    if has_json:
+        _require(os.path.isfile(cfg.data_json_file), f"--data_json_file: no such file {cfg.data_json_file!r}")
+        if cfg.data_root_path:
+            _require(os.path.isdir(cfg.data_root_path), f"--data_root_path: no such folder {cfg.data_root_path!r}")
+    if has_shards:
+        from .data import expand_shards
+
+        shards = expand_shards(cfg.train_shards)
+        missing = [s for s in shards if not os.path.isfile(s)]
+        _require(not missing, f"--train_shards: {len(missing)} of {len(shards)} shard(s) missing, first {missing[:3]}")
+
+    if cfg.pretrained_ip_adapter_path is not None:
+        _require(os.path.isfile(cfg.pretrained_ip_adapter_path), f"--pretrained_ip_adapter_path: no such file {cfg.pretrained_ip_adapter_path!r}")
+
+    # numbers
+    _require(cfg.variant in VARIANTS, f"--variant: {cfg.variant!r} is not one of {list(VARIANTS)}")
+    _require(cfg.resolution >= 8 and cfg.resolution % 8 == 0, f"--resolution: {cfg.resolution} must be a positive multiple of 8 (the VAE downsamples by 8)")
+    _require(cfg.learning_rate > 0, f"--learning_rate: {cfg.learning_rate} must be > 0")
+    _require(cfg.weight_decay >= 0, f"--weight_decay: {cfg.weight_decay} must be >= 0")
+    _require(cfg.train_batch_size >= 1, f"--train_batch_size: {cfg.train_batch_size} must be >= 1")
+    _require(cfg.num_train_epochs >= 1, f"--num_train_epochs: {cfg.num_train_epochs} must be >= 1")
+    _require(cfg.dataloader_num_workers >= 0, f"--dataloader_num_workers: {cfg.dataloader_num_workers} must be >= 0")
+    _require(cfg.save_steps >= 1, f"--save_steps: {cfg.save_steps} must be >= 1")
+    _require(cfg.gradient_accumulation_steps >= 1, f"--gradient_accumulation_steps: {cfg.gradient_accumulation_steps} must be >= 1")
+    _require(cfg.logging_steps >= 1, f"--logging_steps: {cfg.logging_steps} must be >= 1")
+    _require(cfg.max_train_steps is None or cfg.max_train_steps >= 1, f"--max_train_steps: {cfg.max_train_steps} must be >= 1")
+    _require(cfg.tokens() >= 1, f"--num_tokens: {cfg.num_tokens} must be >= 1")
+    _require(cfg.shuffle_buffer >= 1, f"--shuffle_buffer: {cfg.shuffle_buffer} must be >= 1")
+    rates = (cfg.i_drop_rate, cfg.t_drop_rate, cfg.ti_drop_rate)
+    _require(all(r >= 0 for r in rates) and sum(rates) <= 1, f"drop rates {rates} must be >= 0 and sum to <= 1 (--i_drop_rate, --t_drop_rate, --ti_drop_rate)")
+    _require(cfg.mixed_precision in (None, "no", "fp16", "bf16"), f"--mixed_precision: {cfg.mixed_precision!r} is not one of no, fp16, bf16")
+    _require(cfg.export_format in ("safetensors", "bin"), f"--export_format: {cfg.export_format!r} is not safetensors or bin")
+    _require(cfg.cache_dtype in ("float16", "float32"), f"--cache_dtype: {cfg.cache_dtype!r} is not float16 or float32")
+    _require(cfg.checkpoints_total_limit is None or cfg.checkpoints_total_limit >= 1, "--checkpoints_total_limit must be >= 1")
+    _require(cfg.validation_steps >= 0, f"--validation_steps: {cfg.validation_steps} must be >= 0")
+    _require(cfg.validation_num_inference_steps >= 1, "--validation_num_inference_steps must be >= 1")
+    for img in cfg.validation_image:
+        _require(os.path.isfile(img), f"--validation_image: no such file {img!r}")
+    _require(
+        not cfg.validation_prompt or cfg.validation_image,
+        "--validation_prompt needs --validation_image (IP-Adapter samples are conditioned on a reference image)",
+    )
+
+    # reporting backends must be importable now, not after the models are loaded
+    if cfg.report_to not in ("none", ""):
+        wanted = ["tensorboard", "wandb", "comet_ml"] if cfg.report_to == "all" else [r.strip() for r in cfg.report_to.split(",")]
+        for r in wanted:
+            _require(r in ("tensorboard", "wandb", "comet_ml"), f"--report_to: {r!r} is not tensorboard, wandb, comet_ml, all or none")
+            mod = {"tensorboard": "torch.utils.tensorboard", "wandb": "wandb", "comet_ml": "comet_ml"}[r]
+            try:
+                __import__(mod)
+            except Exception:
+                raise TrainerConfigError(f"--report_to {r}: the {r} package is not installed; pip install {r} or pass --report_to none") from None
+
+    if cfg.resume_from_checkpoint not in (None, "latest"):
+        _require(
+            os.path.isdir(cfg.resume_from_checkpoint),
+            f"--resume_from_checkpoint: no such checkpoint folder {cfg.resume_from_checkpoint!r}; give a checkpoint-N folder or 'latest'",
+        )
+    if cfg.cache_dir is not None and os.path.exists(cfg.cache_dir):
+        _require(os.path.isdir(cfg.cache_dir), f"--cache_dir: {cfg.cache_dir!r} exists and is not a folder")
+    return cfg
+
+
+def save_resolved(cfg: TrainConfig, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(cfg.to_dict(), fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)

@@ -1,0 +1,296 @@
+"""Training data: the official JSON list, webdataset tar shards, and resumable, seeded batch order.
+
+Preprocessing is the official one: training image = short side resize to `resolution` (bilinear, PIL) +
+centre crop + [-1, 1]; CLIP image = transformers CLIPImageProcessor() defaults. Unreadable or corrupt
+images become None and are dropped (and counted) by `collate`, never fatal.
+
+Randomness lives outside the workers: the batch order is a permutation drawn from (seed, epoch), so a
+resume skips the consumed batches without loading them and sees the same batches the uninterrupted run
+saw; drops are drawn in the training loop from a saved generator.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import re
+import tarfile
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import IMAGE_SUFFIXES, TrainerConfigError
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
+    """torchvision Resize(size, BILINEAR) + CenterCrop(size) on a PIL image, without torchvision."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), Image.BILINEAR)
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def train_image_tensor(img: Image.Image, size: int) -> torch.Tensor:
+    """[3, size, size] float in [-1, 1] (ToTensor + Normalize([0.5], [0.5]))."""
+    arr = np.asarray(resize_center_crop(img, size), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).sub_(0.5).div_(0.5).contiguous()
+
+
+class ClipPreprocessor:
+    """transformers CLIPImageProcessor() defaults, as the official dataset (224, bicubic, centre crop)."""
+
+    def __init__(self):
+        from transformers import CLIPImageProcessor
+
+        self.processor = CLIPImageProcessor()
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return self.processor(images=img, return_tensors="pt").pixel_values[0]
+
+
+def open_rgb(src) -> Image.Image:
+    """Open and fully decode (so truncation is found here, not later), as RGB."""
+    with Image.open(src) as im:
+        im.load()
+        return im.convert("RGB")
+
+
+def tokenize(tokenizer, texts) -> torch.Tensor:
+    return tokenizer(
+        texts, max_length=tokenizer.model_max_length, padding="max_length", truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+# ---------------------------------------------------------------------------------------------- JSON data
+
+def load_json_items(path: str) -> list:
+    """Official format: a JSON list of {"image_file": ..., "text": ...}; JSON lines also accepted."""
+    with open(path, "r", encoding="utf-8") as fh:
+        raw = fh.read()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        try:
+            data = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        except json.JSONDecodeError as e:
+            raise TrainerConfigError(f"--data_json_file: {path!r} is neither JSON nor JSON lines ({e})") from None
+    if not isinstance(data, list) or not data:
+        raise TrainerConfigError(f"--data_json_file: {path!r} must be a non-empty list of {{\"image_file\": ..., \"text\": ...}}")
+    for i, item in enumerate(data[:1000]):
+        if not isinstance(item, dict) or "image_file" not in item or "text" not in item:
+            raise TrainerConfigError(f"--data_json_file: entry {i} of {path!r} lacks 'image_file' or 'text': {str(item)[:120]}")
+    return data
+
+
+class ImageTextDataset(torch.utils.data.Dataset):
+    """Map-style dataset over the official JSON items. Items: dict(image, clip_image, input_ids, index) or None."""
+
+    def __init__(self, items: list, root: str, tokenizer, size: int):
+        self.items = items
+        self.root = root or ""
+        self.tokenizer = tokenizer
+        self.size = size
+        self.clip = ClipPreprocessor()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def caption(self, idx: int) -> str:
+        return str(self.items[idx]["text"])
+
+    def __getitem__(self, idx: int):
+        item = self.items[idx]
+        try:
+            img = open_rgb(os.path.join(self.root, item["image_file"]))
+        except Exception:
+            return None
+        return make_sample(img, str(item["text"]), idx, self.tokenizer, self.size, self.clip)
+
+
+def make_sample(img, text, index, tokenizer, size, clip) -> dict:
+    return {
+        "image": train_image_tensor(img, size),
+        "clip_image": clip(img),
+        "input_ids": tokenize(tokenizer, text)[0],
+        "index": index,
+    }
+
+
+def collate(samples: list) -> dict:
+    """Stack the readable samples; `skipped` counts the unreadable ones (None)."""
+    good = [s for s in samples if s is not None]
+    out = {"skipped": len(samples) - len(good), "size": len(good)}
+    if good:
+        for k in good[0]:
+            vals = [s[k] for s in good]
+            out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else torch.tensor(vals)
+    return out
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of indices: permutation of range(n) seeded by (seed, epoch), this rank's share, from `start`.
+
+    Ranks get equal counts (indices padded by wrap-around, as DistributedSampler) so DDP steps stay in lock step.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1, start: int = 0, shuffle: bool = True):
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
+        self.rank, self.world, self.start, self.shuffle = rank, world, start, shuffle
+
+    def indices(self) -> list:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(int(self.seed) * 100003 + int(self.epoch))
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        total = math.ceil(self.n / self.world) * self.world
+        order = (order * math.ceil(total / max(len(order), 1)))[:total]
+        return order[self.rank :: self.world]
+
+    def all_batches(self) -> list:
+        idx = self.indices()
+        return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+
+    def __iter__(self):
+        yield from self.all_batches()[self.start :]
+
+    def __len__(self) -> int:
+        return max(0, math.ceil(math.ceil(self.n / self.world) / self.batch_size) - self.start)
+
+
+def batches_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    return math.ceil(math.ceil(n / world) / batch_size)
+
+
+# ---------------------------------------------------------------------------------------------- webdataset shards
+
+_BRACE = re.compile(r"\{([^{}]*)\}")
+
+
+def expand_shards(pattern: str) -> list:
+    """'a/{000..012}.tar', 'a/{x,y}.tar', several patterns separated by '::' or whitespace."""
+    out = []
+    for part in re.split(r"::|\s+", pattern.strip()):
+        if part:
+            out.extend(_expand_one(part))
+    return out
+
+
+def _expand_one(s: str) -> list:
+    m = _BRACE.search(s)
+    if not m:
+        return [s]
+    body, head, tail = m.group(1), s[: m.start()], s[m.end() :]
+    rng = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if rng:
+        a, b = rng.group(1), rng.group(2)
+        width = len(a) if a.startswith("0") else 0
+        opts = [str(i).zfill(width) for i in range(int(a), int(b) + 1)]
+    else:
+        opts = body.split(",")
+    return [x for o in opts for x in _expand_one(head + o + tail)]
+
+
+def _caption_from(name: str, data: bytes) -> Optional[str]:
+    if name.endswith(".txt"):
+        return data.decode("utf-8", errors="replace").strip()
+    if name.endswith(".json"):
+        try:
+            d = json.loads(data)
+        except Exception:
+            return None
+        for k in ("text", "caption", "prompt"):
+            if isinstance(d, dict) and k in d:
+                return str(d[k])
+    return None
+
+
+def iter_tar_samples(path: str) -> Iterator[tuple]:
+    """(key, image bytes or None, caption or None) per sample key of a webdataset tar (members grouped by key)."""
+    key, img, cap = None, None, None
+    with tarfile.open(path, "r|*") as tf:
+        for member in tf:
+            if not member.isfile():
+                continue
+            base = os.path.basename(member.name)
+            k = os.path.join(os.path.dirname(member.name), base.split(".", 1)[0])
+            ext = "." + base.split(".", 1)[1].lower() if "." in base else ""
+            if k != key:
+                if key is not None:
+                    yield key, img, cap
+                key, img, cap = k, None, None
+            fh = tf.extractfile(member)
+            data = fh.read() if fh is not None else b""
+            if ext in IMAGE_SUFFIXES:
+                img = data
+            else:
+                c = _caption_from(ext, data)
+                if c is not None:
+                    cap = c
+        if key is not None:
+            yield key, img, cap
+
+
+class TarShardDataset(torch.utils.data.IterableDataset):
+    """webdataset tar shards, streamed. Shards are split across ranks and workers, shuffled per epoch, with an
+    in-worker shuffle buffer; all seeded, so `skip_batches` resumes at the same samples (given the same worker count).
+    """
+
+    def __init__(self, shards: list, tokenizer, size: int, seed: int, batch_size: int, rank: int = 0, world: int = 1, shuffle_buffer: int = 1000):
+        self.shards, self.tokenizer, self.size, self.seed = list(shards), tokenizer, size, int(seed)
+        self.batch_size, self.rank, self.world, self.buffer = batch_size, rank, world, shuffle_buffer
+        self.epoch, self.skip_batches = 0, 0
+        self.clip = None
+
+    def set_position(self, epoch: int, skip_batches: int) -> None:
+        self.epoch, self.skip_batches = int(epoch), int(skip_batches)
+
+    def raw_samples(self, worker: int, num_workers: int) -> Iterator[tuple]:
+        order = list(self.shards)
+        random.Random(self.seed * 100003 + self.epoch).shuffle(order)
+        mine = order[self.rank * num_workers + worker :: self.world * num_workers]
+        rng = random.Random((self.seed * 100003 + self.epoch) * 4099 + self.rank * 131 + worker)
+        buf = []
+        for shard in mine:
+            try:
+                for s in iter_tar_samples(shard):
+                    buf.append(s)
+                    if len(buf) >= self.buffer:
+                        yield buf.pop(rng.randrange(len(buf)))
+            except (tarfile.TarError, OSError):
+                # A truncated shard ends early; its readable samples were used.
+                continue
+        rng.shuffle(buf)
+        yield from buf
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self.clip is None:
+            self.clip = ClipPreprocessor()
+        # DataLoader takes batches round-robin from workers: worker w made batches w, w+nw, ... of those consumed.
+        mine = len(range(worker, self.skip_batches, nw))
+        skip = mine * self.batch_size
+        for i, (key, img_bytes, cap) in enumerate(self.raw_samples(worker, nw)):
+            if i < skip:
+                continue
+            if img_bytes is None or cap is None:
+                yield None
+                continue
+            try:
+                img = open_rgb(io.BytesIO(img_bytes))
+            except Exception:
+                yield None
+                continue
+            yield make_sample(img, cap, -1, self.tokenizer, self.size, self.clip)

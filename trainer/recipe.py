@@ -1,0 +1,100 @@
+"""The paper's SD1.5 training recipe, as small functions (REFERENCE.md section 1).
+
+- one uniform draw per sample: r < p drops the image, p <= r < 2p the text, 2p <= r < 3p both
+  (the official dataset's if/elif chain with i_drop_rate = t_drop_rate = ti_drop_rate = 0.05);
+- dropped image: base = zeros of the CLIP embedding before the projection; plus = the encoder's output for
+  an all-zero (normalised) pixel image; dropped text = the empty string's embedding;
+- DDPM forward noise with uniform timesteps, epsilon-prediction MSE; AdamW(1e-4, wd 1e-2), fixed LR.
+
+Every random draw takes an explicit torch.Generator so a resumed run draws exactly what the uninterrupted
+one would have.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def draw_drops(batch_size: int, generator: torch.Generator | None, p: float = 0.05, p_text: float | None = None, p_both: float | None = None):
+    """One draw per sample -> (drop_image bool[B], drop_text bool[B]) on the generator's device.
+
+    p is the image-drop rate; p_text / p_both default to p (the official 0.05 / 0.05 / 0.05).
+    """
+    p_text = p if p_text is None else p_text
+    p_both = p if p_both is None else p_both
+    device = generator.device if generator is not None else "cpu"
+    r = torch.rand(batch_size, generator=generator, device=device)
+    image_only = r < p
+    text_only = (r >= p) & (r < p + p_text)
+    both = (r >= p + p_text) & (r < p + p_text + p_both)
+    return image_only | both, text_only | both
+
+
+def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.to(like.device).view(-1, *([1] * (like.dim() - 1)))
+
+
+def apply_image_drop(features: torch.Tensor, drop_image: torch.Tensor, uncond_features: torch.Tensor | None = None) -> torch.Tensor:
+    """Replace dropped samples' encoder features (before the projection) by the unconditional ones.
+
+    uncond_features None -> zeros (base recipe). For plus, pass the encoder's penultimate hidden states of an
+    all-zero normalised pixel image ([1, T, C] or [T, C]), i.e. ip_core.embeds.unconditional_features.
+    torch.where keeps this free of host syncs (no Python branching on the mask).
+    """
+    if uncond_features is None:
+        uncond = torch.zeros((), dtype=features.dtype, device=features.device)
+    else:
+        uncond = uncond_features.to(device=features.device, dtype=features.dtype)
+        if uncond.dim() == features.dim() - 1:
+            uncond = uncond.unsqueeze(0)
+    return torch.where(_rows(drop_image, features), uncond, features)
+
+
+def apply_text_drop(text_embeds: torch.Tensor, drop_text: torch.Tensor, empty_text_embeds: torch.Tensor) -> torch.Tensor:
+    """Dropped text = the empty string tokenised normally and encoded ([1, 77, C] or [77, C])."""
+    empty = empty_text_embeds.to(device=text_embeds.device, dtype=text_embeds.dtype)
+    if empty.dim() == text_embeds.dim() - 1:
+        empty = empty.unsqueeze(0)
+    return torch.where(_rows(drop_text, text_embeds), empty, text_embeds)
+
+
+def sample_latents(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None, scaling_factor: float) -> torch.Tensor:
+    """A fresh draw from the VAE posterior each step (as vae.encode(x).latent_dist.sample() does), scaled.
+
+    logvar is clamped as diffusers' DiagonalGaussianDistribution does.
+    """
+    logvar = torch.clamp(logvar.float(), -30.0, 20.0)
+    eps = torch.randn(mean.shape, generator=generator, device=generator.device if generator is not None else "cpu").to(mean.device)
+    return (mean.float() + torch.exp(0.5 * logvar) * eps) * scaling_factor
+
+
+def diffusion_loss(model, scheduler, latents: torch.Tensor, text_embeds: torch.Tensor, image_features: torch.Tensor, generator: torch.Generator | None, scale=1.0, return_pred: bool = False):
+    """DDPM add_noise at uniform timesteps, MSE against the scheduler's target (epsilon; v if configured).
+
+    model(noisy_latents, timesteps, text_embeds, image_features, scale=...) -> noise prediction.
+    """
+    gdev = generator.device if generator is not None else "cpu"
+    bsz = latents.shape[0]
+    noise = torch.randn(latents.shape, generator=generator, device=gdev, dtype=torch.float32).to(latents.device)
+    num_t = int(scheduler.config.num_train_timesteps)
+    timesteps = torch.randint(0, num_t, (bsz,), generator=generator, device=gdev).long().to(latents.device)
+    latents = latents.float()
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    pred_type = getattr(scheduler.config, "prediction_type", "epsilon")
+    if pred_type == "epsilon":
+        target = noise
+    elif pred_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        raise ValueError(f"scheduler prediction_type {pred_type!r} is not supported by the trainer; use epsilon or v_prediction")
+    pred = model(noisy, timesteps, text_embeds, image_features, scale=scale)
+    loss = F.mse_loss(pred.float(), target.float(), reduction="mean")
+    return (loss, pred) if return_pred else loss
+
+
+def make_optimizer(params, lr: float = 1e-4, weight_decay: float = 1e-2) -> torch.optim.Optimizer:
+    """AdamW over the adapter's parameters only, weight decay on all of them (as the official script)."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters: the optimizer gets the adapter's parameters only")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
