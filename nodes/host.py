@@ -1,0 +1,121 @@
+"""Everything the nodes take from the ComfyUI host, in one place.
+
+Host modules are imported lazily, inside functions: the package must import (for ComfyUI-Manager scans,
+for tests with a stand-in host) even where `comfy` is not importable. Each function names the host code it
+relies on (ComfyUI a125cd84, 2025-10).
+"""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import torch
+
+from .core import attention as _attention
+
+multihead_attention = _attention.multihead_attention
+
+FOLDER = "ipadapter"
+# What ip_core.checkpoint reads safely. .ckpt/.pkl are pickles this package does not open.
+EXTENSIONS = {".safetensors", ".bin", ".pt", ".pth"}
+
+
+def register_model_folder() -> None:
+    """Make models/ipadapter a model folder, the way ComfyUI_IPAdapter_plus does, so users' files are found.
+
+    folder_paths.py: folder_names_and_paths[name] = ([paths], extensions). extra_model_paths.yaml entries
+    (loaded before custom nodes, utils/extra_config.py) and another pack may already have created the entry:
+    keep its paths; widen (never narrow) its extension set so no other pack loses files. An entry made by
+    add_model_folder_path has an empty set, which the host reads as "any extension": we give it ours.
+    """
+    import folder_paths
+
+    default = os.path.join(folder_paths.models_dir, FOLDER)
+    if FOLDER in folder_paths.folder_names_and_paths:
+        paths, exts = folder_paths.folder_names_and_paths[FOLDER]
+        exts = set(exts) | EXTENSIONS if exts else set(EXTENSIONS)
+        if default not in paths:
+            paths = list(paths) + [default]
+    else:
+        paths, exts = [default], set(EXTENSIONS)
+    folder_paths.folder_names_and_paths[FOLDER] = (paths, exts)
+
+
+def adapter_files() -> list:
+    import folder_paths
+
+    register_model_folder()
+    names = folder_paths.get_filename_list(FOLDER)
+    return [n for n in names if os.path.splitext(n)[1].lower() in EXTENSIONS]
+
+
+def adapter_path(name: str):
+    import folder_paths
+
+    register_model_folder()
+    return folder_paths.get_full_path(FOLDER, name), folder_paths.get_folder_paths(FOLDER)
+
+
+def check_interrupt() -> None:
+    """comfy/model_management.py throw_exception_if_processing_interrupted: raises if the user pressed Cancel."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    mm.throw_exception_if_processing_interrupted()
+
+
+def progress_bar(total: int):
+    """comfy/utils.py ProgressBar(total).update(n); a no-op outside the host."""
+    try:
+        import comfy.utils
+    except ImportError:
+        return SimpleNamespace(update=lambda n: None)
+    return comfy.utils.ProgressBar(total)
+
+
+def intermediate_device():
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return torch.device("cpu")
+    return mm.intermediate_device()
+
+
+def attention_for(extra_options: dict):
+    """The host's own attention function with the layer's precision, as CrossAttention.forward calls it.
+
+    comfy/ldm/modules/attention.py CrossAttention.forward: optimized_attention(q, k, v, heads,
+    attn_precision=..., transformer_options=...). Using it (not SDPA) keeps weight 0 bit-identical to the
+    unpatched model and honours `optimized_attention_override` set by other packs (wrap_attn).
+    """
+    try:
+        from comfy.ldm.modules.attention import optimized_attention
+    except ImportError:
+        return multihead_attention
+    precision = extra_options.get("attn_precision")
+
+    def attention(q, k, v, heads, mask=None):
+        return optimized_attention(q, k, v, heads, mask=mask, attn_precision=precision, transformer_options=extra_options)
+
+    return attention
+
+
+def encode_pixels(clip_vision, pixel_values: torch.Tensor):
+    """Run the host's CLIP vision model on already-preprocessed pixels.
+
+    comfy/clip_vision.py ClipVisionModel.encode_image does clip_preprocess (centre crop only) and then
+    self.model(pixel_values=..., intermediate_output=-2) -> (last_hidden, penultimate, image_embeds, mm).
+    We call the model the same way with our own preprocessing (exact CLIPImageProcessor, pad, squash).
+    intermediate_output=-2 is transformers' hidden_states[-2], the layer the plus adapters were trained on.
+    """
+    import comfy.model_management as mm
+
+    mm.load_model_gpu(clip_vision.patcher)
+    out = clip_vision.model(pixel_values=pixel_values.to(clip_vision.load_device).float(), intermediate_output=-2)
+    device = mm.intermediate_device()
+    return SimpleNamespace(image_embeds=out[2].to(device), penultimate_hidden_states=out[1].to(device))
+
+
+def can_encode_pixels(clip_vision) -> bool:
+    return all(hasattr(clip_vision, a) for a in ("model", "patcher", "load_device"))

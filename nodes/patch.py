@@ -1,0 +1,258 @@
+"""The attn2 replace patch ComfyUI calls in every cross-attention layer.
+
+Host contract (comfy/ldm/modules/attention.py, BasicTransformerBlock.forward): for a layer whose key is in
+transformer_options["patches_replace"]["attn2"] (looked up as (block, number, block_index) first, then
+(block, number)), the host computes q = to_q(x), k = to_k(context), v = to_v(context), calls
+`patch(q, k, v, extra_options)` and passes the result through to_out. extra_options holds n_heads,
+attn_precision, block, block_index, cond_or_uncond, sigmas, original_shape (comfy/samplers.py
+_calc_cond_batch and openaimodel.UNetModel._forward put them there).
+
+Only one patch can sit at a key, so one IPAttentionPatch holds every adapter applied to the model
+(branches: stacked Apply nodes add up) and wraps whatever other patch was there before it.
+
+ModelPatcher.clone() deep-copies model_options (comfy/model_patcher.py), i.e. our patches: branches are
+immutable after creation and shared between copies (their K'/V' caches too), so cloning costs nothing.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import host
+from .core import attention, errors
+
+decoupled_attention = attention.decoupled_attention
+AdapterMismatchError, IPAdapterError = errors.AdapterMismatchError, errors.IPAdapterError
+
+
+class SigmaWindow:
+    """start_at/end_at as sigmas (ModelSampling.percent_to_sigma), tested once per UNet call.
+
+    The host passes one `sigmas` tensor object to every layer of one model call (samplers.py:
+    transformer_options["sigmas"] = timestep). Reading it costs a device->host sync, so the answer is kept
+    for that tensor object and the other layers of the call reuse it: at most one sync per UNet call per
+    Apply node, and none at all when the window is the whole schedule (the default).
+    """
+
+    def __init__(self, sigma_start: float, sigma_end: float, whole_schedule: bool):
+        self.sigma_start = float(sigma_start)
+        self.sigma_end = float(sigma_end)
+        self.whole_schedule = whole_schedule
+        self._last = None  # the last sigmas tensor seen (strong ref: its id cannot be reused meanwhile)
+        self._last_version = None
+        self._last_active = True
+        self.syncs = 0  # how often the sigma was read from the device (tests check it stays per call)
+
+    def active(self, extra_options: dict) -> bool:
+        if self.whole_schedule:
+            return True
+        sigmas = extra_options.get("sigmas")
+        if sigmas is None:
+            return True  # called outside a sampler: behave as the full window
+        if sigmas is self._last and sigmas._version == self._last_version:
+            return self._last_active
+        sigma = float(sigmas.detach().reshape(-1)[0])
+        self.syncs += 1
+        self._last, self._last_version = sigmas, sigmas._version
+        self._last_active = self.sigma_end <= sigma <= self.sigma_start
+        return self._last_active
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def downsampled_hw(original_shape, tokens: int) -> tuple:
+    """(h, w) of a layer with `tokens` query positions in a UNet whose input latent is original_shape.
+
+    The UNet's stride-2 convolutions (kernel 3, padding 1) give ceil(h / 2), so odd sizes are exact too.
+    """
+    h, w = int(original_shape[-2]), int(original_shape[-1])
+    while h * w > tokens:
+        h, w = (h + 1) // 2, (w + 1) // 2
+    if h * w != tokens:
+        raise IPAdapterError(
+            f"cannot place the attention mask: a layer has {tokens} positions, which is no downsampling of the "
+            f"{original_shape[-2]}x{original_shape[-1]} latent. Remove attn_mask for this model."
+        )
+    return h, w
+
+
+class AdapterBranch:
+    """One Apply node's contribution: an adapter's K'/V' for every layer, its weights, window and mask.
+
+    K'/V' are computed once, at apply time, from the cond and uncond tokens; a layer call only looks them up
+    (converted once per device/dtype, arranged once per cond/uncond batch layout).
+    """
+
+    def __init__(self, adapter, embeds, layer_weights, window: SigmaWindow, mask: Optional[torch.Tensor] = None,
+                 label: str = "IPAdapter"):
+        self.label = label
+        self.window = window
+        self.mask = mask  # [M, H, W] float or None
+        self.per_item = embeds.cond.shape[0] > 1
+        self.references = embeds.cond.shape[0]
+        self.layer_of_key = {}
+        self.weight_of_layer = {}
+        self._kv = {}  # layer index -> (k_cond, v_cond, k_uncond, v_uncond) as computed (fp32, adapter device)
+        param = next(adapter.parameters())
+        cond = embeds.cond.to(param.device, param.dtype)
+        uncond = embeds.uncond.to(param.device, param.dtype)
+        with torch.no_grad():
+            for spec, w in zip(adapter.layers, layer_weights):
+                self.layer_of_key[spec.comfy_key] = spec.index
+                self.weight_of_layer[spec.index] = float(w)
+                if w == 0:
+                    continue  # never computed, never run
+                kc, vc = adapter.layer_kv(spec.index, cond)
+                ku, vu = adapter.layer_kv(spec.index, uncond)
+                self._kv[spec.index] = (kc, vc, ku, vu)
+        self._on_device = {}  # (layer, device, dtype) -> 4 tensors
+        self._arranged = {}  # (layer, device, dtype, cond_or_uncond, batch) -> (k, v)
+        self._masks = {}  # (tokens, original hw, device, dtype, cond_or_uncond, batch) -> [B, tokens, 1]
+        self.calls = 0  # image-branch evaluations (tests count them per UNet call)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def weight(self, key) -> float:
+        layer = self.layer_of_key.get(key)
+        return 0.0 if layer is None else self.weight_of_layer[layer]
+
+    def kv(self, key, cond_or_uncond, batch: int, device, dtype):
+        layer = self.layer_of_key[key]
+        chunks = tuple(cond_or_uncond) if cond_or_uncond else (0,)
+        ck = (layer, device, dtype, chunks, batch)
+        hit = self._arranged.get(ck)
+        if hit is not None:
+            return hit
+        dk = (layer, device, dtype)
+        parts = self._on_device.get(dk)
+        if parts is None:
+            parts = tuple(t.to(device=device, dtype=dtype) for t in self._kv[layer])
+            self._on_device[dk] = parts
+        if batch % len(chunks):
+            raise IPAdapterError(f"{self.label}: batch of {batch} does not split into {len(chunks)} cond/uncond chunks")
+        per_chunk = batch // len(chunks)
+        if self.per_item and self.references != per_chunk:
+            raise AdapterMismatchError(
+                f"{self.label}: the image prompt holds {self.references} references, one per batch item, but the "
+                f"latent batch has {per_chunk} items. Make the batch size {self.references}, or encode with "
+                "combine 'concat' or 'average' to use all references for every item."
+            )
+        ks, vs = [], []
+        for c in chunks:
+            k, v = (parts[0], parts[1]) if c == 0 else (parts[2], parts[3])
+            ks.append(k.expand(per_chunk, -1, -1))
+            vs.append(v.expand(per_chunk, -1, -1))
+        out = (torch.cat(ks).contiguous(), torch.cat(vs).contiguous())
+        self._arranged[ck] = out
+        return out
+
+    def spatial_mask(self, tokens: int, original_shape, cond_or_uncond, batch: int, device, dtype):
+        if self.mask is None:
+            return None
+        chunks = tuple(cond_or_uncond) if cond_or_uncond else (0,)
+        key = (tokens, tuple(original_shape[-2:]), device, dtype, chunks, batch)
+        hit = self._masks.get(key)
+        if hit is not None:
+            return hit
+        h, w = downsampled_hw(original_shape, tokens)
+        m = F.interpolate(self.mask[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)
+        m = m.reshape(m.shape[0], h * w, 1)
+        per_chunk = batch // len(chunks)
+        if m.shape[0] not in (1, per_chunk):
+            raise IPAdapterError(
+                f"{self.label}: attn_mask has {m.shape[0]} masks but the latent batch has {per_chunk} items; "
+                f"give one mask (used for every item) or exactly {per_chunk}."
+            )
+        m = m.expand(per_chunk, -1, -1).repeat(len(chunks), 1, 1)
+        m = m.to(device=device, dtype=dtype)
+        self._masks[key] = m
+        return m
+
+
+class _KnownText:
+    """`attention` for decoupled_attention whose text term is already known (a wrapped patch's output or the
+    sum so far of earlier branches): decoupled_attention keeps the formula in one place (ip_core), and
+    stacked branches add up as Attn(text) + sum_i lambda_i * mask_i * Attn(q, K'_i, V'_i)."""
+
+    def __init__(self, text_k, text_out, attention):
+        self.text_k, self.text_out, self.attention = text_k, text_out, attention
+
+    def __call__(self, q, k, v, heads, mask=None):
+        if k is self.text_k:
+            return self.text_out
+        return self.attention(q, k, v, heads)
+
+
+class IPAttentionPatch:
+    """Replacement of one attn2 layer: text attention (or the wrapped foreign patch) plus every branch."""
+
+    def __init__(self, key, branches=(), wrapped=None):
+        self.key = key
+        self.branches = tuple(branches)
+        self.wrapped = wrapped
+
+    def with_branch(self, branch: AdapterBranch) -> "IPAttentionPatch":
+        return IPAttentionPatch(self.key, self.branches + (branch,), self.wrapped)
+
+    def __deepcopy__(self, memo):
+        # Branches are immutable and shared; a foreign wrapped patch is copied as the host would copy it.
+        return IPAttentionPatch(self.key, self.branches, copy.deepcopy(self.wrapped, memo))
+
+    def __call__(self, q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+        attention = host.attention_for(extra_options)
+        active = [b for b in self.branches if b.weight(self.key) != 0 and b.window.active(extra_options)]
+        if self.wrapped is not None:
+            out = self.wrapped(q, k, v, extra_options)
+        elif not active:
+            return attention(q, k, v, heads)
+        else:
+            out = None
+        cond_or_uncond = extra_options.get("cond_or_uncond")
+        batch = q.shape[0]
+        for branch in active:
+            ip_k, ip_v = branch.kv(self.key, cond_or_uncond, batch, q.device, q.dtype)
+            mask = branch.spatial_mask(q.shape[1], extra_options.get("original_shape", (0, 0)), cond_or_uncond,
+                                       batch, q.device, q.dtype)
+            branch.calls += 1
+            attn = attention if out is None else _KnownText(k, out, attention)
+            out = decoupled_attention(q, k, v, ip_k, ip_v, heads, weight=branch.weight(self.key),
+                                      spatial_mask=mask, attention=attn)
+        return out
+
+
+def patch_model(model, branch: AdapterBranch, layers):
+    """A clone of `model` (a ComfyUI ModelPatcher) with `branch` in every layer; the input is not touched.
+
+    Registers under (block, number, transformer_index), the key BasicTransformerBlock looks up first, so
+    the middle block is ("middle", 0, i): the key the host really uses (openaimodel.py sets
+    transformer_options["block"] = ("middle", 0); ComfyUI_IPAdapter_plus registers ("middle", 1), which is
+    never looked up). An existing patch at the 3-key or at the host's fallback 2-key is kept: our patch
+    extends it (ours) or wraps it (anyone else's).
+    """
+    m = model.clone()
+    replace = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
+    patched = 0
+    for spec in layers:
+        key = spec.comfy_key
+        if key is None:
+            raise AdapterMismatchError(
+                f"{branch.label}: this adapter was made for a custom UNet and has no ComfyUI layer names; "
+                "it can only be used with SD1.5 or SDXL models."
+            )
+        existing = replace.get(key, replace.get(key[:2]))
+        if branch.weight(key) == 0 and existing is None:
+            continue  # nothing to run here; leave the layer to the host's own attention
+        if isinstance(existing, IPAttentionPatch):
+            new = existing.with_branch(branch)
+        else:
+            new = IPAttentionPatch(key, (branch,), wrapped=existing)
+        m.set_model_attn2_replace(new, key[0], key[1], key[2])
+        patched += 1
+    return m, patched

@@ -1,0 +1,62 @@
+"""Fixtures for the node tests: the ComfyUI stand-in (comfy_standin.py) and tiny/full-layout adapters."""
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))  # importlib mode: make comfy_standin importable
+
+import comfy_standin  # noqa: E402
+from ip_core.adapter import IPAdapter, save_adapter  # noqa: E402
+from ip_core.config import make_config  # noqa: E402
+from ip_core.layers import layer_specs  # noqa: E402
+
+
+def random_adapter(variant="base", base="sd15", encoder_width=None, seed=0):
+    """A released-layout adapter with random weights (SD1.5: full size, 22M parameters for base)."""
+    ctx = 768 if base == "sd15" else 2048
+    width = encoder_width or (1024 if variant == "base" else 1280)
+    torch.manual_seed(seed)
+    return IPAdapter.from_config(make_config(variant, layer_specs(base), ctx, width)).eval()
+
+
+def sdxl_adapter(seed=0):
+    """An SDXL base adapter whose 140 K'/V' matrices are stride-0 views of one column each: the real layout
+    and layer table (70 layers) without allocating 1.3 GB of random weights."""
+    cfg = make_config("base", layer_specs("sdxl"), 2048, 1280)
+    with torch.device("meta"):
+        a = IPAdapter.from_config(cfg)
+    g = torch.Generator().manual_seed(seed)
+    a.image_proj.to_empty(device="cpu")
+    for p in a.image_proj.parameters():
+        p.data = torch.randn(p.shape, generator=g) * 0.02
+    for layer in a.ip_layers.values():
+        for lin in (layer.to_k_ip, layer.to_v_ip):
+            col = torch.randn(lin.out_features, 1, generator=g) * 0.02
+            lin.weight = torch.nn.Parameter(col.expand(lin.out_features, lin.in_features), requires_grad=False)
+    return a.eval()
+
+
+@pytest.fixture(scope="session")
+def adapter_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("adapters")
+    files = {
+        "base": save_adapter(random_adapter("base", seed=1), d / "my renamed adapter.safetensors"),
+        "plus": save_adapter(random_adapter("plus", seed=2), d / "plus.bin", format="bin"),
+    }
+    return files
+
+
+@pytest.fixture
+def host(monkeypatch, tmp_path):
+    models = tmp_path / "models"
+    (models / "ipadapter").mkdir(parents=True)
+    return comfy_standin.install(monkeypatch, str(models))
+
+
+@pytest.fixture
+def nodes_mod(host):
+    import nodes
+
+    return nodes
