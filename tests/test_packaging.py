@@ -1,0 +1,49 @@
+"""install.py only creates models/ipadapter inside a ComfyUI folder, and never touches anything else."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+INSTALL = Path(__file__).resolve().parents[2] / "install.py"
+
+
+def run(comfy):
+    return subprocess.run([sys.executable, str(INSTALL)], env=dict(os.environ, COMFYUI_PATH=str(comfy)), capture_output=True, text=True)
+
+
+def test_creates_the_ipadapter_model_folder(tmp_path):
+    (tmp_path / "models").mkdir()
+    res = run(tmp_path)
+    assert res.returncode == 0 and (tmp_path / "models" / "ipadapter").is_dir()
+    assert run(tmp_path).returncode == 0  # idempotent
+
+
+def test_leaves_a_non_comfyui_folder_alone(tmp_path):
+    res = run(tmp_path)
+    assert res.returncode == 0 and list(tmp_path.iterdir()) == []
+    assert "does not look like a ComfyUI folder" in res.stdout
+
+
+ROOT = INSTALL.parent
+HOST_IMPORT = __import__("re").compile(r"^\s*(import|from)\s+(comfy|comfy_extras|folder_paths|node_helpers|nodes|execution|server)\b", __import__("re").M)
+
+
+def test_ip_core_and_trainer_never_import_the_host():
+    offenders = [str(p.relative_to(ROOT)) for pkg in ("ip_core", "trainer") for p in (ROOT / pkg).rglob("*.py")
+                 if HOST_IMPORT.search(p.read_text())]
+    assert offenders == []
+
+
+def test_no_eval_or_exec_in_shipped_code():
+    import re
+
+    pattern = re.compile(r"(^|[^.\w])(eval|exec)\(")
+    shipped = [p for pkg in ("ip_core", "nodes", "trainer") for p in (ROOT / pkg).rglob("*.py")] + [ROOT / "__init__.py", INSTALL]
+    assert [str(p.relative_to(ROOT)) for p in shipped if pattern.search(p.read_text())] == []
+
+
+def test_pyproject_declares_the_comfy_registry_entry():
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert {"PublisherId", "DisplayName"} <= set(meta["tool"]["comfy"])
