@@ -92,6 +92,9 @@ def encoder_module(encoder) -> torch.nn.Module:
     """The nn.Module inside an ip_core encoder (for .to / requires_grad_)."""
     if isinstance(encoder, torch.nn.Module):
         return encoder
+    m = getattr(encoder, "module", None)  # ip_core.encoders.ImageEncoder.module
+    if isinstance(m, torch.nn.Module):
+        return m
     for name in ("model", "module", "visual", "vision_model"):
         m = getattr(encoder, name, None)
         if isinstance(m, torch.nn.Module):

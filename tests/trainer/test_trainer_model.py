@@ -1,0 +1,113 @@
+"""The model wrapper: official init, frozen UNet, exact text-only path, both token conventions, diffusers parity."""
+import torch
+
+from ip_core.adapter import IPAdapter, load_adapter, save_adapter
+from ip_core.config import make_config
+from ip_core.embeds import features_for
+from ip_core.layers import layer_specs_from_unet
+from trainer.model import IPAdapterUNet
+
+
+def _make(tiny_models, variant="base", seed=0):
+    unet = tiny_models["load_unet"]()
+    enc = tiny_models["encoder"]
+    width = enc.projection_dim if variant == "base" else enc.hidden_size
+    torch.manual_seed(seed)
+    layers = layer_specs_from_unet(unet)
+    adapter = IPAdapter.from_config(make_config(variant, layers, unet.config.cross_attention_dim, width), layers)
+    return unet, adapter, IPAdapterUNet(unet, adapter)
+
+
+def _inputs(batch=2, seed=1, width=24):
+    g = torch.Generator().manual_seed(seed)
+    lat = torch.randn(batch, 4, 8, 8, generator=g)
+    t = torch.tensor([10, 500][:batch])
+    text = torch.randn(batch, 77, 32, generator=g)
+    feats = torch.randn(batch, width, generator=g)
+    return lat, t, text, feats
+
+
+def test_init_copies_to_k_to_v_and_freezes_unet(tiny_models):
+    unet, adapter, model = _make(tiny_models)
+    specs = layer_specs_from_unet(unet)
+    assert len(specs) == 4
+    for s in specs:
+        attn = unet.get_submodule(s.diffusers_name[: -len(".processor")])
+        layer = adapter.ip_layers[str(s.key_number)]
+        assert torch.equal(layer.to_k_ip.weight, attn.to_k.weight)
+        assert torch.equal(layer.to_v_ip.weight, attn.to_v.weight)
+        assert layer.to_k_ip.weight.data_ptr() != attn.to_k.weight.data_ptr()  # a copy, not shared storage
+    trainable = {id(p) for p in model.trainable_parameters()}
+    assert trainable == {id(p) for p in adapter.parameters()}
+    assert not any(p.requires_grad for p in unet.parameters())
+    # processors are not modules: the adapter's weights never become UNet parameters
+    assert sum(p.numel() for p in unet.parameters()) == sum(p.numel() for p in tiny_models["load_unet"]().parameters())
+
+
+def test_scale_zero_and_no_context_are_the_text_only_unet(tiny_models):
+    unet, adapter, model = _make(tiny_models)
+    lat, t, text, feats = _inputs()
+    plain = tiny_models["load_unet"]()
+    with torch.no_grad():
+        ref = plain(lat, t, text).sample
+        out0 = model(lat, t, text, feats, scale=0.0)
+        bare = unet(lat, t, text).sample  # no context set: text only
+        out1 = model(lat, t, text, feats, scale=1.0)
+    assert torch.equal(out0, ref)
+    assert torch.equal(bare, ref)
+    assert (out1 - ref).abs().max() > 1e-4  # the image branch does something
+
+
+def test_concat_convention_matches_context(tiny_models):
+    unet, adapter, model = _make(tiny_models)
+    lat, t, text, feats = _inputs()
+    with torch.no_grad():
+        ctx = model(lat, t, text, feats, scale=1.0)
+        tokens = adapter.project(feats)
+        for p in unet.attn_processors.values():
+            if hasattr(p, "concat_tokens"):
+                p.concat_tokens = True
+        cat = unet(lat, t, torch.cat([text, tokens], dim=1)).sample
+        per_sample = model(lat, t, text, feats, scale=torch.tensor([1.0, 0.0]))
+        ref0 = tiny_models["load_unet"]()(lat, t, text).sample
+    torch.testing.assert_close(cat, ctx, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(per_sample[0], ctx[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(per_sample[1], ref0[1], rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_only_the_adapter(tiny_models):
+    unet, adapter, model = _make(tiny_models)
+    lat, t, text, feats = _inputs()
+    model(lat, t, text, feats).pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapter.parameters())
+    assert all(p.grad is None for p in unet.parameters())
+
+
+def test_export_roundtrip_ip_core_and_diffusers_same_prediction(tiny_models, tmp_path):
+    unet, adapter, model = _make(tiny_models, seed=3)
+    with torch.no_grad():  # move the weights away from the to_k/to_v copy so the test sees them
+        for p in adapter.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    lat, t, text, _ = _inputs()
+    enc = tiny_models["encoder"]
+    with torch.no_grad():
+        pix = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+        feats = features_for(adapter.config, enc.encode(pix))
+        ours = model(lat, t, text, feats)
+
+    for fmt in ("safetensors", "bin"):
+        path = save_adapter(adapter, tmp_path / f"ip_adapter.{fmt}", format=fmt)
+        loaded = load_adapter(path)
+        assert loaded.config.signature == adapter.config.signature
+        for k, v in adapter.state_dict().items():
+            assert torch.equal(loaded.state_dict()[k], v), k
+
+    # diffusers: the released layout through UNet2DConditionModel._load_ip_adapter_weights
+    from ip_core.checkpoint import load_adapter_state_dict
+
+    sd = load_adapter_state_dict(tmp_path / "ip_adapter.safetensors")
+    dunet = tiny_models["load_unet"]()
+    dunet._load_ip_adapter_weights([sd])
+    with torch.no_grad():
+        theirs = dunet(lat, t, text, added_cond_kwargs={"image_embeds": [feats.unsqueeze(1)]}).sample
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
