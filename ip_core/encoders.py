@@ -538,9 +538,18 @@ class TransformersCLIPEncoder(ImageEncoder):
         return EncoderOutput(image_embeds=out.image_embeds, penultimate_hidden_states=out.hidden_states[-2])
 
 
+def load_image_encoder(path, arch: Union[str, dict] = "ViT-H-14", device="cpu", dtype=torch.float32) -> ImageEncoder:
+    """A transformers folder (config.json inside) -> TransformersCLIPEncoder; a single weight file in either
+    layout -> OpenCLIPEncoder built as `arch`. Both give the same features for the same weights."""
+    path = Path(path)
+    if path.is_dir():
+        return TransformersCLIPEncoder.from_pretrained(path, device=device, dtype=dtype)
+    return OpenCLIPEncoder.from_checkpoint(path, arch=arch, device=device, dtype=dtype)
+
+
 __all__ = [
     "ENCODER_NAMES", "EncoderOutput", "ImageEncoder", "KNOWN_ARCHS", "OpenCLIPEncoder", "TransformersCLIPEncoder",
     "VisionDims", "build_openclip_visual", "dims_from_openclip_state_dict", "encoder_name_for_dims",
-    "load_openclip_visual_state_dict", "openclip_to_transformers", "transformers_config_for_openclip",
+    "load_image_encoder", "load_openclip_visual_state_dict", "openclip_to_transformers", "transformers_config_for_openclip",
     "transformers_to_openclip",
 ]

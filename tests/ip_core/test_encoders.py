@@ -11,6 +11,7 @@ from ip_core.encoders import (
     TransformersCLIPEncoder,
     VisionDims,
     build_openclip_visual,
+    load_image_encoder,
     encoder_name_for_dims,
     openclip_to_transformers,
     transformers_config_for_openclip,
@@ -190,7 +191,8 @@ def test_from_checkpoint_layouts(tmp_path, tiny_visual, pixels, layout):
         save_file(openclip_to_transformers(full), str(path))
     else:  # open_clip training checkpoint: {"epoch", "state_dict": {"module.visual...."}}
         torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in full.items()}}, path)
-    enc = OpenCLIPEncoder.from_checkpoint(path, arch=TINY_CFG)
+    enc = load_image_encoder(path, arch=TINY_CFG)
+    assert isinstance(enc, OpenCLIPEncoder)
     with torch.no_grad():
         _assert_same_outputs(enc.encode(pixels), OpenCLIPEncoder.from_model(tiny_visual).encode(pixels), atol=1e-6)
     assert enc.dtype == torch.float32 and not any(p.requires_grad for p in enc.module.parameters())
@@ -286,6 +288,7 @@ def test_arch_names_never_download():
 def test_transformers_from_pretrained(tmp_path, tiny_hf, pixels):
     tiny_hf.save_pretrained(tmp_path / "clip_vision")
     enc = TransformersCLIPEncoder.from_pretrained(tmp_path / "clip_vision")
+    assert isinstance(load_image_encoder(tmp_path / "clip_vision"), TransformersCLIPEncoder)
     with torch.no_grad():
         _assert_same_outputs(enc.encode(pixels), TransformersCLIPEncoder.from_model(tiny_hf).encode(pixels), atol=0)
     with pytest.raises(AdapterFileError, match="config.json"):
