@@ -1,0 +1,160 @@
+"""The loop end to end on tiny generated models: CLI, exports, resume, corrupt data, NaN, cache, shards."""
+import io
+import json
+import os
+import tarfile
+
+import pytest
+import torch
+from PIL import Image
+
+import trainer.train as train_mod
+from ip_core.adapter import load_adapter
+from trainer.checkpoints import list_checkpoints
+from trainer.cli import main as cli_main
+from trainer.train import TrainingDivergedError, train
+
+
+def test_cli_end_to_end_exports_checkpoints_logs_and_samples(tiny_assets, tmp_path):
+    out = tmp_path / "run"
+    img = os.path.join(tiny_assets["images"], "img0.png")
+    rc = cli_main([
+        "train", "--pretrained_model_name_or_path", tiny_assets["sd"], "--image_encoder_path", tiny_assets["encoder"],
+        "--data_json_file", tiny_assets["json"], "--data_root_path", tiny_assets["images"], "--output_dir", str(out),
+        "--resolution", "16", "--train_batch_size", "4", "--max_train_steps", "3", "--save_steps", "2",
+        "--validation_image", img, "--validation_prompt", "a cat", "--validation_steps", "2",
+        "--validation_num_inference_steps", "2", "--export_format", "bin", "--logging_steps", "1",
+    ])
+    assert rc == 0
+    assert [os.path.basename(p) for p in list_checkpoints(str(out))] == ["checkpoint-2", "checkpoint-3"]
+    for name in ("checkpoint-2/ip_adapter.bin", "ip_adapter.bin", "config.json", "samples/step-0000002.png", "samples/step-0000003.png"):
+        assert (out / name).is_file(), name
+    assert any(f.startswith("events.out.tfevents") for _, _, fs in os.walk(out / "logs") for f in fs)
+    adapter = load_adapter(out / "ip_adapter.bin")
+    assert adapter.config.variant == "base" and adapter.config.num_tokens == 4 and adapter.config.context_dim == 32
+    grid = Image.open(out / "samples/step-0000003.png")
+    assert grid.size == (32, 16)  # reference + one sample, one row
+    with open(out / "config.json") as fh:
+        assert json.load(fh)["max_train_steps"] == 3
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_run(train_args, monkeypatch, tmp_path):
+    # batch 3 over 8 images: 3 batches per epoch (the last one partial); 5 steps cross an epoch boundary
+    kw = dict(train_batch_size=3, max_train_steps=5, save_steps=2, logging_steps=2)
+    full = train(train_args(output_dir=str(tmp_path / "full"), **kw))
+    assert len(full.losses) == 5 and all(l == l for l in full.losses)
+
+    calls = {"n": 0}
+    real = train_mod.diffusion_loss
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:  # killed in the middle of step 4 (after checkpoint-2)
+            raise _Killed()
+        return real(*a, **k)
+
+    out = str(tmp_path / "cut")
+    monkeypatch.setattr(train_mod, "diffusion_loss", dying)
+    with pytest.raises(_Killed):
+        train(train_args(output_dir=out, **kw))
+    monkeypatch.setattr(train_mod, "diffusion_loss", real)
+    os.makedirs(os.path.join(out, ".checkpoint-4.tmp"))  # a save that was killed half-way is ignored
+    assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-2"]
+
+    resumed = train(train_args(output_dir=out, resume_from_checkpoint="latest", **kw))
+    assert resumed.resumed_from.endswith("checkpoint-2")
+    assert resumed.losses == full.losses  # bit-exact on CPU
+    a, b = load_adapter(full.export_path), load_adapter(resumed.export_path)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    # a resume with other recipe settings is refused, naming them
+    with pytest.raises(Exception, match="--train_batch_size"):
+        train(train_args(output_dir=out, resume_from_checkpoint="latest", **dict(kw, train_batch_size=2)))
+
+
+def test_corrupt_images_are_skipped_and_counted(tiny_assets, train_args, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    items = json.loads(open(tiny_assets["json"]).read())[:4]
+    for it in items:
+        (root / it["image_file"]).write_bytes(open(os.path.join(tiny_assets["images"], it["image_file"]), "rb").read())
+    good = (root / "img0.png").read_bytes()
+    (root / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "notimage.png").write_text("hello")
+    items += [{"image_file": "truncated.png", "text": "x"}, {"image_file": "notimage.png", "text": "y"}, {"image_file": "missing.png", "text": "z"}]
+    (root / "data.json").write_text(json.dumps(items))
+    res = train(train_args(data_json_file=str(root / "data.json"), data_root_path=str(root), max_train_steps=None,
+                           num_train_epochs=1, train_batch_size=7, output_dir=str(tmp_path / "o")))
+    assert res.skipped_images == 3 and res.global_step == 1 and res.samples_seen == 4
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train_args, monkeypatch, tmp_path):
+    real = train_mod.diffusion_loss
+    calls = {"n": 0}
+
+    def nan_after_two(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(train_mod, "diffusion_loss", nan_after_two)
+    out = tmp_path / "o"
+    with pytest.raises(TrainingDivergedError, match="checkpoint-2") as e:
+        train(train_args(output_dir=str(out), max_train_steps=6, save_steps=2, logging_steps=1))
+    assert "step 3" in str(e.value)
+    assert [os.path.basename(p) for p in list_checkpoints(str(out))] == ["checkpoint-2"]
+    assert not (out / "ip_adapter.safetensors").exists()
+    assert all(torch.isfinite(v).all() for v in load_adapter(out / "checkpoint-2" / "ip_adapter.safetensors").state_dict().values())
+
+
+def test_cache_pass_trains_like_the_live_models(train_args, tmp_path):
+    kw = dict(max_train_steps=3, train_batch_size=4)
+    live = train(train_args(output_dir=str(tmp_path / "live"), **kw))
+    cache = str(tmp_path / "cache")
+    cached = train(train_args(output_dir=str(tmp_path / "cached"), cache_dir=cache, cache_dtype="float32", **kw))
+    torch.testing.assert_close(torch.tensor(cached.losses), torch.tensor(live.losses), rtol=1e-4, atol=1e-5)
+    meta = os.path.join(cache, "meta.json")
+    stamp = os.stat(meta).st_mtime_ns
+    again = train(train_args(output_dir=str(tmp_path / "again"), cache_dir=cache, cache_dtype="float32", **kw))
+    assert os.stat(meta).st_mtime_ns == stamp and again.losses == cached.losses  # reused, not rebuilt
+    with pytest.raises(Exception, match="--cache_dir"):
+        train(train_args(output_dir=str(tmp_path / "other"), cache_dir=cache, cache_dtype="float32", resolution=24, **kw))
+
+
+def _write_shard(path, samples):
+    with tarfile.open(path, "w") as tf:
+        for key, img_bytes, caption in samples:
+            for ext, data in (("png", img_bytes), ("txt", caption.encode())):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+
+
+def test_webdataset_shards_and_plus_variant(tiny_assets, train_args, tmp_path):
+    imgs = sorted(f for f in os.listdir(tiny_assets["images"]) if f.endswith(".png"))
+    blobs = [open(os.path.join(tiny_assets["images"], f), "rb").read() for f in imgs]
+    _write_shard(tmp_path / "s-000.tar", [(f"a{i}", b, f"caption {i}") for i, b in enumerate(blobs[:4])])
+    _write_shard(tmp_path / "s-001.tar", [(f"b{i}", b, f"caption {i}") for i, b in enumerate(blobs[4:])] + [("bad", b"junk", "x")])
+    res = train(train_args(data_json_file=None, train_shards=str(tmp_path / "s-{000..001}.tar"), variant="plus",
+                           max_train_steps=None, num_train_epochs=1, train_batch_size=3, shuffle_buffer=4,
+                           output_dir=str(tmp_path / "o")))
+    assert res.skipped_images == 1 and res.samples_seen == 8 and res.global_step == 3
+    adapter = load_adapter(res.export_path)
+    assert adapter.config.variant == "plus" and adapter.config.num_tokens == 16
+
+
+def test_start_from_pretrained_adapter_and_refuse_a_mismatch(train_args, tmp_path):
+    first = train(train_args(output_dir=str(tmp_path / "a"), max_train_steps=1))
+    second = train(train_args(output_dir=str(tmp_path / "b"), max_train_steps=1, pretrained_ip_adapter_path=first.export_path,
+                              learning_rate=1e-12))
+    a, b = load_adapter(first.export_path), load_adapter(second.export_path)
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[k], v, rtol=0, atol=1e-6)
+    from ip_core.errors import AdapterMismatchError
+
+    with pytest.raises(AdapterMismatchError, match="--pretrained_ip_adapter_path"):
+        train(train_args(output_dir=str(tmp_path / "c"), variant="plus", pretrained_ip_adapter_path=first.export_path))
