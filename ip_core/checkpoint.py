@@ -42,25 +42,25 @@ def sniff_format(path) -> str:
     return "unknown"
 
 
-def _read_safetensors(path: Path) -> dict:
+def _read_safetensors(path: Path, remedy: str = "download it again") -> dict:
     from safetensors.torch import load_file
 
     try:
         return load_file(str(path), device="cpu")
     except Exception as e:  # SafetensorError is not importable under one stable name across versions
         raise AdapterFileError(
-            f"{path.name}: not a readable safetensors file ({e}). It is probably truncated or corrupt: download it again."
+            f"{path.name}: not a readable safetensors file ({e}). It is probably truncated or corrupt: {remedy}."
         ) from None
 
 
-def _read_pickle(path: Path) -> dict:
+def _read_pickle(path: Path, safe_alternative: str = "the .safetensors release of this adapter") -> dict:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise AdapterFileError(
             f"{path.name}: refused to load. The pickle holds objects other than tensors and plain containers, "
             f"which could run code, so nothing in it was executed ({str(e).splitlines()[0][:200]}). "
-            "Use the .safetensors release of this adapter, or convert the file where you trust it."
+            f"Use {safe_alternative}, or convert the file where you trust it."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, struct.error) as e:
         raise AdapterFileError(
@@ -98,23 +98,34 @@ def _check_tensors(sd: dict, path: Path) -> dict:
     return sd
 
 
-def load_adapter_state_dict(path) -> dict:
-    """{"image_proj": {...}, "ip_adapter": {...}} from a .safetensors or pickle file, safely."""
+def read_tensor_file(path, folder: str = "models/ipadapter", safe_alternative: str = "the .safetensors release of this adapter"):
+    """(format, contents) of a weights file, read without running code; every failure names the file.
+
+    folder: where ComfyUI users keep this kind of file (for the "no such file" hint); safe_alternative: what
+    to use instead when a pickle is refused.
+    """
     path = Path(path)
     if not path.is_file():
-        raise AdapterFileError(f"{path}: no such file. Check the path, or put the adapter in ComfyUI's models/ipadapter folder.")
+        raise AdapterFileError(f"{path}: no such file. Check the path, or put the file in ComfyUI's {folder} folder.")
     if path.stat().st_size == 0:
         raise AdapterFileError(f"{path.name}: the file is empty (an interrupted download?); download it again.")
     fmt = sniff_format(path)
     if fmt == "safetensors":
-        return _check_tensors(_split_prefixed(_read_safetensors(path), path), path)
+        return fmt, _read_safetensors(path)
     if fmt in ("torch-zip", "torch-pickle"):
-        data = _read_pickle(path)
-    else:
-        raise AdapterFileError(
-            f"{path.name}: unrecognised file format (neither safetensors nor a torch file); "
-            "it may be truncated, an HTML error page, or another kind of file."
-        )
+        return fmt, _read_pickle(path, safe_alternative)
+    raise AdapterFileError(
+        f"{path.name}: unrecognised file format (neither safetensors nor a torch file); "
+        "it may be truncated, an HTML error page, or another kind of file. Download it again."
+    )
+
+
+def load_adapter_state_dict(path) -> dict:
+    """{"image_proj": {...}, "ip_adapter": {...}} from a .safetensors or pickle file, safely."""
+    path = Path(path)
+    fmt, data = read_tensor_file(path)
+    if fmt == "safetensors":
+        return _check_tensors(_split_prefixed(data, path), path)
     if not isinstance(data, dict):
         raise AdapterFileError(f"{path.name}: holds a {type(data).__name__}, not a dict of weights; not an IP-Adapter file.")
     if "image_proj" in data or "ip_adapter" in data:

@@ -26,7 +26,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .checkpoint import _read_pickle, _read_safetensors, sniff_format
+from .checkpoint import read_tensor_file
 from .errors import AdapterFileError, IPAdapterError, UnsupportedAdapterError
 from .preprocess import preprocess_images
 
@@ -244,20 +244,7 @@ def build_openclip_visual(arch: Union[str, dict] = "ViT-H-14", device="cpu") -> 
 
 
 def _read_tensor_file(path: Path) -> dict:
-    if not path.is_file():
-        raise AdapterFileError(f"{path}: no such file. Check the path, or put the CLIP vision model in ComfyUI's models/clip_vision folder.")
-    if path.stat().st_size == 0:
-        raise AdapterFileError(f"{path.name}: the file is empty (an interrupted download?); download it again.")
-    fmt = sniff_format(path)
-    if fmt == "safetensors":
-        return _read_safetensors(path)
-    if fmt in ("torch-zip", "torch-pickle"):
-        data = _read_pickle(path)
-    else:
-        raise AdapterFileError(
-            f"{path.name}: unrecognised file format (neither safetensors nor a torch file); it may be truncated, "
-            "an HTML error page, or another kind of file. Download the CLIP vision model again."
-        )
+    _, data = read_tensor_file(path, folder="models/clip_vision", safe_alternative="the .safetensors file of this CLIP vision model")
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]  # open_clip training checkpoints wrap the weights
     if not isinstance(data, dict):
