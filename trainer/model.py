@@ -123,7 +123,7 @@ class IPAdapterUNet(nn.Module):
         dtype = self.unet.dtype
         self.context.kv = kv
         self.context.scale = scale
-        keep = self.unet.training and getattr(self.unet, "gradient_checkpointing", False)
+        keep = self.unet.training and getattr(self.unet, "is_gradient_checkpointing", False)
         try:
             return self.unet(noisy_latents.to(dtype), timesteps, text_embeds.to(dtype)).sample
         finally:

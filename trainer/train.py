@@ -124,6 +124,18 @@ def run_cache_pass(cfg, accelerator, models, acfg, fp, weight_dtype, source_data
     return skipped_all
 
 
+def _reset_accelerate_state() -> None:
+    """accelerate keeps one process-wide state; a second train() in the same process (tests, notebooks) may
+    want another mixed precision. The distributed part (PartialState) is kept."""
+    try:
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+    except Exception:
+        pass
+
+
 def _progress(it, accelerator, desc, total=None, initial=0):
     from tqdm.auto import tqdm
 
@@ -146,6 +158,7 @@ def train(config: TrainConfig) -> TrainResult:
     from .models import encoder_module, freeze_, load_image_encoder, load_sd
 
     report = None if cfg.report_to in ("none", "") else cfg.report_to
+    _reset_accelerate_state()
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -237,6 +250,13 @@ def train(config: TrainConfig) -> TrainResult:
 
     # ---- optimizer, accelerate (only the adapter's forward is wrapped: DDP/DeepSpeed never see the UNet)
     optimizer = make_optimizer(model.trainable_parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    from accelerate.utils import DistributedType
+
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    if deepspeed:  # no dataloader goes through prepare(), so DeepSpeed cannot infer the micro batch itself
+        ds_cfg = accelerator.state.deepspeed_plugin.deepspeed_config
+        if ds_cfg.get("train_micro_batch_size_per_gpu") in (None, "auto"):
+            ds_cfg["train_micro_batch_size_per_gpu"] = cfg.train_batch_size
     kv_runner, optimizer = accelerator.prepare(model.adapter_kv, optimizer)
     model.set_adapter_runner(kv_runner)
 
@@ -253,7 +273,10 @@ def train(config: TrainConfig) -> TrainResult:
     global_step, epoch, batch_in_epoch, samples_seen, skipped = 0, 0, 0, 0, skipped_before
     if state is not None:
         adapter.load_state_dict(state["adapter"])
-        optimizer.load_state_dict(state["optimizer"])
+        if deepspeed:  # ZeRO partitions the optimizer state: each rank wrote its own part
+            optimizer.load_state_dict(torch.load(os.path.join(resume_path, f"optimizer_rank{rank}.pt"), map_location="cpu", weights_only=True))
+        else:
+            optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler") is not None and accelerator.scaler is not None:
             accelerator.scaler.load_state_dict(state["scaler"])
         global_step, epoch, batch_in_epoch = int(state["global_step"]), int(state["epoch"]), int(state["batch_in_epoch"])
@@ -271,6 +294,7 @@ def train(config: TrainConfig) -> TrainResult:
     # ---- helpers using the state above
     pending: list = []
     last_ckpt = [resume_path]
+    saved_at = [int(state["global_step"]) if state is not None else None]  # same on every rank (collective saves)
 
     def flush_losses():
         if not pending:
@@ -307,6 +331,8 @@ def train(config: TrainConfig) -> TrainResult:
         accelerator.wait_for_everyone()
         tmp = tmp or os.path.join(cfg.output_dir, f".checkpoint-{global_step}.tmp")
         ck.write_rng(tmp, rank, ck.rng_state(drop_gen, step_gen))
+        if deepspeed:
+            torch.save(optimizer.state_dict(), os.path.join(tmp, f"optimizer_rank{rank}.pt"))
         accelerator.wait_for_everyone()
         path = None
         if accelerator.is_main_process:
@@ -319,7 +345,7 @@ def train(config: TrainConfig) -> TrainResult:
                 "samples_seen": samples_seen,
                 "skipped_images": skipped,
                 "adapter": {k: v.detach().cpu().clone() for k, v in adapter.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
+                "optimizer": None if deepspeed else optimizer.state_dict(),
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
                 "losses": list(result.losses),
                 "config": cfg.to_dict(),
@@ -328,6 +354,7 @@ def train(config: TrainConfig) -> TrainResult:
             ck.prune(cfg.output_dir, cfg.checkpoints_total_limit)
             last_ckpt[0] = path
             result.checkpoint_path = path
+        saved_at[0] = global_step
         accelerator.wait_for_everyone()
         return path
 
@@ -384,57 +411,59 @@ def train(config: TrainConfig) -> TrainResult:
 
     # ---- the loop
     pbar = _progress(None, accelerator, "train", total=max_steps, initial=global_step)
-    acc_loss = None
-    done = max_steps is not None and global_step >= max_steps
-    while not done:
-        if max_steps is None and epoch >= cfg.num_train_epochs:
-            break
-        used, started_at = 0, batch_in_epoch
-        for batch in loader_for(epoch, batch_in_epoch):
-            batch_in_epoch += 1
-            skipped += batch["skipped"]
-            if batch["size"] == 0:
-                continue
-            used += 1
-            with accelerator.accumulate(kv_runner):
-                with accelerator.autocast():
-                    loss = batch_loss(batch)
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            samples_seen += batch["size"] * world
-            acc_loss = loss.detach() if acc_loss is None else acc_loss + loss.detach()
-            if not accelerator.sync_gradients:
-                continue
-            global_step += 1
-            pending.append(acc_loss / accum)
-            acc_loss = None
-            pbar.update(1)
-            if global_step % cfg.logging_steps == 0:
-                flush_losses()
-            if global_step % cfg.save_steps == 0:
-                save_checkpoint()
-            if cfg.validation_steps and global_step % cfg.validation_steps == 0:
-                run_validation()
-            if max_steps is not None and global_step >= max_steps:
-                done = True
+    try:
+        acc_loss = None
+        done = max_steps is not None and global_step >= max_steps
+        while not done:
+            if max_steps is None and epoch >= cfg.num_train_epochs:
                 break
-        if done:
-            break
-        if used == 0 and started_at == 0:
-            raise TrainerConfigError(
-                f"no readable training sample ({skipped} unreadable image(s) skipped): check --data_json_file/--data_root_path or --train_shards"
-            )
-        epoch, batch_in_epoch = epoch + 1, 0
+            used, started_at = 0, batch_in_epoch
+            for batch in loader_for(epoch, batch_in_epoch):
+                batch_in_epoch += 1
+                skipped += batch["skipped"]
+                if batch["size"] == 0:
+                    continue
+                used += 1
+                with accelerator.accumulate(kv_runner):
+                    with accelerator.autocast():
+                        loss = batch_loss(batch)
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                samples_seen += batch["size"] * world
+                acc_loss = loss.detach() if acc_loss is None else acc_loss + loss.detach()
+                if not accelerator.sync_gradients:
+                    continue
+                global_step += 1
+                pending.append(acc_loss / accum)
+                acc_loss = None
+                pbar.update(1)
+                if global_step % cfg.logging_steps == 0:
+                    flush_losses()
+                if global_step % cfg.save_steps == 0:
+                    save_checkpoint()
+                if cfg.validation_steps and global_step % cfg.validation_steps == 0:
+                    run_validation()
+                if max_steps is not None and global_step >= max_steps:
+                    done = True
+                    break
+            if done:
+                break
+            if used == 0 and started_at == 0:
+                raise TrainerConfigError(
+                    f"no readable training sample ({skipped} unreadable image(s) skipped): check --data_json_file/--data_root_path or --train_shards"
+                )
+            epoch, batch_in_epoch = epoch + 1, 0
 
-    flush_losses()
-    if result.checkpoint_path is None or not result.checkpoint_path.endswith(f"checkpoint-{global_step}"):
-        save_checkpoint()
-    if cfg.validation_image and not (cfg.validation_steps and global_step % cfg.validation_steps == 0):
-        run_validation()
-    if accelerator.is_main_process:
-        result.export_path = export(os.path.join(cfg.output_dir, "ip_adapter"))
-    pbar.close()
+        flush_losses()
+        if saved_at[0] != global_step:
+            save_checkpoint()
+        if cfg.validation_image and not (cfg.validation_steps and global_step % cfg.validation_steps == 0):
+            run_validation()
+        if accelerator.is_main_process:
+            result.export_path = export(os.path.join(cfg.output_dir, "ip_adapter"))
+    finally:
+        pbar.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()
     result.global_step, result.samples_seen, result.skipped_images = global_step, samples_seen, skipped

@@ -111,3 +111,25 @@ def test_export_roundtrip_ip_core_and_diffusers_same_prediction(tiny_models, tmp
     with torch.no_grad():
         theirs = dunet(lat, t, text, added_cond_kwargs={"image_embeds": [feats.unsqueeze(1)]}).sample
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
+
+
+def test_export_loads_through_the_diffusers_pipeline_loader(tiny_assets, tiny_models, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    unet, adapter, model = _make(tiny_models, seed=4)
+    save_adapter(adapter, tmp_path / "ip_adapter.safetensors")
+    from trainer.config import TrainConfig
+    from trainer.models import load_sd
+
+    m = load_sd(TrainConfig(pretrained_model_name_or_path=tiny_assets["sd"]))
+    pipe = StableDiffusionPipeline(
+        vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet, scheduler=m.scheduler,
+        safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
+    )
+    pipe.load_ip_adapter(str(tmp_path), subfolder="", weight_name="ip_adapter.safetensors", image_encoder_folder=None)
+    procs = {n: p for n, p in pipe.unet.attn_processors.items() if hasattr(p, "to_k_ip")}
+    assert len(procs) == len(adapter.layers)
+    for spec in layer_specs_from_unet(unet):
+        p = procs[spec.diffusers_name]
+        torch.testing.assert_close(p.to_k_ip[0].weight, adapter.ip_layers[str(spec.key_number)].to_k_ip.weight)
+        torch.testing.assert_close(p.to_v_ip[0].weight, adapter.ip_layers[str(spec.key_number)].to_v_ip.weight)
