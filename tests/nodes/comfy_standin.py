@@ -271,7 +271,8 @@ class ClipVisionStandin(nn.Module):
     def forward(self, pixel_values, intermediate_output=None):
         """clip_model.CLIPVisionModelProjection.forward -> (last_hidden, intermediate, projected, mm_projected)."""
         x = self.patch(pixel_values).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls.expand(x.shape[0], 1, -1), x], dim=1)
+        cls = self.cls + x.mean(dim=1, keepdim=True)  # the CLS token sees the image (as attention would make it)
+        x = torch.cat([cls, x], dim=1)
         penultimate = torch.tanh(x)
         last = self.norm(penultimate)
         return last, penultimate, self.proj(last[:, 0]), None

@@ -1,0 +1,49 @@
+"""The public API of the node pack: ids, input names, output types, tooltips, descriptions."""
+import sys
+
+import nodes
+from nodes.nodes_ipadapter import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+# Saved workflows depend on these: changing one is a breaking change.
+PUBLIC = {
+    "IPALoadAdapter": ("Load IPAdapter", ["adapter_name"], ("IPA_ADAPTER",)),
+    "IPAEncodeImagePrompt": ("Encode Image Prompt", ["ipadapter", "clip_vision", "image"], ("IPA_EMBEDS",)),
+    "IPAApplyAdapter": ("Apply IPAdapter", ["model", "ipadapter", "embeds", "weight", "start_at", "end_at"], ("MODEL",)),
+}
+
+
+def test_public_ids_inputs_outputs(host):
+    for node_id, (display, required, outputs) in PUBLIC.items():
+        cls = NODE_CLASS_MAPPINGS[node_id]
+        assert NODE_DISPLAY_NAME_MAPPINGS[node_id] == display
+        assert list(cls.INPUT_TYPES()["required"]) == required
+        assert cls.RETURN_TYPES == outputs
+    assert nodes.NODE_CLASS_MAPPINGS is NODE_CLASS_MAPPINGS
+
+
+def test_every_input_has_a_tooltip_and_every_node_a_description(host):
+    for node_id, cls in NODE_CLASS_MAPPINGS.items():
+        assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40, node_id
+        assert callable(getattr(cls, cls.FUNCTION)), node_id
+        assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES), node_id
+        spec = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            for name, entry in spec.get(section, {}).items():
+                assert len(entry) == 2 and entry[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_optional_inputs_have_defaults_that_keep_behaviour(host):
+    apply_opt = NODE_CLASS_MAPPINGS["IPAApplyAdapter"].INPUT_TYPES()["optional"]
+    assert apply_opt["layer_weights"][1]["default"] == "all layers"
+    assert apply_opt["layer_weights_custom"][1]["default"] == ""
+    enc_opt = NODE_CLASS_MAPPINGS["IPAEncodeImagePrompt"].INPUT_TYPES()["optional"]
+    assert enc_opt["crop"][1]["default"] == "center"  # the official preprocessing
+    assert enc_opt["combine"][1]["default"] == "concat"
+    w = NODE_CLASS_MAPPINGS["IPAApplyAdapter"].INPUT_TYPES()["required"]["weight"][1]
+    assert (w["min"], w["max"], w["default"]) == (-1.0, 5.0, 1.0)
+
+
+def test_listing_without_the_host_gives_an_empty_list(monkeypatch):
+    # ComfyUI-Manager and tools import the pack outside a running host: listing files must not crash.
+    monkeypatch.setitem(sys.modules, "folder_paths", None)  # makes `import folder_paths` fail
+    assert NODE_CLASS_MAPPINGS["IPALoadAdapter"].INPUT_TYPES()["required"]["adapter_name"][0] == []
