@@ -1,0 +1,64 @@
+"""example_workflows/*.json: every node exists, every input name and widget value fits the node's schema."""
+import json
+from pathlib import Path
+
+import pytest
+
+from nodes.nodes_ipadapter import NODE_CLASS_MAPPINGS
+from workflow_api import CORE_SCHEMAS, ui_to_api
+
+WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "example_workflows").glob("*.json"))
+
+
+def _schema(host_node_type):
+    if host_node_type in NODE_CLASS_MAPPINGS:
+        return NODE_CLASS_MAPPINGS[host_node_type].INPUT_TYPES()
+    return CORE_SCHEMAS[host_node_type]
+
+
+def test_the_four_examples_exist():
+    names = {p.stem for p in WORKFLOWS}
+    assert {"ipadapter_image_prompt_only", "ipadapter_image_and_text", "ipadapter_sdxl_style_only",
+            "ipadapter_two_adapters_regional"} <= names
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_fits_the_nodes(host, path):
+    wf = json.loads(path.read_text())
+    by_id = {n["id"]: n for n in wf["nodes"]}
+    api = ui_to_api(wf, _schema)
+    assert any(n["type"] == "IPAApplyAdapter" for n in wf["nodes"])
+    for node_id, entry in api.items():
+        schema = _schema(entry["class_type"])
+        allowed = {**schema.get("required", {}), **schema.get("optional", {})}
+        assert set(entry["inputs"]) <= set(allowed), (path.name, entry)
+        missing = set(schema.get("required", {})) - set(entry["inputs"])
+        assert not missing, f"{path.name} node {node_id} misses required inputs {missing}"
+        for name, value in entry["inputs"].items():
+            spec = allowed[name]
+            if isinstance(value, list):  # a link: its type must be what the input takes
+                src = by_id[int(value[0])]
+                assert src["outputs"][value[1]]["type"] == spec[0], (path.name, name)
+            elif isinstance(spec[0], (list, tuple)) and spec[0]:
+                assert value in spec[0], (path.name, name, value)  # our combos: a valid choice
+            elif spec[0] in ("FLOAT", "INT") and len(spec) > 1:
+                lo, hi = spec[1].get("min", -1e18), spec[1].get("max", 1e18)
+                assert lo <= value <= hi, (path.name, name, value)
+    for link in wf["links"]:
+        src, dst = by_id[link[1]], by_id[link[3]]
+        assert src["outputs"][link[2]]["type"] == dst["inputs"][link[4]]["type"] == link[5]
+
+
+def test_style_example_uses_the_style_preset(host):
+    wf = json.loads((WORKFLOWS[0].parent / "ipadapter_sdxl_style_only.json").read_text())
+    api = ui_to_api(wf, _schema)
+    applies = [e for e in api.values() if e["class_type"] == "IPAApplyAdapter"]
+    assert [a["inputs"]["layer_weights"] for a in applies] == ["style only"]
+
+
+def test_regional_example_stacks_two_masked_adapters(host):
+    wf = json.loads((WORKFLOWS[0].parent / "ipadapter_two_adapters_regional.json").read_text())
+    api = ui_to_api(wf, _schema)
+    applies = {k: e for k, e in api.items() if e["class_type"] == "IPAApplyAdapter"}
+    assert len(applies) == 2 and all("attn_mask" in e["inputs"] for e in applies.values())
+    assert any(e["inputs"]["model"][0] in applies for e in applies.values())  # chained: they stack

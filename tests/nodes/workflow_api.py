@@ -1,0 +1,67 @@
+"""UI-format workflow (what users drag in) -> API-format prompt (what ComfyUI's executor runs).
+
+Mirrors the frontend's graphToPrompt for the widgets used here: widgets_values follow the widget inputs in
+INPUT_TYPES order (required, then optional); an INT with control_after_generate (KSampler seed) is followed
+by its control value; a node with an image_upload input has the upload widget's value after its required
+widgets. Linked inputs become [source node id, output slot].
+"""
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+
+# Widget inputs of the core nodes the examples use (ComfyUI nodes.py, a125cd84), for checks without ComfyUI.
+CORE_SCHEMAS = {
+    "CheckpointLoaderSimple": {"required": {"ckpt_name": ([],)}},
+    "CLIPVisionLoader": {"required": {"clip_name": ([],)}},
+    "CLIPTextEncode": {"required": {"text": ("STRING", {}), "clip": ("CLIP",)}},
+    "EmptyLatentImage": {"required": {"width": ("INT", {}), "height": ("INT", {}), "batch_size": ("INT", {})}},
+    "KSampler": {"required": {"model": ("MODEL",), "seed": ("INT", {"control_after_generate": True}), "steps": ("INT", {}),
+                              "cfg": ("FLOAT", {}), "sampler_name": ([],), "scheduler": ([],), "positive": ("CONDITIONING",),
+                              "negative": ("CONDITIONING",), "latent_image": ("LATENT",), "denoise": ("FLOAT", {})}},
+    "VAEDecode": {"required": {"samples": ("LATENT",), "vae": ("VAE",)}},
+    "SaveImage": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {})}},
+    "LoadImage": {"required": {"image": ([], {"image_upload": True})}},
+    "LoadImageMask": {"required": {"image": ([], {"image_upload": True}), "channel": (["alpha", "red", "green", "blue"],)}},
+}
+
+
+def is_widget(entry) -> bool:
+    t = entry[0]
+    return isinstance(t, (list, tuple)) or t in WIDGET_TYPES or t == "COMBO"
+
+
+def widget_layout(schema: dict) -> list:
+    """Names in widgets_values order; None marks a value the frontend stores but the prompt does not use."""
+    out = []
+    required = list(schema.get("required", {}).items())
+    optional = list(schema.get("optional", {}).items())
+    for name, entry in required:
+        if is_widget(entry):
+            out.append(name)
+            opts = entry[1] if len(entry) > 1 else {}
+            if opts.get("control_after_generate") or (entry[0] == "INT" and name in ("seed", "noise_seed")):
+                out.append(None)
+    if any(len(e) > 1 and e[1].get("image_upload") for _, e in required):
+        out.append(None)
+    for name, entry in optional:
+        if is_widget(entry):
+            out.append(name)
+    return out
+
+
+def ui_to_api(workflow: dict, schema_of) -> dict:
+    links = {l[0]: l for l in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node.get("mode", 0) in (2, 4):  # muted / bypassed
+            continue
+        schema = schema_of(node["type"])
+        layout = widget_layout(schema)
+        values = node.get("widgets_values", [])
+        if len(values) != len(layout):
+            raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values for widgets {layout}")
+        inputs = {name: v for name, v in zip(layout, values) if name is not None}
+        for inp in node.get("inputs", []):
+            if inp.get("link") is not None:
+                link = links[inp["link"]]
+                inputs[inp["name"]] = [str(link[1]), link[2]]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
