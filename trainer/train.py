@@ -115,7 +115,9 @@ def run_cache_pass(cfg, accelerator, models, acfg, fp, weight_dtype, source_data
         writer.add(latent_mean=dist.mean, latent_logvar=dist.logvar, features=feats, text_embeds=text)
     writer.flush()
     # every rank reports its chunks to the main process, which writes meta.json last
-    chunks = accelerator.gather_for_metrics([writer.written], use_gather_object=True) if world > 1 else [writer.written]
+    from accelerate.utils import gather_object
+
+    chunks = gather_object([writer.written]) if world > 1 else [writer.written]
     skipped_all = accelerator.gather(torch.tensor([skipped], device=device)).sum().item() if world > 1 else skipped
     if accelerator.is_main_process:
         flat = [c for part in chunks for c in part]
@@ -189,7 +191,8 @@ def train(config: TrainConfig) -> TrainResult:
 
     seed = int(cfg.seed or 0)
     torch.manual_seed(seed + rank)
-    drop_gen = torch.Generator(device="cpu").manual_seed(seed * 7919 + 2 * rank + 1)
+    # both on the accelerator: drawing drops, noise, timesteps and latent samples needs no host transfer
+    drop_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 2 * rank + 1)
     step_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 2 * rank + 2)
 
     # ---- models (kept on the CPU until needed; the frozen ones in the mixed-precision dtype)
@@ -385,15 +388,15 @@ def train(config: TrainConfig) -> TrainResult:
 
     def batch_loss(batch):
         if cached:
-            mean, logvar = batch["latent_mean"].to(device), batch["latent_logvar"].to(device)
-            feats = batch["features"].to(device, weight_dtype)
-            text = batch["text_embeds"].to(device, weight_dtype)
+            mean, logvar = batch["latent_mean"].to(device, non_blocking=True), batch["latent_logvar"].to(device, non_blocking=True)
+            feats = batch["features"].to(device, weight_dtype, non_blocking=True)
+            text = batch["text_embeds"].to(device, weight_dtype, non_blocking=True)
         else:
             with torch.no_grad():
-                dist = models.vae.encode(batch["image"].to(device, weight_dtype)).latent_dist
+                dist = models.vae.encode(batch["image"].to(device, weight_dtype, non_blocking=True)).latent_dist
                 mean, logvar = dist.mean, dist.logvar
-                feats = features_for(acfg, models.encoder.encode(batch["clip_image"].to(device, weight_dtype)))
-                text = models.text_encoder(batch["input_ids"].to(device))[0]
+                feats = features_for(acfg, models.encoder.encode(batch["clip_image"].to(device, weight_dtype, non_blocking=True)))
+                text = models.text_encoder(batch["input_ids"].to(device, non_blocking=True))[0]
         latents = sample_latents(mean, logvar, step_gen, scaling)
         drop_image, drop_text = draw_drops(latents.shape[0], drop_gen, cfg.i_drop_rate, cfg.t_drop_rate, cfg.ti_drop_rate)
         feats = apply_image_drop(feats, drop_image.to(device), uncond_feats)

@@ -1,0 +1,66 @@
+"""Data: official preprocessing, seeded resumable batch order, shard patterns and tar reading, cache rows."""
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainer.data import EpochBatchSampler, expand_shards, iter_tar_samples, resize_center_crop, train_image_tensor
+
+
+@pytest.mark.parametrize("size_wh", [(37, 23), (23, 37), (40, 40), (17, 64)])
+def test_resize_crop_matches_torchvision(size_wh):
+    tv = pytest.importorskip("torchvision.transforms")
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, size=(size_wh[1], size_wh[0], 3), dtype=np.uint8))
+    ref = tv.Compose([tv.Resize(16, interpolation=tv.InterpolationMode.BILINEAR), tv.CenterCrop(16), tv.ToTensor(), tv.Normalize([0.5], [0.5])])(img)
+    assert torch.equal(train_image_tensor(img, 16), ref)
+    assert resize_center_crop(img, 16).size == (16, 16)
+
+
+def test_batch_order_is_seeded_and_resumable():
+    full = EpochBatchSampler(10, 3, seed=5, epoch=2).all_batches()
+    assert sorted(i for b in full for i in b) == list(range(10)) and [len(b) for b in full] == [3, 3, 3, 1]
+    assert list(EpochBatchSampler(10, 3, seed=5, epoch=2, start=2)) == full[2:]
+    assert EpochBatchSampler(10, 3, seed=5, epoch=3).all_batches() != full  # reshuffled each epoch
+    r0 = EpochBatchSampler(10, 2, seed=1, epoch=0, rank=0, world=2).indices()
+    r1 = EpochBatchSampler(10, 2, seed=1, epoch=0, rank=1, world=2).indices()
+    assert len(r0) == len(r1) == 5 and sorted(r0 + r1) == list(range(10))
+
+
+def test_shard_patterns():
+    assert expand_shards("d/{000..002}.tar") == ["d/000.tar", "d/001.tar", "d/002.tar"]
+    assert expand_shards("a-{x,y}-{1..2}.tar") == ["a-x-1.tar", "a-x-2.tar", "a-y-1.tar", "a-y-2.tar"]
+    assert expand_shards("a.tar::b.tar") == ["a.tar", "b.tar"]
+
+
+def test_tar_samples_grouped_by_key(tmp_path):
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w") as tf:
+        for name, data in [("x/1.jpg", b"IMG1"), ("x/1.txt", b"one"), ("x/2.png", b"IMG2"), ("x/2.json", b'{"caption": "two"}'), ("x/3.txt", b"no image")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    got = list(iter_tar_samples(str(path)))
+    assert got == [("x/1", b"IMG1", "one"), ("x/2", b"IMG2", "two"), ("x/3", None, "no image")]
+
+
+def test_cache_rows_roundtrip(tmp_path):
+    from trainer import cache
+
+    w = cache.ChunkWriter(str(tmp_path), rank=0, dtype="float32", chunk_size=3)
+    rows = {f: torch.randn(5, 2, 3) for f in cache.FIELDS}
+    w.add(**{f: v[:2] for f, v in rows.items()})
+    w.add(**{f: v[2:] for f, v in rows.items()})
+    w.flush()
+    fp = {"version": cache.VERSION, "x": 1}
+    cache.write_meta(str(tmp_path), fp, w.written, 2, torch.zeros(4, 8), torch.zeros(1, 6), 0.18215)
+    ds = cache.CachedDataset(str(tmp_path))
+    assert len(ds) == 5 and cache.check_ready(str(tmp_path), fp)
+    for i in range(5):
+        for f in cache.FIELDS:
+            assert torch.equal(ds[i][f], rows[f][i])
+    with pytest.raises(Exception, match="--cache_dir"):
+        cache.check_ready(str(tmp_path), {"version": cache.VERSION, "x": 2})
