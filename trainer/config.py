@@ -130,7 +130,7 @@ _HELP = {
     "config": "YAML or TOML file with any of these settings (flag names); command-line flags win.",
     "train_shards": "webdataset tar shards (image + .txt/.json caption per key); brace patterns allowed.",
     "single_file_config": "Folder with diffusers SD1.5 configs+tokenizer for a single-file checkpoint (offline).",
-    "image_encoder_arch": "OpenCLIP architecture for an OpenCLIP checkpoint file.",
+    "image_encoder_arch": "OpenCLIP architecture of an OpenCLIP checkpoint file: a name (ViT-H-14) or an open_clip model config .json.",
     "cache_dir": "Cache pass: store VAE latent moments, CLIP features and text embeddings here and train from them.",
     "cache_dtype": "float16 or float32 storage of the cache.",
     "export_format": "safetensors (default) or bin.",
@@ -297,6 +297,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         os.path.exists(cfg.image_encoder_path) or bool(_HUB_ID.match(cfg.image_encoder_path)),
         f"--image_encoder_path: no such file or folder {cfg.image_encoder_path!r}; give a transformers CLIP vision folder or an OpenCLIP checkpoint",
     )
+    if cfg.image_encoder_arch.endswith(".json"):
+        _require(os.path.isfile(cfg.image_encoder_arch), f"--image_encoder_arch: no such file {cfg.image_encoder_arch!r}")
     if os.path.isdir(cfg.image_encoder_path):
         _require(
             os.path.isfile(os.path.join(cfg.image_encoder_path, "config.json")),

@@ -69,17 +69,30 @@ def _load_single_file(cfg: TrainConfig, need_all: bool) -> FrozenModels:
     return FrozenModels(scheduler=scheduler, unet=pipe.unet, vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
 
 
+def image_encoder_arch(cfg: TrainConfig):
+    """--image_encoder_arch: an open_clip architecture name, or a JSON open_clip model config file (custom towers)."""
+    arch = cfg.image_encoder_arch
+    if arch.endswith(".json"):
+        import json
+
+        try:
+            with open(arch, "r", encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError) as e:
+            raise TrainerConfigError(f"--image_encoder_arch: cannot read the open_clip model config {arch!r} ({e})") from None
+    return arch
+
+
 def load_image_encoder(cfg: TrainConfig):
-    """ip_core encoder backend: a transformers CLIPVisionModelWithProjection folder or an OpenCLIP checkpoint file."""
+    """ip_core's encoder backends: a transformers CLIPVisionModelWithProjection folder, or an OpenCLIP checkpoint
+    file built as --image_encoder_arch (ip_core.encoders.load_image_encoder picks by folder vs file)."""
     from ip_core import encoders
 
     path = cfg.image_encoder_path
     try:
-        if os.path.isdir(path) or not os.path.exists(path):
-            return encoders.TransformersCLIPEncoder.from_pretrained(path)
-        return encoders.OpenCLIPEncoder.from_checkpoint(path, arch=cfg.image_encoder_arch)
-    except IPAdapterError:
-        raise
+        return encoders.load_image_encoder(path, arch=image_encoder_arch(cfg))
+    except IPAdapterError as e:
+        raise type(e)(f"--image_encoder_path {path!r}: {e}") from None
     except Exception as e:
         raise TrainerConfigError(
             f"--image_encoder_path: cannot load the image encoder from {path!r} ({type(e).__name__}: {str(e)[:300]}); "

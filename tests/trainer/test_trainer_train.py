@@ -158,3 +158,20 @@ def test_start_from_pretrained_adapter_and_refuse_a_mismatch(train_args, tmp_pat
 
     with pytest.raises(AdapterMismatchError, match="--pretrained_ip_adapter_path"):
         train(train_args(output_dir=str(tmp_path / "c"), variant="plus", pretrained_ip_adapter_path=first.export_path))
+
+
+def test_openclip_checkpoint_file_as_image_encoder(train_args, tmp_path):
+    from safetensors.torch import save_file
+
+    from ip_core.encoders import build_openclip_visual
+
+    arch = {"embed_dim": 24, "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 8, "patch_size": 32}}
+    (tmp_path / "tiny_openclip.json").write_text(json.dumps(arch))
+    torch.manual_seed(0)
+    visual = build_openclip_visual(arch)
+    save_file({"visual." + k: v.contiguous() for k, v in visual.state_dict().items()}, str(tmp_path / "open_clip_model.safetensors"))
+    res = train(train_args(image_encoder_path=str(tmp_path / "open_clip_model.safetensors"),
+                           image_encoder_arch=str(tmp_path / "tiny_openclip.json"), max_train_steps=1, output_dir=str(tmp_path / "o")))
+    assert load_adapter(res.export_path).config.encoder_width == 24
+    with pytest.raises(Exception, match="--image_encoder_path"):  # a file of another architecture is named, not crashed on
+        train(train_args(image_encoder_path=str(tmp_path / "open_clip_model.safetensors"), output_dir=str(tmp_path / "p")))
