@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-INSTALL = Path(__file__).resolve().parents[2] / "install.py"
+INSTALL = Path(__file__).resolve().parents[1] / "install.py"
 
 
 def run(comfy):
