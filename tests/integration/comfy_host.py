@@ -1,0 +1,116 @@
+"""Boot a real ComfyUI (COMFYUI_PATH) on the CPU and build random full-shape SD1.5 models for it.
+
+Used by run_in_comfy.py (the integration scenarios, run in a subprocess so ComfyUI's top-level `nodes`
+module never meets this repo's `nodes` package) and by benchmarks/bench_apply.py. No weights are
+downloaded or committed: every model is random, built here from diffusers/transformers configs.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def boot(comfy_path: str):
+    """Import the host headless on the CPU (REFERENCE.md section 6). Returns ComfyUI's `nodes` module."""
+    sys.path.insert(0, comfy_path)
+    sys.argv = [sys.argv[0], "--cpu"]
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    import comfy.cli_args  # noqa: F401  (parses --cpu)
+    import nodes  # ComfyUI's nodes.py
+
+    return nodes
+
+
+def load_pack(host_nodes, extra_ipadapter_dir: str | None = None):
+    """Load this repo as a custom node pack, as ComfyUI does at startup; returns the pack's node classes.
+
+    extra_ipadapter_dir is registered first, the way extra_model_paths.yaml entries are (before custom nodes).
+    """
+    import folder_paths
+
+    if extra_ipadapter_dir:
+        folder_paths.add_model_folder_path("ipadapter", extra_ipadapter_dir)
+    ok = asyncio.run(host_nodes.load_custom_node(str(REPO)))
+    if not ok:
+        raise RuntimeError(f"ComfyUI failed to load the pack at {REPO}")
+    return {k: host_nodes.NODE_CLASS_MAPPINGS[k] for k in ("IPALoadAdapter", "IPAEncodeImagePrompt", "IPAApplyAdapter", "IPAInspectAdapter")}
+
+
+def pack_module(name: str):
+    """A module of the pack as ComfyUI imported it (e.g. "nodes.patch")."""
+    for mod_name, mod in sys.modules.items():
+        if mod_name.endswith("." + name) and str(REPO) in str(getattr(mod, "__file__", "")):
+            return mod
+    raise KeyError(name)
+
+
+def sd15_unet(seed: int = 0):
+    """Random diffusers UNet with the SD1.5 shape (REFERENCE.md section 6)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8).eval()
+
+
+def comfy_model_from_unet(unet):
+    import comfy.sd
+
+    model = comfy.sd.load_diffusion_model_state_dict(unet.state_dict())
+    if model is None:
+        raise RuntimeError("ComfyUI did not recognise the diffusers UNet state dict")
+    return model
+
+
+def small_clip_vision(tmp_dir: str, hidden: int = 1280, projection: int = 1024, layers: int = 2, seed: int = 0):
+    """ComfyUI's own ClipVisionModel class with a ViT-H-wide but 2-layer config and random weights.
+
+    ComfyUI picks its config file from the layer count of a loaded file, so a small model cannot go
+    through CLIPVisionLoader; the class, preprocessing and forward pass are the host's own.
+    """
+    import comfy.clip_vision
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    cfg = {
+        "attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": hidden, "image_size": 224,
+        "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": hidden * 4, "layer_norm_eps": 1e-5,
+        "model_type": "clip_vision_model", "num_attention_heads": 16, "num_channels": 3, "num_hidden_layers": layers,
+        "patch_size": 14, "projection_dim": projection, "torch_dtype": "float32",
+    }
+    path = os.path.join(tmp_dir, "clip_vision_small.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    torch.manual_seed(seed)
+    hf = CLIPVisionModelWithProjection(CLIPVisionConfig(**{k: v for k, v in cfg.items() if k != "torch_dtype"}))
+    cv = comfy.clip_vision.ClipVisionModel(path)
+    missing, unexpected = cv.load_sd(hf.state_dict())
+    if [k for k in missing if "position_ids" not in k]:
+        raise RuntimeError(f"clip vision weights missing: {missing[:5]}")
+    return cv
+
+
+def sd15_clip_and_vae(seed: int = 0):
+    """Random CLIP-L text encoder (ComfyUI's SD1 tokenizer ships with the host) and SD VAE, as host objects."""
+    import comfy.sd
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                        num_attention_heads=12, max_position_embeddings=77, vocab_size=49408,
+                                        projection_dim=768, hidden_act="quick_gelu"))
+    clip = comfy.sd.load_text_encoder_state_dicts([text.state_dict()], clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+    vae_model = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512), latent_channels=4, layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+    vae = comfy.sd.VAE(sd=vae_model.state_dict())
+    return clip, vae

@@ -1,0 +1,250 @@
+"""Integration scenarios inside a real ComfyUI (COMFYUI_PATH), one process per call:
+
+    python tests/integration/run_in_comfy.py parity|ksampler|workflows OUT_DIR
+
+Prints one line `RESULT <json>` that test_integration_comfy.py checks. Random full-shape SD1.5 models only.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nodes"))  # workflow_api (UI -> API format)
+import comfy_host  # noqa: E402
+
+COMFY = os.environ["COMFYUI_PATH"]
+
+
+def _setup(out_dir: str):
+    host_nodes = comfy_host.boot(COMFY)
+    adapters = os.path.join(out_dir, "ipadapter")
+    os.makedirs(adapters, exist_ok=True)
+    classes = comfy_host.load_pack(host_nodes, adapters)
+    return host_nodes, classes, adapters
+
+
+def _save_random_adapter(path: str, seed: int = 0):
+    from ip_core.adapter import IPAdapter, save_adapter
+    from ip_core.config import make_config
+    from ip_core.layers import layer_specs
+
+    torch.manual_seed(seed)
+    adapter = IPAdapter.from_config(make_config("base", layer_specs("sd15"), 768, 1024))
+    save_adapter(adapter, path)
+    return adapter
+
+
+def _transformer_options(patcher, cond_or_uncond, sigmas):
+    # what samplers._calc_cond_batch hands the model (comfy/samplers.py lines 301-323)
+    to = copy.copy(patcher.model_options["transformer_options"])
+    to["cond_or_uncond"] = list(cond_or_uncond)
+    to["sigmas"] = sigmas
+    return to
+
+
+def _branch(patcher):
+    patches = patcher.model_options["transformer_options"]["patches_replace"]["attn2"]
+    branches = {b for p in patches.values() for b in p.branches}
+    assert len(branches) == 1
+    return branches.pop(), patches
+
+
+def parity(out_dir):
+    """Patched ComfyUI UNet vs diffusers' own IP-Adapter (IPAdapterAttnProcessor2_0) on the same weights."""
+    host_nodes, classes, adapters = _setup(out_dir)
+    _save_random_adapter(os.path.join(adapters, "any name at all.safetensors"))
+    t0 = time.time()
+    unet = comfy_host.sd15_unet()
+    model = comfy_host.comfy_model_from_unet(unet)
+    cv = comfy_host.small_clip_vision(out_dir)
+    loaded = classes["IPALoadAdapter"]().load("any name at all.safetensors")
+    adapter = loaded["result"][0]
+    image = torch.rand(1, 256, 320, 3, generator=torch.Generator().manual_seed(0))
+    (embeds,) = classes["IPAEncodeImagePrompt"]().encode(adapter, cv, image)
+    results = {"shown": loaded["ui"]["text"][0], "build_s": round(time.time() - t0, 1)}
+
+    from ip_core.preprocess import preprocess_images
+
+    with torch.no_grad():
+        feats = cv.model(pixel_values=preprocess_images(image), intermediate_output=-2)[2].float()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 64, 64, generator=g)
+    ctx = torch.randn(2, 77, 768, generator=g)
+    t = torch.tensor([500.0, 500.0])
+    sigmas = torch.tensor([4.0])
+
+    # diffusers reference: the same UNet weights, the adapter's released state dict, its own processors
+    unet._load_ip_adapter_weights([adapter.adapter.released_state_dict()])
+    for weight in (1.0, 0.5):
+        (patched,) = classes["IPAApplyAdapter"]().apply(model, adapter, embeds, weight, 0.0, 1.0)
+        branch, patches = _branch(patched)
+        for proc in unet.attn_processors.values():
+            if hasattr(proc, "scale"):
+                proc.scale = [weight]
+        with torch.no_grad():
+            ours = patched.model.diffusion_model(x, timesteps=t, context=ctx,
+                                                 transformer_options=_transformer_options(patched, [0, 1], sigmas))
+            image_embeds = [torch.cat([feats, torch.zeros_like(feats)])[:, None]]  # cond chunk, uncond chunk
+            ref = unet(x, t, encoder_hidden_states=ctx, added_cond_kwargs={"image_embeds": image_embeds}).sample
+        rel = float((ours - ref).abs().max() / ref.abs().max())
+        results[f"weight_{weight}"] = {"rel_err": rel, "image_branch_layers": branch.calls, "patched_keys": len(patches),
+                                        "middle_key": [list(k) for k in patches if k[0] == "middle"]}
+    with torch.no_grad():
+        plain = model.model.diffusion_model(x, timesteps=t, context=ctx, transformer_options=_transformer_options(model, [0, 1], sigmas))
+        (zero,) = classes["IPAApplyAdapter"]().apply(model, adapter, embeds, 0.0, 0.0, 1.0)
+        zero_out = zero.model.diffusion_model(x, timesteps=t, context=ctx, transformer_options=_transformer_options(zero, [0, 1], sigmas))
+    for proc in unet.attn_processors.values():
+        if hasattr(proc, "scale"):
+            proc.scale = [0.0]
+    results["weight_0_bit_identical"] = bool(torch.equal(plain, zero_out))
+    results["input_model_untouched"] = "patches_replace" not in model.model_options["transformer_options"]
+    return results
+
+
+def ksampler(out_dir):
+    """Load -> Encode -> Apply -> KSampler (the host's sampler) on the random SD1.5 UNet."""
+    host_nodes, classes, adapters = _setup(out_dir)
+    _save_random_adapter(os.path.join(adapters, "ip.safetensors"))
+    model = comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
+    cv = comfy_host.small_clip_vision(out_dir)
+    adapter = classes["IPALoadAdapter"]().load("ip.safetensors")["result"][0]
+    (embeds,) = classes["IPAEncodeImagePrompt"]().encode(adapter, cv, torch.rand(2, 224, 224, 3), combine="average")
+    (patched,) = classes["IPAApplyAdapter"]().apply(model, adapter, embeds, 1.0, 0.0, 1.0)
+    branch, _ = _branch(patched)
+    g = torch.Generator().manual_seed(0)
+    pos = [[torch.randn(1, 77, 768, generator=g), {}]]
+    neg = [[torch.randn(1, 77, 768, generator=g), {}]]
+    latent = {"samples": torch.zeros(1, 4, 32, 32)}
+    steps = 3
+    t0 = time.time()
+    (out,) = host_nodes.KSampler().sample(patched, 0, steps, 5.0, "euler", "normal", pos, neg, latent)
+    with_ip_s = time.time() - t0
+    calls_full = branch.calls
+    (plain,) = host_nodes.KSampler().sample(model, 0, steps, 5.0, "euler", "normal", pos, neg, latent)
+    # a window: only part of the schedule runs the image branch
+    (windowed,) = classes["IPAApplyAdapter"]().apply(model, adapter, embeds, 1.0, 0.0, 0.5)
+    wbranch, _ = _branch(windowed)
+    host_nodes.KSampler().sample(windowed, 0, steps, 5.0, "euler", "normal", pos, neg, latent)
+    return {
+        "steps": steps, "image_branch_calls": calls_full, "layers_per_unet_call": calls_full / steps,
+        "finite": bool(torch.isfinite(out["samples"]).all()), "differs_from_plain": not torch.allclose(out["samples"], plain["samples"]),
+        "windowed_calls": wbranch.calls, "windowed_sigma_reads": wbranch.window.syncs, "sample_s": round(with_ip_s, 1),
+    }
+
+
+class _Server:
+    """What execution.PromptExecutor needs of PromptServer when nobody listens."""
+
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def send_sync(self, *args, **kwargs):
+        pass
+
+
+def workflows(out_dir):
+    """Every example workflow through ComfyUI's validator and executor (UI -> API format first).
+
+    Loader nodes are swapped for in-memory random models (no weights exist here); everything else runs as
+    saved, with sizes and steps reduced for the CPU. The SDXL workflow needs a 2.6B-parameter UNet: it is
+    validated by the host but not executed.
+    """
+    import asyncio
+
+    import execution
+    import folder_paths
+    import numpy as np
+    from PIL import Image
+    from workflow_api import ui_to_api
+
+    host_nodes, classes, adapters = _setup(out_dir)
+    _save_random_adapter(os.path.join(adapters, "ip-adapter_sd15.safetensors"))
+    Path(adapters, "ip-adapter_sdxl.safetensors").write_bytes(b"")  # listed for validation only; never loaded
+    model = comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
+    clip, vae = comfy_host.sd15_clip_and_vae()
+    cv = comfy_host.small_clip_vision(out_dir)
+
+    class RandomCheckpoint:
+        RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+        FUNCTION = "load"
+        CATEGORY = "test"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"ckpt_name": ("STRING", {})}}
+
+        def load(self, ckpt_name):
+            return (model, clip, vae)
+
+    class RandomClipVision:
+        RETURN_TYPES = ("CLIP_VISION",)
+        FUNCTION = "load"
+        CATEGORY = "test"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"clip_name": ("STRING", {})}}
+
+        def load(self, clip_name):
+            return (cv,)
+
+    host_nodes.NODE_CLASS_MAPPINGS["TestRandomCheckpoint"] = RandomCheckpoint
+    host_nodes.NODE_CLASS_MAPPINGS["TestRandomClipVision"] = RandomClipVision
+    in_dir, out_images = os.path.join(out_dir, "input"), os.path.join(out_dir, "output")
+    os.makedirs(in_dir, exist_ok=True)
+    os.makedirs(out_images, exist_ok=True)
+    folder_paths.set_input_directory(in_dir)
+    folder_paths.set_output_directory(out_images)
+    rng = np.random.default_rng(0)
+    for name in ("example.png", "style_reference.png", "left_reference.png", "right_reference.png"):
+        Image.fromarray(rng.integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(os.path.join(in_dir, name))
+    half = np.zeros((256, 256, 3), dtype=np.uint8)
+    half[:, :128] = 255
+    Image.fromarray(half).save(os.path.join(in_dir, "mask_left.png"))
+    Image.fromarray(255 - half).save(os.path.join(in_dir, "mask_right.png"))
+
+    def schema(node_type):
+        return host_nodes.NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
+
+    results = {}
+    executor = execution.PromptExecutor(_Server())
+    for path in sorted((comfy_host.REPO / "example_workflows").glob("*.json")):
+        prompt = ui_to_api(json.loads(path.read_text()), schema)
+        sdxl = "sdxl" in path.stem
+        for entry in prompt.values():
+            ct, inp = entry["class_type"], entry["inputs"]
+            if ct == "CheckpointLoaderSimple":
+                entry["class_type"] = "TestRandomCheckpoint"
+            elif ct == "CLIPVisionLoader":
+                entry["class_type"] = "TestRandomClipVision"
+            elif ct == "EmptyLatentImage":
+                inp["width"], inp["height"] = 256, 256
+            elif ct == "KSampler":
+                inp["steps"] = 2
+        valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
+        res = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3]}
+        if valid[0] and not sdxl:
+            t0 = time.time()
+            executor.execute(prompt, path.stem, {}, valid[2])
+            res["executed"] = executor.success
+            res["seconds"] = round(time.time() - t0, 1)
+            errors = [m for m in executor.status_messages if m[0] == "execution_error"]
+            res["error"] = errors[0][1]["exception_message"] if errors else None
+            res["images"] = sorted(os.listdir(out_images))
+        results[path.stem] = res
+    return results
+
+
+if __name__ == "__main__":
+    scenario, out = sys.argv[1], sys.argv[2]
+    sys.path.insert(0, str(comfy_host.REPO))  # ip_core for building random adapter files
+    result = {"parity": parity, "ksampler": ksampler, "workflows": workflows}[scenario](out)
+    print("RESULT " + json.dumps(result, default=str), flush=True)
