@@ -1,0 +1,147 @@
+"""Cost of Apply IPAdapter on one UNet call: plain model vs our patch vs a naive per-call K'/V' patch.
+
+    COMFYUI_PATH=/path/to/ComfyUI python benchmarks/bench_apply.py [--latent 64] [--batch 2] [--repeats 3]
+
+With COMFYUI_PATH: a random full-shape SD1.5 UNet (diffusers UNet2DConditionModel) loaded by ComfyUI
+(comfy.sd.load_diffusion_model_state_dict), patched by this pack as ComfyUI loads it, called the way the
+sampler calls it (cond/uncond chunks in one batch). Without it: the test stand-in (tests/nodes), whose
+"UNet" is only the cross-attention layers, so the ratios overstate the adapter's share.
+The naive variant recomputes K'/V' = to_k_ip/to_v_ip(tokens) in every layer call (what the widely used
+pack does); ours looks them up. Prints milliseconds (median of repeats, interleaved) and ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _naive_branch_class(base_cls):
+    class NaiveBranch(base_cls):
+        """Same maths, but K'/V' projected from the tokens in every layer call, for cond and uncond."""
+
+        def __init__(self, adapter, embeds, *args, **kwargs):
+            super().__init__(adapter, embeds, *args, **kwargs)
+            self.adapter, self.embeds = adapter, embeds
+
+        def kv(self, key, cond_or_uncond, batch, device, dtype):
+            layer = self.layer_of_key[key]
+            chunks = tuple(cond_or_uncond) if cond_or_uncond else (0,)
+            per_chunk = batch // len(chunks)
+            with torch.no_grad():
+                kc, vc = self.adapter.layer_kv(layer, self.embeds.cond.to(device, dtype))
+                ku, vu = self.adapter.layer_kv(layer, self.embeds.uncond.to(device, dtype))
+            ks = [(kc if c == 0 else ku).expand(per_chunk, -1, -1) for c in chunks]
+            vs = [(vc if c == 0 else vu).expand(per_chunk, -1, -1) for c in chunks]
+            return torch.cat(ks), torch.cat(vs)
+
+    return NaiveBranch
+
+
+def _time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--latent", type=int, default=64, help="latent side (64 = 512 px)")
+    ap.add_argument("--batch", type=int, default=2, help="UNet batch (2 = one cond + one uncond chunk)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    comfy_path = os.environ.get("COMFYUI_PATH")
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+    if comfy_path:
+        import comfy_host
+
+        host_nodes = comfy_host.boot(comfy_path)
+        classes = comfy_host.load_pack(host_nodes)
+        patch_mod = comfy_host.pack_module("nodes.patch")
+        embeds_mod = comfy_host.pack_module("ip_core.embeds")
+        config_mod, layers_mod = comfy_host.pack_module("ip_core.config"), comfy_host.pack_module("ip_core.layers")
+        adapter_mod = comfy_host.pack_module("ip_core.adapter")
+        model = comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
+        where = f"ComfyUI ({comfy_path}), random SD1.5 UNet"
+        device = model.load_device
+    else:
+        sys.path.insert(0, str(REPO))
+        sys.path.insert(0, str(REPO / "tests" / "nodes"))
+        import comfy_standin
+        import pytest
+
+        import ip_core.adapter as adapter_mod
+        import ip_core.config as config_mod
+        import ip_core.embeds as embeds_mod
+        import ip_core.layers as layers_mod
+
+        comfy_standin.install(pytest.MonkeyPatch(), "/nonexistent")
+        from nodes import nodes_ipadapter
+        from nodes import patch as patch_mod
+
+        classes = nodes_ipadapter.NODE_CLASS_MAPPINGS
+        model = comfy_standin.make_model("sd15")
+        where = "test stand-in (cross-attention layers only)"
+        device = torch.device("cpu")
+
+    torch.manual_seed(0)
+    adapter = adapter_mod.IPAdapter.from_config(config_mod.make_config("base", layers_mod.layer_specs("sd15"), 768, 1024)).eval()
+    feats = torch.randn(1, 1024)
+    embeds = embeds_mod.build_image_prompt(adapter, feats, torch.zeros_like(feats))
+    loaded = sys.modules[classes["IPAApplyAdapter"].__module__].LoadedAdapter(adapter, "bench")
+    (patched,) = classes["IPAApplyAdapter"]().apply(model, loaded, embeds, 1.0, 0.0, 1.0)
+
+    # the naive variant: identical patches, but with the per-call K'/V' branch
+    naive = model.clone()
+    naive_branch = _naive_branch_class(patch_mod.AdapterBranch)(
+        adapter, embeds, [1.0] * 16, patch_mod.SigmaWindow(0, 0, True), None, label="naive")
+    naive, _ = patch_mod.patch_model(model, naive_branch, adapter.layers)
+
+    g = torch.Generator().manual_seed(0)
+    b, s = args.batch, args.latent
+    x = torch.randn(b, 4, s, s, generator=g).to(device)
+    ctx = torch.randn(b, 77, 768, generator=g).to(device)
+    t = torch.full((b,), 500.0, device=device)
+    chunks = [0, 1] if b % 2 == 0 else [0]
+
+    def call(m):
+        to = copy.copy(m.model_options["transformer_options"])
+        to["cond_or_uncond"] = chunks
+        to["sigmas"] = torch.full((b // len(chunks),), 4.0, device=device)
+        with torch.no_grad():
+            if comfy_path:
+                return m.model.diffusion_model(x, timesteps=t, context=ctx, transformer_options=to)
+            return m.model.diffusion_model(x, t, ctx, to)
+
+    for m in (model, patched, naive):  # warm-up (allocations, first K'/V' device conversion)
+        call(m)
+    results = {"plain": [], "ours": [], "naive": []}
+    for _ in range(args.repeats):  # interleaved: machine load drifts, every variant sees the same drift
+        for name, m in (("plain", model), ("ours", patched), ("naive", naive)):
+            results[name] += _time(lambda: call(m), 1)
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"{where}; device {device}; latent {s}x{s}, batch {b}, torch threads {torch.get_num_threads()}, repeats {args.repeats}")
+    for name in ("plain", "ours", "naive"):
+        print(f"  {name:6s} {med[name]:10.1f} ms   (runs: {', '.join(f'{v:.0f}' for v in results[name])})")
+    print(f"  adapter overhead (ours / plain):       {med['ours'] / med['plain']:.4f}x  ({100 * (med['ours'] / med['plain'] - 1):+.2f}%)")
+    print(f"  naive overhead   (naive / plain):      {med['naive'] / med['plain']:.4f}x  ({100 * (med['naive'] / med['plain'] - 1):+.2f}%)")
+    print(f"  naive / ours:                          {med['naive'] / med['ours']:.4f}x")
+
+
+if __name__ == "__main__":
+    main()
