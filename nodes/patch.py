@@ -204,6 +204,13 @@ class IPAttentionPatch:
         # Branches are immutable and shared; a foreign wrapped patch is copied as the host would copy it.
         return IPAttentionPatch(self.key, self.branches, copy.deepcopy(self.wrapped, memo))
 
+    def to(self, device):
+        """ModelPatcher.model_patches_to calls .to(device) on replace patches that have it: pass it on to a
+        wrapped patch that needs it (ours move lazily, once per device, on first use)."""
+        if self.wrapped is not None and hasattr(self.wrapped, "to"):
+            return IPAttentionPatch(self.key, self.branches, self.wrapped.to(device))
+        return self
+
     def __call__(self, q, k, v, extra_options):
         heads = extra_options["n_heads"]
         attention = host.attention_for(extra_options)

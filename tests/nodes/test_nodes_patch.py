@@ -106,3 +106,18 @@ def test_layer_weight_strings_and_presets():
             layer_weights(sd15, custom=bad)
     with pytest.raises(IPAdapterError, match="unknown layer weight preset"):
         layer_weights(sd15, "everything")
+
+
+def test_host_device_moves_reach_a_wrapped_patch(host, adapter):
+    class Foreign:
+        def __init__(self, device="cpu"):
+            self.device = device
+
+        def to(self, device):
+            return Foreign(device)
+
+    branch, _ = _branch(adapter)
+    p = IPAttentionPatch(("input", 1, 0), (branch,), wrapped=Foreign())
+    moved = p.to("meta")
+    assert moved.wrapped.device == "meta" and moved.branches == p.branches and p.wrapped.device == "cpu"
+    assert IPAttentionPatch(("input", 1, 0), (branch,)).to("meta").branches == (branch,)
