@@ -130,14 +130,17 @@ def run(mode: str, preset: str, device: str, dtype: str, batch: int, steps: int,
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(steps):
         loss = step()
     loss.item()
     if dev.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)  # less sensitive to other load than wall time
     peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"mode": mode, "samples_per_s": steps * batch / dt, "peak_bytes": int(peak), "seconds": dt,
+    return {"mode": mode, "samples_per_s": steps * batch / dt, "cpu_s_per_sample": cpu_s / (steps * batch), "peak_bytes": int(peak), "seconds": dt,
             "device": torch.cuda.get_device_name() if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"}
 
 
@@ -149,6 +152,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; the best of each is reported")
     ap.add_argument("--worker", choices=["ours", "baseline"], help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")
@@ -156,19 +160,25 @@ def main(argv=None) -> int:
         print(json.dumps(run(a.worker, a.preset, a.device, dtype, a.batch, a.steps, a.warmup)))
         return 0
     results = {}
-    for mode in ("baseline", "ours"):
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--preset", a.preset, "--device", a.device,
-               "--dtype", dtype, "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            print(out.stderr[-3000:], file=sys.stderr)
-            return 1
-        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    # alternate the two loops and keep each one's best run: on a shared machine, load from other work only slows
+    for _ in range(a.repeats):
+        for mode in ("baseline", "ours"):
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--preset", a.preset, "--device", a.device,
+                   "--dtype", dtype, "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(out.stderr[-3000:], file=sys.stderr)
+                return 1
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            if mode not in results or r["samples_per_s"] > results[mode]["samples_per_s"]:
+                results[mode] = r
     b, o = results["baseline"], results["ours"]
-    print(f"preset={a.preset} device={o['device']} batch={a.batch} steps={a.steps} (ours: frozen parts {dtype}, cached latents/features/text)")
+    print(f"preset={a.preset} device={o['device']} batch={a.batch} steps={a.steps} best of {a.repeats} "
+          f"(ours: frozen parts {dtype}, cached latents/features/text)")
     for r in (b, o):
-        print(f"  {r['mode']:8s} {r['samples_per_s']:8.2f} samples/s   peak {'GPU' if a.device.startswith('cuda') else 'RSS'} {r['peak_bytes'] / 2**20:8.1f} MiB")
-    print(f"  speed ratio ours/baseline: {o['samples_per_s'] / b['samples_per_s']:.2f}x   memory ratio: {o['peak_bytes'] / b['peak_bytes']:.2f}x")
+        print(f"  {r['mode']:8s} {r['samples_per_s']:8.2f} samples/s   {r['cpu_s_per_sample']:7.3f} CPU s/sample   peak {'GPU' if a.device.startswith('cuda') else 'RSS'} {r['peak_bytes'] / 2**20:8.1f} MiB")
+    print(f"  speed ratio ours/baseline: {o['samples_per_s'] / b['samples_per_s']:.2f}x (CPU time: "
+          f"{b['cpu_s_per_sample'] / o['cpu_s_per_sample']:.2f}x)   memory ratio: {o['peak_bytes'] / b['peak_bytes']:.2f}x")
     return 0
 
 
