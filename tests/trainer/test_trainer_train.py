@@ -88,7 +88,7 @@ def test_corrupt_images_are_skipped_and_counted(tiny_assets, train_args, tmp_pat
     items += [{"image_file": "truncated.png", "text": "x"}, {"image_file": "notimage.png", "text": "y"}, {"image_file": "missing.png", "text": "z"}]
     (root / "data.json").write_text(json.dumps(items))
     res = train(train_args(data_json_file=str(root / "data.json"), data_root_path=str(root), max_train_steps=None,
-                           num_train_epochs=1, train_batch_size=7, output_dir=str(tmp_path / "o")))
+                           num_train_epochs=1, train_batch_size=7, output_dir=str(tmp_path / "o"), dataloader_num_workers=2))
     assert res.skipped_images == 3 and res.global_step == 1 and res.samples_seen == 4
 
 
@@ -115,7 +115,10 @@ def test_cache_pass_trains_like_the_live_models(train_args, tmp_path):
     kw = dict(max_train_steps=3, train_batch_size=4)
     live = train(train_args(output_dir=str(tmp_path / "live"), **kw))
     cache = str(tmp_path / "cache")
-    cached = train(train_args(output_dir=str(tmp_path / "cached"), cache_dir=cache, cache_dtype="float32", **kw))
+    img = os.path.join(train_args().data_root_path, "img1.png")
+    cached = train(train_args(output_dir=str(tmp_path / "cached"), cache_dir=cache, cache_dtype="float32",
+                              validation_image=[img], validation_num_inference_steps=2, **kw))
+    assert len(cached.sample_grids) == 1 and os.path.isfile(cached.sample_grids[0])
     torch.testing.assert_close(torch.tensor(cached.losses), torch.tensor(live.losses), rtol=1e-4, atol=1e-5)
     meta = os.path.join(cache, "meta.json")
     stamp = os.stat(meta).st_mtime_ns
