@@ -32,6 +32,9 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             print("interrupted: resume with --resume_from_checkpoint latest", file=sys.stderr)
             return 130
+        if result.interrupted:
+            print(f"stopped by a signal at step {result.global_step}; saved {result.checkpoint_path}. "
+                  f"Continue with --resume_from_checkpoint latest", file=sys.stderr)
         print(
             f"done: {result.global_step} steps, {result.samples_seen} samples, {result.skipped_images} unreadable image(s) skipped; "
             f"adapter: {result.export_path}"

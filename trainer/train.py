@@ -45,6 +45,7 @@ class TrainResult:
     resumed_from: Optional[str] = None
     sample_grids: list = field(default_factory=list)
     seconds: float = 0.0
+    interrupted: bool = False  # stopped by SIGTERM/SIGINT after saving a checkpoint
 
 
 def weight_dtype_for(mixed_precision: Optional[str]) -> torch.dtype:
@@ -124,6 +125,43 @@ def run_cache_pass(cfg, accelerator, models, acfg, fp, weight_dtype, source_data
         cache_mod.write_meta(cfg.cache_dir, fp, flat, skipped_all, empty_text, uncond_feats, models.vae.config.scaling_factor)
     accelerator.wait_for_everyone()
     return skipped_all
+
+
+class _StopRequest:
+    """Turns SIGTERM / SIGINT into "save and stop at the next step boundary" (main thread only)."""
+
+    def __init__(self):
+        self.flag = False
+        self.old = {}
+
+    def install(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.flag:  # a second signal: the user insists
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def uninstall(self):
+        import signal
+
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+        self.old = {}
+
+    def requested(self, accelerator, every: int, step: int) -> bool:
+        if accelerator.num_processes == 1:
+            return self.flag
+        if step % every:
+            return False
+        t = torch.tensor([1.0 if self.flag else 0.0], device=accelerator.device)
+        return bool(accelerator.reduce(t, reduction="sum").item() > 0)
 
 
 def _reset_accelerate_state() -> None:
@@ -414,6 +452,9 @@ def train(config: TrainConfig) -> TrainResult:
 
     # ---- the loop
     pbar = _progress(None, accelerator, "train", total=max_steps, initial=global_step)
+    # SIGTERM / SIGINT (preemption, Ctrl-C): finish the step, save a checkpoint, stop cleanly.
+    stop = _StopRequest()
+    stop.install()
     try:
         acc_loss = None
         done = max_steps is not None and global_step >= max_steps
@@ -450,6 +491,11 @@ def train(config: TrainConfig) -> TrainResult:
                 if max_steps is not None and global_step >= max_steps:
                     done = True
                     break
+                # one process: check every step; several: agree at logging steps (a collective there anyway)
+                if stop.requested(accelerator, every=1 if world == 1 else cfg.logging_steps, step=global_step):
+                    result.interrupted = True
+                    done = True
+                    break
             if done:
                 break
             if used == 0 and started_at == 0:
@@ -461,11 +507,12 @@ def train(config: TrainConfig) -> TrainResult:
         flush_losses()
         if saved_at[0] != global_step:
             save_checkpoint()
-        if cfg.validation_image and not (cfg.validation_steps and global_step % cfg.validation_steps == 0):
+        if cfg.validation_image and not result.interrupted and not (cfg.validation_steps and global_step % cfg.validation_steps == 0):
             run_validation()
         if accelerator.is_main_process:
             result.export_path = export(os.path.join(cfg.output_dir, "ip_adapter"))
     finally:
+        stop.uninstall()
         pbar.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -178,3 +178,27 @@ def test_openclip_checkpoint_file_as_image_encoder(train_args, tmp_path):
     assert load_adapter(res.export_path).config.encoder_width == 24
     with pytest.raises(Exception, match="--image_encoder_path"):  # a file of another architecture is named, not crashed on
         train(train_args(image_encoder_path=str(tmp_path / "open_clip_model.safetensors"), output_dir=str(tmp_path / "p")))
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(train_args, monkeypatch, tmp_path):
+    import signal
+
+    real = train_mod.diffusion_loss
+    calls = {"n": 0}
+
+    def preempted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of step 3
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "diffusion_loss", preempted)
+    out = str(tmp_path / "o")
+    res = train(train_args(output_dir=out, max_train_steps=6, save_steps=100))
+    assert res.interrupted and res.global_step == 3
+    assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-3"]
+    assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
+    monkeypatch.setattr(train_mod, "diffusion_loss", real)
+    full = train(train_args(output_dir=str(tmp_path / "full"), max_train_steps=6, save_steps=100))
+    resumed = train(train_args(output_dir=out, max_train_steps=6, save_steps=100, resume_from_checkpoint="latest"))
+    assert resumed.losses == full.losses and not resumed.interrupted
