@@ -107,7 +107,9 @@ def sd15_clip_and_vae(seed: int = 0):
     text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                         num_attention_heads=12, max_position_embeddings=77, vocab_size=49408,
                                         projection_dim=768, hidden_act="quick_gelu"))
-    clip = comfy.sd.load_text_encoder_state_dicts([text.state_dict()], clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+    sd = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in text.state_dict().items()}  # transformers 5 drops the prefix
+    sd["text_projection.weight"] = torch.randn(768, 768) * 768 ** -0.5
+    clip = comfy.sd.load_text_encoder_state_dicts([sd], clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
     vae_model = AutoencoderKL(
         block_out_channels=(128, 256, 512, 512), latent_channels=4, layers_per_block=2,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,

@@ -159,13 +159,13 @@ def workflows(out_dir):
     """
     import asyncio
 
-    import execution
-    import folder_paths
     import numpy as np
     from PIL import Image
     from workflow_api import ui_to_api
 
     host_nodes, classes, adapters = _setup(out_dir)
+    import execution  # ComfyUI's, importable once the host is booted
+    import folder_paths
     _save_random_adapter(os.path.join(adapters, "ip-adapter_sd15.safetensors"))
     Path(adapters, "ip-adapter_sdxl.safetensors").write_bytes(b"")  # listed for validation only; never loaded
     model = comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
