@@ -207,7 +207,9 @@ def _model_family(model):
     except AttributeError:
         return None
     ctx = unet_config.get("context_dim")
-    return _CONTEXT_DIMS.get(ctx, f"a model with {ctx}-wide text context")
+    if ctx is None:
+        return "a model without UNet cross-attention (neither SD1.5 nor SDXL)"
+    return _CONTEXT_DIMS.get(ctx, f"a model with {ctx}-wide text context (neither SD1.5 nor SDXL)")
 
 
 def _check_number(value, name: str, low: float, high: float) -> float:
