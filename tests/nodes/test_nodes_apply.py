@@ -247,3 +247,10 @@ def test_instantstyle_presets_on_sdxl(host, xl, preset, blocks):
     patched = _apply(make_model("sdxl"), xl, _embeds(xl), layer_weights=preset)
     assert {k[:2] for k in patched.attn2_patches()} == blocks
     assert len(patched.attn2_patches()) == 10 * len(blocks)
+
+
+def test_other_model_families_are_refused(host, base):
+    model = make_model("sd15")
+    model.model.model_config.unet_config["context_dim"] = 1024  # SD2.x
+    with pytest.raises(AdapterMismatchError, match="1024-wide text context"):
+        _apply(model, base, _embeds(base))
