@@ -152,11 +152,14 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads per loop (1: steady figures on a shared machine, no spin-waiting)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; the best of each is reported")
     ap.add_argument("--worker", choices=["ours", "baseline"], help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")
     if a.worker:
+        if a.device == "cpu":
+            torch.set_num_threads(a.threads)
         print(json.dumps(run(a.worker, a.preset, a.device, dtype, a.batch, a.steps, a.warmup)))
         return 0
     results = {}
@@ -164,7 +167,8 @@ def main(argv=None) -> int:
     for _ in range(a.repeats):
         for mode in ("baseline", "ours"):
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--preset", a.preset, "--device", a.device,
-                   "--dtype", dtype, "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup)]
+                   "--dtype", dtype, "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup),
+                   "--threads", str(a.threads)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 print(out.stderr[-3000:], file=sys.stderr)
