@@ -233,7 +233,10 @@ def train(config: TrainConfig) -> TrainResult:
     drop_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 2 * rank + 1)
     step_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 2 * rank + 2)
 
-    # ---- models (kept on the CPU until needed; the frozen ones in the mixed-precision dtype)
+    # a malformed data file must fail before minutes of model loading, too
+    items = data_mod.load_json_items(cfg.data_json_file) if cfg.data_json_file else None
+
+    # ---- models: frozen ones in the mixed-precision dtype, the adapter in fp32
     models = load_sd(cfg)
     models.encoder = load_image_encoder(cfg)
     enc_mod = encoder_module(models.encoder)
@@ -250,17 +253,18 @@ def train(config: TrainConfig) -> TrainResult:
     need_frozen_encoders = cfg.cache_dir is None or bool(cfg.validation_image)
     for m in (models.vae, models.text_encoder, enc_mod):
         freeze_(m, device, weight_dtype)
-    empty_text = models.text_encoder(data_mod.tokenize(models.tokenizer, [""]).to(device))[0].detach()
+    with torch.no_grad():  # the two "dropped" values of the recipe, computed once
+        empty_text = models.text_encoder(data_mod.tokenize(models.tokenizer, [""]).to(device))[0]
     if acfg.encoder_output == "image_embeds":
         uncond_feats = torch.zeros(1, acfg.encoder_width, device=device, dtype=weight_dtype)
     else:
-        probe = torch.zeros(1, 3, 224, 224, device=device, dtype=weight_dtype)
+        size = models.encoder.image_size
+        probe = torch.zeros(1, 3, size, size, device=device, dtype=weight_dtype)
         with torch.no_grad():
             uncond_feats = unconditional_features(acfg, features_for(acfg, models.encoder.encode(probe)), encode_pixels=models.encoder.encode)
 
     # ---- data
     if cfg.data_json_file:
-        items = data_mod.load_json_items(cfg.data_json_file)
         source = data_mod.ImageTextDataset(items, cfg.data_root_path, models.tokenizer, cfg.resolution)
     else:
         source = data_mod.TarShardDataset(

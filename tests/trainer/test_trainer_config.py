@@ -99,3 +99,18 @@ def test_cli_reports_errors_without_traceback(train_args, capsys, tiny_assets):
     err = capsys.readouterr().err
     assert "--image_encoder_path" in err and "Traceback" not in err
     assert cli_main([]) == 2 and cli_main(["frobnicate"]) == 2
+
+
+def test_malformed_data_file_fails_before_models_load(train_args, tmp_path, monkeypatch):
+    import trainer.models as models_mod
+    from trainer.train import train
+
+    bad = tmp_path / "data.json"
+    bad.write_text('[{"image_file": "a.png"}]')
+
+    def boom(*a, **k):
+        raise AssertionError("models were loaded")
+
+    monkeypatch.setattr(models_mod, "load_sd", boom)
+    with pytest.raises(TrainerConfigError, match="--data_json_file"):
+        train(train_args(data_json_file=str(bad), output_dir=str(tmp_path / "o")))

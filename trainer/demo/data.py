@@ -71,9 +71,11 @@ def render(colour_rgb: np.ndarray, shape_idx, cx, cy, r, background: np.ndarray,
 def sample_attributes(n: int, rng: np.random.Generator, size: int):
     colour = rng.integers(0, len(COLOUR_NAMES), n)
     shape = rng.integers(0, len(SHAPES), n)
-    cx = rng.uniform(0.38, 0.62, n) * size
-    cy = rng.uniform(0.38, 0.62, n) * size
-    r = rng.uniform(0.20, 0.27, n) * size
+    # modest position / size jitter: enough variety to make "copy the reference" the wrong answer,
+    # little enough that a CPU-sized model learns the shapes in minutes
+    cx = rng.uniform(0.42, 0.58, n) * size
+    cy = rng.uniform(0.44, 0.58, n) * size
+    r = rng.uniform(0.22, 0.28, n) * size
     grey = rng.uniform(0.15, 0.45, n)[:, None]
     background = np.clip(grey + rng.uniform(-0.04, 0.04, (n, 3)), 0, 1).astype(np.float32)
     return colour, shape, cx, cy, r, background

@@ -1,0 +1,115 @@
+"""IP-Adapter training on the frozen tiny base, through the project's trainer code path, and the paper's
+motivating ablation (image tokens concatenated to the text tokens, no K'/V').
+
+Decoupled (the IP-Adapter): trainer.train.build_adapter -> ip_core IPAdapter for this UNet's layers;
+trainer.model.IPAdapterUNet (init to_k_ip/to_v_ip from to_k/to_v, ip_core decoupled attention in every
+cross-attention layer); trainer.recipe draw_drops / apply_image_drop (zeros before the projection) /
+apply_text_drop (the empty caption) / diffusion_loss / make_optimizer (AdamW, weight decay 1e-2, adapter
+parameters only). Only the learning rate and step count differ from the paper: they fit a CPU budget.
+
+Concatenation (ablation): the same projection (ip_core's ImageProjModel, 4 tokens) appended to the text
+tokens of the frozen UNet's existing cross-attention; only the projection trains, with the same recipe,
+steps and learning rate.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from trainer.model import IPAdapterUNet
+from trainer.recipe import apply_image_drop, apply_text_drop, diffusion_loss, draw_drops, make_optimizer
+from trainer.train import build_adapter
+
+from .data import ShapeBatch, all_captions, training_captions
+
+
+@dataclass(frozen=True)
+class AdapterTrainConfig:
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    num_tokens: int = 4
+    drop_rate: float = 0.05  # image / text / both, one draw per sample (official)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConcatTokensUNet(nn.Module):
+    """Ablation: encoder_hidden_states = [text tokens | projected image tokens] in the UNet's own attention.
+
+    Same call signature as IPAdapterUNet, so the same loss and sampler drive it; scale 0 drops the image
+    tokens (text only), any other scale multiplies them (there is no separate image branch to weight).
+    """
+
+    def __init__(self, unet, image_proj: nn.Module):
+        super().__init__()
+        self.unet = unet.requires_grad_(False)
+        self.image_proj = image_proj
+
+    def trainable_parameters(self):
+        return list(self.image_proj.parameters())
+
+    def forward(self, noisy_latents, timesteps, text_embeds, image_features=None, scale=1.0):
+        if isinstance(scale, (int, float)) and scale == 0:
+            return self.unet(noisy_latents, timesteps, text_embeds).sample
+        tokens = self.image_proj(image_features) * scale
+        return self.unet(noisy_latents, timesteps, torch.cat([text_embeds, tokens.to(text_embeds.dtype)], dim=1)).sample
+
+
+def build_ip_model(base, encoder_width: int, num_tokens: int = 4) -> IPAdapterUNet:
+    """A fresh IP-Adapter on a copy of the frozen base UNet, built as `python -m trainer train` builds it."""
+    unet = copy.deepcopy(base.unet)
+    spec = SimpleNamespace(variant="base", num_tokens=num_tokens, pretrained_ip_adapter_path=None)
+    adapter = build_adapter(spec, unet, encoder_width)
+    return IPAdapterUNet(unet, adapter, init_from_unet=True)
+
+
+def build_concat_model(base, encoder_width: int, num_tokens: int = 4) -> ConcatTokensUNet:
+    unet = copy.deepcopy(base.unet)
+    spec = SimpleNamespace(variant="base", num_tokens=num_tokens, pretrained_ip_adapter_path=None)
+    proj = build_adapter(spec, unet, encoder_width).image_proj  # the very projection the IP-Adapter uses
+    return ConcatTokensUNet(unet, proj)
+
+
+def train_adapter(model, base, data: ShapeBatch, features: torch.Tensor, cfg: AdapterTrainConfig, seed: int, progress=None) -> list:
+    """The IP-Adapter recipe on (image, caption) pairs: same loop for the decoupled model and the ablation.
+
+    features: the frozen encoder's image_embeds of every training image (computed once: the encoder is frozen).
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    captions = all_captions()
+    table = base.text_embeds(captions)  # frozen text encoder: every caption's embedding, once
+    row = {c: i for i, c in enumerate(captions)}
+    empty = table[row[""]]
+    latents_all = base.encode(data.images)
+    params = model.trainable_parameters()
+    opt = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    losses = []
+    for step in range(cfg.steps):
+        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
+        caps = training_captions(data.colour[idx], data.shape[idx], gen)
+        text = table[torch.tensor([row[c] for c in caps])]
+        drop_image, drop_text = draw_drops(cfg.batch_size, gen, p=cfg.drop_rate)
+        feats = apply_image_drop(features[idx], drop_image)  # zeros before the projection
+        text = apply_text_drop(text, drop_text, empty)
+        loss = diffusion_loss(model, base.scheduler, latents_all[idx], text, feats, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        if progress is not None:
+            progress.update(1)
+            if step % 20 == 0:
+                progress.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", refresh=False)
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return losses
