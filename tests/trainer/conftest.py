@@ -76,7 +76,7 @@ def build_tiny_sd(root: Path, seed: int = 0) -> Path:
         max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
     ))
     te.save_pretrained(str(root / "text_encoder"))
-    DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False).save_pretrained(str(root / "scheduler"))
+    DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1).save_pretrained(str(root / "scheduler"))
     return root
 
 
