@@ -104,7 +104,7 @@ def train_adapter(model, base, data: ShapeBatch, features: torch.Tensor, cfg: Ad
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if progress is not None:
             progress.update(1)
             if step % 20 == 0:

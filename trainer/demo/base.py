@@ -121,7 +121,7 @@ def train_base(base: TinyBase, data: ShapeBatch, seed: int, progress=None) -> li
         for g in opt.param_groups:
             g["lr"] = cfg.lr * (1.0 if frac < 0.5 else 1.0 - 1.8 * (frac - 0.5))
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if progress is not None:
             progress.update(1)
             if step % 20 == 0:

@@ -1,0 +1,89 @@
+"""results.md and PNG grids (references beside generations)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .data import to_uint8_hwc
+
+CELL = 64  # pixels per image in the grids (16x16 images upscaled, nearest)
+LABEL_W = 110
+
+
+def _tile(img_chw) -> Image.Image:
+    return Image.fromarray(to_uint8_hwc(img_chw[None])[0]).resize((CELL, CELL), Image.NEAREST)
+
+
+def save_grid(path: str, columns: list, rows: int, header: list, labels=None) -> str:
+    """columns: list of image tensors [N, 3, S, S] (first = references); labels: optional text per row."""
+    rows = min(rows, len(columns[0]))
+    lw = LABEL_W if labels else 0
+    head = 16
+    grid = Image.new("RGB", (lw + CELL * len(columns), head + CELL * rows), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for j, h in enumerate(header):
+        draw.text((lw + j * CELL + 2, 2), h, fill=(0, 0, 0))
+    for i in range(rows):
+        if labels:
+            draw.text((2, head + i * CELL + CELL // 2 - 6), labels[i] or '""', fill=(0, 0, 0))
+        for j, col in enumerate(columns):
+            grid.paste(_tile(col[i]), (lw + j * CELL, head + i * CELL))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    grid.save(path)
+    return path
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def results_markdown(results: dict) -> str:
+    m = results["metrics"]
+    ch = m["chance"]
+    lam = list(m["fidelity"])
+    hi = lam[-1]
+    mid = "0.5" if "0.5" in m["text_compat"] else hi
+    lines = [
+        "# IP-Adapter in miniature: results",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"Wall time: {results['wall_time_s']:.0f} s ({results['threads']} torch threads); "
+        f"{'quick' if results['quick'] else 'full'} run, seed {results['seed']}.",
+        "",
+        f"Judges: colour from pixel statistics (accuracy on held-out dataset images {_pct(results['judges']['colour_accuracy'])}); "
+        f"shape CNN held-out accuracy {_pct(results['judges']['shape_accuracy'])}.",
+        f"Image encoder: {results['encoder']['description']}.",
+        f"Base model from text alone (full caption): colour {_pct(m['base_text']['colour'])}, shape {_pct(m['base_text']['shape'])}, "
+        f"both {_pct(m['base_text']['both'])}.",
+        "",
+        "## Image-prompt fidelity (empty text; CLIP-I analogue) and text compatibility (CLIP-T analogue)",
+        "",
+        "| model | fidelity colour | fidelity shape | fidelity both | text+image both | text attribute kept | image attribute kept |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    f0, c0 = m["fidelity"][lam[0]], m["text_compat"][lam[0]]
+    lines.append(f"| no image prompt (lambda {lam[0]}) | {_pct(f0['colour'])} | {_pct(f0['shape'])} | {_pct(f0['both'])} | "
+                 f"{_pct(c0['both'])} | {_pct(c0['text_attribute'])} | {_pct(c0['image_attribute'])} |")
+    for l in (mid, hi) if mid != hi else (hi,):
+        f, c = m["fidelity"][l], m["text_compat"][l]
+        lines.append(f"| IP-Adapter, decoupled (lambda {l}) | {_pct(f['colour'])} | {_pct(f['shape'])} | {_pct(f['both'])} | "
+                     f"{_pct(c['both'])} | {_pct(c['text_attribute'])} | {_pct(c['image_attribute'])} |")
+    if "concat" in m:
+        f, c = m["concat"]["fidelity"], m["concat"]["text_compat"]
+        lines.append(f"| ablation: tokens concatenated to text | {_pct(f['colour'])} | {_pct(f['shape'])} | {_pct(f['both'])} | "
+                     f"{_pct(c['both'])} | {_pct(c['text_attribute'])} | {_pct(c['image_attribute'])} |")
+    lines.append(f"| chance | {_pct(ch['colour'])} | {_pct(ch['shape'])} | {_pct(ch['both'])} | {_pct(ch['both'])} | | |")
+    lines += ["", "## Lambda sweep (decoupled IP-Adapter)", "",
+              "| lambda | fidelity colour | fidelity shape | fidelity both | text+image both |", "|---|---|---|---|---|"]
+    for l in lam:
+        f, c = m["fidelity"][l], m["text_compat"][l]
+        lines.append(f"| {l} | {_pct(f['colour'])} | {_pct(f['shape'])} | {_pct(f['both'])} | {_pct(c['both'])} |")
+    lines += ["", f"References: {results['n_refs']} held-out images ({results['eval']['refs_per_combination']} per colour x shape); "
+              f"DDIM {results['eval']['sample_steps']} steps, guidance {results['eval']['guidance']}.", ""]
+    lines += ["## Stages", "", "| stage | seconds | cached | notes |", "|---|---|---|---|"]
+    for s in results["stages"]:
+        lines.append(f"| {s['name']} | {s['seconds']:.1f} | {'yes' if s['cached'] else 'no'} | {s.get('notes', '')} |")
+    lines += ["", "Grids: " + ", ".join(f"`{os.path.basename(p)}`" for p in results["grids"]), ""]
+    return "\n".join(lines)
