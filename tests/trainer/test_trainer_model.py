@@ -133,3 +133,23 @@ def test_export_loads_through_the_diffusers_pipeline_loader(tiny_assets, tiny_mo
         p = procs[spec.diffusers_name]
         torch.testing.assert_close(p.to_k_ip[0].weight, adapter.ip_layers[str(spec.key_number)].to_k_ip.weight)
         torch.testing.assert_close(p.to_v_ip[0].weight, adapter.ip_layers[str(spec.key_number)].to_v_ip.weight)
+
+
+def test_sd15_shaped_unet_gets_the_released_layout():
+    """On a full SD1.5 UNet (built on the meta device: shapes only) the trainer's adapter is the released one."""
+    from diffusers import UNet2DConditionModel
+
+    from ip_core.config import detect_config
+    from trainer.config import TrainConfig
+    from trainer.train import build_adapter
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8)
+    base = build_adapter(TrainConfig(variant="base"), unet, 1024)
+    assert base.config.base_model == "sd15" and base.num_parameters() == 22_319_616
+    assert [s.key_number for s in base.layers] == list(range(1, 32, 2))
+    plus = build_adapter(TrainConfig(variant="plus"), unet, 1280)
+    r = plus.config.resampler
+    assert (plus.config.num_tokens, r.dim, r.heads, r.dim_head, r.depth, r.embedding_dim) == (16, 768, 12, 64, 4, 1280)
+    for adapter in (base, plus):
+        assert detect_config(adapter.released_state_dict()).signature == adapter.config.signature
