@@ -29,7 +29,7 @@ from .data import ShapeBatch, all_captions, training_captions
 
 @dataclass(frozen=True)
 class AdapterTrainConfig:
-    steps: int = 600
+    steps: int = 500
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-2

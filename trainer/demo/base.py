@@ -21,13 +21,13 @@ from .text import WordTokenizer, build_text_encoder, encode_text
 class BaseConfig:
     image_size: int = 16
     fold: int = 2  # pixel_unshuffle factor of the latent
-    block_out_channels: tuple = (32, 64)
+    block_out_channels: tuple = (16, 32)
     context_dim: int = 64
     attention_heads: int = 4
     text_layers: int = 2
     prediction_type: str = "v_prediction"
     beta_schedule: str = "squaredcos_cap_v2"
-    steps: int = 1500
+    steps: int = 1600
     batch_size: int = 32
     lr: float = 2e-3
 

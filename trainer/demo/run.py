@@ -28,8 +28,8 @@ class DemoConfig:
     seed: int = 0
     image_size: int = 16
     train_images: int = 8192
-    judge_steps: int = 400
-    encoder_pretrain_steps: int = 300  # 0 = random-init frozen tower
+    judge_steps: int = 300
+    encoder_pretrain_steps: int = 200  # 0 = random-init frozen tower
     base: BaseConfig = BaseConfig()
     adapter: AdapterTrainConfig = AdapterTrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -41,9 +41,9 @@ def full_config(seed: int = 0) -> DemoConfig:
 
 def quick_config(seed: int = 0) -> DemoConfig:
     return DemoConfig(
-        seed=seed, train_images=4096, judge_steps=200, encoder_pretrain_steps=120,
-        base=replace(BaseConfig(), steps=500), adapter=replace(AdapterTrainConfig(), steps=200),
-        eval=replace(EvalConfig(), refs_per_combination=1, lambdas=(0.0, 0.5, 1.0), sample_steps=15),
+        seed=seed, train_images=4096, judge_steps=120, encoder_pretrain_steps=60,
+        base=replace(BaseConfig(), steps=300), adapter=replace(AdapterTrainConfig(), steps=120),
+        eval=replace(EvalConfig(), refs_per_combination=1, lambdas=(0.0, 0.5, 1.0), sample_steps=12),
     )
 
 
