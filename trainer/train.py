@@ -164,6 +164,20 @@ class _StopRequest:
         return bool(accelerator.reduce(t, reduction="sum").item() > 0)
 
 
+def _agreed(loader, accelerator, uneven: bool):
+    """Yield batches; with uneven streams stop on every rank as soon as one rank has run out."""
+    if not uneven:
+        yield from loader
+        return
+    it = iter(loader)
+    while True:
+        batch = next(it, None)
+        have = torch.tensor([0.0 if batch is None else 1.0], device=accelerator.device)
+        if accelerator.reduce(have, reduction="sum").item() < accelerator.num_processes:
+            return
+        yield batch
+
+
 def _reset_accelerate_state() -> None:
     """accelerate keeps one process-wide state; a second train() in the same process (tests, notebooks) may
     want another mixed precision. The distributed part (PartialState) is kept."""
@@ -459,6 +473,10 @@ def train(config: TrainConfig) -> TrainResult:
     # SIGTERM / SIGINT (preemption, Ctrl-C): finish the step, save a checkpoint, stop cleanly.
     stop = _StopRequest()
     stop.install()
+    # webdataset streams differ in length per rank: ranks agree on "everyone has a batch" each step (one tiny
+    # all-reduce + host read, only in this case), so no rank waits forever in DDP at an epoch's end.
+    uneven = iterable and world > 1
+    last_good = [None]
     try:
         acc_loss = None
         done = max_steps is not None and global_step >= max_steps
@@ -466,19 +484,26 @@ def train(config: TrainConfig) -> TrainResult:
             if max_steps is None and epoch >= cfg.num_train_epochs:
                 break
             used, started_at = 0, batch_in_epoch
-            for batch in loader_for(epoch, batch_in_epoch):
+            for batch in _agreed(loader_for(epoch, batch_in_epoch), accelerator, uneven):
                 batch_in_epoch += 1
                 skipped += batch["skipped"]
+                weight = 1.0
                 if batch["size"] == 0:
-                    continue
+                    if world == 1 or last_good[0] is None:
+                        continue
+                    # every rank must join each gradient all-reduce: an all-unreadable batch contributes zero
+                    batch, weight = last_good[0], 0.0
+                last_good[0] = batch
                 used += 1
                 with accelerator.accumulate(kv_runner):
                     with accelerator.autocast():
                         loss = batch_loss(batch)
+                        if weight != 1.0:
+                            loss = loss * weight
                     accelerator.backward(loss)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                samples_seen += batch["size"] * world
+                samples_seen += batch["size"] * world if weight else 0
                 acc_loss = loss.detach() if acc_loss is None else acc_loss + loss.detach()
                 if not accelerator.sync_gradients:
                     continue
