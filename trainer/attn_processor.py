@@ -117,11 +117,13 @@ class IPAttnProcessor:
             ip_k, ip_v = key, value
         else:
             weight = scale
-            if ip_k.shape[0] != batch_size:
-                if batch_size % ip_k.shape[0]:
-                    raise ValueError(f"image tokens batch {ip_k.shape[0]} does not divide the UNet batch {batch_size}")
-                rep = batch_size // ip_k.shape[0]
-                ip_k, ip_v = ip_k.repeat_interleave(rep, 0), ip_v.repeat_interleave(rep, 0)
+            # one set of tokens for the whole batch broadcasts; otherwise one per sample (cond/uncond halves
+            # of a guidance batch are the caller's to arrange: repeat vs interleave is not guessable)
+            if ip_k.shape[0] not in (1, batch_size):
+                raise ValueError(
+                    f"image features for {ip_k.shape[0]} samples but the UNet batch is {batch_size}: give one set "
+                    f"(shared) or one per sample, in the order of the latents"
+                )
         if isinstance(weight, torch.Tensor):
             weight = weight.to(device=query.device, dtype=query.dtype)
         hidden_states = decoupled_attention(query, key, value, ip_k, ip_v, attn.heads, weight=weight)
