@@ -61,6 +61,9 @@ def main():
     ap.add_argument("--batch", type=int, default=2, help="UNet batch (2 = one cond + one uncond chunk)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    ap.add_argument("--layers-only", action="store_true",
+                    help="time only the 16 cross-attention layer calls at their SD1.5 shapes (text attention vs our "
+                         "patch vs naive): less noisy than whole UNet calls on a busy CPU")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,9 +79,9 @@ def main():
         embeds_mod = comfy_host.pack_module("ip_core.embeds")
         config_mod, layers_mod = comfy_host.pack_module("ip_core.config"), comfy_host.pack_module("ip_core.layers")
         adapter_mod = comfy_host.pack_module("ip_core.adapter")
-        model = comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
+        model = None if args.layers_only else comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
         where = f"ComfyUI ({comfy_path}), random SD1.5 UNet"
-        device = model.load_device
+        device = model.load_device if model is not None else torch.device("cpu")
     else:
         sys.path.insert(0, str(REPO))
         sys.path.insert(0, str(REPO / "tests" / "nodes"))
@@ -104,6 +107,8 @@ def main():
     feats = torch.randn(1, 1024)
     embeds = embeds_mod.build_image_prompt(adapter, feats, torch.zeros_like(feats))
     loaded = sys.modules[classes["IPAApplyAdapter"].__module__].LoadedAdapter(adapter, "bench")
+    if args.layers_only:
+        return layers_only(patch_mod, adapter, embeds, args, device, where)
     (patched,) = classes["IPAApplyAdapter"]().apply(model, loaded, embeds, 1.0, 0.0, 1.0)
 
     # the naive variant: identical patches, but with the per-call K'/V' branch
@@ -141,6 +146,49 @@ def main():
     print(f"  adapter overhead (ours / plain):       {med['ours'] / med['plain']:.4f}x  ({100 * (med['ours'] / med['plain'] - 1):+.2f}%)")
     print(f"  naive overhead   (naive / plain):      {med['naive'] / med['plain']:.4f}x  ({100 * (med['naive'] / med['plain'] - 1):+.2f}%)")
     print(f"  naive / ours:                          {med['naive'] / med['ours']:.4f}x")
+
+
+def layers_only(patch_mod, adapter, embeds, args, device, where):
+    """The 16 attn2 calls of one UNet call at SD1.5 shapes: latent side s gives s*s query tokens at 320
+    wide, (s/2)^2 at 640, (s/4)^2 at 1280 and (s/8)^2 in the middle block; 77 text tokens; 8 heads."""
+    from importlib import import_module
+
+    host = import_module(patch_mod.__name__.rsplit(".", 1)[0] + ".host")
+    ours = patch_mod.AdapterBranch(adapter, embeds, [1.0] * 16, patch_mod.SigmaWindow(0, 0, True), None)
+    naive = _naive_branch_class(patch_mod.AdapterBranch)(adapter, embeds, [1.0] * 16, patch_mod.SigmaWindow(0, 0, True), None)
+    b, s = args.batch, args.latent
+    chunks = [0, 1] if b % 2 == 0 else [0]
+    g = torch.Generator().manual_seed(0)
+    calls = []
+    for spec in adapter.layers:
+        side = s // 8 if spec.comfy_block[0] == "middle" else s // {320: 1, 640: 2, 1280: 4}[spec.hidden_size]
+        h = spec.hidden_size
+        q = torch.randn(b, side * side, h, generator=g).to(device)
+        k, v = (torch.randn(b, 77, h, generator=g).to(device) for _ in range(2))
+        opts = {"n_heads": 8, "dim_head": h // 8, "attn_precision": None, "cond_or_uncond": chunks,
+                "original_shape": [b, 4, s, s], "sigmas": torch.full((b // len(chunks),), 4.0)}
+        calls.append((spec.comfy_key, q, k, v, opts))
+
+    def run(kind):
+        with torch.no_grad():
+            for key, q, k, v, opts in calls:
+                if kind == "text":
+                    host.attention_for(opts)(q, k, v, 8)
+                else:
+                    patch_mod.IPAttentionPatch(key, (ours if kind == "ours" else naive,))(q, k, v, opts)
+
+    for kind in ("text", "ours", "naive"):
+        run(kind)
+    results = {"text": [], "ours": [], "naive": []}
+    for _ in range(max(args.repeats, 5)):
+        for kind in results:
+            results[kind] += _time(lambda: run(kind), 1)
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"{where}; 16 cross-attention layer calls only; latent {s}x{s}, batch {b}, torch threads {torch.get_num_threads()}")
+    for kind in results:
+        print(f"  {kind:6s} {med[kind]:10.1f} ms   (runs: {', '.join(f'{v:.0f}' for v in results[kind])})")
+    print(f"  image branch adds (ours - text):   {med['ours'] - med['text']:.1f} ms per UNet call")
+    print(f"  naive adds        (naive - text):  {med['naive'] - med['text']:.1f} ms per UNet call")
 
 
 if __name__ == "__main__":
