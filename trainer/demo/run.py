@@ -41,9 +41,9 @@ def full_config(seed: int = 0) -> DemoConfig:
 
 def quick_config(seed: int = 0) -> DemoConfig:
     return DemoConfig(
-        seed=seed, train_images=4096, judge_steps=120, encoder_pretrain_steps=60,
+        seed=seed, train_images=4096, judge_steps=150, encoder_pretrain_steps=60,
         base=replace(BaseConfig(), steps=300), adapter=replace(AdapterTrainConfig(), steps=120),
-        eval=replace(EvalConfig(), refs_per_combination=1, lambdas=(0.0, 0.5, 1.0), sample_steps=12),
+        eval=replace(EvalConfig(), refs_per_combination=2, lambdas=(0.0, 0.5, 1.0), sample_steps=15),
     )
 
 
@@ -152,7 +152,7 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
 
     # 1. judges ---------------------------------------------------------------------------------
     t0 = time.time()
-    key = _hash({"judge": 1, "size": S, "seed": seed, "steps": cfg.judge_steps})
+    key = _hash({"judge": 2, "size": S, "seed": seed, "steps": cfg.judge_steps})  # bump when the judge changes
     hit = cache.load("judge", key)
     judge = ShapeJudge()
     if hit:
