@@ -40,8 +40,8 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     md = (out / "results.md").read_text()
     assert "Lambda sweep" in md and "concatenated" in md
 
-    # rerun: every trained stage comes from the cache, same numbers
+    # rerun: every stage comes from the cache, same numbers
     assert main(["--quick", "--output-dir", str(out), "--no-progress"]) == 0
     again = json.loads((out / "results.json").read_text())
-    assert [s["cached"] for s in again["stages"]] == [True, True, True, True, True, False]
+    assert all(s["cached"] for s in again["stages"])
     assert again["metrics"] == results["metrics"]

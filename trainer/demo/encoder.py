@@ -66,7 +66,7 @@ def pretrain_encoder(encoder: OpenCLIPEncoder, data, steps: int, seed: int, batc
         if progress is not None:
             progress.update(1)
     visual.eval().requires_grad_(False)
-    return float(loss)
+    return loss.item()
 
 
 def linear_probe(train_x, train_y, test_x, test_y, classes: int, steps: int = 300) -> float:

@@ -53,7 +53,7 @@ class ShapeJudge(nn.Module):
         return torch.cat([self(images[i : i + batch].float()).argmax(1) for i in range(0, len(images), batch)])
 
 
-def train_shape_judge(size: int, seed: int, steps: int = 400, batch: int = 64, n_train: int = 6000, progress=None):
+def train_shape_judge(size: int, seed: int, steps: int = 400, batch: int = 128, n_train: int = 6000, progress=None):
     """-> (judge, held-out accuracy on palette shapes, accuracy on noisy random-colour shapes)."""
     torch.manual_seed(seed)
     data = make_judge_shapes(n_train, seed=seed + 101, size=size)
