@@ -16,7 +16,6 @@ immutable after creation and shared between copies (their K'/V' caches too), so 
 from __future__ import annotations
 
 import copy
-import math
 from typing import Optional
 
 import torch
