@@ -1,6 +1,6 @@
 """Integration scenarios inside a real ComfyUI (COMFYUI_PATH), one process per call:
 
-    python tests/integration/run_in_comfy.py parity|ksampler|workflows OUT_DIR
+    python tests/integration/run_in_comfy.py parity|parity_plus|ksampler|workflows OUT_DIR
 
 Prints one line `RESULT <json>` that test_integration_comfy.py checks. Random full-shape SD1.5 models only.
 """
@@ -30,13 +30,13 @@ def _setup(out_dir: str):
     return host_nodes, classes, adapters
 
 
-def _save_random_adapter(path: str, seed: int = 0):
+def _save_random_adapter(path: str, seed: int = 0, variant: str = "base"):
     from ip_core.adapter import IPAdapter, save_adapter
     from ip_core.config import make_config
     from ip_core.layers import layer_specs
 
     torch.manual_seed(seed)
-    adapter = IPAdapter.from_config(make_config("base", layer_specs("sd15"), 768, 1024))
+    adapter = IPAdapter.from_config(make_config(variant, layer_specs("sd15"), 768, 1024 if variant == "base" else 1280))
     save_adapter(adapter, path)
     return adapter
 
@@ -106,6 +106,41 @@ def parity(out_dir):
     results["weight_0_bit_identical"] = bool(torch.equal(plain, zero_out))
     results["input_model_untouched"] = "patches_replace" not in model.model_options["transformer_options"]
     return results
+
+
+def parity_plus(out_dir):
+    """The plus (Resampler, 16 tokens, penultimate hidden states) adapter against diffusers, 32x32 latent."""
+    host_nodes, classes, adapters = _setup(out_dir)
+    _save_random_adapter(os.path.join(adapters, "plus.bin"), seed=3, variant="plus")
+    unet = comfy_host.sd15_unet()
+    model = comfy_host.comfy_model_from_unet(unet)
+    cv = comfy_host.small_clip_vision(out_dir)
+    adapter = classes["IPALoadAdapter"]().load("plus.bin")["result"][0]
+    image = torch.rand(1, 224, 300, 3, generator=torch.Generator().manual_seed(0))
+    (embeds,) = classes["IPAEncodeImagePrompt"]().encode(adapter, cv, image, crop="pad")
+    (patched,) = classes["IPAApplyAdapter"]().apply(model, adapter, embeds, 0.8, 0.0, 1.0)
+    branch, patches = _branch(patched)
+
+    from ip_core.preprocess import preprocess_images
+
+    with torch.no_grad():
+        hidden = cv.model(pixel_values=preprocess_images(image, mode="pad"), intermediate_output=-2)[1].float()
+        # official plus uncond: an all-zero image in normalised pixel space through the encoder
+        uncond = cv.model(pixel_values=torch.zeros(1, 3, 224, 224), intermediate_output=-2)[1].float()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 32, 32, generator=g)
+    ctx = torch.randn(2, 77, 768, generator=g)
+    t = torch.tensor([300.0, 300.0])
+    unet._load_ip_adapter_weights([adapter.adapter.released_state_dict()])
+    for proc in unet.attn_processors.values():
+        if hasattr(proc, "scale"):
+            proc.scale = [0.8]
+    with torch.no_grad():
+        ours = patched.model.diffusion_model(x, timesteps=t, context=ctx,
+                                             transformer_options=_transformer_options(patched, [0, 1], torch.tensor([4.0])))
+        ref = unet(x, t, encoder_hidden_states=ctx, added_cond_kwargs={"image_embeds": [torch.cat([hidden, uncond])[:, None]]}).sample
+    return {"shown": adapter.description, "rel_err": float((ours - ref).abs().max() / ref.abs().max()),
+            "image_branch_layers": branch.calls, "tokens": list(embeds.cond.shape)}
 
 
 def ksampler(out_dir):
@@ -246,5 +281,5 @@ def workflows(out_dir):
 if __name__ == "__main__":
     scenario, out = sys.argv[1], sys.argv[2]
     sys.path.insert(0, str(comfy_host.REPO))  # ip_core for building random adapter files
-    result = {"parity": parity, "ksampler": ksampler, "workflows": workflows}[scenario](out)
+    result = {"parity": parity, "parity_plus": parity_plus, "ksampler": ksampler, "workflows": workflows}[scenario](out)
     print("RESULT " + json.dumps(result, default=str), flush=True)

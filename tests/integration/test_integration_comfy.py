@@ -39,6 +39,12 @@ def test_patched_comfy_unet_equals_diffusers_ip_adapter(tmp_path):
     assert r["weight_0_bit_identical"] and r["input_model_untouched"]
 
 
+def test_plus_adapter_equals_diffusers_with_official_uncond(tmp_path):
+    r = _run("parity_plus", tmp_path)
+    assert "plus (Resampler), 16 tokens" in r["shown"] and r["tokens"] == [1, 16, 768]
+    assert r["rel_err"] < 1e-4 and r["image_branch_layers"] == 16
+
+
 def test_load_encode_apply_ksampler(tmp_path):
     r = _run("ksampler", tmp_path)
     assert r["finite"] and r["differs_from_plain"]
