@@ -1,6 +1,7 @@
 """The adapter as a module: an image projection plus to_k_ip / to_v_ip for every cross-attention layer."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -31,6 +32,7 @@ class IPAdapter(nn.Module):
         if len(self.layers) != config.num_layers:
             raise ValueError(f"config has {config.num_layers} layers but {len(self.layers)} layer specs were given")
         self.image_proj = build_projection(config)
+        self._fingerprint = None
         # Keyed by the released layer number so state_dict() keys are exactly the released "{n}.to_k_ip.weight".
         self.ip_layers = nn.ModuleDict(
             {str(s.key_number): IPAttentionWeights(config.context_dim, s.hidden_size) for s in self.layers}
@@ -68,6 +70,21 @@ class IPAdapter(nn.Module):
     def layer_kv(self, layer_index: int, tokens: torch.Tensor):
         w = self.ip_layers[str(self.layers[layer_index].key_number)]
         return w.to_k_ip(tokens), w.to_v_ip(tokens)
+
+    def fingerprint(self) -> str:
+        """Tells two adapters of the same layout apart (image prompt embeds belong to one projection).
+
+        Hashes a strided sample of every projection tensor in fp32: cheap, and stable under fp16 -> fp32 moves.
+        """
+        if self._fingerprint is None:
+            h = hashlib.blake2b(digest_size=8)
+            for name, t in sorted(self.image_proj.state_dict().items()):
+                flat = t.detach().reshape(-1)
+                sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().contiguous()
+                h.update(name.encode())
+                h.update(sample.numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -101,6 +101,7 @@ class ImagePromptEmbeds:
     signature: str
     description: str
     encoder_name: str = "unknown"
+    adapter_fingerprint: str = ""
 
     @property
     def per_batch_item(self) -> bool:
@@ -108,13 +109,14 @@ class ImagePromptEmbeds:
 
     def to(self, device=None, dtype=None) -> "ImagePromptEmbeds":
         return ImagePromptEmbeds(self.cond.to(device=device, dtype=dtype), self.uncond.to(device=device, dtype=dtype),
-                                 self.signature, self.description, self.encoder_name)
+                                 self.signature, self.description, self.encoder_name, self.adapter_fingerprint)
 
     def state_dict(self) -> dict:
         return {"cond": self.cond, "uncond": self.uncond}
 
     def metadata(self) -> dict:
-        return {"signature": self.signature, "description": self.description, "encoder_name": self.encoder_name}
+        return {"signature": self.signature, "description": self.description, "encoder_name": self.encoder_name,
+                "adapter_fingerprint": self.adapter_fingerprint}
 
 
 def build_image_prompt(
@@ -142,12 +144,20 @@ def build_image_prompt(
         uncond = adapter.project(combine_features(uncond_features, combine).to(param.device, param.dtype))
     cond, uncond = _arrange_tokens(cond, combine), _arrange_tokens(uncond, combine)
     c = adapter.config
-    return ImagePromptEmbeds(cond, uncond, c.signature, c.description, encoder_name)
+    return ImagePromptEmbeds(cond, uncond, c.signature, c.description, encoder_name, adapter.fingerprint())
 
 
-def check_embeds_fit(config: AdapterConfig, embeds: ImagePromptEmbeds) -> None:
-    if embeds.signature != config.signature:
+def check_embeds_fit(adapter, embeds: ImagePromptEmbeds) -> None:
+    """Embeds must come from this adapter's projection: same layout, and (given an IPAdapter) same weights."""
+    config = adapter if isinstance(adapter, AdapterConfig) else adapter.config
+    other_weights = (
+        not isinstance(adapter, AdapterConfig)
+        and embeds.adapter_fingerprint
+        and embeds.adapter_fingerprint != adapter.fingerprint()
+    )
+    if embeds.signature != config.signature or other_weights:
+        same = " (same layout, other weights)" if embeds.signature == config.signature else ""
         raise AdapterMismatchError(
-            f"these image prompt embeds were made for another adapter ({embeds.description}); this adapter is "
-            f"{config.description}. Encode the image with the same adapter you apply."
+            f"these image prompt embeds were made for another adapter{same} ({embeds.description}); this adapter is "
+            f"{config.description}. Encode the image with the same Load IPAdapter output you apply."
         )

@@ -285,7 +285,7 @@ class IPAApplyAdapter:
                 f"adapter/model mismatch: {a.name} is an {config.base_model_name} adapter but the model is {have}. "
                 f"Load an {have} IP-Adapter, or use an {config.base_model_name} checkpoint."
             )
-        check_embeds_fit(config, embeds)
+        check_embeds_fit(a.adapter, embeds)
         if not torch.isfinite(embeds.cond).all() or not torch.isfinite(embeds.uncond).all():
             raise IPAdapterError("the image prompt embeds contain NaN or infinite values; re-encode the image (check the CLIP vision model).")
         mask = _check_mask(attn_mask)

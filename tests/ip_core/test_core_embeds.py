@@ -93,6 +93,11 @@ def test_empty_and_nan_batches_are_refused():
 def test_embeds_made_for_another_adapter_are_refused():
     base, plus = adapter("base", 24), adapter("plus", 40)
     e = build_image_prompt(base, torch.randn(1, 24), torch.zeros(1, 24))
-    check_embeds_fit(base.config, e)
+    check_embeds_fit(base, e)
     with pytest.raises(AdapterMismatchError, match="made for another adapter"):
         check_embeds_fit(plus.config, e)
+    torch.manual_seed(5)
+    same_layout = IPAdapter(base.config).eval()
+    with pytest.raises(AdapterMismatchError, match=r"another adapter \(same layout, other weights\)"):
+        check_embeds_fit(same_layout, e)
+    check_embeds_fit(base.half().float(), e)  # moving the adapter between dtypes keeps its identity
