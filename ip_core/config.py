@@ -106,20 +106,25 @@ def make_config(
         num_tokens = resampler.num_queries
     else:
         num_tokens = FULL_FACE_TOKENS if num_tokens is None else num_tokens
+    return _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler,
+                   [s.key_number for s in layers], [s.hidden_size for s in layers])
+
+
+def _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, key_numbers, hidden_sizes) -> AdapterConfig:
     out = ENCODER_OUTPUTS[variant]
     return AdapterConfig(
         variant=variant,
         projection=PROJECTIONS[variant],
         base_model=base_model,
         context_dim=int(context_dim),
-        num_layers=len(layers),
+        num_layers=len(key_numbers),
         num_tokens=int(num_tokens),
         encoder_output=out,
         encoder_width=int(encoder_width),
         encoder_name=encoder_name_for(out, encoder_width),
         resampler=resampler,
-        layer_key_numbers=tuple(s.key_number for s in layers),
-        layer_hidden_sizes=tuple(s.hidden_size for s in layers),
+        layer_key_numbers=tuple(int(n) for n in key_numbers),
+        layer_hidden_sizes=tuple(int(h) for h in hidden_sizes),
     )
 
 
@@ -227,18 +232,4 @@ def detect_config(sd: dict) -> AdapterConfig:
             f"numbered {expected[0].key_number}..{expected[-1].key_number}, but the file has {len(numbers)} layers "
             f"({numbers[:4]}...) with widths {sorted(set(hidden))}; the file is incomplete or damaged."
         )
-    out = ENCODER_OUTPUTS[variant]
-    return AdapterConfig(
-        variant=variant,
-        projection=PROJECTIONS[variant],
-        base_model=base_model,
-        context_dim=int(context_dim),
-        num_layers=len(numbers),
-        num_tokens=int(num_tokens),
-        encoder_output=out,
-        encoder_width=int(encoder_width),
-        encoder_name=encoder_name_for(out, encoder_width),
-        resampler=resampler,
-        layer_key_numbers=tuple(numbers),
-        layer_hidden_sizes=tuple(hidden),
-    )
+    return _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, numbers, hidden)

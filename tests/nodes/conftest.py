@@ -61,11 +61,3 @@ def nodes_mod(host):
 
     return nodes
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The stand-in's matrices are small: on 2 shared cores, intra-op threads cost more than they give.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

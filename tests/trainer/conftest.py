@@ -150,11 +150,3 @@ def tiny_models(tiny_assets):
         "encoder": TransformersCLIPEncoder.from_pretrained(tiny_assets["encoder"]),
     }
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core box: one intra-op thread is several times faster (less contention)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
