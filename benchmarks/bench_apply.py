@@ -46,11 +46,18 @@ def _naive_branch_class(base_cls):
     return NaiveBranch
 
 
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # GPU work is asynchronous: time what ran, not what was queued
+
+
 def _time(fn, repeats):
     times = []
     for _ in range(repeats):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append((time.perf_counter() - t0) * 1000)
     return times
 
@@ -61,6 +68,7 @@ def main():
     ap.add_argument("--batch", type=int, default=2, help="UNet batch (2 = one cond + one uncond chunk)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    ap.add_argument("--gpu", action="store_true", help="let ComfyUI use its GPU (default: --cpu, as in the tests)")
     ap.add_argument("--layers-only", action="store_true",
                     help="time only the 16 cross-attention layer calls at their SD1.5 shapes (text attention vs our "
                          "patch vs naive): less noisy than whole UNet calls on a busy CPU")
@@ -73,7 +81,7 @@ def main():
     if comfy_path:
         import comfy_host
 
-        host_nodes = comfy_host.boot(comfy_path)
+        host_nodes = comfy_host.boot(comfy_path, cpu=not args.gpu)
         classes = comfy_host.load_pack(host_nodes)
         patch_mod = comfy_host.pack_module("nodes.patch")
         embeds_mod = comfy_host.pack_module("ip_core.embeds")
@@ -81,7 +89,7 @@ def main():
         adapter_mod = comfy_host.pack_module("ip_core.adapter")
         model = None if args.layers_only else comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
         where = f"ComfyUI ({comfy_path}), random SD1.5 UNet"
-        device = model.load_device if model is not None else torch.device("cpu")
+        device = model.load_device if model is not None else torch.device("cuda" if args.gpu and torch.cuda.is_available() else "cpu")
     else:
         sys.path.insert(0, str(REPO))
         sys.path.insert(0, str(REPO / "tests" / "nodes"))

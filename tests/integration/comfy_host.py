@@ -17,10 +17,11 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
-def boot(comfy_path: str):
-    """Import the host headless on the CPU (REFERENCE.md section 6). Returns ComfyUI's `nodes` module."""
+def boot(comfy_path: str, cpu: bool = True):
+    """Import the host headless, on the CPU unless told otherwise (REFERENCE.md section 6).
+    Returns ComfyUI's `nodes` module."""
     sys.path.insert(0, comfy_path)
-    sys.argv = [sys.argv[0], "--cpu"]
+    sys.argv = [sys.argv[0], "--cpu"] if cpu else [sys.argv[0]]
     import comfy.options
 
     comfy.options.enable_args_parsing()
