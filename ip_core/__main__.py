@@ -47,6 +47,7 @@ def inspect_file(path) -> dict:
         encoder=config.encoder_name,
         encoder_output=config.encoder_output,
         encoder_width=config.encoder_width,
+        encoder_requirement=config.encoder_requirement,
     )
     return info
 
@@ -61,7 +62,7 @@ def _print_text(info: dict) -> None:
     print(f"  base model:     {info['base_model']} (context {info['context_dim']}, {info['layers']} cross-attention layers)")
     print(f"  tokens:         {info['tokens']}")
     print(f"  parameters:     {info['parameters']:,} ({', '.join(info['dtypes'])})")
-    print(f"  image encoder:  {info['encoder']} {info['encoder_output']} (width {info['encoder_width']})")
+    print(f"  image encoder:  {info['encoder_requirement']}")
     print(f"  safe to load:   {info['safe_to_load']}")
 
 

@@ -64,6 +64,8 @@ class AdapterConfig:
     @property
     def encoder_requirement(self) -> str:
         """What the adapter needs from the image encoder, in words."""
+        if self.encoder_name == "unknown":
+            return f"{self.encoder_output} of width {self.encoder_width} (not a released CLIP encoder's width)"
         return f"{self.encoder_name} {self.encoder_output} (width {self.encoder_width})"
 
     @property
