@@ -1,5 +1,4 @@
 """Shared test factories (importable as `ipa_factories`: tests/ is on pythonpath). State dicts in the released layouts, built in the tests (full shapes on the meta device: no memory)."""
-import pytest
 import torch
 
 from ip_core.config import make_config

@@ -18,7 +18,7 @@ unet.to(dtype), and saved twice with shared storage - the accelerate save_state 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch

@@ -5,7 +5,6 @@ loop (drops, fresh latent sample, DDPM noise, eps MSE, AdamW) -> checkpoints, ex
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time

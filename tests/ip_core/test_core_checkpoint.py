@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ip_core import AdapterFileError, IPAdapter, load_adapter, load_adapter_state_dict, save_adapter, save_adapter_state_dict
+from ip_core import AdapterFileError, load_adapter, load_adapter_state_dict, save_adapter, save_adapter_state_dict
 from ip_core.checkpoint import sniff_format
 
 

@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 
 from ip_core import save_adapter_state_dict
 from ip_core.__main__ import main

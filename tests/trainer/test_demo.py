@@ -2,7 +2,6 @@
 runs and connects, the files appear, the exported adapter loads through ip_core, the image prompt beats the
 no-image baseline and chance, and a rerun reuses the cached stages and reproduces the numbers."""
 import json
-import os
 
 import pytest
 

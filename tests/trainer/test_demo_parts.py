@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trainer.demo.data import COLOUR_NAMES, SHAPES, all_captions, caption, make_judge_shapes, make_shapes, training_captions
-from trainer.demo.judges import NONE, ShapeJudge, judge_colour, train_shape_judge
+from trainer.demo.judges import NONE, judge_colour, train_shape_judge
 from trainer.demo.text import WordTokenizer
 
 

@@ -24,6 +24,7 @@ from trainer.model import IPAdapterUNet
 from trainer.recipe import apply_image_drop, apply_text_drop, diffusion_loss, draw_drops, make_optimizer
 from trainer.train import build_adapter
 
+from .base import report_step
 from .data import ShapeBatch, all_captions, training_captions
 
 
@@ -105,10 +106,7 @@ def train_adapter(model, base, data: ShapeBatch, features: torch.Tensor, cfg: Ad
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        if progress is not None:
-            progress.update(1)
-            if step % 20 == 0:
-                progress.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", refresh=False)
+        report_step(progress, step, losses)
     model.eval()
     for p in params:
         p.requires_grad_(False)

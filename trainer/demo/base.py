@@ -8,7 +8,7 @@ is trained jointly (SD's was pretrained; here nothing is).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +88,15 @@ class TinyBase:
         self.text_encoder.load_state_dict({k[13:]: v for k, v in sd.items() if k.startswith("text_encoder.")}, strict=False)
 
 
+
+def report_step(progress, step: int, losses: list) -> None:
+    """Advance a stage's progress bar; show the mean of the last 20 losses every 20 steps."""
+    if progress is None:
+        return
+    progress.update(1)
+    if step % 20 == 0:
+        progress.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", refresh=False)
+
 def diffusion_target(scheduler, latents, noise, timesteps):
     if scheduler.config.prediction_type == "v_prediction":
         return scheduler.get_velocity(latents, noise, timesteps)
@@ -122,9 +131,6 @@ def train_base(base: TinyBase, data: ShapeBatch, seed: int, progress=None) -> li
             g["lr"] = cfg.lr * (1.0 if frac < 0.5 else 1.0 - 1.8 * (frac - 0.5))
         opt.step()
         losses.append(loss.item())
-        if progress is not None:
-            progress.update(1)
-            if step % 20 == 0:
-                progress.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", refresh=False)
+        report_step(progress, step, losses)
     base.freeze()
     return losses

@@ -7,7 +7,6 @@ shape rather than colour; its accuracy on held-out palette images is reported wi
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -11,7 +11,7 @@ All lambdas are sampled in one batch (ip_core's decoupled attention takes a per-
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from .data import to_uint8_hwc
