@@ -202,6 +202,9 @@ def test_bad_inputs_give_node_errors(host, base):
     plus = LoadedAdapter(random_adapter("plus", seed=3), "plus.bin")
     with pytest.raises(AdapterMismatchError, match="made for another adapter"):
         _apply(model, base, _embeds(plus))
+    other_base = LoadedAdapter(random_adapter("base", seed=7), "another_sd15_base.safetensors")
+    with pytest.raises(AdapterMismatchError, match=r"same layout, other weights"):
+        _apply(model, base, _embeds(other_base))
     nan_emb = copy.copy(emb)
     nan_emb.cond = emb.cond.clone()
     nan_emb.cond[0, 0, 0] = float("nan")
