@@ -7,6 +7,7 @@ relies on (ComfyUI a125cd84, 2025-10).
 from __future__ import annotations
 
 import os
+import sys
 from types import SimpleNamespace
 
 import torch
@@ -89,16 +90,22 @@ def attention_for(extra_options: dict):
     attn_precision=..., transformer_options=...). Using it (not SDPA) keeps weight 0 bit-identical to the
     unpatched model and honours `optimized_attention_override` set by other packs (wrap_attn).
     """
-    try:
-        from comfy.ldm.modules.attention import optimized_attention
-    except ImportError:
+    host_attention = _host_attention_module()
+    if host_attention is None:
         return multihead_attention
     precision = extra_options.get("attn_precision")
 
     def attention(q, k, v, heads, mask=None):
-        return optimized_attention(q, k, v, heads, mask=mask, attn_precision=precision, transformer_options=extra_options)
+        # Read the attribute per call: packs that swap the host's attention function at load time still count.
+        return host_attention.optimized_attention(q, k, v, heads, mask=mask, attn_precision=precision,
+                                                  transformer_options=extra_options)
 
     return attention
+
+
+def _host_attention_module():
+    # The UNet that calls us has imported this module already: a sys.modules lookup, not an import per layer.
+    return sys.modules.get("comfy.ldm.modules.attention")
 
 
 def encode_pixels(clip_vision, pixel_values: torch.Tensor):
