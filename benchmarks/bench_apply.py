@@ -93,7 +93,9 @@ def main():
     else:
         sys.path.insert(0, str(REPO))
         sys.path.insert(0, str(REPO / "tests" / "nodes"))
+        sys.path.insert(0, str(REPO / "tests"))
         import comfy_standin
+        import ipa_pytest_plugin  # noqa: F401  (imports nodes/ as a package, as ComfyUI does)
         import pytest
 
         import ip_core.adapter as adapter_mod
@@ -102,10 +104,10 @@ def main():
         import ip_core.layers as layers_mod
 
         comfy_standin.install(pytest.MonkeyPatch(), "/nonexistent")
-        from nodes import nodes_ipadapter
         from nodes import patch as patch_mod
+        from nodes import registry
 
-        classes = nodes_ipadapter.NODE_CLASS_MAPPINGS
+        classes = registry.NODE_CLASS_MAPPINGS
         model = comfy_standin.make_model("sd15")
         where = "test stand-in (cross-attention layers only)"
         device = torch.device("cpu")

@@ -1,11 +1,5 @@
-"""ComfyUI nodes for IP-Adapter. The only package that imports the host (lazily, through nodes/host.py)."""
-from .nodes_ipadapter import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+"""ComfyUI nodes for IP-Adapter: the only package that imports the host (lazily, through nodes/host.py).
 
-try:  # inside ComfyUI: make models/ipadapter a model folder as soon as the pack loads
-    from .host import register_model_folder
-
-    register_model_folder()
-except ImportError:  # imported outside the host (tests, tools): registration happens on first use
-    pass
-
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+Nothing is imported here, so tools that need no host and no torch (`python -m nodes.migrate`) run from the
+repository root; the node list is nodes/registry.py, which the pack's __init__.py exports.
+"""

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .core import attention as _attention
+from ..ip_core import attention as _attention
 
 multihead_attention = _attention.multihead_attention
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .core import errors
+from ..ip_core import errors
 
 IPAdapterError = errors.IPAdapterError
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import host
-from .core import attention, errors
+from ..ip_core import attention, errors
 
 decoupled_attention = attention.decoupled_attention
 AdapterMismatchError, IPAdapterError = errors.AdapterMismatchError, errors.IPAdapterError

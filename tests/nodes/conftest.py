@@ -54,10 +54,3 @@ def host(monkeypatch, tmp_path):
     (models / "ipadapter").mkdir(parents=True)
     return comfy_standin.install(monkeypatch, str(models))
 
-
-@pytest.fixture
-def nodes_mod(host):
-    import nodes
-
-    return nodes
-

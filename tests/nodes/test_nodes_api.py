@@ -1,8 +1,8 @@
 """The public API of the node pack: ids, input names, output types, tooltips, descriptions."""
 import sys
+from pathlib import Path
 
-import nodes
-from nodes.nodes_ipadapter import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from nodes.registry import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 # Saved workflows depend on these: changing one is a breaking change.
 PUBLIC = {
@@ -18,7 +18,9 @@ def test_public_ids_inputs_outputs(host):
         assert NODE_DISPLAY_NAME_MAPPINGS[node_id] == display
         assert list(cls.INPUT_TYPES()["required"]) == required
         assert cls.RETURN_TYPES == outputs
-    assert nodes.NODE_CLASS_MAPPINGS is NODE_CLASS_MAPPINGS
+    # The pack's entry point exports exactly this registry (ComfyUI reads the mappings from it).
+    entry = (Path(__file__).resolve().parents[2] / "__init__.py").read_text()
+    assert "from .nodes.registry import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS" in entry
 
 
 def test_every_input_has_a_tooltip_and_every_node_a_description(host):

@@ -10,7 +10,8 @@ from conftest import random_adapter, sdxl_adapter
 from ip_core.embeds import build_image_prompt
 from ip_core.errors import AdapterMismatchError, IPAdapterError
 from ip_core.layers import layer_specs
-from nodes.nodes_ipadapter import IPAApplyAdapter, LoadedAdapter
+from nodes.common import LoadedAdapter
+from nodes.nodes_apply import IPAApplyAdapter
 from nodes.patch import IPAttentionPatch
 
 

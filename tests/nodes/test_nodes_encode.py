@@ -6,7 +6,8 @@ import comfy_standin
 from conftest import random_adapter
 from ip_core.errors import AdapterMismatchError, IPAdapterError
 from ip_core.preprocess import preprocess_images
-from nodes.nodes_ipadapter import IPAEncodeImagePrompt, LoadedAdapter
+from nodes.common import LoadedAdapter
+from nodes.nodes_encode import IPAEncodeImagePrompt
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_empty_batch_and_bad_inputs(host, base, vit_h):
 
 
 def test_progress_bar_and_interrupt(host, base, vit_h, monkeypatch):
-    monkeypatch.setattr("nodes.nodes_ipadapter.ENCODE_CHUNK", 2)
+    monkeypatch.setattr("nodes.nodes_encode.ENCODE_CHUNK", 2)
     host.utils.ProgressBar.instances.clear()
     IPAEncodeImagePrompt().encode(base, vit_h, _images(5, 32, 32))
     bar = host.utils.ProgressBar.instances[-1]

@@ -7,7 +7,8 @@ import torch
 
 from ip_core.errors import AdapterFileError, UnsupportedAdapterError
 from nodes import host as host_mod
-from nodes.nodes_ipadapter import IPAInspectAdapter, IPALoadAdapter, LoadedAdapter
+from nodes.common import LoadedAdapter
+from nodes.nodes_load import IPAInspectAdapter, IPALoadAdapter
 
 
 def _put(host, src, name):

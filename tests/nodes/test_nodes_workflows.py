@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.nodes_ipadapter import NODE_CLASS_MAPPINGS
+from nodes.registry import NODE_CLASS_MAPPINGS
 from workflow_api import CORE_SCHEMAS, ui_to_api
 
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "example_workflows").glob("*.json"))

@@ -1,0 +1,58 @@
+"""What every node module shares: the IPA_ADAPTER value, the category, and input checks with UI advice."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..ip_core.errors import IPAdapterError
+
+CATEGORY = "ipadapter"
+
+
+class LoadedAdapter:
+    """The IPA_ADAPTER value: the ip_core adapter plus where it came from. repr shows the detected variant."""
+
+    def __init__(self, adapter, name: str):
+        self.adapter = adapter
+        self.name = name
+
+    @property
+    def config(self):
+        return self.adapter.config
+
+    @property
+    def description(self) -> str:
+        return f"{self.name}: {self.config.description}"
+
+    def __repr__(self) -> str:
+        return f"IPAdapter({self.description})"
+
+
+def require(value, type_name: str, input_name: str, cls):
+    if not isinstance(value, cls):
+        raise IPAdapterError(
+            f"input '{input_name}' must be a {type_name} from this pack's nodes, got {type(value).__name__}; "
+            f"connect the output of the matching node (Load IPAdapter / Encode Image Prompt)."
+        )
+    return value
+
+
+def check_number(value, name: str, low: float, high: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise IPAdapterError(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(value):
+        raise IPAdapterError(f"{name} is {value}; give a finite number between {low} and {high}.")
+    if not low <= value <= high:
+        raise IPAdapterError(f"{name} is {value}, outside {low}..{high}; set it within that range.")
+    return value
+
+
+def check_images(images, name: str):
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise IPAdapterError(f"'{name}' must be an IMAGE batch [batch, height, width, channels], got {shape}; connect a Load Image node.")
+    if images.shape[0] == 0:
+        raise IPAdapterError(f"'{name}' is an empty batch (0 images); give at least one image.")

@@ -1,0 +1,24 @@
+"""The node registry: every node id this pack offers, with its display name. One table.
+
+Node ids are public API (saved workflows name them): add, never rename.
+"""
+from __future__ import annotations
+
+from . import host
+from .nodes_apply import IPAApplyAdapter
+from .nodes_encode import IPAEncodeImagePrompt
+from .nodes_load import IPAInspectAdapter, IPALoadAdapter
+
+_NODES = (
+    ("IPALoadAdapter", IPALoadAdapter, "Load IPAdapter"),
+    ("IPAEncodeImagePrompt", IPAEncodeImagePrompt, "Encode Image Prompt"),
+    ("IPAApplyAdapter", IPAApplyAdapter, "Apply IPAdapter"),
+    ("IPAInspectAdapter", IPAInspectAdapter, "Inspect IPAdapter"),
+)
+NODE_CLASS_MAPPINGS = {node_id: cls for node_id, cls, _ in _NODES}
+NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, _, name in _NODES}
+
+try:  # inside ComfyUI: make models/ipadapter a model folder as soon as the pack loads
+    host.register_model_folder()
+except ImportError:  # no host (tests, tools): registration happens on first use
+    pass
