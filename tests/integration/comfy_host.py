@@ -46,6 +46,46 @@ def load_pack(host_nodes, extra_ipadapter_dir: str | None = None):
     return {k: host_nodes.NODE_CLASS_MAPPINGS[k] for k in ("IPALoadAdapter", "IPAEncodeImagePrompt", "IPAApplyAdapter", "IPAInspectAdapter")}
 
 
+SHARED_HOSTS = REPO.parent / "shared" / "hosts"
+
+
+def reference_pack_dir() -> Path:
+    """The widely used pack (ComfyUI_IPAdapter_plus), the reference its options are tested against.
+
+    IPADAPTER_PLUS_PATH if set, else ../shared/hosts/ComfyUI_IPAdapter_plus-*.tar.gz extracted once into the
+    temp folder. Never copied into this repo: its code is only loaded, by the host, beside ours.
+    """
+    import glob
+    import tarfile
+    import tempfile
+
+    given = os.environ.get("IPADAPTER_PLUS_PATH")
+    if given:
+        return Path(given)
+    archives = sorted(glob.glob(str(SHARED_HOSTS / "ComfyUI_IPAdapter_plus-*.tar.gz")))
+    if not archives:
+        raise RuntimeError(f"no ComfyUI_IPAdapter_plus archive in {SHARED_HOSTS}; set IPADAPTER_PLUS_PATH")
+    target = Path(tempfile.gettempdir()) / ("ipa-reference-" + Path(archives[-1]).name[: -len(".tar.gz")]) / "ComfyUI_IPAdapter_plus"
+    if not (target / "IPAdapterPlus.py").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archives[-1]) as tar:
+            tar.extractall(target, filter="data")
+    return target
+
+
+def load_reference_pack(host_nodes):
+    """Load the widely used pack into the booted host as a second custom node pack (after ours, as a user
+    with both installed has it). Returns (its node classes by id, its IPAdapterPlus module)."""
+    path = reference_pack_dir()
+    before = set(host_nodes.NODE_CLASS_MAPPINGS)
+    ok = asyncio.run(host_nodes.load_custom_node(str(path)))
+    if not ok:
+        raise RuntimeError(f"ComfyUI failed to load the reference pack at {path}")
+    added = {k: host_nodes.NODE_CLASS_MAPPINGS[k] for k in set(host_nodes.NODE_CLASS_MAPPINGS) - before}
+    module = sys.modules[added["IPAdapter"].__module__]
+    return added, module
+
+
 def pack_module(name: str):
     """A module of the pack as ComfyUI imported it (e.g. "nodes.patch")."""
     for mod_name, mod in sys.modules.items():
