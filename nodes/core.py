@@ -5,6 +5,6 @@ its folder is not on sys.path: ip_core is a sibling package, reached relatively.
 root is on sys.path and nodes/ is top-level, so the relative form fails and the absolute one works.
 """
 try:
-    from ..ip_core import adapter, attention, embeds, errors, preprocess  # noqa: F401
+    from ..ip_core import adapter, attention, embeds, encoder_table, errors, preprocess  # noqa: F401
 except ImportError:
-    from ip_core import adapter, attention, embeds, errors, preprocess  # noqa: F401
+    from ip_core import adapter, attention, embeds, encoder_table, errors, preprocess  # noqa: F401

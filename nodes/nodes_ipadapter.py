@@ -12,6 +12,7 @@ import torch
 from . import host
 from .core import adapter as _adapter
 from .core import embeds as _embeds
+from .core import encoder_table as _encoder_table
 from .core import errors as _errors
 from .core import preprocess as _preprocess
 from .layer_weights import PRESETS
@@ -130,13 +131,7 @@ def _encode(clip_vision, images, crop: str, progress):
         embeds.append(out.image_embeds)
         hidden.append(out.penultimate_hidden_states)
         progress.update(min(ENCODE_CHUNK, images.shape[0] - start))
-    return _Output(torch.cat(embeds), torch.cat(hidden))
-
-
-class _Output:
-    def __init__(self, image_embeds, penultimate_hidden_states):
-        self.image_embeds = image_embeds
-        self.penultimate_hidden_states = penultimate_hidden_states
+    return _encoder_table.EncoderOutput(torch.cat(embeds), torch.cat(hidden))
 
 
 def _check_images(images, name: str):

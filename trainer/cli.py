@@ -20,7 +20,7 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "train":
-        from .config import parse_train_args
+        from .train_config import parse_train_args
         from .train import train
 
         try:

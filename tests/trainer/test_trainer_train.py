@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-import trainer.train as train_mod
+import trainer.recipe as recipe_mod
 from ip_core.adapter import load_adapter
-from trainer.checkpoints import list_checkpoints
+from trainer.training_checkpoints import list_checkpoints
 from trainer.cli import main as cli_main
-from trainer.train import TrainingDivergedError, train
+from trainer.errors import TrainingDivergedError
+from trainer.train import train
 
 
 def test_cli_end_to_end_exports_checkpoints_logs_and_samples(tiny_assets, tmp_path):
@@ -49,7 +50,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(train_args, monkeypa
     assert len(full.losses) == 5 and all(l == l for l in full.losses)
 
     calls = {"n": 0}
-    real = train_mod.diffusion_loss
+    real = recipe_mod.diffusion_loss
 
     def dying(*a, **k):
         calls["n"] += 1
@@ -58,10 +59,10 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(train_args, monkeypa
         return real(*a, **k)
 
     out = str(tmp_path / "cut")
-    monkeypatch.setattr(train_mod, "diffusion_loss", dying)
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", dying)
     with pytest.raises(_Killed):
         train(train_args(output_dir=out, **kw))
-    monkeypatch.setattr(train_mod, "diffusion_loss", real)
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", real)
     os.makedirs(os.path.join(out, ".checkpoint-4.tmp"))  # a save that was killed half-way is ignored
     assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-2"]
 
@@ -93,7 +94,7 @@ def test_corrupt_images_are_skipped_and_counted(tiny_assets, train_args, tmp_pat
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train_args, monkeypatch, tmp_path):
-    real = train_mod.diffusion_loss
+    real = recipe_mod.diffusion_loss
     calls = {"n": 0}
 
     def nan_after_two(*a, **k):
@@ -101,7 +102,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train_args, monkeypat
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] >= 3 else loss
 
-    monkeypatch.setattr(train_mod, "diffusion_loss", nan_after_two)
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", nan_after_two)
     out = tmp_path / "o"
     with pytest.raises(TrainingDivergedError, match="checkpoint-2") as e:
         train(train_args(output_dir=str(out), max_train_steps=6, save_steps=2, logging_steps=1))
@@ -183,7 +184,7 @@ def test_openclip_checkpoint_file_as_image_encoder(train_args, tmp_path):
 def test_sigterm_saves_a_checkpoint_and_stops(train_args, monkeypatch, tmp_path):
     import signal
 
-    real = train_mod.diffusion_loss
+    real = recipe_mod.diffusion_loss
     calls = {"n": 0}
 
     def preempted(*a, **k):
@@ -192,13 +193,13 @@ def test_sigterm_saves_a_checkpoint_and_stops(train_args, monkeypatch, tmp_path)
             os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of step 3
         return real(*a, **k)
 
-    monkeypatch.setattr(train_mod, "diffusion_loss", preempted)
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", preempted)
     out = str(tmp_path / "o")
     res = train(train_args(output_dir=out, max_train_steps=6, save_steps=100))
     assert res.interrupted and res.global_step == 3
     assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-3"]
     assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
-    monkeypatch.setattr(train_mod, "diffusion_loss", real)
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", real)
     full = train(train_args(output_dir=str(tmp_path / "full"), max_train_steps=6, save_steps=100))
     resumed = train(train_args(output_dir=out, max_train_steps=6, save_steps=100, resume_from_checkpoint="latest"))
     assert resumed.losses == full.losses and not resumed.interrupted

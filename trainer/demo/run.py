@@ -137,7 +137,7 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
 
     from . import adapters as A
     from .base import TinyBase, train_base
-    from .data import make_shapes
+    from .shapes import make_shapes
     from .encoder import build_encoder, encode_images, encoder_arch, linear_probe, pretrain_encoder
     from .judges import ShapeJudge, colour_judge_accuracy, train_shape_judge
     from .metrics import evaluate, total_images
@@ -256,7 +256,7 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
 
     # 6. evaluation -----------------------------------------------------------------------------
     t0 = time.time()
-    from .data import COLOUR_NAMES, SHAPES
+    from .shapes import COLOUR_NAMES, SHAPES
 
     k = cfg.eval.refs_per_combination
     refs = make_shapes(400, seed=seed + 999, size=S)  # held out: never trained on

@@ -1,6 +1,6 @@
 """The demo's text side: a word-level tokenizer built in code and a tiny transformers CLIPTextModel.
 
-The tokenizer is called like a transformers tokenizer (trainer.data.tokenize works with it), pads with the
+The tokenizer is called like a transformers tokenizer (trainer.datasets.tokenize works with it), pads with the
 end token as CLIP's does, and the text encoder is the same class SD1.5 uses, so the UNet sees
 `last_hidden_state` exactly as in SD.
 """
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .data import COLOUR_NAMES, SHAPES
+from .shapes import COLOUR_NAMES, SHAPES
 
 SPECIAL = ("<|startoftext|>", "<|endoftext|>")
 WORDS = ("a", "shape") + COLOUR_NAMES + SHAPES
