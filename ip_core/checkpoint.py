@@ -146,10 +146,10 @@ def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     os.close(fd)
-    # mkstemp creates 0600; the file ends up with the mode open() would have given it (0666 less the umask)
-    os.chmod(tmp, 0o666 & ~_current_umask())
     try:
         write(tmp)
+        # mkstemp creates 0600 (and writers may recreate the file): give it the mode open() would (0666 less the umask)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

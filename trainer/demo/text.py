@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from .shapes import COLOUR_NAMES, SHAPES
 
@@ -45,8 +46,6 @@ class WordTokenizer:
 
 
 def build_text_encoder(tokenizer: WordTokenizer, width: int = 64, layers: int = 2, heads: int = 4):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     return CLIPTextModel(CLIPTextConfig(
         hidden_size=width, intermediate_size=2 * width, num_attention_heads=heads, num_hidden_layers=layers,
         vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
