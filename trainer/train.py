@@ -97,6 +97,19 @@ def encoder_width_for(encoder, variant: str) -> int:
     return encoder.projection_dim if ENCODER_OUTPUTS[variant] == IMAGE_EMBEDS else encoder.hidden_size
 
 
+@torch.no_grad()
+def full_face_tokens(encoder, asked: Optional[int]) -> int:
+    """Full-face projects every penultimate hidden-state token (257 for a ViT/14 at 224 px): the encoder decides."""
+    size = encoder.image_size
+    n = int(encoder.encode(torch.zeros(1, 3, size, size, device=encoder.device, dtype=encoder.dtype)).penultimate_hidden_states.shape[1])
+    if asked is not None and asked != n:
+        raise TrainerConfigError(
+            f"--num_tokens {asked}: a full-face adapter keeps every token of the encoder's hidden states, and "
+            f"{encoder.name} gives {n}; leave --num_tokens out"
+        )
+    return n
+
+
 def nonfinite_tensors(module: torch.nn.Module) -> list:
     """Names of the parameters holding NaN or inf (one device reduction per tensor, read once)."""
     names = [n for n, _ in module.named_parameters()]
@@ -187,7 +200,8 @@ class Trainer:
         # ---- models: frozen ones in the mixed-precision dtype, the adapter in fp32
         models = load_sd(cfg.pretrained_model_name_or_path, cfg.single_file_config)
         models.encoder = load_image_encoder(cfg)
-        adapter = build_adapter(models.unet, encoder_width_for(models.encoder, cfg.variant), cfg.variant, cfg.num_tokens,
+        num_tokens = full_face_tokens(models.encoder, cfg.num_tokens) if cfg.variant == "full-face" else cfg.num_tokens
+        adapter = build_adapter(models.unet, encoder_width_for(models.encoder, cfg.variant), cfg.variant, num_tokens,
                                 cfg.pretrained_ip_adapter_path)
         acfg = adapter.config
         model = IPAdapterUNet(models.unet, adapter, init_from_unet=cfg.pretrained_ip_adapter_path is None)

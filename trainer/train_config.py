@@ -24,7 +24,7 @@ from ip_core.encoder_table import OPENCLIP_ARCHS
 from .datasets import expand_shards, open_rgb
 from .errors import TrainerConfigError
 
-VARIANTS = ("base", "plus")  # the trainer's variants (ip_core.config.VARIANTS lists every released one)
+VARIANTS = ("base", "plus", "full-face")  # the trainer's variants (ip_core.config.VARIANTS)
 
 
 @dataclass
@@ -123,8 +123,8 @@ _HELP = {
     "mixed_precision": "fp16/bf16: frozen UNet, VAE and encoders in that dtype, adapter in fp32.",
     "report_to": "tensorboard (default), wandb, comet_ml, all, or none.",
     "local_rank": "Accepted for compatibility; accelerate sets ranks.",
-    "num_tokens": "Image tokens: 4 (base) / 16 (plus) by default.",
-    "variant": "base (linear projection, 4 tokens) or plus (Resampler, 16 tokens).",
+    "num_tokens": "Image tokens: 4 (base) / 16 (plus) by default; full-face keeps every encoder token (257 for ViT-H/14).",
+    "variant": "base (linear projection, 4 tokens), plus (Resampler, 16 tokens) or full-face (MLP on all 257 hidden-state tokens).",
     "max_train_steps": "Stop after this many optimizer steps (overrides --num_train_epochs).",
     "resume_from_checkpoint": "A checkpoint folder, or 'latest' (newest complete one in output_dir).",
     "seed": "Seed for data order, drops, noise and timesteps (reproducible runs and resumes).",

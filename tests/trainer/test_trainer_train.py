@@ -203,3 +203,39 @@ def test_sigterm_saves_a_checkpoint_and_stops(train_args, monkeypatch, tmp_path)
     full = train(train_args(output_dir=str(tmp_path / "full"), max_train_steps=6, save_steps=100))
     resumed = train(train_args(output_dir=out, max_train_steps=6, save_steps=100, resume_from_checkpoint="latest"))
     assert resumed.losses == full.losses and not resumed.interrupted
+
+
+def test_full_face_variant_trains_exports_and_matches_diffusers(train_args, tiny_models, tmp_path):
+    """--variant full-face: the MLP projection over every hidden-state token (257 for ViT-H/14; the tiny
+    encoder's 7x7 patches + CLS give 50), uncond = the encoder's output for an all-zero image (as plus).
+    The export is the released full-face layout: ip_core detects it and diffusers predicts what we predict."""
+    from diffusers import UNet2DConditionModel
+
+    from ip_core.checkpoint import load_adapter_state_dict
+    from ip_core.config import detect_config
+    from ip_core.embeds import features_for
+
+    res = train(train_args(variant="full-face", max_train_steps=2, output_dir=str(tmp_path / "o")))
+    assert len(res.losses) == 2 and all(l == l for l in res.losses)
+    sd = load_adapter_state_dict(res.export_path)
+    assert sorted(sd["image_proj"]) == ["proj.0.bias", "proj.0.weight", "proj.2.bias", "proj.2.weight", "proj.3.bias", "proj.3.weight"]
+    assert detect_config(sd).variant == "full-face"
+    adapter = load_adapter(res.export_path)
+    assert adapter.config.variant == "full-face" and adapter.config.encoder_output == "penultimate_hidden_states"
+
+    from trainer.ip_unet import IPAdapterUNet
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_models["unet_path"])
+    ours_model = IPAdapterUNet(unet, adapter, init_from_unet=False)
+    g = torch.Generator().manual_seed(0)
+    lat, t, text = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([10, 700]), torch.randn(2, 77, 32, generator=g)
+    with torch.no_grad():
+        feats = features_for(adapter.config, tiny_models["encoder"].encode(torch.randn(2, 3, 224, 224, generator=g)))
+        assert adapter.project(feats).shape == (2, 50, 32)
+        ours = ours_model(lat, t, text, feats)
+        dunet = UNet2DConditionModel.from_pretrained(tiny_models["unet_path"])
+        dunet._load_ip_adapter_weights([sd])
+        theirs = dunet(lat, t, text, added_cond_kwargs={"image_embeds": [feats.unsqueeze(1)]}).sample
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="--num_tokens 257"):
+        train(train_args(variant="full-face", num_tokens=257, max_train_steps=1, output_dir=str(tmp_path / "p")))
