@@ -481,8 +481,8 @@ class Trainer:
             self.save()
         if cfg.validation_image and not self.result.interrupted and not (cfg.validation_steps and self.global_step % cfg.validation_steps == 0):
             self.validate()
+        self._check_finite()  # every rank (the weights are the same): no rank waits on one that stopped
         if self.accelerator.is_main_process:
-            self._check_finite()
             self.result.export_path = self.export(os.path.join(cfg.output_dir, "ip_adapter"))
 
 

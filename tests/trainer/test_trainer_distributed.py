@@ -34,7 +34,7 @@ def _run(tmp_path, name, **kw):
     return [json.load(open(f"{out}.rank{r}")) for r in (0, 1)]
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not hasattr(__import__("torch").distributed, "run"), reason="no torch.distributed.run")
+@pytest.mark.slow
 def test_two_processes_stay_in_sync_write_once_and_resume_exactly(train_args, tmp_path):
     base = {k: v for k, v in vars(train_args()).items()}
     base.update(train_batch_size=2, save_steps=2, logging_steps=2, dataloader_num_workers=0)
