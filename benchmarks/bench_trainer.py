@@ -52,7 +52,7 @@ def build(preset: str, device, frozen_dtype):
     from ip_core.config import make_config
     from ip_core.encoders import TransformersCLIPEncoder
     from ip_core.layers import layer_specs_from_unet
-    from trainer.model import IPAdapterUNet
+    from trainer.ip_unet import IPAdapterUNet
 
     p = PRESETS[preset]
     torch.manual_seed(0)

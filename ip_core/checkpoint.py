@@ -24,7 +24,6 @@ PREFIX_ALIASES = {
     "image_proj_model.": "image_proj",
     "adapter_modules.": "ip_adapter",
 }
-SAFE_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 def sniff_format(path) -> str:
@@ -137,12 +136,20 @@ def load_adapter_state_dict(path) -> dict:
     return _check_tensors(_split_prefixed(data, path), path)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates 0600 (and writers may recreate the file): give it the mode open() would (0666 less the umask)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

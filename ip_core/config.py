@@ -5,24 +5,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from .encoder_table import IMAGE_EMBEDS, PENULTIMATE, encoder_name_for
 from .errors import UnsupportedAdapterError
 from .layers import BASE_MODEL_NAMES, CONTEXT_DIMS, LayerSpec, custom_layer_specs, layer_specs
 
 VARIANTS = ("base", "plus", "full-face")
 PROJECTIONS = {"base": "linear", "plus": "resampler", "full-face": "mlp"}
-ENCODER_OUTPUTS = {"base": "image_embeds", "plus": "penultimate_hidden_states", "full-face": "penultimate_hidden_states"}
-
-# Width of each encoder output for the encoders released adapters were trained with.
-_ENCODERS_BY_EMBEDS = {1024: "ViT-H/14", 1280: "ViT-bigG/14", 768: "ViT-L/14"}
-_ENCODERS_BY_HIDDEN = {1280: "ViT-H/14", 1664: "ViT-bigG/14", 1024: "ViT-L/14"}
+ENCODER_OUTPUTS = {"base": IMAGE_EMBEDS, "plus": PENULTIMATE, "full-face": PENULTIMATE}
 
 # A ViT/14 at 224 px has 16 x 16 patches + CLS: the full-face projection keeps all of them.
 FULL_FACE_TOKENS = 257
-
-
-def encoder_name_for(encoder_output: str, width: int) -> str:
-    table = _ENCODERS_BY_EMBEDS if encoder_output == "image_embeds" else _ENCODERS_BY_HIDDEN
-    return table.get(int(width), "unknown")
+DEFAULT_TOKENS = {"base": 4, "plus": 16, "full-face": FULL_FACE_TOKENS}
 
 
 @dataclass(frozen=True)
@@ -96,10 +89,10 @@ def make_config(
     layers = tuple(layers)
     base_model = _base_model_for(context_dim, [(s.key_number, s.hidden_size) for s in layers])
     if variant == "base":
-        num_tokens = 4 if num_tokens is None else num_tokens
+        num_tokens = DEFAULT_TOKENS["base"] if num_tokens is None else num_tokens
     elif variant == "plus":
         if resampler is None:
-            n = 16 if num_tokens is None else num_tokens
+            n = DEFAULT_TOKENS["plus"] if num_tokens is None else num_tokens
             dim = context_dim if context_dim <= 1280 else 1280
             resampler = ResamplerConfig(
                 dim=dim, depth=4, dim_head=64 if dim >= 64 else dim, heads=max(1, dim // 64),
@@ -107,7 +100,7 @@ def make_config(
             )
         num_tokens = resampler.num_queries
     else:
-        num_tokens = FULL_FACE_TOKENS if num_tokens is None else num_tokens
+        num_tokens = DEFAULT_TOKENS["full-face"] if num_tokens is None else num_tokens
     return _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler,
                    [s.key_number for s in layers], [s.hidden_size for s in layers])
 

@@ -11,19 +11,15 @@ from typing import Callable, Optional
 
 import torch
 
-from .config import AdapterConfig, encoder_name_for
+from .config import AdapterConfig
+from .encoder_table import encoder_file_for, encoder_name_for
 from .errors import AdapterMismatchError, IPAdapterError
 
 COMBINE_MODES = ("concat", "average", "norm average", "batch")
-# Encoders for which released adapters exist, by their weights' familiar file names.
-ENCODER_FILES = {
-    "ViT-H/14": "CLIP-ViT-H-14-laion2B-s32B-b79K",
-    "ViT-bigG/14": "CLIP-ViT-bigG-14-laion2B-39B-b160k",
-}
 
 
 def _remedy(config: AdapterConfig) -> str:
-    name = ENCODER_FILES.get(config.encoder_name)
+    name = encoder_file_for(config.encoder_name)
     return f"load {name} as the CLIP vision model" if name else "load the image encoder this adapter was trained with"
 
 
@@ -102,10 +98,6 @@ class ImagePromptEmbeds:
     description: str
     encoder_name: str = "unknown"
     adapter_fingerprint: str = ""
-
-    @property
-    def per_batch_item(self) -> bool:
-        return self.cond.shape[0] > 1
 
     def to(self, device=None, dtype=None) -> "ImagePromptEmbeds":
         return ImagePromptEmbeds(self.cond.to(device=device, dtype=dtype), self.uncond.to(device=device, dtype=dtype),

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -27,42 +26,13 @@ import torch
 from torch import nn
 
 from .checkpoint import read_tensor_file
+from .encoder_table import OPENCLIP_ARCHS, EncoderOutput, VisionDims, encoder_name_for_dims
 from .errors import AdapterFileError, IPAdapterError, UnsupportedAdapterError
 from .preprocess import preprocess_images
 
 
-@dataclass
-class EncoderOutput:
-    image_embeds: torch.Tensor  # [B, projection_dim]
-    penultimate_hidden_states: torch.Tensor  # [B, 1 + (S/patch)^2, hidden_size]
-
-
-@dataclass(frozen=True)
-class VisionDims:
-    """What fixes a plain CLIP ViT's weight shapes (plus heads, which no shape reveals)."""
-
-    width: int
-    layers: int
-    heads: int
-    mlp_dim: int
-    output_dim: int
-    patch_size: int = 14
-    image_size: int = 224
-    layer_norm_eps: float = 1e-5
-
-
-# open_clip architecture name -> dims, and the name adapters' configs use for it (ip_core.config).
-KNOWN_ARCHS = {
-    "ViT-H-14": VisionDims(width=1280, layers=32, heads=16, mlp_dim=5120, output_dim=1024),
-    "ViT-bigG-14": VisionDims(width=1664, layers=48, heads=16, mlp_dim=8192, output_dim=1280),
-}
-ENCODER_NAMES = {"ViT-H-14": "ViT-H/14", "ViT-bigG-14": "ViT-bigG/14"}
-_NAMES_BY_WIDTHS = {(1280, 1024): "ViT-H/14", (1664, 1280): "ViT-bigG/14", (1024, 768): "ViT-L/14"}
-
-
-def encoder_name_for_dims(width: int, output_dim: int) -> str:
-    """"ViT-H/14" for (1280, 1024) etc.; "unknown" otherwise (e.g. tiny test towers)."""
-    return _NAMES_BY_WIDTHS.get((width, output_dim), "unknown")
+# open_clip architecture name -> dims (ip_core.encoder_table is the one table of encoders).
+KNOWN_ARCHS = {arch: spec.dims for arch, spec in OPENCLIP_ARCHS.items()}
 
 
 class ImageEncoder(ABC):
@@ -171,7 +141,7 @@ class OpenCLIPEncoder(ImageEncoder):
         _check_shapes(visual.state_dict(), visual_sd, path, arch)
         visual.load_state_dict(visual_sd, strict=True, assign=True)
         visual.to(device=device, dtype=dtype)
-        return cls(visual, ENCODER_NAMES.get(arch) if isinstance(arch, str) else None)
+        return cls(visual, OPENCLIP_ARCHS[arch].name if isinstance(arch, str) and arch in OPENCLIP_ARCHS else None)
 
     def _blocks_input(self, x: torch.Tensor):
         batch_first = getattr(self.visual.transformer, "batch_first", False)
@@ -535,7 +505,7 @@ def load_image_encoder(path, arch: Union[str, dict] = "ViT-H-14", device="cpu", 
 
 
 __all__ = [
-    "ENCODER_NAMES", "EncoderOutput", "ImageEncoder", "KNOWN_ARCHS", "OpenCLIPEncoder", "TransformersCLIPEncoder",
+    "EncoderOutput", "ImageEncoder", "KNOWN_ARCHS", "OpenCLIPEncoder", "TransformersCLIPEncoder",
     "VisionDims", "build_openclip_visual", "dims_from_openclip_state_dict", "encoder_name_for_dims",
     "load_image_encoder", "load_openclip_visual_state_dict", "openclip_to_transformers", "transformers_config_for_openclip",
     "transformers_to_openclip",

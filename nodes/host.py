@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import torch
 
 from ..ip_core import attention as _attention
+from ..ip_core.encoder_table import EncoderOutput
 
 multihead_attention = _attention.multihead_attention
 
@@ -121,7 +122,7 @@ def encode_pixels(clip_vision, pixel_values: torch.Tensor):
     mm.load_model_gpu(clip_vision.patcher)
     out = clip_vision.model(pixel_values=pixel_values.to(clip_vision.load_device).float(), intermediate_output=-2)
     device = mm.intermediate_device()
-    return SimpleNamespace(image_embeds=out[2].to(device), penultimate_hidden_states=out[1].to(device))
+    return EncoderOutput(image_embeds=out[2].to(device), penultimate_hidden_states=out[1].to(device))
 
 
 def can_encode_pixels(clip_vision) -> bool:

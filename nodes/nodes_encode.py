@@ -5,6 +5,7 @@ import torch
 
 from . import host
 from ..ip_core.embeds import COMBINE_MODES, build_image_prompt, features_for, unconditional_features
+from ..ip_core.encoder_table import EncoderOutput
 from ..ip_core.errors import IPAdapterError
 from ..ip_core.preprocess import MODES as CROP_MODES
 from ..ip_core.preprocess import preprocess_images
@@ -28,13 +29,7 @@ def _encode(clip_vision, images, crop: str, progress):
         embeds.append(out.image_embeds)
         hidden.append(out.penultimate_hidden_states)
         progress.update(min(ENCODE_CHUNK, images.shape[0] - start))
-    return _Output(torch.cat(embeds), torch.cat(hidden))
-
-
-class _Output:
-    def __init__(self, image_embeds, penultimate_hidden_states):
-        self.image_embeds = image_embeds
-        self.penultimate_hidden_states = penultimate_hidden_states
+    return EncoderOutput(torch.cat(embeds), torch.cat(hidden))
 
 
 class IPAEncodeImagePrompt:

@@ -1,7 +1,8 @@
 """IP-Adapter trainer (standalone; imports ip_core, never ComfyUI). `python -m trainer train --help`."""
-from .config import TrainConfig, TrainerConfigError
+from .errors import TrainerConfigError, TrainingDivergedError
+from .train_config import TrainConfig
 
-__all__ = ["TrainConfig", "TrainerConfigError", "train"]
+__all__ = ["TrainConfig", "TrainerConfigError", "TrainingDivergedError", "train"]
 
 
 def train(config):

@@ -4,13 +4,9 @@ Z = Attn(Q, K, V) + scale * Attn(Q, K', V'), then the layer's to_out (REFERENCE.
 ip_core.attention.decoupled_attention, the same function the ComfyUI nodes patch in, so what is trained is
 what is run.
 
-Where the image side comes from:
-- context mode (default): the owning IPAdapterUNet sets an `IPContext` before the UNet call, holding either
-  per-layer K'/V' (computed once, through the possibly DDP-wrapped adapter) or the image tokens;
-  encoder_hidden_states stays the text. No context set -> the exact text-only model.
-- concat mode (`concat_tokens=True`, the official training script's convention): encoder_hidden_states is
-  [text tokens | num_tokens image tokens]; the processor splits it and projects the tail with this layer's
-  to_k_ip / to_v_ip.
+The image side comes from an `IPContext` the owning IPAdapterUNet sets before each UNet call: per-layer
+K'/V', computed once through the (possibly DDP-wrapped) adapter; encoder_hidden_states stays the text.
+No context set -> the exact text-only model.
 
 The processor is deliberately not an nn.Module: diffusers registers Module processors as UNet submodules,
 which would put the adapter's weights inside the frozen UNet (frozen by requires_grad_(False), cast by
@@ -30,44 +26,27 @@ from ip_core.attention import decoupled_attention
 class IPContext:
     """Per-call image side, shared by all processors of one IPAdapterUNet.
 
-    kv: {key_number: (k', v')} precomputed per layer ([B, N, hidden]) - preferred;
-    tokens: [B, N, ctx] image tokens, projected by each layer's to_k_ip/to_v_ip when kv is None;
-    scale: float or tensor [B] (per-sample lambda).
+    kv: {key_number: (k', v')} per layer ([B, N, hidden]); scale: float or tensor [B] (per-sample lambda).
     """
 
     kv: Optional[dict] = None
-    tokens: Optional[torch.Tensor] = None
     scale: object = 1.0
-
-    def active(self) -> bool:
-        return self.kv is not None or self.tokens is not None
 
     def clear(self) -> None:
         self.kv = None
-        self.tokens = None
         self.scale = 1.0
 
 
 class IPAttnProcessor:
     """Cross-attention processor: text attention + scale * image attention (ip_core.decoupled_attention).
 
-    key_number: the released-file number of this layer ("{n}.to_k_ip.weight"); ip_layer: the owning
-    IPAdapter's ip_layers[str(key_number)] (has to_k_ip / to_v_ip); context: the shared IPContext.
+    key_number: the released-file number of this layer ("{n}.to_k_ip.weight"), which selects its K'/V' in
+    the shared IPContext.
     """
 
-    def __init__(self, key_number: int, ip_layer, context: IPContext, num_tokens: int = 4, concat_tokens: bool = False, scale: float = 1.0):
+    def __init__(self, key_number: int, context: IPContext):
         self.key_number = int(key_number)
-        self.ip_layer = ip_layer
         self.context = context
-        self.num_tokens = int(num_tokens)
-        self.concat_tokens = bool(concat_tokens)
-        self.scale = scale  # used in concat mode (no context); context.scale wins otherwise
-
-    def _image_kv(self, tokens: torch.Tensor, dtype: torch.dtype):
-        # The adapter's weights stay fp32 (trainable); compute K'/V' in their dtype, then meet the UNet's.
-        w = self.ip_layer.to_k_ip.weight
-        t = tokens.to(w.dtype)
-        return self.ip_layer.to_k_ip(t).to(dtype), self.ip_layer.to_v_ip(t).to(dtype)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         residual = hidden_states
@@ -92,18 +71,10 @@ class IPAttnProcessor:
 
         ctx = self.context
         ip_k = ip_v = None
-        scale = self.scale
-        if ctx is not None and ctx.active():
-            scale = ctx.scale
-            if ctx.kv is not None:
-                ip_k, ip_v = ctx.kv[self.key_number]
-                ip_k, ip_v = ip_k.to(query.dtype), ip_v.to(query.dtype)
-            else:
-                ip_k, ip_v = self._image_kv(ctx.tokens, query.dtype)
-        elif self.concat_tokens:
-            end = encoder_hidden_states.shape[1] - self.num_tokens
-            encoder_hidden_states, ip_tokens = encoder_hidden_states[:, :end], encoder_hidden_states[:, end:]
-            ip_k, ip_v = self._image_kv(ip_tokens, query.dtype)
+        if ctx.kv is not None:
+            # the adapter's weights stay fp32 (trainable); its K'/V' meet the UNet's dtype here
+            ip_k, ip_v = ctx.kv[self.key_number]
+            ip_k, ip_v = ip_k.to(query.dtype), ip_v.to(query.dtype)
 
         if attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
@@ -116,7 +87,7 @@ class IPAttnProcessor:
             weight = 0.0  # exact text-only path: ip_core skips the image branch
             ip_k, ip_v = key, value
         else:
-            weight = scale
+            weight = ctx.scale
             # one set of tokens for the whole batch broadcasts; otherwise one per sample (cond/uncond halves
             # of a guidance batch are the caller's to arrange: repeat vs interleave is not guessable)
             if ip_k.shape[0] not in (1, batch_size):

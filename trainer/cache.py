@@ -19,7 +19,8 @@ import shutil
 import numpy as np
 import torch
 
-from .config import TrainerConfigError
+from .datasets import expand_shards
+from .errors import TrainerConfigError
 
 FIELDS = ("latent_mean", "latent_logvar", "features", "text_embeds")
 META = "meta.json"
@@ -50,8 +51,6 @@ def fingerprint(cfg, adapter_config) -> dict:
 
 
 def _stat_list(pattern: str) -> list:
-    from .data import expand_shards
-
     return [_stat(s) for s in expand_shards(pattern)]
 
 

@@ -1,9 +1,21 @@
-"""`python -m trainer <command>`: train, or run the miniature reproduction (demo)."""
+"""`python -m trainer <command>`: train, or run the miniature reproduction (demo).
+
+The error boundary of the trainer: an expected failure (an ip_core / trainer error: bad flag, file, data,
+diverged run) is one line naming the problem and the remedy, exit code 2; anything else is one line
+pointing to a log file that holds the full traceback, exit code 1. No traceback reaches the terminal.
+"""
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import traceback
 
 from ip_core.errors import IPAdapterError
+
+from .demo import main as demo_main
+from .train import train
+from .train_config import parse_train_args
 
 USAGE = """usage: python -m trainer <command> [flags]
 
@@ -13,6 +25,20 @@ commands:
 """
 
 
+def write_error_log(output_dir) -> str:
+    """The current exception's full traceback in output_dir/error.log (or a temp file); returns the path."""
+    text = traceback.format_exc()
+    if isinstance(output_dir, str) and output_dir and os.path.isdir(output_dir):
+        path = os.path.join(output_dir, "error.log")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return path
+    fd, path = tempfile.mkstemp(prefix="ip-adapter-trainer-error-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -20,9 +46,7 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "train":
-        from .config import parse_train_args
-        from .train import train
-
+        cfg = None
         try:
             cfg = parse_train_args(rest)
             result = train(cfg)
@@ -32,6 +56,11 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             print("interrupted: resume with --resume_from_checkpoint latest", file=sys.stderr)
             return 130
+        except Exception as e:  # a bug or an environment problem: keep the terminal readable, keep the details
+            log = write_error_log(getattr(cfg, "output_dir", None))
+            print(f"error: unexpected {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}\n"
+                  f"The full traceback is in {log}; please include it when reporting the problem.", file=sys.stderr)
+            return 1
         if result.interrupted:
             print(f"stopped by a signal at step {result.global_step}; saved {result.checkpoint_path}. "
                   f"Continue with --resume_from_checkpoint latest", file=sys.stderr)
@@ -41,8 +70,6 @@ def main(argv=None) -> int:
         )
         return 0
     if cmd == "demo":
-        from .demo import main as demo_main
-
         return demo_main(rest)
     print(f"unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
     return 2

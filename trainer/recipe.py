@@ -11,6 +11,8 @@ one would have.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -68,7 +70,17 @@ def sample_latents(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Ge
     return (mean.float() + torch.exp(0.5 * logvar) * eps) * scaling_factor
 
 
-def diffusion_loss(model, scheduler, latents: torch.Tensor, text_embeds: torch.Tensor, image_features: torch.Tensor, generator: torch.Generator | None, scale=1.0, return_pred: bool = False):
+def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the model learns to predict: the noise (epsilon, SD1.5) or the velocity (v-prediction schedulers)."""
+    pred_type = getattr(scheduler.config, "prediction_type", "epsilon")
+    if pred_type == "epsilon":
+        return noise
+    if pred_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"scheduler prediction_type {pred_type!r} is not supported by the trainer; use epsilon or v_prediction")
+
+
+def diffusion_loss(model, scheduler, latents: torch.Tensor, text_embeds: torch.Tensor, image_features: torch.Tensor, generator: torch.Generator | None, scale=1.0):
     """DDPM add_noise at uniform timesteps, MSE against the scheduler's target (epsilon; v if configured).
 
     model(noisy_latents, timesteps, text_embeds, image_features, scale=...) -> noise prediction.
@@ -80,16 +92,29 @@ def diffusion_loss(model, scheduler, latents: torch.Tensor, text_embeds: torch.T
     timesteps = torch.randint(0, num_t, (bsz,), generator=generator, device=gdev).long().to(latents.device)
     latents = latents.float()
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    pred_type = getattr(scheduler.config, "prediction_type", "epsilon")
-    if pred_type == "epsilon":
-        target = noise
-    elif pred_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        raise ValueError(f"scheduler prediction_type {pred_type!r} is not supported by the trainer; use epsilon or v_prediction")
+    target = diffusion_target(scheduler, latents, noise, timesteps)
     pred = model(noisy, timesteps, text_embeds, image_features, scale=scale)
-    loss = F.mse_loss(pred.float(), target.float(), reduction="mean")
-    return (loss, pred) if return_pred else loss
+    return F.mse_loss(pred.float(), target.float(), reduction="mean")
+
+
+@dataclass
+class DropRecipe:
+    """The drop rates and the two "dropped" values: what the paper's step needs besides the batch."""
+
+    empty_text: torch.Tensor  # the empty prompt's text embedding ([1, 77, C] or [77, C])
+    uncond_features: torch.Tensor | None = None  # "no image" features; None: zeros (base)
+    i_drop_rate: float = 0.05
+    t_drop_rate: float = 0.05
+    ti_drop_rate: float = 0.05
+
+
+def recipe_loss(model, scheduler, latents, text_embeds, image_features, recipe: DropRecipe, drop_gen, noise_gen) -> torch.Tensor:
+    """One micro-batch of the recipe: image / text / both drops (drop_gen), then noise, timesteps and the
+    diffusion loss (noise_gen). Passing one generator as both draws everything from one stream."""
+    drop_image, drop_text = draw_drops(latents.shape[0], drop_gen, recipe.i_drop_rate, recipe.t_drop_rate, recipe.ti_drop_rate)
+    image_features = apply_image_drop(image_features, drop_image, recipe.uncond_features)
+    text_embeds = apply_text_drop(text_embeds, drop_text, recipe.empty_text)
+    return diffusion_loss(model, scheduler, latents, text_embeds, image_features, noise_gen)
 
 
 def make_optimizer(params, lr: float = 1e-4, weight_decay: float = 1e-2) -> torch.optim.Optimizer:

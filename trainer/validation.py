@@ -14,14 +14,13 @@ from PIL import Image
 
 from ip_core.embeds import features_for, unconditional_features
 
-from .data import ClipPreprocessor, open_rgb, resize_center_crop, tokenize
+from .datasets import ClipPreprocessor, open_rgb, resize_center_crop, tokenize
+from .sampling import guided_sample
 
 
 @torch.no_grad()
 def generate(model, models, adapter_config, images, prompts, resolution, steps=30, guidance=7.5, ip_scale=1.0, num_per_row=1, seed=0, device="cpu", dtype=torch.float32):
     """-> list of rows; each row: (reference PIL image, [PIL samples])."""
-    from diffusers import DDIMScheduler
-
     clip = ClipPreprocessor()
     refs = [open_rgb(p) for p in images]
     pix = torch.stack([clip(r) for r in refs]).to(device=device, dtype=dtype)
@@ -31,7 +30,6 @@ def generate(model, models, adapter_config, images, prompts, resolution, steps=3
     tok = models.tokenizer
     te = models.text_encoder
     empty = te(tokenize(tok, [""]).to(device))[0]
-    sched = DDIMScheduler.from_config(models.scheduler.config)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     sf = models.vae.config.scaling_factor
     latent_ch = models.unet.config.in_channels
@@ -41,16 +39,10 @@ def generate(model, models, adapter_config, images, prompts, resolution, steps=3
         text = te(tokenize(tok, [prompt]).to(device))[0]
         for i, ref in enumerate(refs):
             n = num_per_row
-            lat = torch.randn((n, latent_ch, h, h), generator=gen).to(device)
-            sched.set_timesteps(steps)
-            lat = lat * sched.init_noise_sigma
+            noise = torch.randn((n, latent_ch, h, h), generator=gen).to(device)
             text_in = torch.cat([text.expand(n, -1, -1), empty.expand(n, -1, -1)])
-            f_in = torch.cat([feats[i : i + 1].expand(n, *feats.shape[1:]), uncond_feats[i : i + 1].expand(n, *feats.shape[1:])])
-            for t in sched.timesteps:
-                inp = sched.scale_model_input(torch.cat([lat, lat]), t)
-                pred = model(inp, t, text_in, f_in.float(), scale=ip_scale).float()
-                cond, unc = pred.chunk(2)
-                lat = sched.step(unc + guidance * (cond - unc), t, lat).prev_sample
+            f_in = torch.cat([feats[i : i + 1].expand(n, *feats.shape[1:]), uncond_feats[i : i + 1].expand(n, *feats.shape[1:])]).float()
+            lat = guided_sample(lambda z, t: model(z, t, text_in, f_in, scale=ip_scale), noise, models.scheduler.config, steps, guidance)
             img = models.vae.decode((lat / sf).to(dtype)).sample.float()
             img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
             rows.append((ref, [Image.fromarray(a) for a in img]))

@@ -121,7 +121,7 @@ def tiny_assets(tmp_path_factory):
 
 @pytest.fixture
 def train_args(tiny_assets, tmp_path):
-    from trainer.config import TrainConfig
+    from trainer.train_config import TrainConfig
 
     def make(**over):
         kw = dict(

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.demo.data import COLOUR_NAMES, SHAPES, all_captions, caption, make_judge_shapes, make_shapes, training_captions
+from trainer.demo.shapes import COLOUR_NAMES, SHAPES, all_captions, caption, make_judge_shapes, make_shapes, training_captions
 from trainer.demo.judges import NONE, judge_colour, train_shape_judge
 from trainer.demo.text import WordTokenizer
 
@@ -20,7 +20,7 @@ def test_dataset_is_deterministic_and_seeded():
 
 def test_shapes_differ_in_pixels():
     # same colour/position, different shape -> different masks (the judge has something to see)
-    from trainer.demo.data import render
+    from trainer.demo.shapes import render
 
     rgb = np.array([[1.0, 0, 0]] * 3, np.float32)
     bg = np.zeros((3, 3), np.float32)

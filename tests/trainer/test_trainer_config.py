@@ -2,7 +2,7 @@
 import pytest
 
 from trainer.cli import main as cli_main
-from trainer.config import TrainConfig, TrainerConfigError, parse_train_args, validate
+from trainer.train_config import TrainConfig, TrainerConfigError, parse_train_args, validate
 
 OFFICIAL_DEFAULTS = {  # tutorial_train.py's argparse defaults
     "pretrained_ip_adapter_path": None, "output_dir": "sd-ip_adapter", "logging_dir": "logs",
@@ -86,10 +86,10 @@ def test_single_file_without_configs_gives_the_remedy(train_args, tmp_path, monk
     import torch
 
     save_file({"x": torch.zeros(1)}, str(f))
-    from trainer.models import load_sd
+    from trainer.frozen_models import load_sd
 
     with pytest.raises(TrainerConfigError, match="--single_file_config"):
-        load_sd(train_args(pretrained_model_name_or_path=str(f)))
+        load_sd(str(f))
 
 
 def test_cli_reports_errors_without_traceback(train_args, capsys, tiny_assets):
@@ -102,7 +102,7 @@ def test_cli_reports_errors_without_traceback(train_args, capsys, tiny_assets):
 
 
 def test_malformed_data_file_fails_before_models_load(train_args, tmp_path, monkeypatch):
-    import trainer.models as models_mod
+    import trainer.train as train_mod
     from trainer.train import train
 
     bad = tmp_path / "data.json"
@@ -111,6 +111,6 @@ def test_malformed_data_file_fails_before_models_load(train_args, tmp_path, monk
     def boom(*a, **k):
         raise AssertionError("models were loaded")
 
-    monkeypatch.setattr(models_mod, "load_sd", boom)
+    monkeypatch.setattr(train_mod, "load_sd", boom)
     with pytest.raises(TrainerConfigError, match="--data_json_file"):
         train(train_args(data_json_file=str(bad), output_dir=str(tmp_path / "o")))

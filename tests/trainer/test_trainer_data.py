@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.data import EpochBatchSampler, expand_shards, iter_tar_samples, resize_center_crop, train_image_tensor
+from trainer.datasets import EpochBatchSampler, expand_shards, iter_tar_samples, resize_center_crop, train_image_tensor
 
 
 @pytest.mark.parametrize("size_wh", [(37, 23), (23, 37), (40, 40), (17, 64)])

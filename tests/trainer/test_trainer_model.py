@@ -1,11 +1,11 @@
-"""The model wrapper: official init, frozen UNet, exact text-only path, both token conventions, diffusers parity."""
+"""The model wrapper: official init, frozen UNet, exact text-only path, the official token convention, diffusers parity."""
 import torch
 
 from ip_core.adapter import IPAdapter, load_adapter, save_adapter
 from ip_core.config import make_config
 from ip_core.embeds import features_for
 from ip_core.layers import layer_specs_from_unet
-from trainer.model import IPAdapterUNet
+from trainer.ip_unet import IPAdapterUNet
 
 
 def _make(tiny_models, variant="base", seed=0):
@@ -58,19 +58,32 @@ def test_scale_zero_and_no_context_are_the_text_only_unet(tiny_models):
     assert (out1 - ref).abs().max() > 1e-4  # the image branch does something
 
 
-def test_concat_convention_matches_context(tiny_models):
+def test_official_concatenated_tokens_convention_gives_the_same_prediction(tiny_models):
+    """The official training script feeds [text | image tokens] to diffusers' IP processors; ours takes the
+    image side from a context. Same weights, same prediction (diffusers' processors do the concatenated form)."""
+    unet, adapter, model = _make(tiny_models, seed=5)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    lat, t, text, feats = _inputs()
+    dunet = tiny_models["load_unet"]()
+    dunet._load_ip_adapter_weights([adapter.released_state_dict()])
+    dunet.encoder_hid_proj = None  # the tokens come concatenated to the text, as in tutorial_train.py
+    dunet.config.encoder_hid_dim_type = None
+    with torch.no_grad():
+        ours = model(lat, t, text, feats, scale=1.0)
+        tokens = adapter.project(feats)
+        theirs = dunet(lat, t, torch.cat([text, tokens], dim=1)).sample
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+
+
+def test_per_sample_scale(tiny_models):
     unet, adapter, model = _make(tiny_models)
     lat, t, text, feats = _inputs()
     with torch.no_grad():
         ctx = model(lat, t, text, feats, scale=1.0)
-        tokens = adapter.project(feats)
-        for p in unet.attn_processors.values():
-            if hasattr(p, "concat_tokens"):
-                p.concat_tokens = True
-        cat = unet(lat, t, torch.cat([text, tokens], dim=1)).sample
         per_sample = model(lat, t, text, feats, scale=torch.tensor([1.0, 0.0]))
         ref0 = tiny_models["load_unet"]()(lat, t, text).sample
-    torch.testing.assert_close(cat, ctx, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(per_sample[0], ctx[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(per_sample[1], ref0[1], rtol=1e-5, atol=1e-5)
 
@@ -118,10 +131,9 @@ def test_export_loads_through_the_diffusers_pipeline_loader(tiny_assets, tiny_mo
 
     unet, adapter, model = _make(tiny_models, seed=4)
     save_adapter(adapter, tmp_path / "ip_adapter.safetensors")
-    from trainer.config import TrainConfig
-    from trainer.models import load_sd
+    from trainer.frozen_models import load_sd
 
-    m = load_sd(TrainConfig(pretrained_model_name_or_path=tiny_assets["sd"]))
+    m = load_sd(tiny_assets["sd"])
     pipe = StableDiffusionPipeline(
         vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet, scheduler=m.scheduler,
         safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
@@ -140,15 +152,14 @@ def test_sd15_shaped_unet_gets_the_released_layout():
     from diffusers import UNet2DConditionModel
 
     from ip_core.config import detect_config
-    from trainer.config import TrainConfig
     from trainer.train import build_adapter
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8)
-    base = build_adapter(TrainConfig(variant="base"), unet, 1024)
+    base = build_adapter(unet, 1024, "base")
     assert base.config.base_model == "sd15" and base.num_parameters() == 22_319_616
     assert [s.key_number for s in base.layers] == list(range(1, 32, 2))
-    plus = build_adapter(TrainConfig(variant="plus"), unet, 1280)
+    plus = build_adapter(unet, 1280, "plus")
     r = plus.config.resampler
     assert (plus.config.num_tokens, r.dim, r.heads, r.dim_head, r.depth, r.embedding_dim) == (16, 768, 12, 64, 4, 1280)
     for adapter in (base, plus):

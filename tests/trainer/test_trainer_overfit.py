@@ -4,7 +4,7 @@ import torch
 from ip_core.adapter import IPAdapter
 from ip_core.config import make_config
 from ip_core.layers import layer_specs_from_unet
-from trainer.model import IPAdapterUNet
+from trainer.ip_unet import IPAdapterUNet
 from trainer.recipe import diffusion_loss, make_optimizer
 from trainer.train import train
 

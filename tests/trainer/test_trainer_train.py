@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-import trainer.train as train_mod
+import trainer.recipe as recipe_mod
 from ip_core.adapter import load_adapter
-from trainer.checkpoints import list_checkpoints
+from trainer.training_checkpoints import list_checkpoints
 from trainer.cli import main as cli_main
-from trainer.train import TrainingDivergedError, train
+from trainer.errors import TrainingDivergedError
+from trainer.train import train
 
 
 def test_cli_end_to_end_exports_checkpoints_logs_and_samples(tiny_assets, tmp_path):
@@ -49,7 +50,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(train_args, monkeypa
     assert len(full.losses) == 5 and all(l == l for l in full.losses)
 
     calls = {"n": 0}
-    real = train_mod.diffusion_loss
+    real = recipe_mod.diffusion_loss
 
     def dying(*a, **k):
         calls["n"] += 1
@@ -58,10 +59,10 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(train_args, monkeypa
         return real(*a, **k)
 
     out = str(tmp_path / "cut")
-    monkeypatch.setattr(train_mod, "diffusion_loss", dying)
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", dying)
     with pytest.raises(_Killed):
         train(train_args(output_dir=out, **kw))
-    monkeypatch.setattr(train_mod, "diffusion_loss", real)
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", real)
     os.makedirs(os.path.join(out, ".checkpoint-4.tmp"))  # a save that was killed half-way is ignored
     assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-2"]
 
@@ -93,7 +94,7 @@ def test_corrupt_images_are_skipped_and_counted(tiny_assets, train_args, tmp_pat
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train_args, monkeypatch, tmp_path):
-    real = train_mod.diffusion_loss
+    real = recipe_mod.diffusion_loss
     calls = {"n": 0}
 
     def nan_after_two(*a, **k):
@@ -101,7 +102,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train_args, monkeypat
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] >= 3 else loss
 
-    monkeypatch.setattr(train_mod, "diffusion_loss", nan_after_two)
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", nan_after_two)
     out = tmp_path / "o"
     with pytest.raises(TrainingDivergedError, match="checkpoint-2") as e:
         train(train_args(output_dir=str(out), max_train_steps=6, save_steps=2, logging_steps=1))
@@ -183,7 +184,7 @@ def test_openclip_checkpoint_file_as_image_encoder(train_args, tmp_path):
 def test_sigterm_saves_a_checkpoint_and_stops(train_args, monkeypatch, tmp_path):
     import signal
 
-    real = train_mod.diffusion_loss
+    real = recipe_mod.diffusion_loss
     calls = {"n": 0}
 
     def preempted(*a, **k):
@@ -192,13 +193,49 @@ def test_sigterm_saves_a_checkpoint_and_stops(train_args, monkeypatch, tmp_path)
             os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of step 3
         return real(*a, **k)
 
-    monkeypatch.setattr(train_mod, "diffusion_loss", preempted)
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", preempted)
     out = str(tmp_path / "o")
     res = train(train_args(output_dir=out, max_train_steps=6, save_steps=100))
     assert res.interrupted and res.global_step == 3
     assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-3"]
     assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
-    monkeypatch.setattr(train_mod, "diffusion_loss", real)
+    monkeypatch.setattr(recipe_mod, "diffusion_loss", real)
     full = train(train_args(output_dir=str(tmp_path / "full"), max_train_steps=6, save_steps=100))
     resumed = train(train_args(output_dir=out, max_train_steps=6, save_steps=100, resume_from_checkpoint="latest"))
     assert resumed.losses == full.losses and not resumed.interrupted
+
+
+def test_full_face_variant_trains_exports_and_matches_diffusers(train_args, tiny_models, tmp_path):
+    """--variant full-face: the MLP projection over every hidden-state token (257 for ViT-H/14; the tiny
+    encoder's 7x7 patches + CLS give 50), uncond = the encoder's output for an all-zero image (as plus).
+    The export is the released full-face layout: ip_core detects it and diffusers predicts what we predict."""
+    from diffusers import UNet2DConditionModel
+
+    from ip_core.checkpoint import load_adapter_state_dict
+    from ip_core.config import detect_config
+    from ip_core.embeds import features_for
+
+    res = train(train_args(variant="full-face", max_train_steps=2, output_dir=str(tmp_path / "o")))
+    assert len(res.losses) == 2 and all(l == l for l in res.losses)
+    sd = load_adapter_state_dict(res.export_path)
+    assert sorted(sd["image_proj"]) == ["proj.0.bias", "proj.0.weight", "proj.2.bias", "proj.2.weight", "proj.3.bias", "proj.3.weight"]
+    assert detect_config(sd).variant == "full-face"
+    adapter = load_adapter(res.export_path)
+    assert adapter.config.variant == "full-face" and adapter.config.encoder_output == "penultimate_hidden_states"
+
+    from trainer.ip_unet import IPAdapterUNet
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_models["unet_path"])
+    ours_model = IPAdapterUNet(unet, adapter, init_from_unet=False)
+    g = torch.Generator().manual_seed(0)
+    lat, t, text = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([10, 700]), torch.randn(2, 77, 32, generator=g)
+    with torch.no_grad():
+        feats = features_for(adapter.config, tiny_models["encoder"].encode(torch.randn(2, 3, 224, 224, generator=g)))
+        assert adapter.project(feats).shape == (2, 50, 32)
+        ours = ours_model(lat, t, text, feats)
+        dunet = UNet2DConditionModel.from_pretrained(tiny_models["unet_path"])
+        dunet._load_ip_adapter_weights([sd])
+        theirs = dunet(lat, t, text, added_cond_kwargs={"image_embeds": [feats.unsqueeze(1)]}).sample
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="--num_tokens 257"):
+        train(train_args(variant="full-face", num_tokens=257, max_train_steps=1, output_dir=str(tmp_path / "p")))

@@ -2,7 +2,7 @@
 motivating ablation (image tokens concatenated to the text tokens, no K'/V').
 
 Decoupled (the IP-Adapter): trainer.train.build_adapter -> ip_core IPAdapter for this UNet's layers;
-trainer.model.IPAdapterUNet (init to_k_ip/to_v_ip from to_k/to_v, ip_core decoupled attention in every
+trainer.ip_unet.IPAdapterUNet (init to_k_ip/to_v_ip from to_k/to_v, ip_core decoupled attention in every
 cross-attention layer); trainer.recipe draw_drops / apply_image_drop (zeros before the projection) /
 apply_text_drop (the empty caption) / diffusion_loss / make_optimizer (AdamW, weight decay 1e-2, adapter
 parameters only). Only the learning rate and step count differ from the paper: they fit a CPU budget.
@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
-from types import SimpleNamespace
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from torch import nn
 
-from trainer.model import IPAdapterUNet
-from trainer.recipe import apply_image_drop, apply_text_drop, diffusion_loss, draw_drops, make_optimizer
-from trainer.train import build_adapter
+from trainer.ip_unet import IPAdapterUNet
+from trainer.recipe import DropRecipe, make_optimizer
+from trainer.train import Trainer, build_adapter
 
 from .base import report_step
-from .data import ShapeBatch, all_captions, training_captions
+from .shapes import ShapeBatch, all_captions, training_captions
 
 
 @dataclass(frozen=True)
@@ -66,46 +67,46 @@ class ConcatTokensUNet(nn.Module):
 def build_ip_model(base, encoder_width: int, num_tokens: int = 4) -> IPAdapterUNet:
     """A fresh IP-Adapter on a copy of the frozen base UNet, built as `python -m trainer train` builds it."""
     unet = copy.deepcopy(base.unet)
-    spec = SimpleNamespace(variant="base", num_tokens=num_tokens, pretrained_ip_adapter_path=None)
-    adapter = build_adapter(spec, unet, encoder_width)
+    adapter = build_adapter(unet, encoder_width, "base", num_tokens)
     return IPAdapterUNet(unet, adapter, init_from_unet=True)
 
 
 def build_concat_model(base, encoder_width: int, num_tokens: int = 4) -> ConcatTokensUNet:
     unet = copy.deepcopy(base.unet)
-    spec = SimpleNamespace(variant="base", num_tokens=num_tokens, pretrained_ip_adapter_path=None)
-    proj = build_adapter(spec, unet, encoder_width).image_proj  # the very projection the IP-Adapter uses
+    proj = build_adapter(unet, encoder_width, "base", num_tokens).image_proj  # the very projection the IP-Adapter uses
     return ConcatTokensUNet(unet, proj)
 
 
 def train_adapter(model, base, data: ShapeBatch, features: torch.Tensor, cfg: AdapterTrainConfig, seed: int, progress=None) -> list:
-    """The IP-Adapter recipe on (image, caption) pairs: same loop for the decoupled model and the ablation.
+    """The IP-Adapter recipe on (image, caption) pairs through the trainer's own step: the same loop for the
+    decoupled model and the ablation.
 
     features: the frozen encoder's image_embeds of every training image (computed once: the encoder is frozen).
+    One generator draws the batch, its captions, the drops and the noise, in that order (so the drop and
+    noise streams of the Trainer are the same generator here).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     captions = all_captions()
     table = base.text_embeds(captions)  # frozen text encoder: every caption's embedding, once
     row = {c: i for i, c in enumerate(captions)}
-    empty = table[row[""]]
     latents_all = base.encode(data.images)
     params = model.trainable_parameters()
-    opt = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # no mixed precision, no accumulation, one process: accelerate's step is the plain backward + AdamW step
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    accelerator = Accelerator()
+    recipe = DropRecipe(empty_text=table[row[""]], uncond_features=None,  # zeros before the projection
+                        i_drop_rate=cfg.drop_rate, t_drop_rate=cfg.drop_rate, ti_drop_rate=cfg.drop_rate)
+    trainer = Trainer(model, base.scheduler, optimizer, recipe, drop_gen=gen, step_gen=gen, accelerator=accelerator)
     model.train()
     losses = []
     for step in range(cfg.steps):
         idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
         caps = training_captions(data.colour[idx], data.shape[idx], gen)
         text = table[torch.tensor([row[c] for c in caps])]
-        drop_image, drop_text = draw_drops(cfg.batch_size, gen, p=cfg.drop_rate)
-        feats = apply_image_drop(features[idx], drop_image)  # zeros before the projection
-        text = apply_text_drop(text, drop_text, empty)
-        loss = diffusion_loss(model, base.scheduler, latents_all[idx], text, feats, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(trainer.step(latents_all[idx], text, features[idx]).item())
         report_step(progress, step, losses)
     model.eval()
     for p in params:

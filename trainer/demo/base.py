@@ -12,8 +12,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
 
-from .data import ShapeBatch, training_captions
+from trainer.recipe import diffusion_target
+
+from .shapes import ShapeBatch, training_captions
 from .text import WordTokenizer, build_text_encoder, encode_text
 
 
@@ -39,8 +42,6 @@ class TinyBase:
     """What a diffusers SD pipeline holds, at demo size: unet, text_encoder, tokenizer, scheduler, codec."""
 
     def __init__(self, cfg: BaseConfig):
-        from diffusers import DDPMScheduler, UNet2DConditionModel
-
         self.cfg = cfg
         n = len(cfg.block_out_channels)
         ch = 3 * cfg.fold**2
@@ -96,12 +97,6 @@ def report_step(progress, step: int, losses: list) -> None:
     progress.update(1)
     if step % 20 == 0:
         progress.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", refresh=False)
-
-def diffusion_target(scheduler, latents, noise, timesteps):
-    if scheduler.config.prediction_type == "v_prediction":
-        return scheduler.get_velocity(latents, noise, timesteps)
-    return noise
-
 
 def train_base(base: TinyBase, data: ShapeBatch, seed: int, progress=None) -> list:
     """Joint UNet + text encoder training on (image, caption naming a random subset of its attributes)."""

@@ -14,7 +14,7 @@ from torch import nn
 from ip_core.encoders import OpenCLIPEncoder, build_openclip_visual
 from ip_core.preprocess import preprocess_images
 
-from .data import COLOUR_NAMES, SHAPES
+from .shapes import COLOUR_NAMES, SHAPES
 
 
 def encoder_arch(image_size: int, width: int = 64, layers: int = 2, patch_size: int = 4, embed_dim: int = 64) -> dict:

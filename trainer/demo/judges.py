@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import PALETTE, SHAPES, make_judge_shapes, make_shapes
+from .shapes import PALETTE, SHAPES, make_judge_shapes, make_shapes
 
 NONE = -1  # "no object found"
 

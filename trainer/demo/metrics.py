@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .data import COLOUR_NAMES, SHAPES, ShapeBatch, caption
+from .shapes import COLOUR_NAMES, SHAPES, ShapeBatch, caption
 from .judges import judge_colour
-from .sampling import guided_sample, noise_for
+from trainer.sampling import guided_sample, noise_for
 
 CHANCE = {"colour": 1 / len(COLOUR_NAMES), "shape": 1 / len(SHAPES), "both": 1 / (len(COLOUR_NAMES) * len(SHAPES))}
 

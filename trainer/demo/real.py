@@ -1,41 +1,36 @@
 """The demo's command with real weights: SD1.5 + CLIP vision + an IP-Adapter file -> images.
 
-Everything goes through the project's own code: trainer.models.load_sd (diffusers folder or single file),
+Everything goes through the project's own code: trainer.frozen_models.load_sd (diffusers folder or single file),
 ip_core.encoders.load_image_encoder (transformers folder, or an OpenCLIP / transformers weight file),
 ip_core.adapter.load_adapter (detected from keys and shapes), ip_core.embeds for cond / uncond features,
-and trainer.model.IPAdapterUNet, whose processors run ip_core's decoupled attention. Sampling: DDIM with
+and trainer.ip_unet.IPAdapterUNet, whose processors run ip_core's decoupled attention. Sampling: DDIM with
 classifier-free guidance, uncond = negative prompt + the official "no image" features.
 """
 from __future__ import annotations
 
-import json
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ip_core.adapter import load_adapter
+from ip_core.embeds import features_for, unconditional_features
+from ip_core.encoders import load_image_encoder
 from ip_core.errors import IPAdapterError
+from trainer.datasets import open_rgb, tokenize
+from trainer.frozen_models import image_encoder_arch, load_sd
+from trainer.ip_unet import IPAdapterUNet
+from trainer.sampling import guided_sample, noise_for
+from trainer.validation import vae_factor
 
-
-def _encoder_arch(value: str):
-    """An open_clip architecture name, or a JSON model config file (for non-standard towers)."""
-    if value.endswith(".json"):
-        if not os.path.isfile(value):
-            raise IPAdapterError(f"--image-encoder-arch {value!r}: no such file; give an open_clip name such as ViT-H-14 or a JSON model config.")
-        with open(value) as fh:
-            return json.load(fh)
-    return value
+from .report import CELL
+from .shapes import make_shapes, to_uint8_hwc
 
 
 def _reference_images(paths, size: int) -> tuple[list, torch.Tensor]:
     """-> (PIL images, ComfyUI-style IMAGE tensor per image [1, H, W, 3] 0..1)."""
-    from trainer.data import open_rgb
-
     if not paths:
-        from .data import make_shapes, to_uint8_hwc
-
         batch = make_shapes(1, seed=0, size=size)  # a generated coloured shape: the demo needs no files
         pils = [Image.fromarray(to_uint8_hwc(batch.images)[0])]
     else:
@@ -50,24 +45,13 @@ def _reference_images(paths, size: int) -> tuple[list, torch.Tensor]:
 
 @torch.no_grad()
 def run_real(args) -> list:
-    from ip_core.adapter import load_adapter
-    from ip_core.embeds import features_for, unconditional_features
-    from ip_core.encoders import load_image_encoder
-    from trainer.data import tokenize
-    from trainer.model import IPAdapterUNet
-    from trainer.models import load_sd
-    from trainer.validation import vae_factor
-
-    from .report import CELL
-    from .sampling import guided_sample, noise_for
-
     for flag, path in (("--sd15", args.sd15), ("--image-encoder", args.image_encoder), ("--ip-adapter", args.ip_adapter)):
         if not os.path.exists(path):
             raise IPAdapterError(f"{flag} {path!r}: no such file or folder; check the path.")
-    models = load_sd(SimpleNamespace(pretrained_model_name_or_path=args.sd15, single_file_config=args.sd15_config))
+    models = load_sd(args.sd15, args.sd15_config)
     for m in (models.unet, models.vae, models.text_encoder):
         m.eval().requires_grad_(False)
-    encoder = load_image_encoder(args.image_encoder, arch=_encoder_arch(args.image_encoder_arch))
+    encoder = load_image_encoder(args.image_encoder, arch=image_encoder_arch(args.image_encoder_arch, flag="--image-encoder-arch"))
     adapter = load_adapter(args.ip_adapter)
     model = IPAdapterUNet(models.unet, adapter, init_from_unet=False).eval()  # checks layers / context dim
 
@@ -95,7 +79,7 @@ def run_real(args) -> list:
             t_in = torch.cat([text.expand(n, -1, -1), neg.expand(n, -1, -1)])
             f_in = torch.cat([f[None].expand(n, *f.shape), u[None].expand(n, *u.shape)])
             predict = lambda z, t: model(z, t.expand(z.shape[0]), t_in, f_in, scale=float(lam))
-            z = guided_sample(predict, noise_for(n, shape, args.seed), models.scheduler.config, args.steps, args.guidance)
+            z = guided_sample(predict, noise_for(n, shape, args.seed), models.scheduler.config, args.steps, args.guidance, clip_sample=False)
             img = models.vae.decode(z / sf).sample.float()
             arr = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
             for k, a in enumerate(arr):

@@ -5,7 +5,7 @@ import os
 
 from PIL import Image, ImageDraw
 
-from .data import to_uint8_hwc
+from .shapes import to_uint8_hwc
 
 CELL = 64  # pixels per image in the grids (16x16 images upscaled, nearest)
 LABEL_W = 110

@@ -17,10 +17,21 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
+from ip_core.adapter import save_adapter
+from ip_core.errors import IPAdapterError
+
+from . import adapters as A
 from .adapters import AdapterTrainConfig
-from .base import BaseConfig
-from .metrics import EvalConfig
+from .base import BaseConfig, TinyBase, train_base
+from .encoder import build_encoder, encode_images, encoder_arch, linear_probe, pretrain_encoder
+from .judges import ShapeJudge, colour_judge_accuracy, train_shape_judge
+from .metrics import EvalConfig, evaluate, total_images
+from .real import run_real
+from .report import results_markdown, save_grid
+from .shapes import COLOUR_NAMES, SHAPES, make_shapes
 
 
 @dataclass(frozen=True)
@@ -97,8 +108,6 @@ class StageCache:
 
     def load(self, name: str, key: str):
         """-> (tensors dict, meta dict) or None."""
-        from safetensors.torch import load_file
-
         p, m = self.path(name, key), self.path(name, key, ".json")
         if not (self.enabled and os.path.exists(p) and os.path.exists(m)):
             return None
@@ -110,8 +119,6 @@ class StageCache:
             return None
 
     def save(self, name: str, key: str, tensors: dict, meta: dict) -> None:
-        from safetensors.torch import save_file
-
         p, m = self.path(name, key), self.path(name, key, ".json")
         save_file({k: v.contiguous() for k, v in tensors.items()}, p + ".tmp")
         os.replace(p + ".tmp", p)
@@ -125,24 +132,12 @@ class Progress:
         self.enabled = enabled
 
     def __call__(self, desc: str, total: int):
-        from tqdm.auto import tqdm
-
         return tqdm(total=total, desc=desc, disable=not self.enabled, leave=True, dynamic_ncols=True, file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- the run
 
 def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress: bool = True, command: str = "", quick: bool = False) -> dict:
-    from ip_core.adapter import save_adapter
-
-    from . import adapters as A
-    from .base import TinyBase, train_base
-    from .data import make_shapes
-    from .encoder import build_encoder, encode_images, encoder_arch, linear_probe, pretrain_encoder
-    from .judges import ShapeJudge, colour_judge_accuracy, train_shape_judge
-    from .metrics import evaluate, total_images
-    from .report import results_markdown, save_grid
-
     t_start = time.time()
     os.makedirs(output_dir, exist_ok=True)
     cache = StageCache(output_dir, use_cache)
@@ -256,8 +251,6 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
 
     # 6. evaluation -----------------------------------------------------------------------------
     t0 = time.time()
-    from .data import COLOUR_NAMES, SHAPES
-
     k = cfg.eval.refs_per_combination
     refs = make_shapes(400, seed=seed + 999, size=S)  # held out: never trained on
     pick = []
@@ -325,10 +318,6 @@ def main(argv=None) -> int:
     if threads:
         torch.set_num_threads(threads)
     if any(real):
-        from ip_core.errors import IPAdapterError
-
-        from .real import run_real
-
         if not all(real):
             print("error: real-weights generation needs all of --sd15, --image-encoder and --ip-adapter", file=sys.stderr)
             return 2

@@ -1,6 +1,6 @@
 """The demo's text side: a word-level tokenizer built in code and a tiny transformers CLIPTextModel.
 
-The tokenizer is called like a transformers tokenizer (trainer.data.tokenize works with it), pads with the
+The tokenizer is called like a transformers tokenizer (trainer.datasets.tokenize works with it), pads with the
 end token as CLIP's does, and the text encoder is the same class SD1.5 uses, so the UNet sees
 `last_hidden_state` exactly as in SD.
 """
@@ -9,8 +9,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
+from transformers import CLIPTextConfig, CLIPTextModel
 
-from .data import COLOUR_NAMES, SHAPES
+from .shapes import COLOUR_NAMES, SHAPES
 
 SPECIAL = ("<|startoftext|>", "<|endoftext|>")
 WORDS = ("a", "shape") + COLOUR_NAMES + SHAPES
@@ -45,8 +46,6 @@ class WordTokenizer:
 
 
 def build_text_encoder(tokenizer: WordTokenizer, width: int = 64, layers: int = 2, heads: int = 4):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     return CLIPTextModel(CLIPTextConfig(
         hidden_size=width, intermediate_size=2 * width, num_attention_heads=heads, num_hidden_layers=layers,
         vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,

@@ -17,13 +17,17 @@ import os
 import random
 import re
 import tarfile
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import numpy as np
 import torch
 from PIL import Image
+from transformers import CLIPImageProcessor
 
-from .config import IMAGE_SUFFIXES, TrainerConfigError
+from .errors import TrainerConfigError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # webdataset members read as the image
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -51,8 +55,6 @@ class ClipPreprocessor:
     """transformers CLIPImageProcessor() defaults, as the official dataset (224, bicubic, centre crop)."""
 
     def __init__(self):
-        from transformers import CLIPImageProcessor
-
         self.processor = CLIPImageProcessor()
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
@@ -74,48 +76,101 @@ def tokenize(tokenizer, texts) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- JSON data
 
+EAGER_CHECK = 1000  # entries checked when the file is read; the rest when first used (entry index in the error)
+
+
+def entry_problem(item) -> Optional[str]:
+    """Why a data entry cannot be used, or None."""
+    if not isinstance(item, dict):
+        return f"is a {type(item).__name__}, not an object"
+    for key in ("image_file", "text"):
+        if key not in item:
+            return f"lacks {key!r}"
+        if not isinstance(item[key], str):
+            return f"has a {type(item[key]).__name__} as {key!r}, not a string"
+    return None
+
+
+def _entry_error(path: str, index: int, item, problem: str) -> TrainerConfigError:
+    return TrainerConfigError(
+        f"--data_json_file: entry {index} of {path!r} {problem}: {str(item)[:120]}; every entry must be "
+        f'{{"image_file": "<path under --data_root_path>", "text": "<caption>"}}'
+    )
+
+
 def load_json_items(path: str) -> list:
-    """Official format: a JSON list of {"image_file": ..., "text": ...}; JSON lines also accepted."""
-    with open(path, "r", encoding="utf-8") as fh:
-        raw = fh.read()
+    """Official format: a JSON list of {"image_file": ..., "text": ...}; JSON lines also accepted.
+
+    The first EAGER_CHECK entries are checked here; the others as the loader reaches them (ImageTextDataset)."""
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
+        with open(path, "r", encoding="utf-8") as fh:
+            raw = fh.read()
+    except UnicodeDecodeError as e:
+        raise TrainerConfigError(
+            f"--data_json_file: {path!r} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8 JSON"
+        ) from None
+    except OSError as e:
+        raise TrainerConfigError(f"--data_json_file: cannot read {path!r} ({e.strerror})") from None
+    try:
         try:
-            data = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise TrainerConfigError(f"--data_json_file: {path!r} is neither JSON nor JSON lines ({e})") from None
+            data = json.loads(raw)
+        except json.JSONDecodeError:
+            try:
+                data = [json.loads(line) for line in raw.splitlines() if line.strip()]
+            except json.JSONDecodeError as e:
+                raise TrainerConfigError(f"--data_json_file: {path!r} is neither JSON nor JSON lines ({e})") from None
+    except RecursionError:
+        raise TrainerConfigError(
+            f"--data_json_file: {path!r} is nested too deeply to read; it must be a flat list of "
+            f'{{"image_file": ..., "text": ...}} objects'
+        ) from None
     if not isinstance(data, list) or not data:
         raise TrainerConfigError(f"--data_json_file: {path!r} must be a non-empty list of {{\"image_file\": ..., \"text\": ...}}")
-    for i, item in enumerate(data[:1000]):
-        if not isinstance(item, dict) or "image_file" not in item or "text" not in item:
-            raise TrainerConfigError(f"--data_json_file: entry {i} of {path!r} lacks 'image_file' or 'text': {str(item)[:120]}")
+    for i, item in enumerate(data[:EAGER_CHECK]):
+        problem = entry_problem(item)
+        if problem:
+            raise _entry_error(path, i, item, problem)
     return data
 
 
-class ImageTextDataset(torch.utils.data.Dataset):
-    """Map-style dataset over the official JSON items. Items: dict(image, clip_image, input_ids, index) or None."""
+@dataclass
+class BadEntry:
+    """A data entry found unusable inside a loader worker: raised in the main process (raise_bad_entries),
+    where it becomes one clear message instead of a worker traceback."""
 
-    def __init__(self, items: list, root: str, tokenizer, size: int):
+    message: str
+
+
+def raise_bad_entries(batch: dict) -> None:
+    if batch.get("bad_entries"):
+        raise TrainerConfigError(batch["bad_entries"][0])
+
+
+class ImageTextDataset(torch.utils.data.Dataset):
+    """Map-style dataset over the official JSON items. Items: dict(image, clip_image, input_ids, index), None
+    (an unreadable image: skipped and counted) or BadEntry (a malformed entry: stops training)."""
+
+    def __init__(self, items: list, root: str, tokenizer, size: int, source: str = "the data file"):
         self.items = items
         self.root = root or ""
         self.tokenizer = tokenizer
         self.size = size
+        self.source = source
         self.clip = ClipPreprocessor()
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def caption(self, idx: int) -> str:
-        return str(self.items[idx]["text"])
-
     def __getitem__(self, idx: int):
         item = self.items[idx]
+        problem = entry_problem(item) if idx >= EAGER_CHECK else None
+        if problem:
+            return BadEntry(str(_entry_error(self.source, idx, item, problem)))
         try:
             img = open_rgb(os.path.join(self.root, item["image_file"]))
         except Exception:
             return None
-        return make_sample(img, str(item["text"]), idx, self.tokenizer, self.size, self.clip)
+        return make_sample(img, item["text"], idx, self.tokenizer, self.size, self.clip)
 
 
 def make_sample(img, text, index, tokenizer, size, clip) -> dict:
@@ -128,9 +183,10 @@ def make_sample(img, text, index, tokenizer, size, clip) -> dict:
 
 
 def collate(samples: list) -> dict:
-    """Stack the readable samples; `skipped` counts the unreadable ones (None)."""
-    good = [s for s in samples if s is not None]
-    out = {"skipped": len(samples) - len(good), "size": len(good)}
+    """Stack the readable samples; `skipped` counts the unreadable ones (None); `bad_entries` the malformed."""
+    bad = [s.message for s in samples if isinstance(s, BadEntry)]
+    good = [s for s in samples if s is not None and not isinstance(s, BadEntry)]
+    out = {"skipped": len(samples) - len(good) - len(bad), "size": len(good), "bad_entries": bad}
     if good:
         for k in good[0]:
             vals = [s[k] for s in good]

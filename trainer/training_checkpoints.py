@@ -20,10 +20,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .config import TrainerConfigError
+from .errors import TrainerConfigError
 
 STATE_FILE = "state.pt"
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
+_CKPT = re.compile(r"^checkpoint-(\d+)(\.old)?$")
+# what a resume reads from state.pt and rng_rank{r}.pt: checked before any model is loaded
+STATE_KEYS = ("global_step", "epoch", "batch_in_epoch", "samples_seen", "skipped_images", "adapter", "optimizer", "config")
+RNG_KEYS = ("torch", "numpy", "python", "drop", "step")
 
 
 def _fsync_save(obj, path: str) -> None:
@@ -62,15 +65,18 @@ def checkpoint_dir(output_dir: str, step: int) -> str:
 
 
 def list_checkpoints(output_dir: str) -> list:
-    """Complete checkpoints (folder named checkpoint-N with a state file), oldest first."""
+    """Complete checkpoints (a checkpoint-N folder with a state file), oldest first, one per step: a
+    checkpoint-N.old left by a re-save killed between its renames stands in for a missing checkpoint-N."""
     if not os.path.isdir(output_dir):
         return []
-    found = []
+    found = {}
     for name in os.listdir(output_dir):
         m = _CKPT.match(name)
         if m and os.path.isfile(os.path.join(output_dir, name, STATE_FILE)):
-            found.append((int(m.group(1)), os.path.join(output_dir, name)))
-    return [p for _, p in sorted(found)]
+            step, old = int(m.group(1)), bool(m.group(2))
+            if not old or step not in found:
+                found[step] = os.path.join(output_dir, name)
+    return [found[s] for s in sorted(found)]
 
 
 def resolve_resume(resume: Optional[str], output_dir: str) -> Optional[str]:
@@ -87,9 +93,13 @@ def resolve_resume(resume: Optional[str], output_dir: str) -> Optional[str]:
     return resume
 
 
+def temp_dir(output_dir: str, step: int) -> str:
+    return os.path.join(output_dir, f".checkpoint-{step}.tmp")
+
+
 def begin(output_dir: str, step: int) -> str:
     """A fresh temp folder for checkpoint `step` (left-overs of a killed save are removed)."""
-    tmp = os.path.join(output_dir, f".checkpoint-{step}.tmp")
+    tmp = temp_dir(output_dir, step)
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     os.makedirs(tmp)
@@ -100,26 +110,33 @@ def write_rng(tmp: str, rank: int, state: dict) -> None:
     _fsync_save(state, os.path.join(tmp, f"rng_rank{rank}.pt"))
 
 
+def write_rank_file(tmp: str, name: str, obj) -> None:
+    _fsync_save(obj, os.path.join(tmp, name))
+
+
 def commit(tmp: str, output_dir: str, step: int, state: dict) -> str:
-    """Write state.pt last, then move the folder into place atomically."""
+    """Write state.pt last, then move the folder into place; a re-save keeps the old folder until the new one is in."""
     _fsync_save(state, os.path.join(tmp, STATE_FILE))
     final = checkpoint_dir(output_dir, step)
+    old = final + ".old"
     if os.path.exists(final):
-        old = final + ".old"
         if os.path.exists(old):
             shutil.rmtree(old)
-        os.replace(final, old)
-        os.replace(tmp, final)
+        os.replace(final, old)  # from here until the next rename, list_checkpoints finds step N as .old
+    os.replace(tmp, final)
+    _fsync_dir(output_dir)
+    if os.path.exists(old):
         shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
-    try:  # make the rename itself durable
-        fd = os.open(output_dir, os.O_RDONLY)
+    return final
+
+
+def _fsync_dir(path: str) -> None:
+    try:  # make the renames themselves durable
+        fd = os.open(path, os.O_RDONLY)
         os.fsync(fd)
         os.close(fd)
     except OSError:
         pass
-    return final
 
 
 def prune(output_dir: str, keep: Optional[int]) -> None:
@@ -130,15 +147,50 @@ def prune(output_dir: str, keep: Optional[int]) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def load_state(path: str) -> dict:
+def _load(path: str, what: str):
     try:
-        return torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise TrainerConfigError(f"--resume_from_checkpoint: cannot read {os.path.join(path, STATE_FILE)} ({e}); pick an older checkpoint") from e
+        raise TrainerConfigError(
+            f"--resume_from_checkpoint: cannot read {what} {path!r} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+            f"the checkpoint is damaged: resume from an older checkpoint-N folder, or start a new --output_dir"
+        ) from None
+
+
+def load_state(path: str) -> dict:
+    """state.pt of a checkpoint, checked to hold everything a resume uses (its config included)."""
+    f = os.path.join(path, STATE_FILE)
+    state = _load(f, "the training state")
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if not missing and not isinstance(state["config"], dict):
+        missing = ["config"]
+    if missing:
+        raise TrainerConfigError(
+            f"--resume_from_checkpoint: {f!r} lacks {missing} (not a state written by this trainer, or damaged); "
+            f"resume from an older checkpoint-N folder, or start a new --output_dir"
+        )
+    return state
 
 
 def load_rng(path: str, rank: int) -> Optional[dict]:
+    """rng_rank{rank}.pt of a checkpoint (None if this rank wrote none), checked before it is used."""
     f = os.path.join(path, f"rng_rank{rank}.pt")
     if not os.path.isfile(f):
         return None
-    return torch.load(f, map_location="cpu", weights_only=True)
+    state = _load(f, "the random state")
+    byte_state = lambda t: isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 1  # noqa: E731
+    ok = isinstance(state, dict) and all(k in state for k in RNG_KEYS)
+    ok = ok and all(byte_state(state[k]) for k in ("torch", "drop", "step"))
+    n, py = (state.get("numpy"), state.get("python")) if ok else (None, None)
+    ok = ok and isinstance(n, (list, tuple)) and len(n) == 5 and isinstance(n[1], torch.Tensor) and n[1].numel() == 624
+    ok = ok and isinstance(py, (list, tuple)) and len(py) == 3 and isinstance(py[1], (list, tuple)) and len(py[1]) == 625
+    if not ok:
+        raise TrainerConfigError(
+            f"--resume_from_checkpoint: {f!r} is not a random state written by this trainer (damaged?); "
+            f"resume from an older checkpoint-N folder, or start a new --output_dir"
+        )
+    return state
+
+
+def load_rank_file(path: str, name: str):
+    return _load(os.path.join(path, name), name)

@@ -6,12 +6,12 @@ cross-attention processors read K'/V' from a per-call context (see attn_processo
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import nn
 
 from ip_core.errors import AdapterMismatchError
+from ip_core.layers import layer_specs_from_unet
 
 from .attn_processor import IPAttnProcessor, IPContext
 
@@ -27,9 +27,8 @@ class AdapterKV(nn.Module):
         super().__init__()
         self.adapter = adapter
 
-    def forward(self, features: torch.Tensor = None, tokens: torch.Tensor = None):
-        if tokens is None:
-            tokens = self.adapter.project(features)
+    def forward(self, features: torch.Tensor):
+        tokens = self.adapter.project(features)
         return {spec.key_number: self.adapter.layer_kv(spec.index, tokens) for spec in self.adapter.layers}
 
 
@@ -37,11 +36,10 @@ class IPAdapterUNet(nn.Module):
     """unet (frozen diffusers UNet2DConditionModel) + adapter (ip_core IPAdapter, trainable).
 
     init_from_unet: copy each layer's to_k / to_v into to_k_ip / to_v_ip (the official trainer's init).
-    concat_tokens: also accept the official convention encoder_hidden_states = [text | image tokens] when no
-    context is set (diffusers-compat); off by default so a plain text call is the text-only model.
+    A plain UNet call (no image features) is the exact text-only model.
     """
 
-    def __init__(self, unet, adapter, init_from_unet: bool = True, concat_tokens: bool = False):
+    def __init__(self, unet, adapter, init_from_unet: bool = True):
         super().__init__()
         self.unet = unet
         self.adapter = adapter
@@ -50,15 +48,13 @@ class IPAdapterUNet(nn.Module):
         self._check_layers()
         if init_from_unet:
             self.init_from_unet()
-        self._install_processors(concat_tokens)
+        self._install_processors()
         # Not a registered child: the adapter's parameters must appear once, under "adapter.".
         object.__setattr__(self, "_kv_module", AdapterKV(adapter))
         object.__setattr__(self, "_kv_call", self._kv_module)
 
     # ------------------------------------------------------------------ setup
     def _check_layers(self):
-        from ip_core.layers import layer_specs_from_unet
-
         unet_layers = layer_specs_from_unet(self.unet)
         want = [(s.key_number, s.hidden_size) for s in unet_layers]
         have = [(s.key_number, s.hidden_size) for s in self.adapter.layers]
@@ -84,17 +80,13 @@ class IPAdapterUNet(nn.Module):
             layer.to_k_ip.weight.copy_(attn.to_k.weight.to(layer.to_k_ip.weight.dtype))
             layer.to_v_ip.weight.copy_(attn.to_v.weight.to(layer.to_v_ip.weight.dtype))
 
-    def _install_processors(self, concat_tokens: bool) -> None:
-        from diffusers.models.attention_processor import AttnProcessor2_0
-
+    def _install_processors(self) -> None:
         by_name = {name: n for n, name in self._names.items()}
         procs = {}
         for name in self.unet.attn_processors.keys():
             if name in by_name:
                 n = by_name[name]
-                procs[name] = IPAttnProcessor(
-                    n, self.adapter.ip_layers[str(n)], self.context, num_tokens=self.adapter.config.num_tokens, concat_tokens=concat_tokens
-                )
+                procs[name] = IPAttnProcessor(n, self.context)
             else:
                 procs[name] = AttnProcessor2_0()
         self.unet.set_attn_processor(procs)
@@ -112,14 +104,9 @@ class IPAdapterUNet(nn.Module):
         return [p for p in self.adapter.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------ forward
-    def forward(self, noisy_latents, timesteps, text_embeds, image_features=None, scale=1.0, image_tokens: Optional[torch.Tensor] = None):
-        """Noise prediction. image_features: encoder output the adapter projects (or image_tokens, already projected)."""
-        if image_features is None and image_tokens is None:
-            raise ValueError("IPAdapterUNet.forward needs image_features (encoder output) or image_tokens")
-        if image_tokens is not None:
-            kv = self._kv_call(tokens=image_tokens)
-        else:
-            kv = self._kv_call(image_features)
+    def forward(self, noisy_latents, timesteps, text_embeds, image_features, scale=1.0):
+        """Noise prediction. image_features: the encoder output the adapter projects; scale: lambda (float or [B])."""
+        kv = self._kv_call(image_features)
         dtype = self.unet.dtype
         self.context.kv = kv
         self.context.scale = scale

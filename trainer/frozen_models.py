@@ -2,15 +2,20 @@
 image encoder through ip_core's backends (transformers folder or OpenCLIP checkpoint)."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
 
+from ip_core import encoders
 from ip_core.errors import IPAdapterError
 
-from .config import TrainConfig, TrainerConfigError
+from .errors import TrainerConfigError
+from .train_config import TrainConfig
 
 
 @dataclass
@@ -27,20 +32,16 @@ class FrozenModels:
         return int(self.unet.config.cross_attention_dim)
 
 
-def load_sd(cfg: TrainConfig, need_all: bool = True) -> FrozenModels:
-    """UNet + DDPM scheduler (+ VAE, text encoder, tokenizer when need_all)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-
-    path = cfg.pretrained_model_name_or_path
+def load_sd(path: str, single_file_config: Optional[str] = None, need_all: bool = True) -> FrozenModels:
+    """UNet + DDPM scheduler (+ VAE, text encoder, tokenizer when need_all) from a diffusers folder, a hub id
+    or a single-file .safetensors (configs from single_file_config when offline)."""
     if os.path.isfile(path):
-        return _load_single_file(cfg, need_all)
+        return _load_single_file(path, single_file_config)
     try:
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet")
         if not need_all:
             return FrozenModels(scheduler=scheduler, unet=unet)
-        from transformers import CLIPTextModel, CLIPTokenizer
-
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder")
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae")
@@ -49,13 +50,10 @@ def load_sd(cfg: TrainConfig, need_all: bool = True) -> FrozenModels:
     return FrozenModels(scheduler=scheduler, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
 
 
-def _load_single_file(cfg: TrainConfig, need_all: bool) -> FrozenModels:
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
-
-    path = cfg.pretrained_model_name_or_path
+def _load_single_file(path: str, single_file_config: Optional[str]) -> FrozenModels:
     kwargs = dict(safety_checker=None, requires_safety_checker=False)
-    if cfg.single_file_config:
-        kwargs.update(config=cfg.single_file_config, local_files_only=True)
+    if single_file_config:
+        kwargs.update(config=single_file_config, local_files_only=True)
     try:
         pipe = StableDiffusionPipeline.from_single_file(path, **kwargs)
     except Exception as e:  # diffusers raises many kinds here (hub access, key layout)
@@ -69,28 +67,23 @@ def _load_single_file(cfg: TrainConfig, need_all: bool) -> FrozenModels:
     return FrozenModels(scheduler=scheduler, unet=pipe.unet, vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
 
 
-def image_encoder_arch(cfg: TrainConfig):
-    """--image_encoder_arch: an open_clip architecture name, or a JSON open_clip model config file (custom towers)."""
-    arch = cfg.image_encoder_arch
+def image_encoder_arch(arch: str, flag: str = "--image_encoder_arch"):
+    """An open_clip architecture name, or a JSON open_clip model config file (custom towers) read as a dict."""
     if arch.endswith(".json"):
-        import json
-
         try:
             with open(arch, "r", encoding="utf-8") as fh:
                 return json.load(fh)
-        except (OSError, ValueError) as e:
-            raise TrainerConfigError(f"--image_encoder_arch: cannot read the open_clip model config {arch!r} ({e})") from None
+        except (OSError, ValueError, RecursionError) as e:
+            raise TrainerConfigError(f"{flag}: cannot read the open_clip model config {arch!r} ({e}); give an open_clip name such as ViT-H-14 or a JSON model config") from None
     return arch
 
 
 def load_image_encoder(cfg: TrainConfig):
     """ip_core's encoder backends: a transformers CLIPVisionModelWithProjection folder, or an OpenCLIP checkpoint
     file built as --image_encoder_arch (ip_core.encoders.load_image_encoder picks by folder vs file)."""
-    from ip_core import encoders
-
     path = cfg.image_encoder_path
     try:
-        return encoders.load_image_encoder(path, arch=image_encoder_arch(cfg))
+        return encoders.load_image_encoder(path, arch=image_encoder_arch(cfg.image_encoder_arch))
     except IPAdapterError as e:
         raise type(e)(f"--image_encoder_path {path!r}: {e}") from None
     except Exception as e:

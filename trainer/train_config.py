@@ -1,28 +1,30 @@
 """Typed training configuration: every command-line flag, a config file (YAML/TOML), and checks.
 
 The official tutorial_train.py flags keep their names and defaults so its users switch by changing the
-command. Everything is checked here, before any model is loaded, so a typo costs seconds, not minutes.
+command. Every value is checked here against its field's type (whether it came from a flag, a YAML/TOML file
+or Python), then against its range, before any model is loaded, so a typo costs seconds, not minutes.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from ip_core.errors import IPAdapterError
+import yaml
 
+from ip_core.config import DEFAULT_TOKENS
+from ip_core.encoder_table import OPENCLIP_ARCHS
 
-class TrainerConfigError(IPAdapterError, ValueError):
-    """A bad flag, config file or path. The message names the flag and the fix."""
+from .datasets import expand_shards, open_rgb
+from .errors import TrainerConfigError
 
-
-VARIANTS = ("base", "plus")
-DEFAULT_TOKENS = {"base": 4, "plus": 16}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+VARIANTS = ("base", "plus", "full-face")  # the trainer's variants (ip_core.config.VARIANTS)
 
 
 @dataclass
@@ -121,8 +123,8 @@ _HELP = {
     "mixed_precision": "fp16/bf16: frozen UNet, VAE and encoders in that dtype, adapter in fp32.",
     "report_to": "tensorboard (default), wandb, comet_ml, all, or none.",
     "local_rank": "Accepted for compatibility; accelerate sets ranks.",
-    "num_tokens": "Image tokens: 4 (base) / 16 (plus) by default.",
-    "variant": "base (linear projection, 4 tokens) or plus (Resampler, 16 tokens).",
+    "num_tokens": "Image tokens: 4 (base) / 16 (plus) by default; full-face keeps every encoder token (257 for ViT-H/14).",
+    "variant": "base (linear projection, 4 tokens), plus (Resampler, 16 tokens) or full-face (MLP on all 257 hidden-state tokens).",
     "max_train_steps": "Stop after this many optimizer steps (overrides --num_train_epochs).",
     "resume_from_checkpoint": "A checkpoint folder, or 'latest' (newest complete one in output_dir).",
     "seed": "Seed for data order, drops, noise and timesteps (reproducible runs and resumes).",
@@ -130,7 +132,7 @@ _HELP = {
     "config": "YAML or TOML file with any of these settings (flag names); command-line flags win.",
     "train_shards": "webdataset tar shards (image + .txt/.json caption per key); brace patterns allowed.",
     "single_file_config": "Folder with diffusers SD1.5 configs+tokenizer for a single-file checkpoint (offline).",
-    "image_encoder_arch": "OpenCLIP architecture of an OpenCLIP checkpoint file: a name (ViT-H-14) or an open_clip model config .json.",
+    "image_encoder_arch": f"OpenCLIP architecture of an OpenCLIP checkpoint file: a name ({', '.join(OPENCLIP_ARCHS)}) or an open_clip model config .json.",
     "cache_dir": "Cache pass: store VAE latent moments, CLIP features and text embeddings here and train from them.",
     "cache_dtype": "float16 or float32 storage of the cache.",
     "export_format": "safetensors (default) or bin.",
@@ -148,19 +150,13 @@ _CHOICES = {
 }
 
 
-def _is_optional(f) -> bool:
-    return "Optional" in str(f.type) or f.default is None
-
-
-def _arg_type(f):
+def _base_type(f) -> str:
+    """'int', 'float', 'str', 'bool' or 'list' for a TrainConfig field (annotations are strings here)."""
     t = str(f.type)
-    if "int" in t and "Optional" in t:
-        return int
-    if "float" in t:
-        return float
-    if t.startswith("int"):
-        return int
-    return str
+    return t[len("Optional["):-1] if t.startswith("Optional[") else t
+
+
+_ARG_TYPES = {"int": int, "float": float, "str": str}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.name in ("validation_image", "validation_prompt"):
             kw["nargs"] = "+"
         else:
-            kw["type"] = _arg_type(f)
+            kw["type"] = _ARG_TYPES[_base_type(f)]
             if f.name in _CHOICES:
                 kw["choices"] = _CHOICES[f.name]
         parser.add_argument(flag, **kw)
@@ -190,13 +186,9 @@ def read_config_file(path: str) -> dict:
     suffix = os.path.splitext(path)[1].lower()
     try:
         if suffix == ".toml":
-            import tomllib
-
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
         elif suffix in (".yaml", ".yml"):
-            import yaml
-
             with open(path, "r", encoding="utf-8") as fh:
                 data = yaml.safe_load(fh) or {}
         elif suffix == ".json":
@@ -210,6 +202,9 @@ def read_config_file(path: str) -> dict:
         raise TrainerConfigError(f"--config: cannot parse {path!r}: {e}") from e
     if not isinstance(data, dict):
         raise TrainerConfigError(f"--config: {path!r} must hold a mapping of setting names to values")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise TrainerConfigError(f"--config: {path!r} has non-text setting name(s) {bad[:3]}; use the flag names")
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
@@ -224,33 +219,73 @@ def parse_train_args(argv=None) -> TrainConfig:
     env_rank = int(os.environ.get("LOCAL_RANK", -1))
     if env_rank != -1:
         values["local_rank"] = env_rank
-    cfg = TrainConfig.from_dict(values)
-    _coerce(cfg)
-    return cfg
+    return typed(TrainConfig.from_dict(values))
 
 
-def _coerce(cfg: TrainConfig) -> None:
-    """Config files may hold strings or single values where lists/numbers are expected."""
-    for name in ("validation_image", "validation_prompt"):
-        v = getattr(cfg, name)
-        if v is None:
-            setattr(cfg, name, [])
-        elif isinstance(v, str):
-            setattr(cfg, name, [v])
-    for f in fields(cfg):
+# ---------------------------------------------------------------------------------------------- types
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _typed(name: str, kind: str, v):
+    """v as the field's type, or TrainerConfigError. Never truncates (2.9 is not an int) or guesses."""
+    flag = f"--{name}"
+    if kind == "bool":
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().lower() in _TRUE + _FALSE:
+            return v.strip().lower() in _TRUE
+        raise TrainerConfigError(f"{flag}: {v!r} is not true or false")
+    if kind == "int":
+        if isinstance(v, str):
+            try:
+                v = int(v.strip(), 10)
+            except ValueError:
+                raise TrainerConfigError(f"{flag}: {v!r} is not a whole number") from None
+        if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TrainerConfigError(f"{flag}: {v!r} is not a whole number (give e.g. {flag} 8; fractions are not rounded)")
+        return v
+    if kind == "float":
+        if isinstance(v, str):
+            try:
+                v = float(v.strip())
+            except ValueError:
+                raise TrainerConfigError(f"{flag}: {v!r} is not a number") from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TrainerConfigError(f"{flag}: {v!r} is not a number")
+        if not math.isfinite(v):
+            raise TrainerConfigError(f"{flag}: {v!r} is not a finite number")
+        return float(v)
+    if kind == "str":
+        if not isinstance(v, str):
+            raise TrainerConfigError(
+                f"{flag}: {v!r} is a {type(v).__name__}, not text; in a config file, quote it ({name}: \"{v}\")"
+            )
+        return v
+    if kind == "list":  # validation_image / validation_prompt: one text or a list of texts
+        items = [v] if isinstance(v, str) else v
+        if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
+            raise TrainerConfigError(f"{flag}: {v!r} is not a text or a list of texts")
+        return list(items)
+    raise AssertionError(f"TrainConfig.{name}: no rule for type {kind}")  # a new field needs a rule above
+
+
+def typed(cfg: TrainConfig) -> TrainConfig:
+    """A copy of cfg with every value checked against (and converted to) its field's type."""
+    values = {}
+    for f in fields(TrainConfig):
         v = getattr(cfg, f.name)
-        t = str(f.type)
-        if v is None or f.name in ("validation_image", "validation_prompt"):
+        if v is None and f.name in ("validation_image", "validation_prompt"):
+            v = []
+        if v is None and (str(f.type).startswith("Optional[") or f.default is None):
+            values[f.name] = None
             continue
-        try:
-            if t in ("int", "Optional[int]") and not isinstance(v, bool):
-                setattr(cfg, f.name, int(v))
-            elif t in ("float", "Optional[float]"):
-                setattr(cfg, f.name, float(v))
-            elif t == "bool" and isinstance(v, str):
-                setattr(cfg, f.name, v.lower() in ("1", "true", "yes", "on"))
-        except (TypeError, ValueError):
-            raise TrainerConfigError(f"--{f.name}: {v!r} is not a valid {t.replace('Optional[', '').rstrip(']')}") from None
+        if v is None:
+            raise TrainerConfigError(f"--{f.name}: a value is required (default {f.default!r})")
+        values[f.name] = _typed(f.name, _base_type(f), v)
+    return TrainConfig(**values)
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -264,7 +299,13 @@ def _require(cond: bool, msg: str) -> None:
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check every setting and path. Never loads a model. Returns cfg for chaining."""
+    """Check every setting's type, range and path. Never loads a model. Returns the checked (typed) copy."""
+    cfg = typed(cfg)
+    _require(
+        not os.path.exists(cfg.output_dir) or os.path.isdir(cfg.output_dir),
+        f"--output_dir: {cfg.output_dir!r} exists and is not a folder; give a folder path (it is created if missing)",
+    )
+    _require(bool(cfg.output_dir), "--output_dir: give a folder for checkpoints and exports")
     _require(bool(cfg.pretrained_model_name_or_path), "--pretrained_model_name_or_path is required: a diffusers SD1.5 folder or single-file .safetensors")
     p = cfg.pretrained_model_name_or_path
     if os.path.isdir(p):
@@ -315,8 +356,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if cfg.data_root_path:
             _require(os.path.isdir(cfg.data_root_path), f"--data_root_path: no such folder {cfg.data_root_path!r}")
     if has_shards:
-        from .data import expand_shards
-
         shards = expand_shards(cfg.train_shards)
         missing = [s for s in shards if not os.path.isfile(s)]
         _require(not missing, f"--train_shards: {len(missing)} of {len(shards)} shard(s) missing, first {missing[:3]}")
@@ -327,7 +366,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     # numbers
     _require(cfg.variant in VARIANTS, f"--variant: {cfg.variant!r} is not one of {list(VARIANTS)}")
     _require(cfg.resolution >= 8 and cfg.resolution % 8 == 0, f"--resolution: {cfg.resolution} must be a positive multiple of 8 (the VAE downsamples by 8)")
-    _require(cfg.learning_rate > 0, f"--learning_rate: {cfg.learning_rate} must be > 0")
+    _require(cfg.learning_rate > 0, f"--learning_rate: {cfg.learning_rate} must be > 0 (the official value is 1e-4)")
     _require(cfg.weight_decay >= 0, f"--weight_decay: {cfg.weight_decay} must be >= 0")
     _require(cfg.train_batch_size >= 1, f"--train_batch_size: {cfg.train_batch_size} must be >= 1")
     _require(cfg.num_train_epochs >= 1, f"--num_train_epochs: {cfg.num_train_epochs} must be >= 1")
@@ -338,7 +377,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _require(cfg.max_train_steps is None or cfg.max_train_steps >= 1, f"--max_train_steps: {cfg.max_train_steps} must be >= 1")
     _require(cfg.tokens() >= 1, f"--num_tokens: {cfg.num_tokens} must be >= 1")
     _require(cfg.shuffle_buffer >= 1, f"--shuffle_buffer: {cfg.shuffle_buffer} must be >= 1")
-    rates = (cfg.i_drop_rate, cfg.t_drop_rate, cfg.ti_drop_rate)
+    rates = (cfg.i_drop_rate, cfg.t_drop_rate, cfg.ti_drop_rate)  # finite: typed() refused inf / nan
     _require(all(r >= 0 for r in rates) and sum(rates) <= 1, f"drop rates {rates} must be >= 0 and sum to <= 1 (--i_drop_rate, --t_drop_rate, --ti_drop_rate)")
     _require(cfg.mixed_precision in (None, "no", "fp16", "bf16"), f"--mixed_precision: {cfg.mixed_precision!r} is not one of no, fp16, bf16")
     _require(cfg.export_format in ("safetensors", "bin"), f"--export_format: {cfg.export_format!r} is not safetensors or bin")
@@ -346,8 +385,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _require(cfg.checkpoints_total_limit is None or cfg.checkpoints_total_limit >= 1, "--checkpoints_total_limit must be >= 1")
     _require(cfg.validation_steps >= 0, f"--validation_steps: {cfg.validation_steps} must be >= 0")
     _require(cfg.validation_num_inference_steps >= 1, "--validation_num_inference_steps must be >= 1")
+    _require(cfg.num_validation_images >= 1, f"--num_validation_images: {cfg.num_validation_images} must be >= 1")
     for img in cfg.validation_image:
         _require(os.path.isfile(img), f"--validation_image: no such file {img!r}")
+        try:
+            open_rgb(img)
+        except Exception as e:
+            raise TrainerConfigError(f"--validation_image: {img!r} is not a readable image ({type(e).__name__}); give a .png/.jpg file") from None
     _require(
         not cfg.validation_prompt or cfg.validation_image,
         "--validation_prompt needs --validation_image (IP-Adapter samples are conditioned on a reference image)",
