@@ -313,8 +313,17 @@ def read_tensor_file(path, folder: str = "models/ipadapter", safe_alternative: s
     to use instead when a pickle is refused.
     """
     path = Path(path)
+    if path.is_dir():
+        raise AdapterFileError(f"{path}: a folder, not a file; give the weights file inside it.")
     if not path.is_file():
         raise AdapterFileError(f"{path}: no such file. Check the path, or put the file in ComfyUI's {folder} folder.")
+    try:
+        return _read_checked(path, safe_alternative)
+    except OSError as e:  # permissions, a file removed while reading, I/O errors
+        raise AdapterFileError(f"{path.name}: cannot be read ({e.strerror or e}); check the file and its permissions.") from None
+
+
+def _read_checked(path: Path, safe_alternative: str):
     size = path.stat().st_size
     if size == 0:
         raise AdapterFileError(f"{path.name}: the file is empty (an interrupted download?); {_REMEDY}.")
