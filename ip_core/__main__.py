@@ -1,4 +1,9 @@
-"""Command line: `python -m ip_core inspect FILE... [--json]` and `python -m ip_core example DIR`."""
+"""Command line: `python -m ip_core inspect FILE... [--json]` and `python -m ip_core example DIR`.
+
+Exit codes: 0 success; 1 an expected failure (a file that cannot be used, a folder that cannot be written: the
+message says why and what to do); 2 usage errors (argparse) and unexpected internal errors (a short message on
+stderr, the traceback in the log file it names).
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +13,7 @@ from pathlib import Path
 
 from .checkpoint import load_adapter_state_dict, sniff_format
 from .config import detect_config, make_config
-from .errors import IPAdapterError
+from .errors import IPAdapterError, log_unexpected, unexpected_message
 from .layers import layer_specs
 
 SAFETY = {
@@ -23,7 +28,10 @@ def inspect_file(path) -> dict:
     path = Path(path)
     info = {"file": str(path), "ok": False}
     try:
-        fmt = sniff_format(path) if path.is_file() and path.stat().st_size else "missing or empty"
+        try:
+            fmt = sniff_format(path) if path.is_file() and path.stat().st_size else "missing or empty"
+        except OSError:
+            fmt = "unreadable"
         info["format"] = fmt
         sd = load_adapter_state_dict(path)
         info["safe_to_load"] = SAFETY.get(fmt, "no")
@@ -31,6 +39,10 @@ def inspect_file(path) -> dict:
     except IPAdapterError as e:
         info["error"] = str(e)
         info.setdefault("safe_to_load", "refused" if "refused" in str(e) else "n/a")
+        return info
+    except Exception as e:  # one file's bug must not hide the report on the others
+        info["error"] = unexpected_message(f"inspect {path.name}", e, log_unexpected(e, f"python -m ip_core inspect {path}"))
+        info.setdefault("safe_to_load", "n/a")
         return info
     params = sum(t.numel() for part in sd.values() for t in part.values())
     dtypes = sorted({str(t.dtype).replace("torch.", "") for part in sd.values() for t in part.values()})
@@ -96,16 +108,37 @@ def main(argv=None) -> int:
     e = sub.add_parser("example", help="write random-weight adapter files in the released layouts to DIR")
     e.add_argument("dir")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except IPAdapterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        print(unexpected_message(f"python -m ip_core {args.command}", e, log_unexpected(e, f"python -m ip_core {args.command}")),
+              file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     if args.command == "example":
-        for path in write_examples(args.dir):
+        try:
+            paths = write_examples(args.dir)
+        except OSError as e:
+            raise IPAdapterError(f"cannot write the example files to {args.dir} ({e.strerror or e}); give a writable folder.") from None
+        for path in paths:
             print(path)
         return 0
-    infos = [inspect_file(f) for f in args.files]
+    infos = []
+    for f in args.files:
+        info = inspect_file(f)
+        infos.append(info)
+        if not args.json:
+            _print_text(info)  # as each file is read, so a long run shows progress
     if args.json:
         print(json.dumps(infos, indent=2))
-    else:
-        for info in infos:
-            _print_text(info)
     return 0 if all(i["ok"] for i in infos) else 1
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from .checkpoint import load_adapter_state_dict, save_adapter_state_dict
 from .config import AdapterConfig, detect_config
-from .errors import AdapterFileError
+from .errors import AdapterFileError, IPAdapterError
 from .layers import LayerSpec
 from .projection import build_projection
 
@@ -99,7 +99,7 @@ def load_adapter(path, device: Union[str, torch.device] = "cpu", dtype: Optional
     sd = load_adapter_state_dict(path)
     try:
         config = detect_config(sd)
-    except Exception as e:
+    except IPAdapterError as e:
         raise type(e)(f"{path.name}: {e}") from None
     adapter = IPAdapter.from_state_dict(sd, config, source=path.name)
     return adapter.to(device=device, dtype=dtype).eval()

@@ -5,8 +5,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+import torch
+
 from .encoder_table import IMAGE_EMBEDS, PENULTIMATE, encoder_name_for
-from .errors import UnsupportedAdapterError
+from .errors import AdapterFileError, UnsupportedAdapterError
 from .layers import BASE_MODEL_NAMES, CONTEXT_DIMS, LayerSpec, custom_layer_specs, layer_specs
 
 VARIANTS = ("base", "plus", "full-face")
@@ -133,13 +135,29 @@ def _base_model_for(context_dim: int, layers: list) -> str:
 
 def _shape(sd: dict, key: str):
     t = sd.get(key)
-    return tuple(t.shape) if t is not None else None
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else None
+
+
+def _dims(part: dict, part_name: str, key: str, ndim: int, variant: str) -> tuple:
+    """The shape of one tensor the detected layout relies on: present, `ndim`-dimensional, no empty dimension."""
+    t = part.get(key)
+    if not isinstance(t, torch.Tensor):
+        raise AdapterFileError(
+            f"{part_name}.{key} is missing, but the other {part_name} keys look like a {variant} adapter; "
+            f"the file is incomplete or damaged: download it again. {_summary({part_name: part})}"
+        )
+    if t.ndim != ndim or min(t.shape) < 1:
+        raise AdapterFileError(
+            f"{part_name}.{key} has shape {list(t.shape)}; a {variant} adapter needs a {ndim}-D tensor with no empty "
+            "dimension there. The file is damaged or not an IP-Adapter: download it again."
+        )
+    return tuple(t.shape)
 
 
 def _summary(sd: dict) -> str:
     proj = sorted(sd.get("image_proj", {}))
     ip = sorted(sd.get("ip_adapter", {}))
-    shown = ", ".join(f"{k}{list(sd['image_proj'][k].shape)}" for k in proj[:6])
+    shown = ", ".join(f"{k}{list(getattr(sd['image_proj'][k], 'shape', []))}" for k in proj[:6])
     return (
         f"image_proj has {len(proj)} tensors ({shown}{', ...' if len(proj) > 6 else ''}); "
         f"ip_adapter has {len(ip)} tensors (e.g. {', '.join(ip[:3])})"
@@ -147,17 +165,27 @@ def _summary(sd: dict) -> str:
 
 
 _IP_KEY = re.compile(r"^(\d+)\.(to_k_ip|to_v_ip)\.weight$")
+_RESAMPLER_LAYER = re.compile(r"^layers\.(\d+)\.")
+
+
+def _whole(numerator: int, denominator: int, what: str) -> int:
+    if numerator % denominator:
+        raise UnsupportedAdapterError(f"{what}: {numerator} is not a multiple of {denominator}; the file is damaged or not an IP-Adapter.")
+    return numerator // denominator
 
 
 def detect_config(sd: dict) -> AdapterConfig:
     """Read the variant, base model, token count and encoder needs from an adapter state dict.
 
-    `sd` is {"image_proj": {...}, "ip_adapter": {...}} as ip_core.checkpoint loads it.
+    `sd` is {"image_proj": {...}, "ip_adapter": {...}} as ip_core.checkpoint loads it. Every tensor of the
+    detected layout is then checked against the shapes that layout needs (check_layout), so what passes
+    here builds and runs.
     """
     proj = sd.get("image_proj") or {}
     ip = sd.get("ip_adapter") or {}
+    face = _shape(proj, "proj.0.weight")
     if any("lora" in k for k in ip) or any(k.startswith("perceiver_resampler") for k in proj) or (
-        _shape(proj, "proj.0.weight") is not None and _shape(proj, "proj.0.weight")[1] == 512
+        face is not None and len(face) == 2 and face[1] == 512
     ):
         raise UnsupportedAdapterError(
             "this is an IP-Adapter FaceID file (LoRA weights / insightface 512-d face embedding input); "
@@ -169,8 +197,8 @@ def detect_config(sd: dict) -> AdapterConfig:
     resampler = None
     if "proj.weight" in proj and "norm.weight" in proj:
         variant = "base"
-        out_features, encoder_width = _shape(proj, "proj.weight")
-        context_dim = _shape(proj, "norm.weight")[0]
+        out_features, encoder_width = _dims(proj, "image_proj", "proj.weight", 2, variant)
+        (context_dim,) = _dims(proj, "image_proj", "norm.weight", 1, variant)
         if out_features % context_dim:
             raise UnsupportedAdapterError(
                 f"image_proj.proj.weight {list(_shape(proj, 'proj.weight'))} is not a whole number of "
@@ -179,24 +207,26 @@ def detect_config(sd: dict) -> AdapterConfig:
         num_tokens = out_features // context_dim
     elif "latents" in proj and "proj_in.weight" in proj:
         variant = "plus"
-        _, num_queries, dim = _shape(proj, "latents")
-        inner_dim = _shape(proj, "layers.0.0.to_q.weight")[0]
-        depth = len({k.split(".")[1] for k in proj if k.startswith("layers.")})
-        ff_hidden = _shape(proj, "layers.0.1.1.weight")[0]
-        context_dim, _ = _shape(proj, "proj_out.weight")
-        encoder_width = _shape(proj, "proj_in.weight")[1]
+        _, num_queries, dim = _dims(proj, "image_proj", "latents", 3, variant)
+        inner_dim = _dims(proj, "image_proj", "layers.0.0.to_q.weight", 2, variant)[0]
+        indices = {int(m.group(1)) for k in proj if (m := _RESAMPLER_LAYER.match(k))}
+        depth = max(indices) + 1
+        ff_hidden = _dims(proj, "image_proj", "layers.0.1.1.weight", 2, variant)[0]
+        context_dim, _ = _dims(proj, "image_proj", "proj_out.weight", 2, variant)
+        encoder_width = _dims(proj, "image_proj", "proj_in.weight", 2, variant)[1]
         dim_head = 64  # every released Resampler uses 64-wide heads; heads = inner width / 64
         if inner_dim % dim_head:
             dim_head = inner_dim
         resampler = ResamplerConfig(
             dim=dim, depth=depth, dim_head=dim_head, heads=inner_dim // dim_head, num_queries=num_queries,
-            embedding_dim=encoder_width, output_dim=context_dim, ff_mult=ff_hidden // dim,
+            embedding_dim=encoder_width, output_dim=context_dim,
+            ff_mult=_whole(ff_hidden, dim, "the Resampler's feed-forward width over its width"),
         )
         num_tokens = num_queries
     elif "proj.0.weight" in proj and "proj.2.weight" in proj and "proj.3.weight" in proj:
         variant = "full-face"
-        encoder_width = _shape(proj, "proj.0.weight")[1]
-        context_dim = _shape(proj, "proj.2.weight")[0]
+        encoder_width = _dims(proj, "image_proj", "proj.0.weight", 2, variant)[1]
+        context_dim = _dims(proj, "image_proj", "proj.2.weight", 2, variant)[0]
         num_tokens = FULL_FACE_TOKENS
     else:
         raise UnsupportedAdapterError(f"unknown image projection layout: {_summary(sd)}")
@@ -207,9 +237,10 @@ def detect_config(sd: dict) -> AdapterConfig:
         if not m:
             raise UnsupportedAdapterError(f"unexpected ip_adapter key {key!r}: {_summary(sd)}")
         n = int(m.group(1))
-        if t.ndim != 2 or t.shape[1] != context_dim:
+        if not isinstance(t, torch.Tensor) or t.ndim != 2 or min(t.shape) < 1 or t.shape[1] != context_dim:
+            shape = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise UnsupportedAdapterError(
-                f"ip_adapter.{key} has shape {list(t.shape)} but the projection makes {context_dim}-wide tokens; "
+                f"ip_adapter.{key} has shape {shape} but the projection makes {context_dim}-wide tokens; "
                 "the file mixes two adapters or is damaged."
             )
         layers.setdefault(n, {})[m.group(2)] = t.shape[0]
@@ -227,4 +258,30 @@ def detect_config(sd: dict) -> AdapterConfig:
             f"numbered {expected[0].key_number}..{expected[-1].key_number}, but the file has {len(numbers)} layers "
             f"({numbers[:4]}...) with widths {sorted(set(hidden))}; the file is incomplete or damaged."
         )
-    return _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, numbers, hidden)
+    config = _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, numbers, hidden)
+    check_layout(sd, config)
+    return config
+
+
+def check_layout(sd: dict, config: AdapterConfig) -> None:
+    """Every image_proj tensor the layout needs, of the shape it needs, and nothing else (before any is used)."""
+    from .projection import build_projection  # projection builds on this module's config
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_projection(config).state_dict().items()}
+    got = sd.get("image_proj") or {}
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = [f"{k} {list(got[k].shape)} (expected {list(expected[k])})" for k in sorted(expected) if k in got and tuple(got[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing (e.g. {', '.join(missing[:3])})")
+    if wrong:
+        problems.append(f"{len(wrong)} of other shapes (e.g. {'; '.join(wrong[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    if problems:
+        raise AdapterFileError(
+            f"weights do not fit the detected layout ({config.description}): image_proj has {'; '.join(problems)}. "
+            "The file is incomplete, damaged or mixes two adapters: download it again."
+        )

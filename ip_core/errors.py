@@ -1,4 +1,20 @@
-"""Error types. Every message names the problem and the remedy; callers (nodes, trainer) show them as-is."""
+"""Error types. Every message names the problem and the remedy; callers (nodes, trainer) show them as-is.
+
+Entry points (the CLI commands, each node) have one boundary: an IPAdapterError is an expected failure and is
+shown as it is; anything else is a bug, reported in one short line while its traceback goes to a log file
+(log_unexpected), so users see what to do and maintainers get what they need.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Optional
+
+LOG_DIR_ENV = "IPADAPTER_LOG_DIR"  # where log_unexpected writes; the system temp folder by default
+LOG_NAME = "ipadapter-errors.log"
 
 
 class IPAdapterError(Exception):
@@ -15,3 +31,28 @@ class UnsupportedAdapterError(IPAdapterError):
 
 class AdapterMismatchError(IPAdapterError):
     """Two things that must fit do not: adapter vs image encoder, adapter vs base model, embeds vs adapter."""
+
+
+def log_unexpected(exc: BaseException, where: str, log_dir: Optional[str] = None) -> Optional[Path]:
+    """Append `exc`'s traceback to ipadapter-errors.log (in log_dir, $IPADAPTER_LOG_DIR or the temp folder).
+
+    Returns the log's path, or None when it cannot be written (the short message then says so).
+    """
+    path = Path(log_dir or os.environ.get(LOG_DIR_ENV) or tempfile.gettempdir()) / LOG_NAME
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"--- {stamp} {where}\n{''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))}\n")
+    except OSError:
+        return None
+    return path
+
+
+def unexpected_message(where: str, exc: BaseException, log_path: Optional[Path]) -> str:
+    """One line for an unexpected failure: what broke, that it is a bug, and where its traceback is."""
+    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+    where_log = f"the traceback is in {log_path}" if log_path else "the traceback could not be written to a log file"
+    return (
+        f"{where}: unexpected internal error ({type(exc).__name__}{': ' + detail if detail else ''}). This is a bug in "
+        f"the IP-Adapter code, not something to fix in your input; {where_log}. Please report it with that file."
+    )

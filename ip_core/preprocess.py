@@ -21,6 +21,7 @@ exactly that, so "center" mode reproduces it exactly instead of approximating it
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -42,16 +43,22 @@ def _bicubic(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x < 1.0, near, torch.where(x < 2.0, far, torch.zeros_like(x)))
 
 
-def _pil_coefficients(in_size: int, out_size: int, device) -> torch.Tensor:
-    """[out_size, in_size] matrix of PIL's integer bicubic coefficients (precompute_coeffs + normalize_coeffs_8bpc)."""
+def _pil_coefficients(in_size: int, out_size: int, device, first: int = 0, count: Optional[int] = None):
+    """PIL's integer bicubic coefficients (precompute_coeffs + normalize_coeffs_8bpc) for outputs
+    first..first+count-1 of an in_size -> out_size resize, as (taps, weights, lo, hi): output i reads input
+    lo + taps[i, k] with weight weights[i, k] ([count, ksize] each; padding taps have weight 0), and lo..hi
+    spans every input these outputs read. Each output's coefficients depend only on its own position, so a
+    slice of the outputs is exactly that slice of the full resize, at a cost bounded by the slice."""
+    count = out_size - first if count is None else count
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = 2.0 * filterscale
     ksize = int(math.ceil(support)) * 2 + 1
-    center = (torch.arange(out_size, dtype=torch.float64) + 0.5) * scale
+    center = (torch.arange(first, first + count, dtype=torch.float64) + 0.5) * scale
     # C's (int) cast truncates towards zero; negatives are clamped to 0 right after, so trunc == PIL here.
     xmin = torch.trunc(center - support + 0.5).clamp(min=0)
     xmax = torch.trunc(center + support + 0.5).clamp(max=in_size)
+    lo, hi = int(xmin.min()), int(xmax.max())
     taps = xmin[:, None] + torch.arange(ksize, dtype=torch.float64)[None]
     valid = taps < xmax[:, None]
     w = _bicubic((taps - center[:, None] + 0.5) / filterscale) * valid
@@ -60,28 +67,76 @@ def _pil_coefficients(in_size: int, out_size: int, device) -> torch.Tensor:
     scaled = w * float(1 << _PRECISION_BITS)
     # C's (int)(v +- 0.5): round half away from zero.
     scaled = torch.where(scaled < 0, torch.ceil(scaled - 0.5), torch.floor(scaled + 0.5))
-    matrix = torch.zeros(out_size, in_size + ksize, dtype=torch.float64)
-    matrix.scatter_(1, taps.long(), scaled)
-    return matrix[:, :in_size].to(device)
+    # Padding taps (weight 0) may point past the input: any in-range index gives 0 * pixel = 0.
+    index = (taps - lo).clamp(max=hi - lo - 1).long()
+    return index.to(device), scaled.to(device), lo, hi
 
 
-def _pil_pass(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
-    # x [..., n_in] of integers 0..255 (float64); PIL adds 2**(bits-1) then shifts right: floor division by 2**bits.
-    acc = x @ coeffs.T + float(1 << (_PRECISION_BITS - 1))
-    return torch.floor(acc / float(1 << _PRECISION_BITS)).clamp_(0, 255)
+def _round_pass(acc: torch.Tensor) -> torch.Tensor:
+    # PIL adds 2**(bits-1) then shifts right: floor division by 2**bits, clipped to 8 bits.
+    return torch.floor((acc + float(1 << (_PRECISION_BITS - 1))) / float(1 << _PRECISION_BITS)).clamp_(0, 255)
+
+
+def _dense(index: torch.Tensor, weights: torch.Tensor, width: int) -> torch.Tensor:
+    """[count, width] coefficient matrix (padding taps add 0). Integer sums below 2**53 are exact in float64,
+    so a matmul with it equals PIL's int32 accumulation."""
+    return torch.zeros(index.shape[0], width, dtype=torch.float64, device=index.device).scatter_add_(1, index, weights)
+
+
+_CHUNK_ELEMENTS = 1 << 20  # input values per step of the horizontal pass (8 MB of float64 per temporary)
+
+
+def _resize_region(image: torch.Tensor, to_8bit, height: int, width: int, rows: tuple, cols: tuple) -> torch.Tensor:
+    """Rows rows[0]..rows[0]+rows[1]-1 and columns cols[0].. of PIL's `resize((width, height), BICUBIC)`.
+
+    image: [H, W, C] (any dtype, any size); to_8bit maps a slice of it to float64 integers 0..255 [h, w, C].
+    Returns [C, rows[1], cols[1]] float64. Horizontal pass then vertical, each rounded to 8 bits, as PIL does.
+    Only the input rows and columns the requested outputs read are touched, a chunk of rows at a time, and the
+    vertical pass accumulates per chunk (its sums are integers below 2**53, so any order is exact). Memory:
+    the coefficient matrices (outputs x inputs read) and one chunk, whatever the image's size or aspect.
+    """
+    in_h, in_w = image.shape[0], image.shape[1]
+    device = image.device
+    if in_w != width:  # PIL skips a pass whose size does not change
+        index, weights, x0, x1 = _pil_coefficients(in_w, width, device, *cols)
+        hcoeffs = _dense(index, weights, x1 - x0)
+    else:
+        hcoeffs, x0, x1 = None, cols[0], cols[0] + cols[1]
+    if in_h != height:
+        index, weights, y0, y1 = _pil_coefficients(in_h, height, device, *rows)
+        vcoeffs = _dense(index, weights, y1 - y0)
+    else:
+        vcoeffs, y0, y1 = None, rows[0], rows[0] + rows[1]
+    step = max(1, _CHUNK_ELEMENTS // max(1, (x1 - x0) * image.shape[2]))
+    parts, acc = [], None
+    for r in range(y0, y1, step):
+        chunk = to_8bit(image[r : min(r + step, y1), x0:x1]).permute(2, 0, 1)  # [C, rows, cols]
+        if hcoeffs is not None:
+            chunk = _round_pass(chunk @ hcoeffs.T)
+        if vcoeffs is None:
+            parts.append(chunk)
+        else:
+            part = chunk.transpose(-1, -2) @ vcoeffs[:, r - y0 : r - y0 + chunk.shape[1]].T  # [C, cols, out rows]
+            acc = part if acc is None else acc.add_(part)
+    if vcoeffs is None:
+        return torch.cat(parts, dim=1)
+    return _round_pass(acc).transpose(-1, -2)
 
 
 def pil_bicubic_resize(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """PIL `Image.resize((width, height), BICUBIC)` on 8-bit values: pixels [B, C, H, W] float64 holding integers 0..255."""
-    if pixels.shape[-1] != width:  # PIL skips a pass whose size does not change
-        pixels = _pil_pass(pixels, _pil_coefficients(pixels.shape[-1], width, pixels.device))
-    if pixels.shape[-2] != height:
-        coeffs = _pil_coefficients(pixels.shape[-2], height, pixels.device)
-        pixels = _pil_pass(pixels.transpose(-1, -2), coeffs).transpose(-1, -2)
-    return pixels
+    return torch.stack([
+        _resize_region(img.permute(1, 2, 0), lambda x: x.to(torch.float64), height, width, (0, height), (0, width))
+        for img in pixels
+    ])
+
+
+MAX_IMAGE_SIDE = 16384  # pixels per side (ComfyUI's own MAX_RESOLUTION); memory stays bounded below it
+MAX_SIZE = 2048  # the encoder's input side (224 for ViT-H/14 and ViT-bigG/14, 336 for ViT-L/14-336)
 
 
 def _check_images(images) -> torch.Tensor:
+    """A validated [B, H, W, 3] view of the input (nothing copied: the 8-bit conversion happens per chunk)."""
     if not isinstance(images, torch.Tensor):
         raise IPAdapterError(
             f"preprocess_images expects a torch tensor [batch, height, width, channels] (a ComfyUI IMAGE), got a {type(images).__name__}. "
@@ -99,6 +154,11 @@ def _check_images(images) -> torch.Tensor:
         raise IPAdapterError("preprocess_images got an empty batch (0 images); connect at least one reference image.")
     if h == 0 or w == 0:
         raise IPAdapterError(f"preprocess_images got images of size {h}x{w} pixels; a reference image needs at least 1x1 pixel.")
+    if max(h, w) > MAX_IMAGE_SIDE:
+        raise IPAdapterError(
+            f"the reference image is {w}x{h} pixels (width x height); the largest side accepted is {MAX_IMAGE_SIDE} pixels. "
+            "Downscale it first (e.g. an Upscale Image / ImageScale node): the encoder sees it at 224 pixels anyway."
+        )
     if c == 1:
         images = images.expand(b, h, w, 3)
     elif c != 3:
@@ -114,13 +174,23 @@ def _check_images(images) -> torch.Tensor:
             f"{tuple(images.shape)}.{hint}"
         )
     if images.dtype == torch.uint8:
-        return images.to(torch.float64)
-    if not images.is_floating_point():
+        return images
+    if not images.is_floating_point() or images.is_complex():
         raise IPAdapterError(f"preprocess_images expects float images with values 0..1 (or uint8 0..255), got dtype {images.dtype}.")
-    if torch.isnan(images).any():
+    flat = images.reshape(-1) if images.is_contiguous() else None
+    chunks = (flat[i : i + _CHUNK_ELEMENTS] for i in range(0, flat.numel(), _CHUNK_ELEMENTS)) if flat is not None else (
+        img for img in images)
+    if any(bool(torch.isnan(chunk).any()) for chunk in chunks):
         raise IPAdapterError("the reference image contains NaN values; check the node that produced it (values must be 0..1).")
-    # 8-bit first, as CLIPImageProcessor (PIL) and ComfyUI's clip_preprocess do; out-of-range values are clipped.
-    return torch.round(images.to(torch.float64) * 255.0).clamp_(0, 255)
+    return images
+
+
+def _to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """A slice of the image as float64 integers 0..255, as CLIPImageProcessor (PIL) and ComfyUI's clip_preprocess
+    see it: 0..1 floats rounded to 8 bits, out-of-range values clipped; uint8 as it is."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float64)
+    return torch.round(x.to(torch.float64) * 255.0).clamp_(0, 255)
 
 
 def _target_size(h: int, w: int, size: int, mode: str) -> tuple[int, int]:
@@ -142,25 +212,26 @@ def preprocess_images(images, mode: str = "center", size: int = 224) -> torch.Te
 
     mode "center" equals CLIPImageProcessor() (PIL) on the 8-bit image exactly (up to float32 rounding of the
     normalisation); "pad" keeps the whole image and fills with the mean colour; "squash" ignores the aspect.
-    The result is on the input's device (computed on the CPU for devices without float64).
+    The result is on the input's device (computed on the CPU for devices without float64). Images up to
+    MAX_IMAGE_SIDE pixels per side; the memory used beyond the input is bounded (tens of MB), whatever the
+    size or aspect: only the pixels the crop keeps are computed, a chunk of rows at a time.
     """
     if mode not in MODES:
         raise IPAdapterError(f"unknown crop mode {mode!r}; use one of {', '.join(MODES)}.")
-    if not isinstance(size, int) or size < 1:
-        raise IPAdapterError(f"size must be a positive number of pixels (224 for ViT-H/14 and ViT-bigG/14), got {size!r}.")
-    pixels = _check_images(images)
-    out_device = pixels.device
-    if pixels.device.type not in ("cpu", "cuda"):
-        pixels = pixels.cpu()  # e.g. MPS has no float64, and exact integer sums need it
-    pixels = pixels.permute(0, 3, 1, 2)
-    _, _, h, w = pixels.shape
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE:
+        raise IPAdapterError(f"size must be a positive number of pixels, at most {MAX_SIZE} (224 for ViT-H/14 and ViT-bigG/14), got {size!r}.")
+    images = _check_images(images)
+    out_device = images.device
+    if images.device.type not in ("cpu", "cuda"):
+        images = images.cpu()  # e.g. MPS has no float64, and exact integer sums need it
+    _, h, w, _ = images.shape
     th, tw = _target_size(h, w, size, mode)
-    pixels = pil_bicubic_resize(pixels, th, tw)
-
     if mode == "center":
-        # transformers center_crop: top/left offsets floor((resized - crop) / 2).
-        top, left = (th - size) // 2, (tw - size) // 2
-        pixels = pixels[:, :, top : top + size, left : left + size]
+        # transformers center_crop: top/left offsets floor((resized - crop) / 2); only that window is computed.
+        rows, cols = ((th - size) // 2, size), ((tw - size) // 2, size)
+    else:
+        rows, cols = (0, th), (0, tw)
+    pixels = torch.stack([_resize_region(img, _to_8bit, th, tw, rows, cols) for img in images])
 
     # Same arithmetic as transformers: x * (1/255) in float64, then float32 (x - mean) / std.
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
@@ -174,4 +245,4 @@ def preprocess_images(images, mode: str = "center", size: int = 224) -> torch.Te
     return out.contiguous().to(out_device)
 
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "MODES", "preprocess_images", "pil_bicubic_resize"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "MAX_IMAGE_SIDE", "MODES", "preprocess_images", "pil_bicubic_resize"]

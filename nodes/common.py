@@ -1,11 +1,14 @@
-"""What every node module shares: the IPA_ADAPTER value, the category, and input checks with UI advice."""
+"""What every node module shares: the IPA_ADAPTER value, the category, the error boundary, and input checks
+with UI advice."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-from ..ip_core.errors import IPAdapterError
+from . import host
+from ..ip_core.errors import IPAdapterError, log_unexpected, unexpected_message
 
 CATEGORY = "ipadapter"
 
@@ -27,6 +30,29 @@ class LoadedAdapter:
 
     def __repr__(self) -> str:
         return f"IPAdapter({self.description})"
+
+
+def error_boundary(function):
+    """Decorate every node's FUNCTION with this: the node's one error boundary.
+
+    IPAdapterError (an expected failure with its remedy) and the host's own signals (Cancel, GPU out of memory)
+    pass unchanged, so ComfyUI shows them as they are; anything else is a bug: its traceback goes to
+    ipadapter-errors.log and the node raises an IPAdapterError that names the node and the log.
+    """
+
+    @functools.wraps(function)
+    def run(self, *args, **kwargs):
+        try:
+            return function(self, *args, **kwargs)
+        except IPAdapterError:
+            raise
+        except Exception as e:
+            if isinstance(e, host.passthrough_exceptions()):
+                raise
+            node = type(self).__name__
+            raise IPAdapterError(unexpected_message(f"node {node}", e, log_unexpected(e, f"node {node}"))) from e
+
+    return run
 
 
 def require(value, type_name: str, input_name: str, cls):

@@ -67,6 +67,22 @@ def check_interrupt() -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
+def passthrough_exceptions() -> tuple:
+    """Exceptions the host handles itself (execution.py): Cancel (InterruptProcessingException) and GPU out of
+    memory (model_management.OOM_EXCEPTION, which unloads models and prints tips). Node errors let them through."""
+    found = [torch.OutOfMemoryError] if hasattr(torch, "OutOfMemoryError") else []
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return tuple(found)
+    for name in ("InterruptProcessingException", "OOM_EXCEPTION"):
+        exc = getattr(mm, name, None)
+        # Without CUDA the host sets OOM_EXCEPTION = Exception, which would let every bug through.
+        if isinstance(exc, type) and issubclass(exc, BaseException) and exc is not Exception:
+            found.append(exc)
+    return tuple(found)
+
+
 def progress_bar(total: int):
     """comfy/utils.py ProgressBar(total).update(n); a no-op outside the host."""
     try:

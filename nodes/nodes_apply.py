@@ -5,7 +5,7 @@ import torch
 
 from ..ip_core.embeds import ImagePromptEmbeds, check_embeds_fit
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
-from .common import CATEGORY, LoadedAdapter, check_number, require
+from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require
 from .layer_weights import PRESETS
 from .layer_weights import layer_weights as resolve_layer_weights
 from .patch import AdapterBranch, SigmaWindow, patch_model
@@ -26,6 +26,9 @@ def _model_family(model):
     return _CONTEXT_DIMS.get(ctx, f"a model with {ctx}-wide text context (neither SD1.5 nor SDXL)")
 
 
+MASK_TOLERANCE = 1e-3  # values this far outside 0..1 are clipped (float rounding); beyond, refused
+
+
 def _check_mask(mask):
     if mask is None:
         return None
@@ -35,9 +38,19 @@ def _check_mask(mask):
     mask = mask if mask.ndim == 3 else mask[None]
     if mask.numel() == 0:
         raise IPAdapterError(f"attn_mask is empty (shape {tuple(mask.shape)}); draw or load a mask with at least one pixel.")
+    if mask.is_complex():
+        raise IPAdapterError(f"attn_mask has dtype {mask.dtype}; a MASK holds float values from 0 to 1.")
+    mask = mask.float().cpu()
     if not torch.isfinite(mask).all():
         raise IPAdapterError("attn_mask contains NaN or infinite values; check the node that made it (values 0..1).")
-    return mask.float().cpu()
+    low, high = float(mask.min()), float(mask.max())
+    if low < -MASK_TOLERANCE or high > 1 + MASK_TOLERANCE:
+        hint = " It looks like an 8-bit mask (0..255): divide it by 255." if high <= 255 and low >= 0 else ""
+        raise IPAdapterError(
+            f"attn_mask values must be between 0 and 1 (0 = no image prompt, 1 = full strength), found {low:g}..{high:g}.{hint} "
+            "Use a MASK from a mask node (Load Image's mask, Solid Mask, Convert Image to Mask)."
+        )
+    return mask.clamp(0.0, 1.0)  # float rounding just outside 0..1 (blurred masks) is clipped
 
 
 class IPAApplyAdapter:
@@ -70,6 +83,7 @@ class IPAApplyAdapter:
             },
         }
 
+    @error_boundary
     def apply(self, model, ipadapter, embeds, weight, start_at, end_at, attn_mask=None, layer_weights="all layers",
               layer_weights_custom=""):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)

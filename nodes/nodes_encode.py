@@ -9,7 +9,7 @@ from ..ip_core.encoder_table import EncoderOutput
 from ..ip_core.errors import IPAdapterError
 from ..ip_core.preprocess import MODES as CROP_MODES
 from ..ip_core.preprocess import preprocess_images
-from .common import CATEGORY, LoadedAdapter, check_images, require
+from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, require
 
 ENCODE_CHUNK = 16  # references per encoder call: bounds memory, gives the progress bar steps
 
@@ -60,6 +60,7 @@ class IPAEncodeImagePrompt:
             },
         }
 
+    @error_boundary
     def encode(self, ipadapter, clip_vision, image, crop="center", combine="concat", negative_image=None):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         config = a.config

@@ -8,7 +8,7 @@ import torch
 from . import host
 from ..ip_core.adapter import load_adapter
 from ..ip_core.errors import AdapterFileError
-from .common import CATEGORY, LoadedAdapter, require
+from .common import CATEGORY, LoadedAdapter, error_boundary, require
 
 
 class IPALoadAdapter:
@@ -35,6 +35,7 @@ class IPALoadAdapter:
             }
         }
 
+    @error_boundary
     def load(self, adapter_name):
         path, folders = host.adapter_path(adapter_name)
         if path is None:
@@ -61,6 +62,7 @@ class IPAInspectAdapter:
     def INPUT_TYPES(cls):
         return {"required": {"ipadapter": ("IPA_ADAPTER", {"tooltip": "The adapter from Load IPAdapter."})}}
 
+    @error_boundary
     def inspect(self, ipadapter):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         text = f"{a.description}; {a.adapter.num_parameters():,} parameters"
