@@ -84,7 +84,7 @@ def pil_bicubic_resize(pixels: torch.Tensor, height: int, width: int) -> torch.T
 def _check_images(images) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise IPAdapterError(
-            f"preprocess_images expects a torch tensor [batch, height, width, channels] (a ComfyUI IMAGE), got a {type(images).__name__}. "
+            f"preprocess_images expects a torch tensor [batch, height, width, channels], got a {type(images).__name__}. "
             "Convert PIL images with torch.from_numpy(numpy.asarray(img)).float()[None] / 255."
         )
     if images.ndim == 3:
@@ -92,11 +92,11 @@ def _check_images(images) -> torch.Tensor:
     if images.ndim != 4:
         raise IPAdapterError(
             f"preprocess_images expects images shaped [batch, height, width, channels], got shape {tuple(images.shape)}. "
-            "Pass a ComfyUI IMAGE (channels last, values 0..1)."
+            "Pass images channels last, values 0..1."
         )
     b, h, w, c = images.shape
     if b == 0:
-        raise IPAdapterError("preprocess_images got an empty batch (0 images); connect at least one reference image.")
+        raise IPAdapterError("preprocess_images got an empty batch (0 images); give at least one reference image.")
     if h == 0 or w == 0:
         raise IPAdapterError(f"preprocess_images got images of size {h}x{w} pixels; a reference image needs at least 1x1 pixel.")
     if c == 1:
@@ -105,7 +105,7 @@ def _check_images(images) -> torch.Tensor:
         hint = (
             " It looks channels-first ([B, 3, H, W]): permute it with images.permute(0, 2, 3, 1)."
             if h == 3
-            else " Drop or composite the alpha channel first (ComfyUI's LoadImage returns it separately as a MASK)."
+            else " Drop or composite the alpha channel first."
             if c == 4
             else ""
         )
@@ -118,7 +118,7 @@ def _check_images(images) -> torch.Tensor:
     if not images.is_floating_point():
         raise IPAdapterError(f"preprocess_images expects float images with values 0..1 (or uint8 0..255), got dtype {images.dtype}.")
     if torch.isnan(images).any():
-        raise IPAdapterError("the reference image contains NaN values; check the node that produced it (values must be 0..1).")
+        raise IPAdapterError("the reference image contains NaN values; check what produced it (values must be 0..1).")
     # 8-bit first, as CLIPImageProcessor (PIL) and ComfyUI's clip_preprocess do; out-of-range values are clipped.
     return torch.round(images.to(torch.float64) * 255.0).clamp_(0, 255)
 
