@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from .errors import AdapterFileError, IPAdapterError
+from .errors import AdapterFileError, ForeignFileError, IPAdapterError
 
 PREFIX_ALIASES = {
     "image_proj.": "image_proj",
@@ -48,6 +48,42 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch/serialization.py MAGIC_NUMBER
 _REMEDY = "download it again"
+
+# Other model files that end up where adapters belong, told apart by their key names (first match wins:
+# checkpoints hold text encoders, OpenCLIP files hold a text tower, LoRAs name the layers they change).
+# kind -> (what to call it, key prefixes, key substrings).
+FOREIGN_KINDS = {
+    "checkpoint": ("a model checkpoint (UNet, VAE and text encoder in one file)",
+                   ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner."), ()),
+    "lora": ("a LoRA", ("lora_unet_", "lora_te", "lycoris_"), (".lora_up.", ".lora_down.", ".lora_A.", ".lora_B.", ".lora.up.", ".lora.down.")),
+    "controlnet": ("a ControlNet", ("control_model.", "input_hint_block.", "controlnet_cond_embedding."), ()),
+    "clip_vision": ("a CLIP vision model (an image encoder)", ("vision_model.", "visual.", "visual_projection."), ()),
+    "vae": ("a VAE", ("encoder.conv_in.", "decoder.conv_in.", "encoder.down.", "decoder.up."), ()),
+    "diffusion_model": ("a diffusion model (UNet) on its own", ("input_blocks.", "middle_block.", "down_blocks.", "conv_in."), ()),
+    "text_encoder": ("a text encoder", ("text_model.", "transformer.text_model.", "encoder.block."), ()),
+}
+
+
+def foreign_kind(keys) -> Optional[str]:
+    """Which FOREIGN_KINDS entry a set of weight names belongs to, or None."""
+    keys = [k for k in keys if isinstance(k, str)]
+    for kind, (_, prefixes, parts) in FOREIGN_KINDS.items():
+        if any(k.startswith(prefixes) or any(p in k for p in parts) for k in keys):
+            return kind
+    return None
+
+
+def _foreign_file_error(path: Path, flat: dict) -> Optional[ForeignFileError]:
+    inner = flat.get("state_dict")  # training checkpoints wrap their weights
+    kind = foreign_kind(inner if isinstance(inner, dict) else flat)
+    if kind is None:
+        return None
+    return ForeignFileError(
+        f"{path.name}: this file is {FOREIGN_KINDS[kind][0]}, not an IP-Adapter "
+        f"({len(flat)} weights such as {', '.join(sorted(map(str, flat))[:3])}). Load it where that kind of model is "
+        "loaded, and give an IP-Adapter file (image_proj and ip_adapter weights) here.",
+        kind,
+    )
 
 
 def _budget(size: int) -> int:
@@ -305,17 +341,16 @@ def _read_pickle(f, path: Path, safe_alternative: str) -> object:
         raise AdapterFileError(f"{path.name}: the file is truncated or corrupt ({first}); {_REMEDY}.") from None
 
 
-def read_tensor_file(path, folder: str = "models/ipadapter", safe_alternative: str = "the .safetensors release of this adapter"):
+def read_tensor_file(path, safe_alternative: str = "the .safetensors release of this adapter"):
     """(format, contents) of a weights file, read without running code, within the budget; every failure names the file.
 
-    folder: where ComfyUI users keep this kind of file (for the "no such file" hint); safe_alternative: what
-    to use instead when a pickle is refused.
+    safe_alternative: what to use instead when a pickle is refused.
     """
     path = Path(path)
     if path.is_dir():
         raise AdapterFileError(f"{path}: a folder, not a file; give the weights file inside it.")
     if not path.is_file():
-        raise AdapterFileError(f"{path}: no such file. Check the path, or put the file in ComfyUI's {folder} folder.")
+        raise AdapterFileError(f"{path}: no such file. Check the path.")
     try:
         return _read_checked(path, safe_alternative)
     except OSError as e:  # permissions, a file removed while reading, I/O errors
@@ -373,11 +408,13 @@ def _split_prefixed(flat: dict, path: Path) -> dict:
         else:
             unknown.append(key)
     if unknown:
-        sample = ", ".join(sorted(unknown)[:5])
+        foreign = _foreign_file_error(path, flat) if len(unknown) == len(flat) else None
+        if foreign is not None:
+            raise foreign
+        sample = ", ".join(sorted(map(str, unknown))[:5])
         raise AdapterFileError(
             f"{path.name}: not an IP-Adapter file: {len(unknown)} of {len(flat)} keys have neither an image_proj. "
-            f"nor an ip_adapter. prefix (e.g. {sample}). Is it a checkpoint, LoRA or CLIP vision model? "
-            "Put IP-Adapter files in models/ipadapter and other models in their own folders."
+            f"nor an ip_adapter. prefix (e.g. {sample}). Use an IP-Adapter file (image_proj and ip_adapter weights)."
         )
     return out
 

@@ -151,5 +151,5 @@ def check_embeds_fit(adapter, embeds: ImagePromptEmbeds) -> None:
         same = " (same layout, other weights)" if embeds.signature == config.signature else ""
         raise AdapterMismatchError(
             f"these image prompt embeds were made for another adapter{same} ({embeds.description}); this adapter is "
-            f"{config.description}. Encode the image with the same Load IPAdapter output you apply."
+            f"{config.description}. Encode the image with the same adapter you apply."
         )

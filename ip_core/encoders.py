@@ -214,7 +214,7 @@ def build_openclip_visual(arch: Union[str, dict] = "ViT-H-14", device="cpu") -> 
 
 
 def _read_tensor_file(path: Path) -> dict:
-    _, data = read_tensor_file(path, folder="models/clip_vision", safe_alternative="the .safetensors file of this CLIP vision model")
+    _, data = read_tensor_file(path, safe_alternative="the .safetensors file of this CLIP vision model")
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]  # open_clip training checkpoints wrap the weights
     if not isinstance(data, dict):
@@ -228,7 +228,7 @@ def _not_a_vision_tower(path: Path, sd: dict) -> AdapterFileError:
     sample = ", ".join(sorted(sd)[:5]) or "no keys"
     hint = ""
     if any(k.startswith(("image_proj", "ip_adapter")) for k in sd):
-        hint = " It is an IP-Adapter file: load it with the IP-Adapter loader and put it in models/ipadapter."
+        hint = " It is an IP-Adapter file, not an image encoder: load it as an adapter."
     return AdapterFileError(
         f"{path.name}: not a CLIP vision model (found {len(sd)} keys such as {sample}).{hint} Expected OpenCLIP keys "
         "(visual.conv1.weight, ...) or transformers keys (vision_model.embeddings.patch_embedding.weight, ...): "

@@ -1,4 +1,5 @@
-"""Error types. Every message names the problem and the remedy; callers (nodes, trainer) show them as-is.
+"""Error types. Every message names the problem and the remedy in host-neutral words (a file, an adapter, an
+image encoder): the trainer shows them as-is, the ComfyUI nodes append advice about nodes and model folders.
 
 Entry points (the CLI commands, each node) have one boundary: an IPAdapterError is an expected failure and is
 shown as it is; anything else is a bug, reported in one short line while its traceback goes to a log file
@@ -23,6 +24,15 @@ class IPAdapterError(Exception):
 
 class AdapterFileError(IPAdapterError):
     """A file that cannot be read safely: missing, empty, truncated, unsafe pickle, not an adapter, wrong shapes."""
+
+
+class ForeignFileError(AdapterFileError):
+    """A readable weights file of another kind (a CLIP vision model, a checkpoint, a LoRA...) where an adapter
+    was expected. `kind` is a key of ip_core.checkpoint.FOREIGN_KINDS, so a host can say where it belongs."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 class UnsupportedAdapterError(IPAdapterError):

@@ -139,7 +139,7 @@ def _check_images(images) -> torch.Tensor:
     """A validated [B, H, W, 3] view of the input (nothing copied: the 8-bit conversion happens per chunk)."""
     if not isinstance(images, torch.Tensor):
         raise IPAdapterError(
-            f"preprocess_images expects a torch tensor [batch, height, width, channels] (a ComfyUI IMAGE), got a {type(images).__name__}. "
+            f"preprocess_images expects a torch tensor [batch, height, width, channels], got a {type(images).__name__}. "
             "Convert PIL images with torch.from_numpy(numpy.asarray(img)).float()[None] / 255."
         )
     if images.ndim == 3:
@@ -147,11 +147,11 @@ def _check_images(images) -> torch.Tensor:
     if images.ndim != 4:
         raise IPAdapterError(
             f"preprocess_images expects images shaped [batch, height, width, channels], got shape {tuple(images.shape)}. "
-            "Pass a ComfyUI IMAGE (channels last, values 0..1)."
+            "Pass images channels last, values 0..1."
         )
     b, h, w, c = images.shape
     if b == 0:
-        raise IPAdapterError("preprocess_images got an empty batch (0 images); connect at least one reference image.")
+        raise IPAdapterError("preprocess_images got an empty batch (0 images); give at least one reference image.")
     if h == 0 or w == 0:
         raise IPAdapterError(f"preprocess_images got images of size {h}x{w} pixels; a reference image needs at least 1x1 pixel.")
     if max(h, w) > MAX_IMAGE_SIDE:
@@ -165,7 +165,7 @@ def _check_images(images) -> torch.Tensor:
         hint = (
             " It looks channels-first ([B, 3, H, W]): permute it with images.permute(0, 2, 3, 1)."
             if h == 3
-            else " Drop or composite the alpha channel first (ComfyUI's LoadImage returns it separately as a MASK)."
+            else " Drop or composite the alpha channel first."
             if c == 4
             else ""
         )
@@ -181,7 +181,7 @@ def _check_images(images) -> torch.Tensor:
     chunks = (flat[i : i + _CHUNK_ELEMENTS] for i in range(0, flat.numel(), _CHUNK_ELEMENTS)) if flat is not None else (
         img for img in images)
     if any(bool(torch.isnan(chunk).any()) for chunk in chunks):
-        raise IPAdapterError("the reference image contains NaN values; check the node that produced it (values must be 0..1).")
+        raise IPAdapterError("the reference image contains NaN values; check what produced it (values must be 0..1).")
     return images
 
 

@@ -55,6 +55,15 @@ def error_boundary(function):
     return run
 
 
+def with_advice(error: IPAdapterError, advice: str) -> IPAdapterError:
+    """The same error (class and attributes) with ComfyUI advice appended: ip_core's messages are host-neutral
+    (the trainer shows them too), the nodes say which node or folder fixes it."""
+    new = type(error).__new__(type(error))
+    new.__dict__.update(error.__dict__)
+    new.args = (f"{error} {advice}",)
+    return new
+
+
 def require(value, type_name: str, input_name: str, cls):
     if not isinstance(value, cls):
         raise IPAdapterError(
@@ -82,3 +91,5 @@ def check_images(images, name: str):
         raise IPAdapterError(f"'{name}' must be an IMAGE batch [batch, height, width, channels], got {shape}; connect a Load Image node.")
     if images.shape[0] == 0:
         raise IPAdapterError(f"'{name}' is an empty batch (0 images); give at least one image.")
+    if images.shape[-1] == 4:
+        raise IPAdapterError(f"'{name}' has 4 channels (RGBA); give RGB images: Load Image outputs RGB and the alpha as a separate MASK.")

@@ -5,7 +5,7 @@ import torch
 
 from ..ip_core.embeds import ImagePromptEmbeds, check_embeds_fit
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
-from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require
+from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require, with_advice
 from .layer_weights import PRESETS
 from .layer_weights import layer_weights as resolve_layer_weights
 from .patch import AdapterBranch, SigmaWindow, patch_model
@@ -101,7 +101,10 @@ class IPAApplyAdapter:
                 f"adapter/model mismatch: {a.name} is an {config.base_model_name} adapter but the model is {have}. "
                 f"Load an {have} IP-Adapter, or use an {config.base_model_name} checkpoint."
             )
-        check_embeds_fit(a.adapter, embeds)
+        try:
+            check_embeds_fit(a.adapter, embeds)
+        except AdapterMismatchError as e:
+            raise with_advice(e, "Connect the same Load IPAdapter output to Encode Image Prompt and to Apply IPAdapter.") from None
         if not torch.isfinite(embeds.cond).all() or not torch.isfinite(embeds.uncond).all():
             raise IPAdapterError("the image prompt embeds contain NaN or infinite values; re-encode the image (check the CLIP vision model).")
         mask = _check_mask(attn_mask)

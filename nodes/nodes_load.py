@@ -7,8 +7,19 @@ import torch
 
 from . import host
 from ..ip_core.adapter import load_adapter
-from ..ip_core.errors import AdapterFileError
-from .common import CATEGORY, LoadedAdapter, error_boundary, require
+from ..ip_core.errors import AdapterFileError, ForeignFileError
+from .common import CATEGORY, LoadedAdapter, error_boundary, require, with_advice
+
+# ip_core.checkpoint.FOREIGN_KINDS -> (ComfyUI's folder for it, the core node that loads it).
+FOLDER_FOR_KIND = {
+    "checkpoint": ("checkpoints", "Load Checkpoint"),
+    "lora": ("loras", "Load LoRA"),
+    "controlnet": ("controlnet", "Load ControlNet Model"),
+    "clip_vision": ("clip_vision", "Load CLIP Vision"),
+    "vae": ("vae", "Load VAE"),
+    "diffusion_model": ("diffusion_models", "Load Diffusion Model"),
+    "text_encoder": ("text_encoders", "Load CLIP"),
+}
 
 
 class IPALoadAdapter:
@@ -44,7 +55,11 @@ class IPALoadAdapter:
                 "Put the file in models/ipadapter (or a folder listed under 'ipadapter:' in extra_model_paths.yaml) "
                 "and refresh (press R)."
             )
-        adapter = load_adapter(path, device="cpu", dtype=torch.float32)
+        try:
+            adapter = load_adapter(path, device="cpu", dtype=torch.float32)
+        except ForeignFileError as e:
+            folder, loader = FOLDER_FOR_KIND[e.kind]
+            raise with_advice(e, f"Move it to models/{folder} ({loader} reads it from there); models/ipadapter is for IP-Adapter files.") from None
         loaded = LoadedAdapter(adapter, os.path.basename(path))
         return {"ui": {"text": [loaded.description]}, "result": (loaded,)}
 

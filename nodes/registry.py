@@ -11,7 +11,7 @@ from .nodes_load import IPAInspectAdapter, IPALoadAdapter
 
 _NODES = (
     ("IPALoadAdapter", IPALoadAdapter, "Load IPAdapter"),
-    ("IPAEncodeImagePrompt", IPAEncodeImagePrompt, "Encode Image Prompt"),
+    ("IPAEncodeImagePrompt", IPAEncodeImagePrompt, "Encode Image Prompt (IPAdapter)"),
     ("IPAApplyAdapter", IPAApplyAdapter, "Apply IPAdapter"),
     ("IPAInspectAdapter", IPAInspectAdapter, "Inspect IPAdapter"),
 )

@@ -46,7 +46,7 @@ def load_pack(host_nodes, extra_ipadapter_dir: str | None = None):
     return {k: host_nodes.NODE_CLASS_MAPPINGS[k] for k in ("IPALoadAdapter", "IPAEncodeImagePrompt", "IPAApplyAdapter", "IPAInspectAdapter")}
 
 
-SHARED_HOSTS = REPO.parent / "shared" / "hosts"
+SHARED_HOSTS = Path(os.environ.get("IPA_HOSTS_DIR") or REPO.parent / "shared" / "hosts")  # .ci/run sets IPA_HOSTS_DIR
 
 
 def reference_pack_dir() -> Path:
@@ -102,12 +102,74 @@ def sd15_unet(seed: int = 0):
     return UNet2DConditionModel(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8).eval()
 
 
-def comfy_model_from_unet(unet):
-    import comfy.sd
+SDXL_UNET = dict(
+    block_out_channels=(320, 640, 1280), cross_attention_dim=2048, attention_head_dim=(5, 10, 20),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10), use_linear_projection=True, addition_embed_type="text_time",
+    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+)
 
-    model = comfy.sd.load_diffusion_model_state_dict(unet.state_dict())
+
+def sdxl_unet(seed: int = 0):
+    """Random diffusers UNet with the full SDXL shape (2.6B parameters), stored in fp16 (5.1 GB; fp32 would be
+    10 GB). Built in fp16 directly so the fp32 copy never exists. Run it with compute_in_fp32()."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float16)
+    try:
+        return UNet2DConditionModel(**SDXL_UNET).eval().requires_grad_(False)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def compute_in_fp32(module):
+    """Weights stay stored as they are; each layer computes with an fp32 copy of its own weights for the
+    duration of its call. ComfyUI does the same with fp16 weights on the CPU (comfy.ops manual_cast)."""
+    def before(m, args):
+        m._stored = [(p, p.data) for p in m.parameters(recurse=False)]
+        for p, data in m._stored:
+            p.data = data.float()
+
+    def after(m, args, out):
+        for p, data in m._stored:
+            p.data = data
+        del m._stored
+
+    for m in module.modules():
+        if next(m.parameters(recurse=False), None) is not None:
+            m.register_forward_pre_hook(before)
+            m.register_forward_hook(after)
+    return module
+
+
+def comfy_model_from_unet(unet, dtype=None, share_weights: bool = False):
+    """The host's model for a diffusers UNet, through its own loader (format and family detection included).
+
+    dtype: the host's storage dtype (model_options["dtype"]); fp16 on the CPU makes the host compute in fp32
+    with per-layer casts. share_weights: afterwards the diffusers UNet's parameters point at the host's
+    tensors (the same values), so a full SDXL UNet is held once, not twice.
+    """
+    import comfy.sd
+    import comfy.utils
+
+    model = comfy.sd.load_diffusion_model_state_dict(unet.state_dict(), model_options={} if dtype is None else {"dtype": dtype})
     if model is None:
         raise RuntimeError("ComfyUI did not recognise the diffusers UNet state dict")
+    if share_weights:
+        host_params = dict(model.model.diffusion_model.state_dict(keep_vars=True))
+        names = comfy.utils.unet_to_diffusers(model.model.model_config.unet_config)
+        own = dict(unet.named_parameters())
+        for diffusers_name, host_name in names.items():
+            if diffusers_name in own:
+                host = host_params[host_name]
+                if host.shape != own[diffusers_name].shape or not torch.equal(host, own[diffusers_name]):
+                    raise RuntimeError(f"{diffusers_name} -> {host_name}: the host holds other values")
+                own.pop(diffusers_name).data = host.data
+        if own:
+            raise RuntimeError(f"{len(own)} diffusers parameters have no host counterpart, e.g. {sorted(own)[:3]}")
     return model
 
 

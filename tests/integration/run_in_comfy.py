@@ -1,8 +1,10 @@
-"""Integration scenarios inside a real ComfyUI (COMFYUI_PATH), one process per call:
+"""Integration scenarios inside a real ComfyUI (COMFYUI_PATH), several per process:
 
-    python tests/integration/run_in_comfy.py parity|parity_plus|ksampler|workflows OUT_DIR
+    python tests/integration/run_in_comfy.py SCENARIO[,SCENARIO...] OUT_DIR
 
-Prints one line `RESULT <json>` that test_integration_comfy.py checks. Random full-shape SD1.5 models only.
+Scenarios: pack, parity, parity_plus, ksampler, workflows (random full-shape SD1.5 models, built once per
+process and shared), parity_sdxl (a random full-shape SDXL UNet; run it in its own process, it needs ~11 GB).
+Prints one line `RESULT <scenario> <json>` per scenario, which test_integration_comfy.py checks.
 """
 from __future__ import annotations
 
@@ -20,23 +22,60 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nodes"))  # workfl
 import comfy_host  # noqa: E402
 
 COMFY = os.environ["COMFYUI_PATH"]
+_CACHE = {}  # one host boot, one pack load and one set of random models per process
+
+
+def _cached(name, make):
+    if name not in _CACHE:
+        _CACHE[name] = make()
+    return _CACHE[name]
 
 
 def _setup(out_dir: str):
-    host_nodes = comfy_host.boot(COMFY)
-    adapters = os.path.join(out_dir, "ipadapter")
-    os.makedirs(adapters, exist_ok=True)
-    classes = comfy_host.load_pack(host_nodes, adapters)
-    return host_nodes, classes, adapters
+    def make():
+        host_nodes = comfy_host.boot(COMFY)
+        adapters = os.path.join(out_dir, "ipadapter")
+        os.makedirs(adapters, exist_ok=True)
+        return host_nodes, comfy_host.load_pack(host_nodes, adapters), adapters
+    return _cached("host", make)
 
 
-def _save_random_adapter(path: str, seed: int = 0, variant: str = "base"):
+def _sd15():
+    """(diffusers UNet, the host's model of it) sharing one set of fp32 weights, seed 0."""
+    def make():
+        unet = comfy_host.sd15_unet()
+        return unet, comfy_host.comfy_model_from_unet(unet, share_weights=True)
+    return _cached("sd15", make)
+
+
+def _clip_vision(out_dir):
+    return _cached("clip_vision", lambda: comfy_host.small_clip_vision(out_dir))
+
+
+def pack(out_dir):
+    """What ComfyUI's own loader registered: our node ids and display names, and the web extension folder."""
+    host_nodes, classes, _ = _setup(out_dir)
+    web = [os.path.realpath(d) for d in host_nodes.EXTENSION_WEB_DIRS.values()]
+    return {
+        "nodes": {k: host_nodes.NODE_DISPLAY_NAME_MAPPINGS.get(k) for k in host_nodes.NODE_CLASS_MAPPINGS if k.startswith("IPA")},
+        "web_dir_registered": os.path.realpath(comfy_host.REPO / "web") in web,
+        "web_files": sorted(p.name for p in (comfy_host.REPO / "web").glob("*.js")),
+    }
+
+
+def _save_random_adapter(path: str, seed: int = 0, variant: str = "base", base: str = "sd15", encoder_width=None):
     from ip_core.adapter import IPAdapter, save_adapter
     from ip_core.config import make_config
     from ip_core.layers import layer_specs
 
     torch.manual_seed(seed)
-    adapter = IPAdapter.from_config(make_config(variant, layer_specs("sd15"), 768, 1024 if variant == "base" else 1280))
+    context_dim = {"sd15": 768, "sdxl": 2048}[base]
+    width = encoder_width or (1024 if variant == "base" else 1280)
+    adapter = IPAdapter.from_config(make_config(variant, layer_specs(base), context_dim, width))
+    if base == "sdxl":  # fp16-representable values (released files are fp16): diffusers stores them as fp16
+        with torch.no_grad():
+            for p in adapter.parameters():
+                p.copy_(p.half().float())
     save_adapter(adapter, path)
     return adapter
 
@@ -61,9 +100,8 @@ def parity(out_dir):
     host_nodes, classes, adapters = _setup(out_dir)
     _save_random_adapter(os.path.join(adapters, "any name at all.safetensors"))
     t0 = time.time()
-    unet = comfy_host.sd15_unet()
-    model = comfy_host.comfy_model_from_unet(unet)
-    cv = comfy_host.small_clip_vision(out_dir)
+    unet, model = _sd15()
+    cv = _clip_vision(out_dir)
     loaded = classes["IPALoadAdapter"]().load("any name at all.safetensors")
     adapter = loaded["result"][0]
     image = torch.rand(1, 256, 320, 3, generator=torch.Generator().manual_seed(0))
@@ -75,7 +113,7 @@ def parity(out_dir):
     with torch.no_grad():
         feats = cv.model(pixel_values=preprocess_images(image), intermediate_output=-2)[2].float()
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 4, 64, 64, generator=g)
+    x = torch.randn(2, 4, 32, 32, generator=g)
     ctx = torch.randn(2, 77, 768, generator=g)
     t = torch.tensor([500.0, 500.0])
     sigmas = torch.tensor([4.0])
@@ -112,9 +150,8 @@ def parity_plus(out_dir):
     """The plus (Resampler, 16 tokens, penultimate hidden states) adapter against diffusers, 32x32 latent."""
     host_nodes, classes, adapters = _setup(out_dir)
     _save_random_adapter(os.path.join(adapters, "plus.bin"), seed=3, variant="plus")
-    unet = comfy_host.sd15_unet()
-    model = comfy_host.comfy_model_from_unet(unet)
-    cv = comfy_host.small_clip_vision(out_dir)
+    unet, model = _sd15()
+    cv = _clip_vision(out_dir)
     adapter = classes["IPALoadAdapter"]().load("plus.bin")["result"][0]
     image = torch.rand(1, 224, 300, 3, generator=torch.Generator().manual_seed(0))
     (embeds,) = classes["IPAEncodeImagePrompt"]().encode(adapter, cv, image, crop="pad")
@@ -143,12 +180,77 @@ def parity_plus(out_dir):
             "image_branch_layers": branch.calls, "tokens": list(embeds.cond.shape)}
 
 
+def parity_sdxl(out_dir):
+    """SDXL in the real host: a random full-shape SDXL UNet (2.6B parameters, stored fp16, computed fp32 by
+    both sides), all 70 cross-attention layers patched, one denoising call against diffusers' own
+    IPAdapterAttnProcessor2_0 with the same weights (the host's tensors, shared)."""
+    host_nodes, classes, adapters = _setup(out_dir)
+    _save_random_adapter(os.path.join(adapters, "sdxl.safetensors"), seed=5, base="sdxl", encoder_width=1280)
+    t0 = time.time()
+    unet = comfy_host.sdxl_unet()
+    model = comfy_host.comfy_model_from_unet(unet, dtype=torch.float16, share_weights=True)
+    build_s = time.time() - t0
+    cv = comfy_host.small_clip_vision(out_dir, hidden=1664, projection=1280)  # ViT-bigG widths, 2 layers
+    loaded = classes["IPALoadAdapter"]().load("sdxl.safetensors")
+    adapter = loaded["result"][0]
+    image = torch.rand(1, 240, 200, 3, generator=torch.Generator().manual_seed(0))
+    (embeds,) = classes["IPAEncodeImagePrompt"]().encode(adapter, cv, image)
+    weight = 0.7
+    (patched,) = classes["IPAApplyAdapter"]().apply(model, adapter, embeds, weight, 0.0, 1.0)
+    branch, patches = _branch(patched)
+
+    from ip_core.preprocess import preprocess_images
+
+    with torch.no_grad():
+        feats = cv.model(pixel_values=preprocess_images(image), intermediate_output=-2)[2].float()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 16, 16, generator=g)  # 128 px: every level of the UNet still runs, 70 image branches
+    ctx = torch.randn(2, 77, 2048, generator=g)
+    pooled = torch.randn(2, 1280, generator=g)
+    time_ids = torch.tensor([[256.0, 256.0, 0.0, 0.0, 256.0, 256.0]] * 2)
+    t = torch.tensor([400.0, 400.0])
+    # the host's SDXL `y`: pooled text embedding + the size/crop conditioning, as diffusers' add_embedding builds it
+    y = torch.cat([pooled, unet.add_time_proj(time_ids.flatten()).reshape(2, -1).float()], dim=-1)
+
+    unet._load_ip_adapter_weights([adapter.adapter.released_state_dict()])
+    # diffusers stores the adapter in the UNet's dtype and casts its input to it; fp32 (the same, fp16-exact
+    # values) keeps the CLIP embedding unrounded, as in the host
+    unet.encoder_hid_proj.float()
+    for proc in unet.attn_processors.values():
+        if hasattr(proc, "to_k_ip"):
+            proc.float()
+    comfy_host.compute_in_fp32(unet)
+    for proc in unet.attn_processors.values():
+        if hasattr(proc, "scale"):
+            proc.scale = [weight]
+    t1 = time.time()
+    with torch.no_grad():
+        ours = patched.model.diffusion_model(x, timesteps=t, context=ctx, y=y,
+                                             transformer_options=_transformer_options(patched, [0, 1], torch.tensor([4.0])))
+        ours_s = time.time() - t1
+        image_embeds = [torch.cat([feats, torch.zeros_like(feats)])[:, None]]  # cond chunk, uncond chunk
+        t1 = time.time()
+        ref = unet(x, t, encoder_hidden_states=ctx, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids,
+                                                                        "image_embeds": image_embeds}).sample
+        ref_s = time.time() - t1
+        plain = model.model.diffusion_model(x, timesteps=t, context=ctx, y=y,
+                                            transformer_options=_transformer_options(model, [0, 1], torch.tensor([4.0])))
+    return {
+        "shown": loaded["ui"]["text"][0], "rel_err": float((ours - ref).abs().max() / ref.abs().max()),
+        "image_branch_layers": branch.calls, "patched_keys": len(patches),
+        "middle_keys": sum(k[0] == "middle" for k in patches), "ip_processors": sum(hasattr(p, "scale") for p in unet.attn_processors.values()),
+        "differs_from_plain": float((ours - plain).abs().max() / plain.abs().max()),
+        "host_dtype": str(next(model.model.diffusion_model.parameters()).dtype),
+        "build_s": round(build_s, 1), "unet_call_s": round(ours_s, 1), "diffusers_call_s": round(ref_s, 1), "seconds": round(time.time() - t0, 1),
+    }
+
+
 def ksampler(out_dir):
     """Load -> Encode -> Apply -> KSampler (the host's sampler) on the random SD1.5 UNet."""
     host_nodes, classes, adapters = _setup(out_dir)
     _save_random_adapter(os.path.join(adapters, "ip.safetensors"))
-    model = comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
-    cv = comfy_host.small_clip_vision(out_dir)
+    _, model = _sd15()
+    cv = _clip_vision(out_dir)
     adapter = classes["IPALoadAdapter"]().load("ip.safetensors")["result"][0]
     (embeds,) = classes["IPAEncodeImagePrompt"]().encode(adapter, cv, torch.rand(2, 224, 224, 3), combine="average")
     (patched,) = classes["IPAApplyAdapter"]().apply(model, adapter, embeds, 1.0, 0.0, 1.0)
@@ -203,9 +305,9 @@ def workflows(out_dir):
     import folder_paths
     _save_random_adapter(os.path.join(adapters, "ip-adapter_sd15.safetensors"))
     Path(adapters, "ip-adapter_sdxl.safetensors").write_bytes(b"")  # listed for validation only; never loaded
-    model = comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
+    _, model = _sd15()
     clip, vae = comfy_host.sd15_clip_and_vae()
-    cv = comfy_host.small_clip_vision(out_dir)
+    cv = _clip_vision(out_dir)
 
     class RandomCheckpoint:
         RETURN_TYPES = ("MODEL", "CLIP", "VAE")
@@ -261,7 +363,7 @@ def workflows(out_dir):
             elif ct == "CLIPVisionLoader":
                 entry["class_type"] = "TestRandomClipVision"
             elif ct == "EmptyLatentImage":
-                inp["width"], inp["height"] = 256, 256
+                inp["width"], inp["height"] = 128, 128  # a 16x16 latent: every UNet level still runs
             elif ct == "KSampler":
                 inp["steps"] = 2
         valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
@@ -278,8 +380,14 @@ def workflows(out_dir):
     return results
 
 
+SCENARIOS = {"pack": pack, "parity": parity, "parity_plus": parity_plus, "ksampler": ksampler, "workflows": workflows,
+             "parity_sdxl": parity_sdxl}
+
 if __name__ == "__main__":
-    scenario, out = sys.argv[1], sys.argv[2]
+    names, out = sys.argv[1].split(","), sys.argv[2]
     sys.path.insert(0, str(comfy_host.REPO))  # ip_core for building random adapter files
-    result = {"parity": parity, "parity_plus": parity_plus, "ksampler": ksampler, "workflows": workflows}[scenario](out)
-    print("RESULT " + json.dumps(result, default=str), flush=True)
+    for name in names:
+        t0 = time.time()
+        result = SCENARIOS[name](out)
+        result = {**result, "scenario_s": round(time.time() - t0, 1)} if isinstance(result, dict) and name != "workflows" else result
+        print(f"RESULT {name} " + json.dumps(result, default=str), flush=True)

@@ -108,7 +108,7 @@ def test_empty_missing_and_foreign_files(tmp_path):
 
 def test_a_checkpoint_that_is_not_an_adapter_says_so(tmp_path):
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2)}, str(tmp_path / "sd15.safetensors"))
-    with pytest.raises(AdapterFileError, match="not an IP-Adapter file.*checkpoint, LoRA or CLIP vision"):
+    with pytest.raises(AdapterFileError, match="sd15.safetensors: this file is a model checkpoint.*not an IP-Adapter"):
         load_adapter_state_dict(tmp_path / "sd15.safetensors")
     torch.save([1, 2, 3], tmp_path / "list.bin")
     with pytest.raises(AdapterFileError, match="holds a list"):

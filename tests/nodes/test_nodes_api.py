@@ -7,7 +7,7 @@ from nodes.registry import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 # Saved workflows depend on these: changing one is a breaking change.
 PUBLIC = {
     "IPALoadAdapter": ("Load IPAdapter", ["adapter_name"], ("IPA_ADAPTER",)),
-    "IPAEncodeImagePrompt": ("Encode Image Prompt", ["ipadapter", "clip_vision", "image"], ("IPA_EMBEDS",)),
+    "IPAEncodeImagePrompt": ("Encode Image Prompt (IPAdapter)", ["ipadapter", "clip_vision", "image"], ("IPA_EMBEDS",)),
     "IPAApplyAdapter": ("Apply IPAdapter", ["model", "ipadapter", "embeds", "weight", "start_at", "end_at"], ("MODEL",)),
 }
 

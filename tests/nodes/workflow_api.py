@@ -11,7 +11,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 CORE_SCHEMAS = {
     "CheckpointLoaderSimple": {"required": {"ckpt_name": ([],)}},
     "CLIPVisionLoader": {"required": {"clip_name": ([],)}},
-    "CLIPTextEncode": {"required": {"text": ("STRING", {}), "clip": ("CLIP",)}},
+    "CLIPTextEncode": {"required": {"text": ("STRING", {"multiline": True}), "clip": ("CLIP",)}},
     "EmptyLatentImage": {"required": {"width": ("INT", {}), "height": ("INT", {}), "batch_size": ("INT", {})}},
     "KSampler": {"required": {"model": ("MODEL",), "seed": ("INT", {"control_after_generate": True}), "steps": ("INT", {}),
                               "cfg": ("FLOAT", {}), "sampler_name": ([],), "scheduler": ([],), "positive": ("CONDITIONING",),
