@@ -157,7 +157,7 @@ def _check_images(images) -> torch.Tensor:
     if max(h, w) > MAX_IMAGE_SIDE:
         raise IPAdapterError(
             f"the reference image is {w}x{h} pixels (width x height); the largest side accepted is {MAX_IMAGE_SIDE} pixels. "
-            "Downscale it first (e.g. an Upscale Image / ImageScale node): the encoder sees it at 224 pixels anyway."
+            "Downscale it first: the encoder sees it at 224 pixels anyway."
         )
     if c == 1:
         images = images.expand(b, h, w, 3)
