@@ -107,7 +107,7 @@ class IPAApplyAdapter:
             },
             "optional": {
                 "attn_mask": ("MASK", {"tooltip": "Where the image prompt acts (1) and not (0); any size, stretched to the image. One mask, or one per batch item."}),
-                "layer_weights": (list(PRESETS), {"default": "all layers", "tooltip": "Which layers get the image prompt. style only / composition only follow InstantStyle (SDXL)."}),
+                "layer_weights": (list(PRESETS), {"default": "all layers", "tooltip": "Which layers get the image prompt. style only / composition only: InstantStyle's blocks (SDXL), the widely used pack's tables (SD1.5)."}),
                 "layer_weights_custom": ("STRING", {"default": "", "multiline": False, "tooltip": "Overrides layer_weights when not empty: one number per layer ('1, 0, ...'), or named blocks ('output.1=1, input.8=0.5'); unnamed layers get 0."}),
                 # weight types and embeds scaling (the widely used pack's options), resolved here, once
                 "weight_type": (list(weight_types.WEIGHT_TYPES), {"default": "linear", "tooltip": "How weight spreads over the layers, as in the widely used IPAdapter pack (the middle block included here). 'style transfer' / 'composition' and the precise types exist for SD1.5 and SDXL."}),
