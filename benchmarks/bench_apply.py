@@ -166,6 +166,14 @@ def layers_only(patch_mod, adapter, embeds, args, device, where):
     host = import_module(patch_mod.__name__.rsplit(".", 1)[0] + ".host")
     ours = patch_mod.AdapterBranch(adapter, embeds, [1.0] * 16, patch_mod.SigmaWindow(0, 0, True), None)
     naive = _naive_branch_class(patch_mod.AdapterBranch)(adapter, embeds, [1.0] * 16, patch_mod.SigmaWindow(0, 0, True), None)
+    # a precise weight type with the costliest scaling, every layer active (composition precise, boost 1:
+    # all 16 layers weighted, 14 with the cond/uncond swap): per layer it must cost what linear costs
+    wt = import_module(patch_mod.attention.__name__.rsplit(".", 1)[0] + ".weight_types")  # the ip_core nodes/ uses
+    plan = wt.layer_plan("sd15", adapter.layers, "composition precise", 1.0, composition_boost=1.0)
+    styled = patch_mod.AdapterBranch(adapter, embeds, [p.weight for p in plan], patch_mod.SigmaWindow(0, 0, True), None,
+                                     swap_layers=[i for i, p in enumerate(plan) if p.swap],
+                                     embeds_scaling="K+mean(V) w/ C penalty")
+    assert all(p.weight for p in plan)
     b, s = args.batch, args.latent
     chunks = [0, 1] if b % 2 == 0 else [0]
     g = torch.Generator().manual_seed(0)
@@ -185,11 +193,12 @@ def layers_only(patch_mod, adapter, embeds, args, device, where):
                 if kind == "text":
                     host.attention_for(opts)(q, k, v, 8)
                 else:
-                    patch_mod.IPAttentionPatch(key, (ours if kind == "ours" else naive,))(q, k, v, opts)
+                    branch = {"ours": ours, "styled": styled, "naive": naive}[kind]
+                    patch_mod.IPAttentionPatch(key, (branch,))(q, k, v, opts)
 
-    for kind in ("text", "ours", "naive"):
+    for kind in ("text", "ours", "styled", "naive"):
         run(kind)
-    results = {"text": [], "ours": [], "naive": []}
+    results = {"text": [], "ours": [], "styled": [], "naive": []}
     for _ in range(max(args.repeats, 5)):
         for kind in results:
             results[kind] += _time(lambda: run(kind), 1)
@@ -199,6 +208,8 @@ def layers_only(patch_mod, adapter, embeds, args, device, where):
         print(f"  {kind:6s} {med[kind]:10.1f} ms   (runs: {', '.join(f'{v:.0f}' for v in results[kind])})")
     print(f"  image branch adds (ours - text):   {med['ours'] - med['text']:.1f} ms per UNet call")
     print(f"  naive adds        (naive - text):  {med['naive'] - med['text']:.1f} ms per UNet call")
+    print(f"  styled / ours (composition precise + K+mean(V) w/ C penalty vs linear, V only): "
+          f"{med['styled'] / med['ours']:.4f}x")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,30 @@ def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads
     return out.transpose(1, 2).reshape(b, lq, inner)
 
 
+def image_attention(
+    q: torch.Tensor,
+    ip_k: torch.Tensor,
+    ip_v: torch.Tensor,
+    heads: int,
+    weight: Union[float, torch.Tensor] = 1.0,
+    spatial_mask: Optional[torch.Tensor] = None,
+    attention: AttentionFn = multihead_attention,
+) -> torch.Tensor:
+    """The image term of the decoupled attention: weight * spatial_mask * Attn(q, K', V').
+
+    weight: a number or one per batch item ([B]); spatial_mask: None or a tensor that broadcasts to
+    [B, Lq, 1]. Stacked adapters add their image terms to the same text attention.
+    """
+    ip_out = attention(q, ip_k, ip_v, heads)
+    if isinstance(weight, torch.Tensor):
+        ip_out = ip_out * weight.to(ip_out.dtype).reshape(-1, 1, 1)
+    elif weight != 1:
+        ip_out = ip_out * weight
+    if spatial_mask is not None:
+        ip_out = ip_out * spatial_mask.to(ip_out.dtype)
+    return ip_out
+
+
 def decoupled_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -50,11 +74,26 @@ def decoupled_attention(
     out = attention(q, k, v, heads)
     if ip_k is None or (not isinstance(weight, torch.Tensor) and weight == 0):
         return out
-    ip_out = attention(q, ip_k, ip_v, heads)
-    if isinstance(weight, torch.Tensor):
-        ip_out = ip_out * weight.to(ip_out.dtype).reshape(-1, 1, 1)
-    elif weight != 1:
-        ip_out = ip_out * weight
-    if spatial_mask is not None:
-        ip_out = ip_out * spatial_mask.to(ip_out.dtype)
-    return out + ip_out
+    return out + image_attention(q, ip_k, ip_v, heads, weight, spatial_mask, attention)
+
+
+# embeds scaling (the widely used pack's option): where lambda enters the image term. "V only" scales the
+# term's output (the paper's form); the others fold lambda into K' and V' (so into the softmax too), the
+# "C penalty" ones first scale lambda by the layer width / 1280, and the last scales only V's token mean.
+_C_PENALTY_WIDTH = 1280.0
+
+
+def scaled_image_kv(ip_k: torch.Tensor, ip_v: torch.Tensor, weight: float, scaling: str = "V only"):
+    """(K'', V'', output weight) so that image_attention(q, K'', V'', weight=output weight) is the image term
+    of `scaling` at lambda `weight`. ip_k, ip_v: [B, tokens, width]. Done once per layer, not per call."""
+    if scaling == "V only":
+        return ip_k, ip_v, weight
+    if scaling == "K+V":
+        return ip_k * weight, ip_v * weight, 1.0
+    s = weight * (ip_k.shape[-1] / _C_PENALTY_WIDTH)
+    if scaling == "K+V w/ C penalty":
+        return ip_k * s, ip_v * s, 1.0
+    if scaling == "K+mean(V) w/ C penalty":
+        mean = ip_v.mean(dim=1, keepdim=True)
+        return ip_k * s, (ip_v - mean) + mean * s, 1.0
+    raise ValueError(f"unknown embeds scaling {scaling!r}")

@@ -5,6 +5,7 @@ import torch
 
 from ..ip_core.embeds import ImagePromptEmbeds, check_embeds_fit
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
+from ..ip_core import weight_types
 from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require, with_advice
 from .layer_weights import PRESETS
 from .layer_weights import layer_weights as resolve_layer_weights
@@ -53,6 +54,47 @@ def _check_mask(mask):
     return mask.clamp(0.0, 1.0)  # float rounding just outside 0..1 (blurred masks) is clipped
 
 
+def _weight_plan(a, embeds, weight, weight_type, embeds_scaling, composition_embeds, weight_composition, expand_style,
+                 style_boost, composition_boost):
+    """Checks the weight-type inputs and returns ip_core's per-layer plan (one LayerPlan per adapter layer)."""
+    weight_types.check_weight_type(weight_type)
+    weight_types.check_embeds_scaling(embeds_scaling)
+    weight_composition = check_number(weight_composition, "weight_composition", -1.0, 5.0)
+    style_boost = check_number(style_boost, "style_boost", -5.0, 5.0)
+    composition_boost = check_number(composition_boost, "composition_boost", -5.0, 5.0)
+    if not isinstance(expand_style, bool):
+        raise IPAdapterError(f"expand_style must be true or false, got {expand_style!r}.")
+    if composition_embeds is not None:
+        composition_embeds = require(composition_embeds, "IPA_EMBEDS", "composition_embeds", ImagePromptEmbeds)
+        if not weight_types.uses_composition_embeds(weight_type):
+            raise IPAdapterError(
+                f"composition_embeds is used by weight_type 'style and composition' only (it is {weight_type!r}); "
+                "choose 'style and composition', or disconnect composition_embeds."
+            )
+        try:
+            check_embeds_fit(a.adapter, composition_embeds)
+        except AdapterMismatchError as e:
+            raise AdapterMismatchError(f"composition_embeds: {e}") from None
+        if not torch.isfinite(composition_embeds.cond).all():
+            raise IPAdapterError("composition_embeds contain NaN or infinite values; re-encode the composition image.")
+        if composition_embeds.cond.shape[0] != embeds.cond.shape[0]:
+            raise IPAdapterError(
+                f"composition_embeds hold {composition_embeds.cond.shape[0]} per-item references but embeds hold "
+                f"{embeds.cond.shape[0]}; encode both with the same batch size, or with combine 'concat' / 'average'."
+            )
+    family = a.config.base_model
+    if family not in weight_types.HOST_TRANSFORMER_INDEX:
+        if weight_type != "linear" or expand_style:
+            raise IPAdapterError(
+                f"weight_type {weight_type!r} is defined for SD1.5 and SDXL layers; {a.name} is for "
+                f"{a.config.base_model_name}. Use weight_type 'linear'."
+            )
+        return [weight_types.LayerPlan(weight=weight)] * len(a.adapter.layers)
+    return weight_types.layer_plan(family, a.adapter.layers, weight_type, weight, weight_composition=weight_composition,
+                                   expand_style=expand_style, style_boost=style_boost,
+                                   composition_boost=composition_boost)
+
+
 class IPAApplyAdapter:
     DESCRIPTION = (
         "Adds the image prompt to every cross-attention layer of the model (16 for SD1.5, 70 for SDXL, middle block "
@@ -78,14 +120,23 @@ class IPAApplyAdapter:
             },
             "optional": {
                 "attn_mask": ("MASK", {"tooltip": "Where the image prompt acts (1) and not (0); any size, stretched to the image. One mask, or one per batch item."}),
-                "layer_weights": (list(PRESETS), {"default": "all layers", "tooltip": "Which layers get the image prompt. style only / composition only follow InstantStyle (SDXL)."}),
+                "layer_weights": (list(PRESETS), {"default": "all layers", "tooltip": "Which layers get the image prompt. style only / composition only: InstantStyle's blocks (SDXL), the widely used pack's tables (SD1.5)."}),
                 "layer_weights_custom": ("STRING", {"default": "", "multiline": False, "tooltip": "Overrides layer_weights when not empty: one number per layer ('1, 0, ...'), or named blocks ('output.1=1, input.8=0.5'); unnamed layers get 0."}),
+                # weight types and embeds scaling (the widely used pack's options), resolved here, once
+                "weight_type": (list(weight_types.WEIGHT_TYPES), {"default": "linear", "tooltip": "How weight spreads over the layers, as in the widely used IPAdapter pack (the middle block included here). 'style transfer' / 'composition' and the precise types exist for SD1.5 and SDXL."}),
+                "embeds_scaling": (list(weight_types.EMBEDS_SCALINGS), {"default": "V only", "tooltip": "Where weight enters: V only = weight x image attention (the paper); K+V scales K' and V'; 'C penalty' also by layer width / 1280; K+mean(V) scales only V's mean."}),
+                "composition_embeds": ("IPA_EMBEDS", {"tooltip": "A second reference for the composition layers (weight_type 'style and composition'); embeds is then the style reference."}),
+                "weight_composition": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 5.0, "step": 0.05, "tooltip": "Weight of the composition layers for 'style and composition' (weight is the style weight)."}),
+                "expand_style": ("BOOLEAN", {"default": False, "tooltip": "'style and composition' only: style in every non-composition layer (the pack's strong style and composition)."}),
+                "style_boost": ("FLOAT", {"default": 1.0, "min": -5.0, "max": 5.0, "step": 0.05, "tooltip": "'style transfer precise' only: weight of the composition layers, which get the reference as their negative."}),
+                "composition_boost": ("FLOAT", {"default": 0.0, "min": -5.0, "max": 5.0, "step": 0.05, "tooltip": "'composition precise' only: weight of the style layers, which get the reference as their negative (weight drives composition)."}),
             },
         }
 
     @error_boundary
     def apply(self, model, ipadapter, embeds, weight, start_at, end_at, attn_mask=None, layer_weights="all layers",
-              layer_weights_custom=""):
+              layer_weights_custom="", weight_type="linear", embeds_scaling="V only", composition_embeds=None,
+              weight_composition=1.0, expand_style=False, style_boost=1.0, composition_boost=0.0):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
         config = a.config
@@ -109,10 +160,14 @@ class IPAApplyAdapter:
             raise IPAdapterError("the image prompt embeds contain NaN or infinite values; re-encode the image (check the CLIP vision model).")
         mask = _check_mask(attn_mask)
         per_layer = resolve_layer_weights(a.adapter.layers, layer_weights, layer_weights_custom, config.base_model_name)
+        plan = _weight_plan(a, embeds, weight, weight_type, embeds_scaling, composition_embeds, weight_composition,
+                            expand_style, style_boost, composition_boost)
         sampling = model.get_model_object("model_sampling")
         window = SigmaWindow(sampling.percent_to_sigma(start_at), sampling.percent_to_sigma(end_at),
                              whole_schedule=start_at <= 0.0 and end_at >= 1.0)
-        branch = AdapterBranch(a.adapter, embeds, [weight * w for w in per_layer], window, mask,
-                               label=f"Apply IPAdapter ({a.name})")
+        branch = AdapterBranch(a.adapter, embeds, [p.weight * w for p, w in zip(plan, per_layer)], window, mask,
+                               label=f"Apply IPAdapter ({a.name})", swap_layers=[i for i, p in enumerate(plan) if p.swap],
+                               composition_layers=[i for i, p in enumerate(plan) if p.composition],
+                               composition_embeds=composition_embeds, embeds_scaling=embeds_scaling)
         patched, _ = patch_model(model, branch, a.adapter.layers)
         return (patched,)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from . import host
 from ..ip_core import attention, errors
 
-decoupled_attention = attention.decoupled_attention
+image_attention, scaled_image_kv = attention.image_attention, attention.scaled_image_kv
 AdapterMismatchError, IPAdapterError = errors.AdapterMismatchError, errors.IPAdapterError
 
 
@@ -88,7 +88,12 @@ class AdapterBranch:
     """
 
     def __init__(self, adapter, embeds, layer_weights, window: SigmaWindow, mask: Optional[torch.Tensor] = None,
-                 label: str = "IPAdapter"):
+                 label: str = "IPAdapter", *, swap_layers=(), composition_layers=(), composition_embeds=None,
+                 embeds_scaling: str = "V only"):
+        """layer_weights: lambda per layer (adapter layer order). swap_layers: layer indexes where the cond
+        tokens go to the uncond slot and the cond slot gets none (the precise weight types);
+        composition_layers: where composition_embeds' cond tokens replace the reference's; embeds_scaling:
+        where lambda enters (ip_core.attention.scaled_image_kv), folded into K'/V' here, once."""
         self.label = label
         self.window = window
         self.mask = mask  # [M, H, W] float or None
@@ -96,18 +101,28 @@ class AdapterBranch:
         self.references = embeds.cond.shape[0]
         self.layer_of_key = {}
         self.weight_of_layer = {}
+        self._output_weight = {}  # layer index -> the factor on Attn(q, K'', V'') (lambda for "V only", else 1)
         self._kv = {}  # layer index -> (k_cond, v_cond, k_uncond, v_uncond) as computed (fp32, adapter device)
         param = next(adapter.parameters())
         cond = embeds.cond.to(param.device, param.dtype)
         uncond = embeds.uncond.to(param.device, param.dtype)
+        comp = cond if composition_embeds is None else composition_embeds.cond.to(param.device, param.dtype)
+        swap_layers, composition_layers = set(swap_layers), set(composition_layers)
         with torch.no_grad():
             for spec, w in zip(adapter.layers, layer_weights):
                 self.layer_of_key[spec.comfy_key] = spec.index
                 self.weight_of_layer[spec.index] = float(w)
                 if w == 0:
                     continue  # never computed, never run
-                kc, vc = adapter.layer_kv(spec.index, cond)
-                ku, vu = adapter.layer_kv(spec.index, uncond)
+                c = comp if spec.index in composition_layers else cond
+                # swapped: the uncond slot attends to the reference, the cond slot to no tokens (zeros:
+                # K'/V' have no bias, so its image term is exactly 0)
+                c, u = (c * 0, c) if spec.index in swap_layers else (c, uncond)
+                kc, vc = adapter.layer_kv(spec.index, c)
+                ku, vu = adapter.layer_kv(spec.index, u)
+                kc, vc, out_w = scaled_image_kv(kc, vc, float(w), embeds_scaling)
+                ku, vu, _ = scaled_image_kv(ku, vu, float(w), embeds_scaling)
+                self._output_weight[spec.index] = out_w
                 self._kv[spec.index] = (kc, vc, ku, vu)
         self._on_device = {}  # (layer, device, dtype) -> 4 tensors
         self._arranged = {}  # (layer, device, dtype, cond_or_uncond, batch) -> (k, v)
@@ -120,6 +135,10 @@ class AdapterBranch:
     def weight(self, key) -> float:
         layer = self.layer_of_key.get(key)
         return 0.0 if layer is None else self.weight_of_layer[layer]
+
+    def output_weight(self, key) -> float:
+        """The factor on this layer's Attn(q, K'', V''): lambda, or 1 where the scaling folded it into K'/V'."""
+        return self._output_weight[self.layer_of_key[key]]
 
     def kv(self, key, cond_or_uncond, batch: int, device, dtype):
         layer = self.layer_of_key[key]
@@ -174,20 +193,6 @@ class AdapterBranch:
         return m
 
 
-class _KnownText:
-    """`attention` for decoupled_attention whose text term is already known (a wrapped patch's output or the
-    sum so far of earlier branches): decoupled_attention keeps the formula in one place (ip_core), and
-    stacked branches add up as Attn(text) + sum_i lambda_i * mask_i * Attn(q, K'_i, V'_i)."""
-
-    def __init__(self, text_k, text_out, attention):
-        self.text_k, self.text_out, self.attention = text_k, text_out, attention
-
-    def __call__(self, q, k, v, heads, mask=None):
-        if k is self.text_k:
-            return self.text_out
-        return self.attention(q, k, v, heads)
-
-
 class IPAttentionPatch:
     """Replacement of one attn2 layer: text attention (or the wrapped foreign patch) plus every branch."""
 
@@ -214,22 +219,16 @@ class IPAttentionPatch:
         heads = extra_options["n_heads"]
         attention = host.attention_for(extra_options)
         active = [b for b in self.branches if b.weight(self.key) != 0 and b.window.active(extra_options)]
-        if self.wrapped is not None:
-            out = self.wrapped(q, k, v, extra_options)
-        elif not active:
-            return attention(q, k, v, heads)
-        else:
-            out = None
+        out = self.wrapped(q, k, v, extra_options) if self.wrapped is not None else attention(q, k, v, heads)
         cond_or_uncond = extra_options.get("cond_or_uncond")
         batch = q.shape[0]
+        # Attn(text) + sum_i lambda_i * mask_i * Attn(q, K'_i, V'_i): stacked Apply nodes add up
         for branch in active:
             ip_k, ip_v = branch.kv(self.key, cond_or_uncond, batch, q.device, q.dtype)
             mask = branch.spatial_mask(q.shape[1], extra_options.get("original_shape", (0, 0)), cond_or_uncond,
                                        batch, q.device, q.dtype)
             branch.calls += 1
-            attn = attention if out is None else _KnownText(k, out, attention)
-            out = decoupled_attention(q, k, v, ip_k, ip_v, heads, weight=branch.weight(self.key),
-                                      spatial_mask=mask, attention=attn)
+            out = out + image_attention(q, ip_k, ip_v, heads, branch.output_weight(self.key), mask, attention)
         return out
 
 

@@ -341,7 +341,7 @@ def workflows(out_dir):
     folder_paths.set_input_directory(in_dir)
     folder_paths.set_output_directory(out_images)
     rng = np.random.default_rng(0)
-    for name in ("example.png", "style_reference.png", "left_reference.png", "right_reference.png"):
+    for name in ("example.png", "style_reference.png", "composition_reference.png", "left_reference.png", "right_reference.png"):
         Image.fromarray(rng.integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(os.path.join(in_dir, name))
     half = np.zeros((256, 256, 3), dtype=np.uint8)
     half[:, :128] = 255

@@ -215,8 +215,20 @@ def test_bad_inputs_give_node_errors(host, base):
         _apply(model, base, "embeds?")
     with pytest.raises(IPAdapterError, match="layers"):
         _apply(model, base, emb, layer_weights_custom="1, 2, 3")
-    with pytest.raises(IPAdapterError, match="InstantStyle"):
-        _apply(model, base, emb, layer_weights="style only")
+    with pytest.raises(IPAdapterError, match="unknown weight_type 'style'.*linear, ease in"):
+        _apply(model, base, emb, weight_type="style")
+    with pytest.raises(IPAdapterError, match="unknown embeds_scaling 'K'.*V only"):
+        _apply(model, base, emb, embeds_scaling="K")
+    for name, value, msg in (("weight_composition", 6.0, "-1.0..5.0"), ("style_boost", -5.5, "-5.0..5.0"),
+                             ("composition_boost", float("nan"), "finite")):
+        with pytest.raises(IPAdapterError, match=f"{name}.*{msg}"):
+            _apply(model, base, emb, **{name: value})
+    with pytest.raises(IPAdapterError, match="expand_style applies to weight_type 'style and composition' only"):
+        _apply(model, base, emb, expand_style=True)
+    with pytest.raises(IPAdapterError, match="composition_embeds is used by weight_type 'style and composition' only"):
+        _apply(model, base, emb, composition_embeds=emb)
+    with pytest.raises(AdapterMismatchError, match="composition_embeds: .*another adapter"):
+        _apply(model, base, emb, weight_type="style and composition", composition_embeds=_embeds(other_base))
 
 
 def test_sd15_adapter_on_sdxl_model_and_back(host, base):

@@ -62,3 +62,25 @@ def test_regional_example_stacks_two_masked_adapters(host):
     applies = {k: e for k, e in api.items() if e["class_type"] == "IPAApplyAdapter"}
     assert len(applies) == 2 and all("attn_mask" in e["inputs"] for e in applies.values())
     assert any(e["inputs"]["model"][0] in applies for e in applies.values())  # chained: they stack
+
+
+def test_style_transfer_examples_use_the_weight_types(host):
+    for name, weight_type, composition in (("ipadapter_sd15_style_transfer", "style transfer", False),
+                                           ("ipadapter_sdxl_style_and_composition", "style and composition", True)):
+        api = ui_to_api(json.loads((WORKFLOWS[0].parent / f"{name}.json").read_text()), _schema)
+        (apply,) = [e for e in api.values() if e["class_type"] == "IPAApplyAdapter"]
+        assert apply["inputs"]["weight_type"] == weight_type
+        assert ("composition_embeds" in apply["inputs"]) == composition
+
+
+def test_saved_workflows_keep_their_widget_positions(host):
+    """Examples saved before the weight-type widgets existed: the old values keep their names, the new
+    widgets take their defaults (which reproduce the old result)."""
+    wf = json.loads((WORKFLOWS[0].parent / "ipadapter_sdxl_style_only.json").read_text())
+    (apply,) = [e for e in ui_to_api(wf, _schema).values() if e["class_type"] == "IPAApplyAdapter"]
+    assert apply["inputs"]["layer_weights"] == "style only" and apply["inputs"]["weight"] == 1.0
+    assert apply["inputs"]["weight_type"] == "linear" and apply["inputs"]["embeds_scaling"] == "V only"
+    layout = [k for k in NODE_CLASS_MAPPINGS["IPAApplyAdapter"].INPUT_TYPES()["optional"]]
+    assert layout[:3] == ["attn_mask", "layer_weights", "layer_weights_custom"]
+    assert layout[3:10] == ["weight_type", "embeds_scaling", "composition_embeds", "weight_composition", "expand_style",
+                            "style_boost", "composition_boost"]

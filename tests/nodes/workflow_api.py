@@ -55,9 +55,15 @@ def ui_to_api(workflow: dict, schema_of) -> dict:
             continue
         schema = schema_of(node["type"])
         layout = widget_layout(schema)
-        values = node.get("widgets_values", [])
-        if len(values) != len(layout):
+        values = list(node.get("widgets_values", []))
+        # A workflow saved before optional widgets were appended has fewer values: the frontend gives the
+        # missing trailing (optional) widgets their defaults. More values than widgets, or a missing
+        # required one, is an error.
+        optional = schema.get("optional", {})
+        if len(values) > len(layout) or any(name not in optional for name in layout[len(values):]):
             raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values for widgets {layout}")
+        values += [optional[name][1].get("default", optional[name][0][0] if isinstance(optional[name][0], (list, tuple)) else None)
+                   for name in layout[len(values):]]
         inputs = {name: v for name, v in zip(layout, values) if name is not None}
         for inp in node.get("inputs", []):
             if inp.get("link") is not None:
