@@ -190,14 +190,14 @@ class IPANoise:
             },
             "optional": {
                 "image": ("IMAGE", {"tooltip": "Optional image to disturb (centre-cropped, resized to 224); none = black."}),
-                "seed": ("INT", {"default": -1, "min": -1, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "-1: derived from the image (the widely used pack's behaviour); otherwise this seed."}),
+                "seed_override": ("INT", {"default": -1, "min": -1, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "-1: the seed is derived from the image (the widely used pack's behaviour); otherwise this seed."}),
             },
         }
 
-    def make(self, type, strength, blur, image=None, seed=-1):
+    def make(self, type, strength, blur, image=None, seed_override=-1):
         strength = check_number(strength, "strength", 0.0, 1.0)
         blur = int(check_number(blur, "blur", 0, 1 << 16))
-        return (make_noise(type, strength, blur, image, None if int(seed) < 0 else int(seed)),)
+        return (make_noise(type, strength, blur, image, None if int(seed_override) < 0 else int(seed_override)),)
 
 
 class _Regions(tuple):

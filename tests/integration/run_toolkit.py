@@ -219,10 +219,10 @@ def encoder(out_dir):
             key = f"{variant}/mask{mask_hw[0]}x{mask_hw[1]}"
             results[key] = {"pixels_equal": bool(torch.equal(pack_pixels, mine_pixels)),
                             "preprocess_equal": bool(torch.equal(px, preprocess_images(images[1:2])))}
-            with torch.no_grad():
-                out = cv.model(pixel_values=apply_encoder_masks(comfy.clip_vision.clip_preprocess(images),
-                                                                encoder_masks(mask, 2, (224, 224), "center")), intermediate_output=-2)
-            feats = out[2] if variant == "base" else out[1]
+            with torch.no_grad():  # one image per call, as the pack was called (batching changes the last bits)
+                masked = apply_encoder_masks(comfy.clip_vision.clip_preprocess(images), encoder_masks(mask, 2, (224, 224), "center"))
+                outs = [cv.model(pixel_values=masked[i:i + 1], intermediate_output=-2) for i in range(2)]
+            feats = torch.cat([o[2] if variant == "base" else o[1] for o in outs])
             results[key]["features_equal"] = bool(torch.equal(theirs, weight_references(feats.float(), weights)))
             # the node end to end (our preprocessing, which equals ComfyUI's for these images)
             (emb,) = ours["IPAEncodeImagePrompt"]().encode(adapter, cv, images, reference_weights=", ".join(map(str, weights)), mask=mask)
@@ -248,10 +248,10 @@ def noise(out_dir):
                     mine = make_noise(kind, strength, blur, image)
                     results[f"{kind}/{strength}/{blur}/{label}"] = {
                         "equal": bool(torch.equal(theirs, mine)), "rng_untouched": bool(torch.equal(before, torch.get_rng_state()))}
-    (node_out,) = _ours("IPANoise")().make("gaussian", 0.5, 0, images["224"], seed=-1)
+    (node_out,) = _ours("IPANoise")().make("gaussian", 0.5, 0, images["224"], seed_override=-1)
     (theirs,) = ref_classes["IPAdapterNoise"]().make_noise("gaussian", 0.5, 0, image_optional=images["224"])
-    (seeded,) = _ours("IPANoise")().make("gaussian", 0.5, 0, images["224"], seed=7)
-    (seeded_again,) = _ours("IPANoise")().make("gaussian", 0.5, 0, images["224"], seed=7)
+    (seeded,) = _ours("IPANoise")().make("gaussian", 0.5, 0, images["224"], seed_override=7)
+    (seeded_again,) = _ours("IPANoise")().make("gaussian", 0.5, 0, images["224"], seed_override=7)
     return {"cases": results, "node_equal": bool(torch.equal(node_out, theirs)),
             "seeded_repeatable": bool(torch.equal(seeded, seeded_again)), "seeded_differs": not torch.equal(seeded, theirs)}
 

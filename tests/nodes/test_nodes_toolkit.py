@@ -193,8 +193,8 @@ def test_save_and_load_embeds(folders, base, other, vit_h):
 def test_noise_node(host):
     img = _images(1)
     (a,) = IPANoise().make("shuffle", 0.4, 2, img)
-    (b,) = IPANoise().make("shuffle", 0.4, 2, img, seed=-1)
-    (c,) = IPANoise().make("shuffle", 0.4, 2, img, seed=3)
+    (b,) = IPANoise().make("shuffle", 0.4, 2, img, seed_override=-1)
+    (c,) = IPANoise().make("shuffle", 0.4, 2, img, seed_override=3)
     assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == (1, 224, 224, 3)
     with pytest.raises(IPAdapterError, match="strength is 1.5"):
         IPANoise().make("fade", 1.5, 0)

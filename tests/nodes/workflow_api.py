@@ -56,9 +56,18 @@ def ui_to_api(workflow: dict, schema_of) -> dict:
         schema = schema_of(node["type"])
         layout = widget_layout(schema)
         values = node.get("widgets_values", [])
-        if len(values) != len(layout):
+        if len(values) > len(layout):
             raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values for widgets {layout}")
         inputs = {name: v for name, v in zip(layout, values) if name is not None}
+        # A workflow saved before optional widgets were appended: the frontend keeps their defaults.
+        specs = {**schema.get("optional", {}), **schema.get("required", {})}
+        for name in layout[len(values):]:
+            if name is None:
+                continue
+            opts = specs[name][1] if len(specs[name]) > 1 else {}
+            if name in schema.get("required", {}) or "default" not in opts:
+                raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values for widgets {layout}")
+            inputs[name] = opts["default"]
         for inp in node.get("inputs", []):
             if inp.get("link") is not None:
                 link = links[inp["link"]]
