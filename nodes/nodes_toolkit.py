@@ -125,7 +125,7 @@ class IPASaveEmbeds:
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
         folder, filename, counter, subfolder, _ = host.save_path(filename_prefix, host.output_directory())
         name = f"{filename}_{counter:05}_.safetensors"
-        path = save_embeds(embeds, os.path.join(folder, name), description)
+        save_embeds(embeds, os.path.join(folder, name), description)
         return {"ui": {"text": [f"saved {os.path.join(subfolder, name)} ({embeds.description})"]}, "result": ()}
 
 

@@ -3,7 +3,6 @@
 Parity with the widely used pack on the same inputs is tested in the real host (tests/integration/
 run_toolkit.py); here: hand-checked values, choices and every refusal.
 """
-import struct
 
 import pytest
 import torch
