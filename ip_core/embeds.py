@@ -6,8 +6,9 @@ full-face, the encoder's penultimate hidden states of an all-zero image in norma
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -15,7 +16,6 @@ from .config import AdapterConfig
 from .encoder_table import encoder_file_for, encoder_name_for
 from .errors import AdapterMismatchError, IPAdapterError
 
-COMBINE_MODES = ("concat", "average", "norm average", "batch")
 
 
 def _remedy(config: AdapterConfig) -> str:
@@ -68,17 +68,92 @@ def unconditional_features(
     return uncond.expand(features.shape[0], *uncond.shape[1:]).clone()
 
 
+def _subtract(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[0] < 2:
+        raise IPAdapterError("'subtract' takes the first reference minus the mean of the others: give at least two references")
+    return (x[0] - x[1:].mean(dim=0)).unsqueeze(0)
+
+
+# How several references' features [R, ...] become one, as the widely used pack defines each method. "norm
+# average" divides every feature element by its norm across the references (dim 0), then averages.
+COMBINE_METHODS = {
+    "concat": lambda x: x,
+    "add": lambda x: x.sum(dim=0).unsqueeze(0),
+    "subtract": _subtract,
+    "average": lambda x: x.mean(dim=0).unsqueeze(0),
+    "norm average": lambda x: (x / x.norm(dim=0, keepdim=True)).mean(dim=0).unsqueeze(0),
+    "max": lambda x: x.max(dim=0).values.unsqueeze(0),
+    "min": lambda x: x.min(dim=0).values.unsqueeze(0),
+}
+# Encode Image Prompt's choices: the methods above plus "batch" (reference i for batch item i). Order is
+# public API (saved workflows store the value).
+COMBINE_MODES = ("concat", "average", "norm average", "batch", "add", "subtract", "max", "min")
+
+
+def combine_rows(features: torch.Tensor, method: str) -> torch.Tensor:
+    """One of COMBINE_METHODS over the references (dim 0); a non-finite result is an error, not a prompt."""
+    if method not in COMBINE_METHODS:
+        raise ValueError(f"unknown combine mode {method!r}; choose one of {tuple(COMBINE_METHODS)}")
+    if features.shape[0] == 0:
+        raise IPAdapterError("nothing to combine: the image prompt holds no references")
+    out = COMBINE_METHODS[method](features)
+    if not torch.isfinite(out).all():
+        raise IPAdapterError(
+            f"combining with '{method}' gave NaN or infinite values (norm average divides by each feature's norm "
+            "across the references, which is 0 where they are all 0); use 'average' for these references")
+    return out
+
+
 def combine_features(features: torch.Tensor, mode: str) -> torch.Tensor:
-    """Merge several references before the projection ("average", "norm average") or keep them."""
-    if mode in ("concat", "batch"):
+    """Encode's combine: merge several references before the projection, or keep them ("concat", "batch").
+    A single reference is kept as it is, whatever the mode."""
+    if mode == "batch" or (mode in COMBINE_METHODS and features.shape[0] == 1):
         return features
-    if mode == "average":
-        return features.mean(dim=0, keepdim=True)
-    if mode == "norm average":
-        # Average directions, keep the typical length: one strong reference cannot dominate.
-        norms = features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        return (features / norms).mean(dim=0, keepdim=True) * norms.mean(dim=0, keepdim=True)
-    raise ValueError(f"unknown combine mode {mode!r}; choose one of {COMBINE_MODES}")
+    if mode not in COMBINE_METHODS:
+        raise ValueError(f"unknown combine mode {mode!r}; choose one of {COMBINE_MODES}")
+    return combine_rows(features, mode)
+
+
+def merge_uncond(uncond: torch.Tensor) -> torch.Tensor:
+    """The unconditional features for merged references: the shared row when every reference has the same
+    one (the official zero embedding / zero image, exactly), else the mean of the negative images."""
+    if uncond.shape[0] == 1 or bool((uncond == uncond[:1]).all()):
+        return uncond[:1]
+    return uncond.mean(dim=0, keepdim=True)
+
+
+WEIGHT_RANGE = (-1.0, 3.0)  # the range of the widely used pack's encoder weight
+
+
+def parse_reference_weights(text: str, count: int) -> Optional[list]:
+    """"1, 0.5" -> [1.0, 0.5]: one weight for every reference, or one per reference; "" -> None (all 1)."""
+    text = (text or "").replace("\n", ",").strip()
+    if not text:
+        return None
+    weights = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            w = float(part)
+        except ValueError:
+            raise IPAdapterError(f"reference_weights: {part!r} is not a number; write one number per reference, e.g. '1, 0.5'.") from None
+        if not math.isfinite(w) or not WEIGHT_RANGE[0] <= w <= WEIGHT_RANGE[1]:
+            raise IPAdapterError(f"reference_weights: {part} is outside {WEIGHT_RANGE[0]}..{WEIGHT_RANGE[1]}; give finite weights in that range.")
+        weights.append(w)
+    if len(weights) not in (1, count):
+        raise IPAdapterError(
+            f"reference_weights has {len(weights)} numbers for {count} reference images; give one weight (for all) "
+            f"or exactly {count}, or leave it empty (all 1).")
+    return weights * count if len(weights) == 1 else weights
+
+
+def weight_references(features: torch.Tensor, weights: Optional[list]) -> torch.Tensor:
+    """Scale each reference's features (before the projection, as the widely used pack's encoder weight)."""
+    if weights is None:
+        return features
+    w = torch.tensor(weights, dtype=features.dtype, device=features.device)
+    return features * w.reshape(-1, *([1] * (features.ndim - 1)))
 
 
 def _arrange_tokens(tokens: torch.Tensor, mode: str) -> torch.Tensor:
@@ -90,7 +165,12 @@ def _arrange_tokens(tokens: torch.Tensor, mode: str) -> torch.Tensor:
 
 @dataclass
 class ImagePromptEmbeds:
-    """Image prompt tokens for one adapter. cond / uncond: [R, N, ctx]; R = 1, or one per batch item."""
+    """Image prompt tokens for one adapter. cond / uncond: [R, N, ctx]; R = 1, or one per batch item.
+
+    cond_features / uncond_features: the encoder features that were projected ([F, ...], one row per
+    reference kept), so the references can be combined again before the projection (Combine Embeds);
+    None for embeds made without them.
+    """
 
     cond: torch.Tensor
     uncond: torch.Tensor
@@ -98,17 +178,36 @@ class ImagePromptEmbeds:
     description: str
     encoder_name: str = "unknown"
     adapter_fingerprint: str = ""
+    cond_features: Optional[torch.Tensor] = None
+    uncond_features: Optional[torch.Tensor] = None
 
     def to(self, device=None, dtype=None) -> "ImagePromptEmbeds":
-        return ImagePromptEmbeds(self.cond.to(device=device, dtype=dtype), self.uncond.to(device=device, dtype=dtype),
-                                 self.signature, self.description, self.encoder_name, self.adapter_fingerprint)
+        def move(t):
+            return None if t is None else t.to(device=device, dtype=dtype)
+
+        return ImagePromptEmbeds(move(self.cond), move(self.uncond), self.signature, self.description, self.encoder_name,
+                                 self.adapter_fingerprint, move(self.cond_features), move(self.uncond_features))
 
     def state_dict(self) -> dict:
-        return {"cond": self.cond, "uncond": self.uncond}
+        sd = {"cond": self.cond, "uncond": self.uncond}
+        if self.cond_features is not None:
+            sd.update(cond_features=self.cond_features, uncond_features=self.uncond_features)
+        return sd
 
     def metadata(self) -> dict:
         return {"signature": self.signature, "description": self.description, "encoder_name": self.encoder_name,
                 "adapter_fingerprint": self.adapter_fingerprint}
+
+
+def _project(adapter, cond_features, uncond_features, combine: str, encoder_name: str) -> ImagePromptEmbeds:
+    param = next(adapter.parameters())
+    with torch.no_grad():
+        cond = adapter.project(cond_features.to(param.device, param.dtype))
+        uncond = adapter.project(uncond_features.to(param.device, param.dtype))
+    cond, uncond = _arrange_tokens(cond, combine), _arrange_tokens(uncond, combine)
+    c = adapter.config
+    return ImagePromptEmbeds(cond, uncond, c.signature, c.description, encoder_name, adapter.fingerprint(),
+                             cond_features, uncond_features)
 
 
 def build_image_prompt(
@@ -118,7 +217,7 @@ def build_image_prompt(
     combine: str = "concat",
     encoder_name: str = "unknown",
 ) -> ImagePromptEmbeds:
-    """Project cond / uncond features into tokens, merging references the same way for both."""
+    """Project cond / uncond features into tokens; merged references share one unconditional row."""
     if cond_features.shape[0] == 0:
         raise IPAdapterError("the image prompt is an empty batch: give at least one reference image")
     if not torch.isfinite(cond_features).all():
@@ -130,13 +229,41 @@ def build_image_prompt(
             f"{uncond_features.shape[0]} negative images for {cond_features.shape[0]} reference images; "
             "give one negative image, or one per reference"
         )
-    param = next(adapter.parameters())
-    with torch.no_grad():
-        cond = adapter.project(combine_features(cond_features, combine).to(param.device, param.dtype))
-        uncond = adapter.project(combine_features(uncond_features, combine).to(param.device, param.dtype))
-    cond, uncond = _arrange_tokens(cond, combine), _arrange_tokens(uncond, combine)
-    c = adapter.config
-    return ImagePromptEmbeds(cond, uncond, c.signature, c.description, encoder_name, adapter.fingerprint())
+    cond = combine_features(cond_features, combine)
+    uncond = merge_uncond(uncond_features) if cond.shape[0] < cond_features.shape[0] else uncond_features
+    return _project(adapter, cond, uncond.contiguous(), combine, encoder_name)
+
+
+def combine_embeds(adapter, embeds: Sequence[ImagePromptEmbeds], method: str) -> ImagePromptEmbeds:
+    """Combine several image prompts of one adapter before its projection (COMBINE_METHODS): the features of
+    all references, in input order, merged with `method` and projected again."""
+    if method not in COMBINE_METHODS:
+        raise IPAdapterError(f"unknown combine method {method!r}; use one of {', '.join(COMBINE_METHODS)}.")
+    if not embeds:
+        raise IPAdapterError("nothing to combine: connect at least one image prompt (embeds_1).")
+    for i, e in enumerate(embeds, 1):
+        check_embeds_fit(adapter, e)
+        if e.cond_features is None:
+            raise IPAdapterError(
+                f"embeds_{i} carries no encoder features ({e.description}), so it cannot be combined before the "
+                "projection; encode the image again with Encode Image Prompt.")
+        if e.per_batch_item:
+            raise IPAdapterError(
+                f"embeds_{i} holds one reference per batch item (combine 'batch'); combining makes one image prompt. "
+                "Encode it with combine 'concat' (or another merging mode) first.")
+    shapes = {tuple(e.cond_features.shape[1:]) for e in embeds}
+    if len(shapes) > 1:
+        listing = ", ".join(f"embeds_{i}: {list(e.cond_features.shape[1:])}" for i, e in enumerate(embeds, 1))
+        raise AdapterMismatchError(
+            f"the image prompts have different feature shapes per reference ({listing}); they were encoded with "
+            "different CLIP vision models or token counts. Encode them all with the same CLIP vision model.")
+    if method == "concat" and len(embeds) == 1:
+        return embeds[0]
+    cond = torch.cat([e.cond_features for e in embeds])
+    uncond = torch.cat([e.uncond_features for e in embeds])
+    merged = combine_rows(cond, method)
+    uncond = uncond if method == "concat" else merge_uncond(uncond)
+    return _project(adapter, merged, uncond.contiguous(), "concat", embeds[0].encoder_name)
 
 
 def check_embeds_fit(adapter, embeds: ImagePromptEmbeds) -> None:

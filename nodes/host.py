@@ -143,3 +143,59 @@ def encode_pixels(clip_vision, pixel_values: torch.Tensor):
 
 def can_encode_pixels(clip_vision) -> bool:
     return all(hasattr(clip_vision, a) for a in ("model", "patcher", "load_device"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Toolkit (loader presets, embeds files): model folders, CLIP vision loading, input / output folders.
+
+CLIP_VISION_FOLDER = "clip_vision"
+
+
+def model_files(folder: str) -> tuple:
+    """(file names as the host lists them, the folders searched): folder_paths.get_filename_list is sorted
+    and recursive; get_folder_paths gives the folders (models/<folder> and extra_model_paths.yaml entries)."""
+    import folder_paths
+
+    if folder == FOLDER:
+        register_model_folder()
+    return list(folder_paths.get_filename_list(folder)), list(folder_paths.get_folder_paths(folder))
+
+
+def model_path(folder: str, name: str):
+    import folder_paths
+
+    return folder_paths.get_full_path(folder, name)
+
+
+def load_clip_vision(path: str):
+    """comfy/clip_vision.py load(ckpt_path): the host's CLIP vision model (the CLIPVisionLoader node's call)."""
+    import comfy.clip_vision
+
+    return comfy.clip_vision.load(path)
+
+
+def output_directory() -> str:
+    import folder_paths
+
+    return folder_paths.get_output_directory()
+
+
+def input_directory() -> str:
+    import folder_paths
+
+    return folder_paths.get_input_directory()
+
+
+def save_path(filename_prefix: str, output_dir: str):
+    """folder_paths.get_save_image_path: (folder, file name, counter, subfolder, prefix), as SaveImage uses it;
+    it refuses prefixes that leave the output folder."""
+    import folder_paths
+
+    return folder_paths.get_save_image_path(filename_prefix, output_dir)
+
+
+def annotated_input_path(name: str) -> str:
+    """folder_paths.get_annotated_filepath: 'name', 'name [input]' / '[output]' / '[temp]' -> a full path."""
+    import folder_paths
+
+    return folder_paths.get_annotated_filepath(name)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import torch
 
 from . import host
-from ..ip_core.embeds import COMBINE_MODES, build_image_prompt, features_for, unconditional_features
+from ..ip_core.embeds import (COMBINE_MODES, build_image_prompt, features_for, parse_reference_weights,
+                              unconditional_features, weight_references)
+from ..ip_core.encoder_mask import apply_encoder_masks, encoder_masks
 from ..ip_core.encoder_table import EncoderOutput
 from ..ip_core.errors import IPAdapterError
 from ..ip_core.preprocess import MODES as CROP_MODES
@@ -14,7 +16,7 @@ from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, requi
 ENCODE_CHUNK = 16  # references per encoder call: bounds memory, gives the progress bar steps
 
 
-def _encode(clip_vision, images, crop: str, progress):
+def _encode(clip_vision, images, crop: str, progress, masks=None):
     """IMAGE batch -> encoder output with image_embeds and penultimate_hidden_states (concatenated chunks)."""
     if not host.can_encode_pixels(clip_vision):
         raise IPAdapterError(
@@ -25,6 +27,8 @@ def _encode(clip_vision, images, crop: str, progress):
     for start in range(0, images.shape[0], ENCODE_CHUNK):
         host.check_interrupt()
         pixels = preprocess_images(images[start:start + ENCODE_CHUNK], mode=crop, size=size)
+        if masks is not None:  # one mask for all, or one per reference
+            pixels = apply_encoder_masks(pixels, masks if masks.shape[0] == 1 else masks[start:start + ENCODE_CHUNK])
         out = host.encode_pixels(clip_vision, pixels)
         embeds.append(out.image_embeds)
         hidden.append(out.penultimate_hidden_states)
@@ -55,13 +59,16 @@ class IPAEncodeImagePrompt:
             },
             "optional": {
                 "crop": (list(CROP_MODES), {"default": "center", "tooltip": "center: the official centre crop; pad: keep the whole image, pad to square with the CLIP mean colour; squash: resize to square ignoring aspect."}),
-                "combine": (list(COMBINE_MODES), {"default": "concat", "tooltip": "Several references: concat = all tokens side by side; average / norm average = one blended reference; batch = reference i for batch item i."}),
+                "combine": (list(COMBINE_MODES), {"default": "concat", "tooltip": "Several references: concat = all tokens side by side; batch = reference i for batch item i; average, norm average, add, subtract (first minus the mean of the others), max, min = one merged reference (CLIP features merged before the projection, as Combine Image Prompts does)."}),
                 "negative_image": ("IMAGE", {"tooltip": "Optional image(s) whose tokens replace the unconditional ones (guidance pushes away from them). One, or one per reference."}),
+                "reference_weights": ("STRING", {"default": "", "tooltip": "One weight per reference image ('1, 0.5'), or one for all; empty = all 1. Scales each reference's CLIP features before the projection (the widely used pack's encoder weight), -1..3."}),
+                "mask": ("MASK", {"tooltip": "Optional mask over the CLIP input: the encoder sees the reference only where the mask is 1 (it follows the crop mode). One mask, or one per reference."}),
             },
         }
 
     @error_boundary
-    def encode(self, ipadapter, clip_vision, image, crop="center", combine="concat", negative_image=None):
+    def encode(self, ipadapter, clip_vision, image, crop="center", combine="concat", negative_image=None,
+               reference_weights="", mask=None):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         config = a.config
         check_images(image, "image")
@@ -69,10 +76,15 @@ class IPAEncodeImagePrompt:
             raise IPAdapterError(f"unknown crop mode {crop!r}; use one of {', '.join(CROP_MODES)}.")
         if combine not in COMBINE_MODES:
             raise IPAdapterError(f"unknown combine mode {combine!r}; use one of {', '.join(COMBINE_MODES)}.")
+        weights = parse_reference_weights(reference_weights, image.shape[0])
+        masks = None
+        if mask is not None:
+            masks = encoder_masks(mask, image.shape[0], tuple(image.shape[1:3]), crop, int(getattr(clip_vision, "image_size", 224)))
         total = image.shape[0] + (negative_image.shape[0] if isinstance(negative_image, torch.Tensor) else 1)
         progress = host.progress_bar(total)
         label = "the connected CLIP vision model"
-        cond = features_for(config, _encode(clip_vision, image, crop, progress), label)
+        cond = features_for(config, _encode(clip_vision, image, crop, progress, masks), label)
+        cond = weight_references(cond, weights)
         if negative_image is not None:
             check_images(negative_image, "negative_image")
             uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress), label)

@@ -8,12 +8,21 @@ from . import host
 from .nodes_apply import IPAApplyAdapter
 from .nodes_encode import IPAEncodeImagePrompt
 from .nodes_load import IPAInspectAdapter, IPALoadAdapter
+from .nodes_toolkit import (IPAApplyRegions, IPACombineEmbeds, IPALoadEmbeds, IPANoise, IPARegion, IPASaveEmbeds,
+                            IPAUnifiedLoader)
 
 _NODES = (
     ("IPALoadAdapter", IPALoadAdapter, "Load IPAdapter"),
     ("IPAEncodeImagePrompt", IPAEncodeImagePrompt, "Encode Image Prompt (IPAdapter)"),
     ("IPAApplyAdapter", IPAApplyAdapter, "Apply IPAdapter"),
     ("IPAInspectAdapter", IPAInspectAdapter, "Inspect IPAdapter"),
+    ("IPAUnifiedLoader", IPAUnifiedLoader, "Load IPAdapter (preset)"),
+    ("IPACombineEmbeds", IPACombineEmbeds, "Combine Image Prompts"),
+    ("IPASaveEmbeds", IPASaveEmbeds, "Save Image Prompt Embeds"),
+    ("IPALoadEmbeds", IPALoadEmbeds, "Load Image Prompt Embeds"),
+    ("IPANoise", IPANoise, "Image Prompt Noise"),
+    ("IPARegion", IPARegion, "Image Prompt Region"),
+    ("IPAApplyRegions", IPAApplyRegions, "Apply IPAdapter (regions)"),
 )
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, cls, _ in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, _, name in _NODES}

@@ -303,11 +303,18 @@ def workflows(out_dir):
     host_nodes, classes, adapters = _setup(out_dir)
     import execution  # ComfyUI's, importable once the host is booted
     import folder_paths
-    _save_random_adapter(os.path.join(adapters, "ip-adapter_sd15.safetensors"))
+    sd15_adapter = _save_random_adapter(os.path.join(adapters, "ip-adapter_sd15.safetensors"))
     Path(adapters, "ip-adapter_sdxl.safetensors").write_bytes(b"")  # listed for validation only; never loaded
     _, model = _sd15()
     clip, vae = comfy_host.sd15_clip_and_vae()
     cv = _clip_vision(out_dir)
+    # toolkit example: Load IPAdapter (preset) finds the CLIP vision file by its released name; the host's
+    # CLIP vision loader is swapped for the small random model, as CLIPVisionLoader is below
+    cv_dir = os.path.join(out_dir, "clip_vision")
+    os.makedirs(cv_dir, exist_ok=True)
+    folder_paths.add_model_folder_path("clip_vision", cv_dir)
+    Path(cv_dir, "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors").write_bytes(b"")
+    comfy_host.pack_module("nodes.host").load_clip_vision = lambda path: cv
 
     class RandomCheckpoint:
         RETURN_TYPES = ("MODEL", "CLIP", "VAE")
@@ -343,6 +350,11 @@ def workflows(out_dir):
     rng = np.random.default_rng(0)
     for name in ("example.png", "style_reference.png", "composition_reference.png", "left_reference.png", "right_reference.png"):
         Image.fromarray(rng.integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(os.path.join(in_dir, name))
+    from ip_core.embeds import build_image_prompt
+    from ip_core.embeds_file import save_embeds
+
+    save_embeds(build_image_prompt(sd15_adapter, torch.randn(1, 1024), torch.zeros(1, 1024)),
+                os.path.join(in_dir, "example_embeds.safetensors"), "a saved image prompt")
     half = np.zeros((256, 256, 3), dtype=np.uint8)
     half[:, :128] = 255
     Image.fromarray(half).save(os.path.join(in_dir, "mask_left.png"))

@@ -57,8 +57,16 @@ def test_combine_modes():
     f = torch.tensor([[3.0, 4.0], [0.0, 1.0]])
     assert torch.equal(combine_features(f, "concat"), f)
     torch.testing.assert_close(combine_features(f, "average"), torch.tensor([[1.5, 2.5]]))
-    # norm average: mean direction (0.3, 0.9) scaled by the mean length 3
-    torch.testing.assert_close(combine_features(f, "norm average"), torch.tensor([[0.9, 2.7]]))
+    # norm average (the widely used pack's): each element over its norm across references, then the mean:
+    # column norms (3, sqrt(17)) -> mean of (1, 4/sqrt(17)) and (0, 1/sqrt(17)) = (0.5, 2.5/sqrt(17))
+    torch.testing.assert_close(combine_features(f, "norm average"), torch.tensor([[0.5, 2.5 / 17 ** 0.5]]))
+    torch.testing.assert_close(combine_features(f, "add"), torch.tensor([[3.0, 5.0]]))
+    torch.testing.assert_close(combine_features(f, "subtract"), torch.tensor([[3.0, 3.0]]))
+    torch.testing.assert_close(combine_features(f, "max"), torch.tensor([[3.0, 4.0]]))
+    torch.testing.assert_close(combine_features(f, "min"), torch.tensor([[0.0, 1.0]]))
+    one = f[:1]
+    for mode in ("average", "norm average", "subtract", "add"):  # one reference is kept as it is (as the pack's apply)
+        assert torch.equal(combine_features(one, mode), one)
     with pytest.raises(ValueError, match="unknown combine mode"):
         combine_features(f, "sum")
 

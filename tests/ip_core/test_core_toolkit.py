@@ -1,0 +1,217 @@
+"""Toolkit math and tables: presets, combine methods, reference weights, encoder masks, embeds files, noise.
+
+Parity with the widely used pack on the same inputs is tested in the real host (tests/integration/
+run_toolkit.py); here: hand-checked values, choices and every refusal.
+"""
+
+import pytest
+import torch
+
+from ip_core.config import make_config
+from ip_core.embeds import ImagePromptEmbeds, combine_rows, parse_reference_weights, weight_references
+from ip_core.embeds_file import load_embeds, save_embeds
+from ip_core.encoder_mask import apply_encoder_masks, encoder_masks
+from ip_core.errors import AdapterFileError, AdapterMismatchError, IPAdapterError
+from ip_core.layers import layer_specs
+from ip_core.noise import make_noise
+from ip_core.presets import PRESET_NAMES, PRESETS, choose_adapter, choose_encoder, matches_release, vision_encoder_of_file
+
+SD15, SDXL = layer_specs("sd15"), layer_specs("sdxl")
+CONFIGS = {
+    "base15": make_config("base", SD15, 768, 1024), "plus15": make_config("plus", SD15, 768, 1280),
+    "full15": make_config("full-face", SD15, 768, 1280), "vitg15": make_config("base", SD15, 768, 1280),
+    "basexl": make_config("base", SDXL, 2048, 1024),
+}
+STANDARD, PLUS, LIGHT, VITG = PRESET_NAMES[1], PRESET_NAMES[3], PRESET_NAMES[0], PRESET_NAMES[2]
+
+
+def no_contents(name):
+    raise IPAdapterError(f"{name}: empty file; download it again")
+
+
+def test_preset_table_has_the_packs_labels_and_one_encoder_each():
+    assert PRESET_NAMES == ("LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)", "VIT-G (medium strength)",
+                            "PLUS (high strength)", "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)")
+    assert [p.encoder_name for p in PRESETS] == ["ViT-H/14", "ViT-H/14", "ViT-bigG/14", "ViT-H/14", "ViT-H/14", "ViT-H/14"]
+
+
+def test_released_names_match_with_any_separator_in_sub_folders_not_other_releases():
+    assert matches_release("sd15/IP-Adapter_SD15.safetensors", "ip-adapter_sd15")
+    assert matches_release("ip_adapter-sd15.bin", "ip-adapter_sd15")
+    assert not matches_release("ip-adapter-plus_sd15.safetensors", "ip-adapter_sd15")
+    assert not matches_release("ip-adapter_sd15_light.safetensors", "ip-adapter_sd15")
+    assert not matches_release("ip-adapter_sd15.pth", "ip-adapter_sd15")  # released files are .safetensors / .bin
+
+
+def test_choose_by_name_in_host_order_with_v11_light_first():
+    names = ["a/ip-adapter_sd15_light.safetensors", "ip-adapter-plus_sd15.bin", "ip-adapter-plus_sd15.safetensors",
+             "z/ip-adapter_sd15_light_v11.bin"]
+    assert choose_adapter(LIGHT, "sd15", names, no_contents).name == "z/ip-adapter_sd15_light_v11.bin"
+    assert choose_adapter(LIGHT, "sd15", names[:1], no_contents).name == names[0]
+    c = choose_adapter(PLUS, "sd15", names, no_contents)
+    assert (c.name, c.how) == ("ip-adapter-plus_sd15.bin", "by name")
+
+
+def test_preset_without_a_release_for_the_family_is_refused():
+    with pytest.raises(AdapterMismatchError, match="has no SDXL adapter.*SD1.5"):
+        choose_adapter(LIGHT, "sdxl", ["ip-adapter_sd15_light_v11.bin"], no_contents)
+    with pytest.raises(IPAdapterError, match="unknown preset 'ULTRA'"):
+        choose_adapter("ULTRA", "sd15", [], no_contents)
+
+
+def test_renamed_files_are_chosen_by_contents():
+    files = {"mine/a.safetensors": CONFIGS["plus15"], "b.bin": CONFIGS["base15"], "c.safetensors": CONFIGS["basexl"],
+             "g.safetensors": CONFIGS["vitg15"], "ip-adapter-plus-face_sd15.safetensors": CONFIGS["plus15"]}
+    config_of = files.__getitem__
+    assert choose_adapter(PLUS, "sd15", sorted(files), config_of).name == "mine/a.safetensors"  # not the plus-face release
+    c = choose_adapter(STANDARD, "sdxl", sorted(files), config_of)
+    assert (c.name, c.how) == ("c.safetensors", "by contents")
+    assert choose_adapter(VITG, "sd15", sorted(files), config_of).name == "g.safetensors"
+    assert choose_adapter(STANDARD, "sd15", sorted(files), config_of).name == "b.bin"
+
+
+def test_ambiguous_contents_and_missing_files_are_errors_listing_what_was_found():
+    files = {"one.safetensors": CONFIGS["base15"], "two.safetensors": CONFIGS["base15"]}
+    with pytest.raises(IPAdapterError, match=r"2 files in /m/ipadapter hold a SD1.5 base, 4 tokens, ViT-H/14 adapter \(one.safetensors, two.safetensors\).*rename"):
+        choose_adapter(STANDARD, "sd15", sorted(files), files.__getitem__, ["/m/ipadapter"])
+    files = {"x.safetensors": CONFIGS["base15"], "broken.bin": None}
+
+    def config_of(name):
+        if files[name] is None:
+            raise IPAdapterError("broken.bin: the file is truncated or corrupt; download it again")
+        return files[name]
+
+    with pytest.raises(IPAdapterError) as e:
+        choose_adapter(PRESET_NAMES[5], "sd15", sorted(files), config_of, ["/m/ipadapter", "/extra"])
+    msg = str(e.value)
+    assert "needs ip-adapter-full-face_sd15.safetensors" in msg and "SD1.5 full-face, 257 tokens" in msg
+    assert "/m/ipadapter, /extra" in msg and "x.safetensors: SD1.5 base (linear projection)" in msg
+    assert "broken.bin: broken.bin: the file is truncated or corrupt" in msg
+
+
+def test_choose_encoder_by_name_then_contents(tmp_path):
+    from safetensors.torch import save_file
+
+    names = ["CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors", "h/CLIP-ViT-H-14-laion2B-s32B-b79K.bin"]
+    assert choose_encoder("ViT-H/14", names, lambda n: None).name == names[1]
+    assert choose_encoder("ViT-bigG/14", names, lambda n: None).name == names[0]
+    save_file({"vision_model.embeddings.patch_embedding.weight": torch.zeros(1664, 3, 14, 14)}, str(tmp_path / "g.safetensors"))
+    save_file({"visual.conv1.weight": torch.zeros(1280, 3, 14, 14)}, str(tmp_path / "h.safetensors"))
+    torch.save({"x": torch.zeros(1)}, str(tmp_path / "p.bin"))
+    of = lambda n: vision_encoder_of_file(tmp_path / n)  # noqa: E731
+    assert [of(n) for n in ("g.safetensors", "h.safetensors", "p.bin")] == ["ViT-bigG/14", "ViT-H/14", None]
+    c = choose_encoder("ViT-bigG/14", ["h.safetensors", "g.safetensors"], of)
+    assert (c.name, c.how) == ("g.safetensors", "by contents")
+    with pytest.raises(IPAdapterError, match=r"no ViT-bigG/14 CLIP vision model found in /cv.*h.safetensors: ViT-H/14; p.bin: not read"):
+        choose_encoder("ViT-bigG/14", ["h.safetensors", "p.bin"], of, ["/cv"])
+
+
+def test_combine_rows_and_its_refusals():
+    x = torch.tensor([[1.0, -2.0], [3.0, 4.0], [5.0, 0.0]])
+    assert torch.equal(combine_rows(x, "concat"), x)
+    assert torch.equal(combine_rows(x, "add"), torch.tensor([[9.0, 2.0]]))
+    assert torch.equal(combine_rows(x, "subtract"), torch.tensor([[-3.0, -4.0]]))
+    assert torch.equal(combine_rows(x, "max"), torch.tensor([[5.0, 4.0]]))
+    assert torch.equal(combine_rows(x, "min"), torch.tensor([[1.0, -2.0]]))
+    with pytest.raises(IPAdapterError, match="subtract.*at least two"):
+        combine_rows(x[:1], "subtract")
+    with pytest.raises(IPAdapterError, match="norm average.*NaN.*use 'average'"):
+        combine_rows(torch.zeros(2, 3), "norm average")
+
+
+def test_reference_weights_parse_and_scale_like_a_scalar_weight():
+    assert parse_reference_weights("", 3) is None and parse_reference_weights("  ", 1) is None
+    assert parse_reference_weights("1, 0.5", 2) == [1.0, 0.5]
+    assert parse_reference_weights("0.7", 3) == [0.7] * 3
+    assert parse_reference_weights("1\n-0.5,", 2) == [1.0, -0.5]
+    for bad, match in (("1, 2, 3", "3 numbers for 2 reference images"), ("1, x", "'x' is not a number"),
+                       ("4", "outside -1.0..3.0"), ("nan", "outside")):
+        with pytest.raises(IPAdapterError, match=match):
+            parse_reference_weights(bad, 2)
+    f = torch.randn(2, 257, 1280)
+    w = weight_references(f, [0.3, 1.7])
+    assert torch.equal(w[0], f[0] * 0.3) and torch.equal(w[1], f[1] * 1.7)  # as the pack's `embeds * weight`
+    assert weight_references(f, None) is f
+
+
+def test_encoder_mask_center_equals_torchvision_centre_crop_and_bicubic_resize():
+    import torchvision.transforms.v2 as T
+
+    m = torch.rand(1, 257, 301)
+    ref = T.Compose([T.CenterCrop(257), T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC, antialias=True)])(m[:, None])[:, 0]
+    assert torch.equal(encoder_masks(m, 3, (10, 10), "center"), ref)
+    same = torch.rand(2, 224, 224)
+    assert encoder_masks(same, 2, (224, 224), "center") is not None
+    assert torch.equal(encoder_masks(same, 2, (224, 224), "center"), same)
+    pad = encoder_masks(torch.ones(100, 200), 1, (100, 200), "pad")
+    assert pad.shape == (1, 224, 224) and pad[0, 0].sum() == 0 and torch.allclose(pad[0, 112], torch.ones(224))  # padded rows are 0
+    assert encoder_masks(torch.rand(5, 40), 1, (5, 40), "squash").shape == (1, 224, 224)
+    px = torch.randn(2, 3, 224, 224)
+    assert torch.equal(apply_encoder_masks(px, same), px * same[:, None])
+
+
+def test_encoder_mask_refusals():
+    with pytest.raises(IPAdapterError, match="mask holds 2 masks of \\(8, 8\\) for 3 reference images"):
+        encoder_masks(torch.ones(2, 8, 8), 3, (8, 8))
+    with pytest.raises(IPAdapterError, match="MASK \\[height, width\\]"):
+        encoder_masks(torch.ones(8), 1, (8, 8))
+    with pytest.raises(IPAdapterError, match="NaN"):
+        encoder_masks(torch.full((8, 8), float("nan")), 1, (8, 8))
+
+
+def _embeds(features=True):
+    c = torch.randn(1, 8, 32)
+    return ImagePromptEmbeds(c, c * 0, "sd15/base/4x32/image_embeds:64", "tiny", "ViT-H/14", "abc123",
+                             torch.randn(2, 64) if features else None, torch.zeros(2, 64) if features else None)
+
+
+def test_embeds_file_round_trip(tmp_path):
+    for features in (True, False):
+        e = _embeds(features)
+        path = save_embeds(e, tmp_path / "e.safetensors", note="two cats")
+        back = load_embeds(path)
+        assert back.metadata() == e.metadata()
+        assert back.state_dict().keys() == e.state_dict().keys()
+        assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), e.state_dict().values()))
+
+
+def test_embeds_file_refuses_pickles_foreign_and_damaged_files(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.save(torch.randn(1, 1024), tmp_path / "theirs.ipadpt")  # what the other pack's Save Embeds writes
+    with pytest.raises(AdapterFileError, match="a pickle.*nothing in it was loaded"):
+        load_embeds(tmp_path / "theirs.ipadpt")
+    save_file({"image_proj.proj.weight": torch.zeros(2, 2)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(AdapterFileError, match="not an image prompt embeds file.*image_proj.proj.weight"):
+        load_embeds(tmp_path / "model.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"<html>")
+    with pytest.raises(AdapterFileError, match="not a safetensors file"):
+        load_embeds(tmp_path / "junk.safetensors")
+    with pytest.raises(AdapterFileError, match="no such embeds file"):
+        load_embeds(tmp_path / "missing.safetensors")
+    meta = {"format": "ipadapter-image-prompt-embeds", "format_version": "1", "signature": "s", "description": "d",
+            "encoder_name": "e", "adapter_fingerprint": "f"}
+    save_file({"cond": torch.zeros(1, 4, 8)}, str(tmp_path / "half.safetensors"), metadata=meta)
+    with pytest.raises(AdapterFileError, match="damaged embeds file \\(missing \\['uncond'\\]"):
+        load_embeds(tmp_path / "half.safetensors")
+    save_file({"cond": torch.zeros(1, 4, 8), "uncond": torch.zeros(1, 4, 8)}, str(tmp_path / "v2.safetensors"),
+              metadata={**meta, "format_version": "2"})
+    with pytest.raises(AdapterFileError, match="version '2'"):
+        load_embeds(tmp_path / "v2.safetensors")
+
+
+def test_noise_is_seeded_leaves_the_global_rng_alone_and_checks_inputs():
+    img = torch.rand(1, 240, 200, 3, generator=torch.Generator().manual_seed(0))
+    state = torch.get_rng_state()
+    a = make_noise("dissolve", 0.5, 3, img)
+    assert torch.equal(state, torch.get_rng_state())
+    assert torch.equal(a, make_noise("dissolve", 0.5, 3, img)) and a.shape == (1, 224, 224, 3)
+    assert not torch.equal(a, make_noise("dissolve", 0.5, 3, img, seed=1))
+    assert torch.equal(make_noise("fade", 0.0, 0, None), torch.zeros(1, 224, 224, 3))
+    assert 0 <= float(make_noise("gaussian", 1.0, 0).min()) and float(make_noise("gaussian", 1.0, 0).max()) <= 1
+    with pytest.raises(IPAdapterError, match="unknown noise type 'pink'"):
+        make_noise("pink", 0.5, 0)
+    with pytest.raises(IPAdapterError, match="strength is 2"):
+        make_noise("fade", 2, 0)
+    with pytest.raises(IPAdapterError, match="non-empty IMAGE"):
+        make_noise("fade", 0.5, 0, torch.zeros(0, 8, 8, 3))
