@@ -8,6 +8,7 @@ from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from .common import CATEGORY, LoadedAdapter, check_number, require
 from .layer_weights import PRESETS
 from .layer_weights import layer_weights as resolve_layer_weights
+from .nodes_faceid import apply_faceid_lora, faceid_embeds_for
 from .patch import AdapterBranch, SigmaWindow, patch_model
 
 _CONTEXT_DIMS = {768: "sd15", 2048: "sdxl"}
@@ -67,11 +68,13 @@ class IPAApplyAdapter:
                 "attn_mask": ("MASK", {"tooltip": "Where the image prompt acts (1) and not (0); any size, stretched to the image. One mask, or one per batch item."}),
                 "layer_weights": (list(PRESETS), {"default": "all layers", "tooltip": "Which layers get the image prompt. style only / composition only follow InstantStyle (SDXL)."}),
                 "layer_weights_custom": ("STRING", {"default": "", "multiline": False, "tooltip": "Overrides layer_weights when not empty: one number per layer ('1, 0, ...'), or named blocks ('output.1=1, input.8=0.5'); unnamed layers get 0."}),
+                "faceid_lora_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip": "FaceID adapters: strength of the LoRA stored in the adapter file, patched into the UNet (1 = official). 0 = no LoRA (e.g. when you load the separate LoRA file yourself)."}),
+                "weight_faceidv2": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 5.0, "step": 0.05, "tooltip": "FaceID PlusV2 only: scale of the CLIP refinement in the shortcut tokens = face + weight_faceidv2 * refinement (official s_scale)."}),
             },
         }
 
     def apply(self, model, ipadapter, embeds, weight, start_at, end_at, attn_mask=None, layer_weights="all layers",
-              layer_weights_custom=""):
+              layer_weights_custom="", faceid_lora_strength=1.0, weight_faceidv2=1.0):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
         config = a.config
@@ -87,6 +90,9 @@ class IPAApplyAdapter:
                 f"adapter/model mismatch: {a.name} is an {config.base_model_name} adapter but the model is {have}. "
                 f"Load an {have} IP-Adapter, or use an {config.base_model_name} checkpoint."
             )
+        # FaceID: face embeds only with FaceID adapters; PlusV2's shortcut scale.
+        faceid_lora_strength = check_number(faceid_lora_strength, "faceid_lora_strength", 0.0, 2.0)
+        embeds = faceid_embeds_for(a, embeds, check_number(weight_faceidv2, "weight_faceidv2", -1.0, 5.0))
         check_embeds_fit(a.adapter, embeds)
         if not torch.isfinite(embeds.cond).all() or not torch.isfinite(embeds.uncond).all():
             raise IPAdapterError("the image prompt embeds contain NaN or infinite values; re-encode the image (check the CLIP vision model).")
@@ -98,4 +104,5 @@ class IPAApplyAdapter:
         branch = AdapterBranch(a.adapter, embeds, [weight * w for w in per_layer], window, mask,
                                label=f"Apply IPAdapter ({a.name})")
         patched, _ = patch_model(model, branch, a.adapter.layers)
+        patched = apply_faceid_lora(patched, a, faceid_lora_strength)  # FaceID: the file's LoRA on the UNet weights
         return (patched,)

@@ -5,7 +5,7 @@ import torch
 
 from . import host
 from ..ip_core.embeds import COMBINE_MODES, build_image_prompt, features_for, unconditional_features
-from ..ip_core.errors import IPAdapterError
+from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.preprocess import MODES as CROP_MODES
 from ..ip_core.preprocess import preprocess_images
 from .common import CATEGORY, LoadedAdapter, check_images, require
@@ -68,6 +68,11 @@ class IPAEncodeImagePrompt:
     def encode(self, ipadapter, clip_vision, image, crop="center", combine="concat", negative_image=None):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         config = a.config
+        if config.is_faceid:
+            raise AdapterMismatchError(
+                f"{a.name} is a FaceID adapter ({config.description}): it takes a face embedding, not CLIP image "
+                "features. Use the Encode Face (InsightFace) node with it."
+            )
         check_images(image, "image")
         if crop not in CROP_MODES:
             raise IPAdapterError(f"unknown crop mode {crop!r}; use one of {', '.join(CROP_MODES)}.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from . import host
 from .nodes_apply import IPAApplyAdapter
 from .nodes_encode import IPAEncodeImagePrompt
+from .nodes_faceid import IPAEncodeFace
 from .nodes_load import IPAInspectAdapter, IPALoadAdapter
 
 _NODES = (
@@ -14,6 +15,7 @@ _NODES = (
     ("IPAEncodeImagePrompt", IPAEncodeImagePrompt, "Encode Image Prompt"),
     ("IPAApplyAdapter", IPAApplyAdapter, "Apply IPAdapter"),
     ("IPAInspectAdapter", IPAInspectAdapter, "Inspect IPAdapter"),
+    ("IPAEncodeFace", IPAEncodeFace, "Encode Face (InsightFace)"),
 )
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, cls, _ in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, _, name in _NODES}

@@ -56,7 +56,9 @@ def ui_to_api(workflow: dict, schema_of) -> dict:
         schema = schema_of(node["type"])
         layout = widget_layout(schema)
         values = node.get("widgets_values", [])
-        if len(values) != len(layout):
+        # Fewer values: a workflow saved before optional inputs were appended; the frontend gives those their
+        # defaults (which keep the old behaviour), so it must still run. More values than widgets: broken.
+        if len(values) > len(layout):
             raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values for widgets {layout}")
         inputs = {name: v for name, v in zip(layout, values) if name is not None}
         for inp in node.get("inputs", []):
