@@ -1,16 +1,15 @@
 """FaceID: detection of every released layout from keys and shapes, and exactness against the official
 formulas (tencent-ailab/IP-Adapter ip_adapter_faceid*.py, attention_processor_faceid.py) written out here
 from their reading: projections, unconditional tokens, the PlusV2 shortcut, and LoRA + image branch in a UNet."""
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ip_core import UnsupportedAdapterError, detect_config, layer_specs, layer_specs_from_unet, make_config
 from ip_core.adapter import IPAdapter, load_adapter, save_adapter
 from ip_core.attention import decoupled_attention
 from ip_core.faceid import build_face_prompt, lora_targets, merge_lora
+
+from faceid_reference import OfficialLoRAProcessor, ref_mlp, ref_perceiver
 
 # ---- released layouts: shapes written from the official constructors, not from our modules -----------------
 
@@ -145,38 +144,6 @@ def test_file_round_trip_keeps_lora(tmp_path):
 # ---- the official formulas, written out --------------------------------------------------------------------
 
 
-def ref_mlp(sd, e, tokens, ctx, prefix="proj."):
-    h = F.gelu(e @ sd[f"{prefix}0.weight"].T + sd[f"{prefix}0.bias"])
-    x = (h @ sd[f"{prefix}2.weight"].T + sd[f"{prefix}2.bias"]).reshape(-1, tokens, ctx)
-    return F.layer_norm(x, (ctx,), sd["norm.weight"], sd["norm.bias"])
-
-
-def ref_perceiver(sd, p, latents, x, heads):
-    """resampler.py: latents (queries) attend to [x, latents]; FF with residuals; proj_out; norm_out."""
-    ln = lambda t, k: F.layer_norm(t, (t.shape[-1],), sd[f"{k}.weight"], sd[f"{k}.bias"])  # noqa: E731
-    x = x @ sd[f"{p}proj_in.weight"].T + sd[f"{p}proj_in.bias"]
-    depth = len({k[len(p):].split(".")[1] for k in sd if k.startswith(f"{p}layers.")})
-    for i in range(depth):
-        a = f"{p}layers.{i}.0"
-        xn, ln_ = ln(x, f"{a}.norm1"), ln(latents, f"{a}.norm2")
-        q = ln_ @ sd[f"{a}.to_q.weight"].T
-        kv = torch.cat([xn, ln_], dim=1) @ sd[f"{a}.to_kv.weight"].T
-        k, v = kv.chunk(2, dim=-1)
-        b, n, inner = q.shape
-        d = inner // heads
-        split = lambda t: t.reshape(b, t.shape[1], heads, d).transpose(1, 2)  # noqa: E731
-        qh, kh, vh = split(q), split(k), split(v)
-        s = 1 / math.sqrt(math.sqrt(d))
-        w = torch.softmax((qh * s) @ (kh * s).transpose(-2, -1), dim=-1)
-        out = (w @ vh).transpose(1, 2).reshape(b, n, inner) @ sd[f"{a}.to_out.weight"].T
-        latents = out + latents
-        f = f"{p}layers.{i}.1"
-        h = F.gelu(ln(latents, f"{f}.0") @ sd[f"{f}.1.weight"].T) @ sd[f"{f}.3.weight"].T
-        latents = h + latents
-    latents = latents @ sd[f"{p}proj_out.weight"].T + sd[f"{p}proj_out.bias"]
-    return ln(latents, f"{p}norm_out")
-
-
 def _randomize(module, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -264,37 +231,6 @@ def tiny_unet():
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
     ).eval()
-
-
-def plain_attention(q, k, v, heads):
-    b, n, inner = q.shape
-    d = inner // heads
-    qh, kh, vh = (t.reshape(b, t.shape[1], heads, d).transpose(1, 2) for t in (q, k, v))
-    return (torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(d), -1) @ vh).transpose(1, 2).reshape(b, n, inner)
-
-
-class OfficialLoRAProcessor:
-    """attention_processor_faceid.py LoRAAttnProcessor / LoRAIPAttnProcessor: every projection is
-    proj(x) + lora_scale * up(down(x)); the cross-attention one adds scale * attention(q, K_ip, V_ip) before to_out."""
-
-    def __init__(self, lora, lora_scale, ip=None, tokens_ref=None, scale=0.0):
-        self.lora, self.lora_scale, self.ip, self.tokens_ref, self.scale = lora, lora_scale, ip, tokens_ref, scale
-
-    def _l(self, name, x):
-        m = getattr(self.lora, name)
-        return self.lora_scale * ((x @ m.down.weight.T) @ m.up.weight.T)
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
-        ctx = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        q = attn.to_q(hidden_states) + self._l("to_q_lora", hidden_states)
-        k = attn.to_k(ctx) + self._l("to_k_lora", ctx)
-        v = attn.to_v(ctx) + self._l("to_v_lora", ctx)
-        out = plain_attention(q, k, v, attn.heads)
-        if self.ip is not None:
-            tokens = self.tokens_ref[0]
-            out = out + self.scale * plain_attention(q, tokens @ self.ip.to_k_ip.weight.T, tokens @ self.ip.to_v_ip.weight.T, attn.heads)
-        out = attn.to_out[0](out) + self._l("to_out_lora", out)
-        return attn.to_out[1](out) / attn.rescale_output_factor
 
 
 class OursProcessor:

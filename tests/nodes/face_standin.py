@@ -1,11 +1,21 @@
 """A stand-in for InsightFace behind nodes.face_analysis's FaceAnalyzer interface (tests and the example
 workflow in hosts without InsightFace). Deterministic: the embedding is a fixed random projection of the
 image's 8x8 thumbnail, so different photos give different identities; an all-black image has no face."""
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nodes.face_analysis import CROP_SIZE, Face
+CROP_SIZE = 224  # nodes.face_analysis.CROP_SIZE (not imported: inside ComfyUI `nodes` is the host's module)
+
+
+@dataclass
+class Face:  # the fields of nodes.face_analysis.Face
+    embedding: np.ndarray
+    crop: np.ndarray
+    faces_found: int
+    detection_size: int
 
 
 class StandinFaceAnalyzer:
