@@ -128,6 +128,11 @@ class FacePromptEmbeds(ImagePromptEmbeds):
     shortcut: bool = False
     parts: Optional[tuple] = None  # (x_cond, r_cond, x_uncond, r_uncond), arranged like cond / uncond
 
+    def to(self, device=None, dtype=None) -> "FacePromptEmbeds":
+        move = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
+        parts = tuple(move(t) for t in self.parts) if self.parts else None
+        return dataclasses.replace(self, cond=move(self.cond), uncond=move(self.uncond), parts=parts)
+
     def with_faceidv2(self, scale: float) -> "FacePromptEmbeds":
         """PlusV2's shortcut scale (official s_scale): x + scale * r. Other FaceID embeds are returned as they are."""
         if not (self.shortcut and self.parts):

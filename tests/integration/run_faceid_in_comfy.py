@@ -8,6 +8,7 @@ Prints one line `RESULT <json>`. Random full-shape SD1.5 models; the face analys
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -76,7 +77,7 @@ def faceid_parity(out_dir):
     image = torch.rand(1, 256, 200, 3, generator=torch.Generator().manual_seed(0))
     embeds, crops = nodes["IPAEncodeFace"]().encode(a, image, "CPU")["result"]
     g = torch.Generator().manual_seed(1)
-    x, ctx = torch.randn(2, 4, 64, 64, generator=g), torch.randn(2, 77, 768, generator=g)
+    x, ctx = torch.randn(2, 4, 32, 32, generator=g), torch.randn(2, 77, 768, generator=g)  # 32x32: CPU time
     t, sigmas = torch.tensor([500.0, 500.0]), torch.tensor([4.0])
     weight, strength = 0.8, 0.7
 
@@ -90,11 +91,12 @@ def faceid_parity(out_dir):
                                                            ad.ip_layers[str(spec.key_number)], tokens, weight)
     all_processors = len(unet.attn_processors)
     with torch.no_grad():
-        plain_ref = unet(x, t, encoder_hidden_states=ctx).sample
         unet.set_attn_processor(procs)
         ref = unet(x, t, encoder_hidden_states=ctx).sample
     model = comfy_host.comfy_model_from_unet(unet)
     unet_config = model.model.model_config.unet_config
+    del unet, procs  # a second full-size UNet is more than a shared CPU box can spare
+    gc.collect()
 
     def run(patcher):
         mm.load_models_gpu([patcher])  # merges the patcher's weight patches (the LoRA), unmerges the previous model's
@@ -118,7 +120,6 @@ def faceid_parity(out_dir):
     return {
         "shown": loaded["ui"]["text"][0], "crops": list(crops.shape),
         "rel_err": float((ours - ref).abs().max() / ref.abs().max()),
-        "host_vs_diffusers_plain_rel": float((plain - plain_ref).abs().max() / plain_ref.abs().max()),
         "differs_from_plain": float((ours - plain).abs().max()),
         "image_branch_layers": branch.calls, "attention_processors": all_processors,
         "lora_targets": len(targets), "lora_patched_keys": len(lora_keys), "landed_on_host_names": landed,

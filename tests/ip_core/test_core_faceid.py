@@ -290,3 +290,11 @@ def test_cli_inspect_describes_a_faceid_file(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert "FaceID LoRA:    rank 4 on to_q/k/v/out" in out and "InsightFace (buffalo_l or antelopev2) + CLIP vision" in out
+
+
+def test_face_embeds_stay_face_embeds_when_moved():
+    adapter = small_faceid("faceid-plus")
+    e = build_face_prompt(adapter, torch.randn(1, 512), torch.randn(1, 10, 48), torch.randn(1, 10, 48))
+    moved = e.to(dtype=torch.float64)
+    assert type(moved) is type(e) and moved.shortcut and moved.parts[0].dtype == torch.float64
+    torch.testing.assert_close(moved.with_faceidv2(0.5).cond, e.with_faceidv2(0.5).cond.double())
