@@ -60,7 +60,11 @@ def inspect_file(path) -> dict:
         encoder_output=config.encoder_output,
         encoder_width=config.encoder_width,
         encoder_requirement=config.encoder_requirement,
+        lora_rank=config.lora_rank,
     )
+    if config.is_faceid:
+        info["needs_insightface"] = True
+        info["needs_clip_vision"] = config.clip_requirement or False
     return info
 
 
@@ -75,6 +79,11 @@ def _print_text(info: dict) -> None:
     print(f"  tokens:         {info['tokens']}")
     print(f"  parameters:     {info['parameters']:,} ({', '.join(info['dtypes'])})")
     print(f"  image encoder:  {info['encoder_requirement']}")
+    if info.get("needs_insightface"):
+        lora = f"rank {info['lora_rank']} on to_q/k/v/out of every attention layer (self and cross)" if info["lora_rank"] else "none"
+        print(f"  FaceID LoRA:    {lora}")
+        print(f"  encoders:       InsightFace (buffalo_l or antelopev2)"
+              + (f" + CLIP vision ({info['needs_clip_vision']})" if info["needs_clip_vision"] else ", no CLIP vision"))
     print(f"  safe to load:   {info['safe_to_load']}")
 
 

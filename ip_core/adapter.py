@@ -11,6 +11,7 @@ from torch import nn
 from .checkpoint import load_adapter_state_dict, save_adapter_state_dict
 from .config import AdapterConfig, detect_config
 from .errors import AdapterFileError, IPAdapterError
+from .faceid import build_lora_layers
 from .layers import LayerSpec
 from .projection import build_projection
 
@@ -37,6 +38,8 @@ class IPAdapter(nn.Module):
         self.ip_layers = nn.ModuleDict(
             {str(s.key_number): IPAttentionWeights(config.context_dim, s.hidden_size) for s in self.layers}
         )
+        # FaceID: a LoRA per attention processor (self- and cross-attention), stored beside K'/V' in "ip_adapter".
+        self.lora_layers = build_lora_layers(config, self.layers) if config.lora_rank else None
 
     @classmethod
     def from_config(cls, config: AdapterConfig, layers: Optional[Sequence[LayerSpec]] = None) -> "IPAdapter":
@@ -49,7 +52,11 @@ class IPAdapter(nn.Module):
             adapter = cls(config)
         try:
             adapter.image_proj.load_state_dict(sd["image_proj"], strict=True, assign=True)
-            adapter.ip_layers.load_state_dict(sd["ip_adapter"], strict=True, assign=True)
+            ip = {k: v for k, v in sd["ip_adapter"].items() if "_lora." not in k}
+            adapter.ip_layers.load_state_dict(ip, strict=True, assign=True)
+            if adapter.lora_layers is not None:
+                lora = {k: v for k, v in sd["ip_adapter"].items() if "_lora." in k}
+                adapter.lora_layers.load_state_dict(lora, strict=True, assign=True)
         except RuntimeError as e:
             raise AdapterFileError(
                 f"{source}: weights do not fit the detected layout ({config.description}): {str(e)[:500]}"
@@ -58,9 +65,12 @@ class IPAdapter(nn.Module):
         return adapter
 
     def released_state_dict(self) -> dict:
+        ip = dict(self.ip_layers.state_dict())
+        if self.lora_layers is not None:
+            ip.update(self.lora_layers.state_dict())
         return {
             "image_proj": {k: v.detach().clone().contiguous() for k, v in self.image_proj.state_dict().items()},
-            "ip_adapter": {k: v.detach().clone().contiguous() for k, v in self.ip_layers.state_dict().items()},
+            "ip_adapter": {k: v.detach().clone().contiguous() for k, v in ip.items()},
         }
 
     def project(self, features: torch.Tensor) -> torch.Tensor:

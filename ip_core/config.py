@@ -7,13 +7,26 @@ from typing import Optional, Sequence
 
 import torch
 
-from .encoder_table import IMAGE_EMBEDS, PENULTIMATE, encoder_name_for
+from .encoder_table import FACE_EMBEDDING, FACE_ENCODER, IMAGE_EMBEDS, PENULTIMATE, encoder_name_for
 from .errors import AdapterFileError, UnsupportedAdapterError
 from .layers import BASE_MODEL_NAMES, CONTEXT_DIMS, LayerSpec, custom_layer_specs, layer_specs
 
 VARIANTS = ("base", "plus", "full-face")
-PROJECTIONS = {"base": "linear", "plus": "resampler", "full-face": "mlp"}
-ENCODER_OUTPUTS = {"base": IMAGE_EMBEDS, "plus": PENULTIMATE, "full-face": PENULTIMATE}
+# FaceID: the prompt is a 512-d InsightFace (ArcFace) face embedding. Plus/PlusV2 share one file layout (PlusV2
+# only adds a shortcut at inference); portrait files have 16 tokens and no LoRA; "unnorm" takes the raw
+# (not L2-normalised) embedding through a Resampler.
+FACEID_VARIANTS = ("faceid", "faceid-plus", "faceid-portrait", "faceid-portrait-unnorm")
+PROJECTIONS = {"base": "linear", "plus": "resampler", "full-face": "mlp", "faceid": "faceid-mlp",
+               "faceid-plus": "faceid-plus", "faceid-portrait": "faceid-mlp", "faceid-portrait-unnorm": "resampler"}
+ENCODER_OUTPUTS = {"base": IMAGE_EMBEDS, "plus": PENULTIMATE, "full-face": PENULTIMATE,
+                   **{v: FACE_EMBEDDING for v in FACEID_VARIANTS}}
+FACE_EMBEDDING_WIDTH = FACE_ENCODER[1]
+_KINDS = {
+    "base": "base (linear projection)", "plus": "plus (Resampler)", "full-face": "full-face (MLP)",
+    "faceid": "FaceID (face embedding MLP)", "faceid-plus": "FaceID Plus/PlusV2 (face embedding + CLIP Resampler)",
+    "faceid-portrait": "FaceID portrait (face embedding MLP)",
+    "faceid-portrait-unnorm": "FaceID portrait unnorm (raw face embedding Resampler)",
+}
 
 # A ViT/14 at 224 px has 16 x 16 patches + CLS: the full-face projection keeps all of them.
 FULL_FACE_TOKENS = 257
@@ -46,6 +59,25 @@ class AdapterConfig:
     resampler: Optional[ResamplerConfig] = None
     layer_key_numbers: tuple = field(default=(), repr=False)
     layer_hidden_sizes: tuple = field(default=(), repr=False)
+    lora_rank: int = 0  # FaceID: rank of the per-layer LoRA on to_q/k/v/out (0: the file has none)
+    clip_width: int = 0  # FaceID Plus: width of the CLIP penultimate hidden states it also takes
+
+    @property
+    def is_faceid(self) -> bool:
+        return self.variant in FACEID_VARIANTS
+
+    @property
+    def face_embedding_normalized(self) -> bool:
+        """FaceID files take the L2-normalised embedding (insightface normed_embedding), "unnorm" the raw one."""
+        return self.variant != "faceid-portrait-unnorm"
+
+    @property
+    def clip_requirement(self) -> str:
+        """FaceID Plus only: the CLIP output it takes besides the face embedding."""
+        if not self.clip_width:
+            return ""
+        name = encoder_name_for(PENULTIMATE, self.clip_width)
+        return f"{name if name != 'unknown' else 'CLIP vision'} penultimate_hidden_states (width {self.clip_width})"
 
     def layer_specs(self) -> tuple[LayerSpec, ...]:
         if self.base_model in ("sd15", "sdxl"):
@@ -59,6 +91,10 @@ class AdapterConfig:
     @property
     def encoder_requirement(self) -> str:
         """What the adapter needs from the image encoder, in words."""
+        if self.is_faceid:
+            kind = "L2-normalised" if self.face_embedding_normalized else "raw, not normalised"
+            face = f"an InsightFace face embedding ({self.encoder_width}-d, {kind})"
+            return f"{face} and {self.clip_requirement}" if self.clip_width else face
         if self.encoder_name == "unknown":
             return f"{self.encoder_output} of width {self.encoder_width} (not a released CLIP encoder's width)"
         return f"{self.encoder_name} {self.encoder_output} (width {self.encoder_width})"
@@ -66,13 +102,14 @@ class AdapterConfig:
     @property
     def signature(self) -> str:
         """Identifies which adapters can share image prompt embeddings (same tokens in, same layout)."""
-        return f"{self.base_model}/{self.variant}/{self.num_tokens}x{self.context_dim}/{self.encoder_output}:{self.encoder_width}"
+        clip = f"+clip:{self.clip_width}" if self.clip_width else ""
+        return f"{self.base_model}/{self.variant}/{self.num_tokens}x{self.context_dim}/{self.encoder_output}:{self.encoder_width}{clip}"
 
     @property
     def description(self) -> str:
-        kind = {"base": "base (linear projection)", "plus": "plus (Resampler)", "full-face": "full-face (MLP)"}[self.variant]
+        lora = f", LoRA rank {self.lora_rank}" if self.lora_rank else ""
         return (
-            f"{self.base_model_name} {kind}, {self.num_tokens} tokens, {self.num_layers} layers, "
+            f"{self.base_model_name} {_KINDS[self.variant]}, {self.num_tokens} tokens, {self.num_layers} layers{lora}, "
             f"needs {self.encoder_requirement}"
         )
 
@@ -84,15 +121,18 @@ def make_config(
     encoder_width: int,
     num_tokens: Optional[int] = None,
     resampler: Optional[ResamplerConfig] = None,
+    lora_rank: int = 0,
+    clip_width: int = 0,
 ) -> AdapterConfig:
-    """A config for a new adapter (the trainer's starting point), for released or custom UNets."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+    """A config for a new adapter (the trainer's starting point, test fixtures), for released or custom UNets.
+
+    FaceID variants: encoder_width is the face embedding width (512); `lora_rank` for faceid / faceid-plus
+    (released: 128); `clip_width` for faceid-plus (ViT-H: 1280)."""
+    if variant not in VARIANTS + FACEID_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS + FACEID_VARIANTS}")
     layers = tuple(layers)
     base_model = _base_model_for(context_dim, [(s.key_number, s.hidden_size) for s in layers])
-    if variant == "base":
-        num_tokens = DEFAULT_TOKENS["base"] if num_tokens is None else num_tokens
-    elif variant == "plus":
+    if variant in ("plus", "faceid-portrait-unnorm"):
         if resampler is None:
             n = DEFAULT_TOKENS["plus"] if num_tokens is None else num_tokens
             dim = context_dim if context_dim <= 1280 else 1280
@@ -101,13 +141,26 @@ def make_config(
                 num_queries=n, embedding_dim=encoder_width, output_dim=context_dim,
             )
         num_tokens = resampler.num_queries
-    else:
+    elif variant == "faceid-plus":
+        num_tokens = 4 if num_tokens is None else num_tokens
+        if resampler is None:
+            dim_head = 64 if context_dim >= 64 else context_dim
+            resampler = ResamplerConfig(dim=context_dim, depth=4, dim_head=dim_head, heads=context_dim // dim_head,
+                                        num_queries=num_tokens, embedding_dim=clip_width, output_dim=context_dim)
+    elif variant == "full-face":
         num_tokens = DEFAULT_TOKENS["full-face"] if num_tokens is None else num_tokens
+    else:  # base, faceid, faceid-portrait
+        num_tokens = (16 if variant == "faceid-portrait" else 4) if num_tokens is None else num_tokens
+    if variant in ("faceid", "faceid-plus") and not lora_rank:
+        raise ValueError(f"{variant} adapters carry a LoRA: give lora_rank (released files: 128)")
+    if variant == "faceid-plus" and not clip_width:
+        raise ValueError("faceid-plus needs clip_width (the CLIP hidden width, 1280 for ViT-H)")
     return _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler,
-                   [s.key_number for s in layers], [s.hidden_size for s in layers])
+                   [s.key_number for s in layers], [s.hidden_size for s in layers], lora_rank, clip_width)
 
 
-def _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, key_numbers, hidden_sizes) -> AdapterConfig:
+def _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, key_numbers, hidden_sizes,
+            lora_rank=0, clip_width=0) -> AdapterConfig:
     out = ENCODER_OUTPUTS[variant]
     return AdapterConfig(
         variant=variant,
@@ -122,6 +175,8 @@ def _config(variant, base_model, context_dim, num_tokens, encoder_width, resampl
         resampler=resampler,
         layer_key_numbers=tuple(int(n) for n in key_numbers),
         layer_hidden_sizes=tuple(int(h) for h in hidden_sizes),
+        lora_rank=int(lora_rank),
+        clip_width=int(clip_width),
     )
 
 
@@ -183,19 +238,34 @@ def detect_config(sd: dict) -> AdapterConfig:
     """
     proj = sd.get("image_proj") or {}
     ip = sd.get("ip_adapter") or {}
-    face = _shape(proj, "proj.0.weight")
-    if any("lora" in k for k in ip) or any(k.startswith("perceiver_resampler") for k in proj) or (
-        face is not None and len(face) == 2 and face[1] == 512
-    ):
-        raise UnsupportedAdapterError(
-            "this is an IP-Adapter FaceID file (LoRA weights / insightface 512-d face embedding input); "
-            "FaceID adapters are not supported yet. Use a base, plus, plus-face or full-face adapter."
-        )
+    lora = {k: t for k, t in ip.items() if _LORA_KEY.match(k)}
+    ip = {k: t for k, t in ip.items() if k not in lora}
     if not proj or not ip:
         raise UnsupportedAdapterError(f"not a complete IP-Adapter: {_summary(sd)}. Expected both image_proj and ip_adapter weights.")
 
     resampler = None
-    if "proj.weight" in proj and "norm.weight" in proj:
+    clip_width = 0
+    face = _shape(proj, "proj.0.weight")
+    face_mlp = face is not None and len(face) == 2 and face[1] == FACE_EMBEDDING_WIDTH
+    if face_mlp and "proj.2.weight" in proj and "norm.weight" in proj and "proj.3.weight" not in proj:
+        # FaceID: face MLP (proj.0, proj.2) + LayerNorm; Plus adds a perceiver_resampler on CLIP hidden states.
+        encoder_width = FACE_EMBEDDING_WIDTH
+        (context_dim,) = _dims(proj, "image_proj", "norm.weight", 1, "FaceID")
+        num_tokens = _whole(_dims(proj, "image_proj", "proj.2.weight", 2, "FaceID")[0], context_dim,
+                            "the FaceID projection's output width over the token width")
+        if "perceiver_resampler.proj_in.weight" in proj:
+            variant = "faceid-plus"
+            dim, clip_width = _dims(proj, "image_proj", "perceiver_resampler.proj_in.weight", 2, "FaceID Plus")
+            resampler = _resampler_config(proj, "perceiver_resampler.", dim, num_tokens, clip_width,
+                                          _dims(proj, "image_proj", "perceiver_resampler.proj_out.weight", 2, "FaceID Plus")[0])
+        else:
+            variant = "faceid" if lora else "faceid-portrait"
+        if context_dim not in CONTEXT_DIMS.values():
+            raise UnsupportedAdapterError(
+                f"a FaceID file with {context_dim}-wide tokens (neither SD1.5's 768 nor SDXL's 2048, e.g. Kolors "
+                f"FaceID), which is not supported: {_summary(sd)}"
+            )
+    elif "proj.weight" in proj and "norm.weight" in proj:
         variant = "base"
         out_features, encoder_width = _dims(proj, "image_proj", "proj.weight", 2, variant)
         (context_dim,) = _dims(proj, "image_proj", "norm.weight", 1, variant)
@@ -206,22 +276,13 @@ def detect_config(sd: dict) -> AdapterConfig:
             )
         num_tokens = out_features // context_dim
     elif "latents" in proj and "proj_in.weight" in proj:
-        variant = "plus"
-        _, num_queries, dim = _dims(proj, "image_proj", "latents", 3, variant)
-        inner_dim = _dims(proj, "image_proj", "layers.0.0.to_q.weight", 2, variant)[0]
-        indices = {int(m.group(1)) for k in proj if (m := _RESAMPLER_LAYER.match(k))}
-        depth = max(indices) + 1
-        ff_hidden = _dims(proj, "image_proj", "layers.0.1.1.weight", 2, variant)[0]
-        context_dim, _ = _dims(proj, "image_proj", "proj_out.weight", 2, variant)
-        encoder_width = _dims(proj, "image_proj", "proj_in.weight", 2, variant)[1]
-        dim_head = 64  # every released Resampler uses 64-wide heads; heads = inner width / 64
-        if inner_dim % dim_head:
-            dim_head = inner_dim
-        resampler = ResamplerConfig(
-            dim=dim, depth=depth, dim_head=dim_head, heads=inner_dim // dim_head, num_queries=num_queries,
-            embedding_dim=encoder_width, output_dim=context_dim,
-            ff_mult=_whole(ff_hidden, dim, "the Resampler's feed-forward width over its width"),
-        )
+        _, num_queries, dim = _dims(proj, "image_proj", "latents", 3, "plus")
+        context_dim, _ = _dims(proj, "image_proj", "proj_out.weight", 2, "plus")
+        encoder_width = _dims(proj, "image_proj", "proj_in.weight", 2, "plus")[1]
+        # A Resampler over a 512-wide input is FaceID portrait "unnorm" (raw face embedding as one token);
+        # CLIP hidden states are 1024 / 1280 / 1664 wide.
+        variant = "faceid-portrait-unnorm" if encoder_width == FACE_EMBEDDING_WIDTH else "plus"
+        resampler = _resampler_config(proj, "", dim, num_queries, encoder_width, context_dim)
         num_tokens = num_queries
     elif "proj.0.weight" in proj and "proj.2.weight" in proj and "proj.3.weight" in proj:
         variant = "full-face"
@@ -249,6 +310,12 @@ def detect_config(sd: dict) -> AdapterConfig:
             raise UnsupportedAdapterError(f"ip_adapter layer {n} needs to_k_ip and to_v_ip of the same shape, found {kv}")
     numbers = sorted(layers)
     hidden = [layers[n]["to_k_ip"] for n in numbers]
+    lora_rank = _lora_rank(lora, numbers, hidden, context_dim) if lora else 0
+    if lora and not variant.startswith("faceid"):
+        raise UnsupportedAdapterError(
+            f"the file has FaceID LoRA weights ({len(lora)} tensors) but a {variant} image projection, which no "
+            f"released adapter combines; the file mixes two adapters. {_summary(sd)}"
+        )
     base_model = _base_model_for(context_dim, list(zip(numbers, hidden)))
     if base_model == "custom" and context_dim in (768, 2048):
         family = "SD1.5" if context_dim == 768 else "SDXL"
@@ -258,7 +325,8 @@ def detect_config(sd: dict) -> AdapterConfig:
             f"numbered {expected[0].key_number}..{expected[-1].key_number}, but the file has {len(numbers)} layers "
             f"({numbers[:4]}...) with widths {sorted(set(hidden))}; the file is incomplete or damaged."
         )
-    config = _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, numbers, hidden)
+    config = _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, numbers, hidden,
+                     lora_rank=lora_rank, clip_width=clip_width)
     check_layout(sd, config)
     return config
 
@@ -285,3 +353,55 @@ def check_layout(sd: dict, config: AdapterConfig) -> None:
             f"weights do not fit the detected layout ({config.description}): image_proj has {'; '.join(problems)}. "
             "The file is incomplete, damaged or mixes two adapters: download it again."
         )
+
+
+def _resampler_config(proj: dict, prefix: str, dim: int, num_queries: int, embedding_dim: int, output_dim: int) -> ResamplerConfig:
+    inner_dim = _dims(proj, "image_proj", f"{prefix}layers.0.0.to_q.weight", 2, "plus")[0]
+    indices = {int(m.group(1)) for k in proj if k.startswith(prefix) and (m := _RESAMPLER_LAYER.match(k[len(prefix):]))}
+    depth = max(indices) + 1
+    ff_hidden = _dims(proj, "image_proj", f"{prefix}layers.0.1.1.weight", 2, "plus")[0]
+    dim_head = 64  # every released Resampler uses 64-wide heads; heads = inner width / 64
+    if inner_dim % dim_head:
+        dim_head = inner_dim
+    return ResamplerConfig(
+        dim=dim, depth=depth, dim_head=dim_head, heads=inner_dim // dim_head, num_queries=num_queries,
+        embedding_dim=embedding_dim, output_dim=output_dim,
+        ff_mult=_whole(ff_hidden, dim, "the Resampler's feed-forward width over its width"),
+    )
+
+
+_LORA_KEY = re.compile(r"^(\d+)\.(to_q_lora|to_k_lora|to_v_lora|to_out_lora)\.(down|up)\.weight$")
+
+
+def lora_shapes(cross_numbers, hidden_sizes, context_dim: int, rank: int) -> dict:
+    """Every FaceID LoRA key with its shape. Processor n = cross-attention layer key number (attn2) and n - 1
+    (the attn1 of the same transformer block): q, k, v, out are hidden -> hidden, except attn2's k and v, which
+    read the context. down: [rank, in], up: [out, rank] (diffusers LoRALinearLayer, no alpha)."""
+    shapes = {}
+    for n, hidden in zip(cross_numbers, hidden_sizes):
+        for number, ctx in ((n - 1, hidden), (n, context_dim)):
+            for proj, in_features in (("to_q", hidden), ("to_k", ctx), ("to_v", ctx), ("to_out", hidden)):
+                shapes[f"{number}.{proj}_lora.down.weight"] = (rank, in_features)
+                shapes[f"{number}.{proj}_lora.up.weight"] = (hidden, rank)
+    return shapes
+
+
+def _lora_rank(lora: dict, numbers, hidden, context_dim) -> int:
+    rank = int(lora["1.to_q_lora.down.weight"].shape[0]) if "1.to_q_lora.down.weight" in lora else int(next(iter(lora.values())).shape[0])
+    expected = lora_shapes(numbers, hidden, context_dim, rank)
+    missing = sorted(set(expected) - set(lora), key=_natural)
+    extra = sorted(set(lora) - set(expected), key=_natural)
+    wrong = [f"{k} {list(lora[k].shape)} (expected {list(expected[k])})" for k in sorted(expected, key=_natural)
+             if k in lora and tuple(lora[k].shape) != expected[k]]
+    if missing or extra or wrong:
+        raise UnsupportedAdapterError(
+            f"the FaceID LoRA weights do not fit the file's {len(numbers)} cross-attention layers (rank {rank}): "
+            f"{len(missing)} missing (e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]}), "
+            f"{len(wrong)} of the wrong shape (e.g. {wrong[:2]}); the file is incomplete or damaged."
+        )
+    return rank
+
+
+def _natural(key: str):
+    number, rest = key.split(".", 1)
+    return int(number), rest

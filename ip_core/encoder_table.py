@@ -15,6 +15,8 @@ import torch
 # Which encoder output each kind of adapter projects (the trainer's --variant, ip_core.config's variants).
 IMAGE_EMBEDS = "image_embeds"  # projected pooled embedding [B, projection_dim]: base adapters
 PENULTIMATE = "penultimate_hidden_states"  # hidden_states[-2] [B, tokens, hidden_size]: plus and full-face
+FACE_EMBEDDING = "face_embedding"  # InsightFace (ArcFace) identity embedding [B, 512]: FaceID adapters
+FACE_ENCODER = ("InsightFace ArcFace", 512)  # the one face encoder released FaceID adapters use: (name, width)
 
 
 @dataclass
@@ -62,6 +64,8 @@ OPENCLIP_ARCHS = {e.openclip_arch: e for e in ENCODERS if e.openclip_arch}
 
 def encoder_name_for(output: str, width: int) -> str:
     """"ViT-H/14" for (image_embeds, 1024) etc.; "unknown" for a width no listed encoder has."""
+    if output == FACE_EMBEDDING:
+        return FACE_ENCODER[0] if int(width) == FACE_ENCODER[1] else "unknown"
     for e in ENCODERS:
         if e.width(output) == int(width):
             return e.name

@@ -30,6 +30,23 @@ class LayerSpec:
             return None
         return (self.comfy_block[0], self.comfy_block[1], self.transformer_index)
 
+    @property
+    def diffusers_block(self) -> str:
+        """The diffusers transformer block holding this layer (its attn1 is the self-attention before it)."""
+        return self.diffusers_name[: -len(".attn2.processor")] if self.diffusers_name else ""
+
+    @property
+    def ldm_block(self) -> Optional[str]:
+        """The same transformer block in the original SD/SGM UNet naming, which ComfyUI's UNet keeps.
+
+        The SpatialTransformer is module 1 of its input/output/middle block (module 0 is the ResBlock).
+        """
+        if self.comfy_block is None:
+            return None
+        kind, number = self.comfy_block
+        block = "middle_block.1" if kind == "middle" else f"{kind}_blocks.{number}.1"
+        return f"{block}.transformer_blocks.{self.transformer_index}"
+
 
 def _build(groups) -> tuple[LayerSpec, ...]:
     """groups: (diffusers attention prefix, comfy block, transformer count, hidden size), in processor order."""

@@ -101,6 +101,80 @@ class Resampler(nn.Module):
         return self.norm_out(self.proj_out(latents))
 
 
+class FaceIDProjModel(nn.Module):
+    """FaceID / FaceID-portrait: a two-layer MLP on the 512-d face embedding, reshaped to N tokens, LayerNorm.
+
+    Module names as the official MLPProjModel of ip_adapter_faceid.py (keys proj.0, proj.2, norm)."""
+
+    def __init__(self, cross_attention_dim: int = 768, id_embeddings_dim: int = 512, num_tokens: int = 4):
+        super().__init__()
+        self.cross_attention_dim = cross_attention_dim
+        self.num_tokens = num_tokens
+        self.proj = nn.Sequential(
+            nn.Linear(id_embeddings_dim, id_embeddings_dim * 2),
+            nn.GELU(),
+            nn.Linear(id_embeddings_dim * 2, cross_attention_dim * num_tokens),
+        )
+        self.norm = nn.LayerNorm(cross_attention_dim)
+
+    def forward(self, id_embeds: torch.Tensor) -> torch.Tensor:
+        tokens = self.proj(id_embeds).reshape(-1, self.num_tokens, self.cross_attention_dim)
+        return self.norm(tokens)
+
+
+class FacePerceiverResampler(nn.Module):
+    """The Resampler without its own latents: the face tokens are the queries, CLIP hidden states the keys."""
+
+    def __init__(self, *, dim=768, depth=4, dim_head=64, heads=12, embedding_dim=1280, output_dim=768, ff_mult=4):
+        super().__init__()
+        self.proj_in = nn.Linear(embedding_dim, dim)
+        self.proj_out = nn.Linear(dim, output_dim)
+        self.norm_out = nn.LayerNorm(output_dim)
+        self.layers = nn.ModuleList(
+            [nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), _feed_forward(dim, ff_mult)]) for _ in range(depth)]
+        )
+
+    def forward(self, latents: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj_in(x)
+        for attn, ff in self.layers:
+            latents = attn(x, latents) + latents
+            latents = ff(latents) + latents
+        return self.norm_out(self.proj_out(latents))
+
+
+class FaceIDPlusProjModel(nn.Module):
+    """FaceID-Plus / PlusV2: face MLP tokens x refined by CLIP hidden states, r = resampler(x, clip).
+
+    Plus uses r; PlusV2 uses the shortcut x + scale * r. Keys as the official ProjPlusModel
+    (proj.*, norm.*, perceiver_resampler.*)."""
+
+    def __init__(self, cross_attention_dim=768, id_embeddings_dim=512, clip_embeddings_dim=1280, num_tokens=4,
+                 depth=4, dim_head=64, heads=None, ff_mult=4):
+        super().__init__()
+        self.cross_attention_dim = cross_attention_dim
+        self.num_tokens = num_tokens
+        self.proj = nn.Sequential(
+            nn.Linear(id_embeddings_dim, id_embeddings_dim * 2),
+            nn.GELU(),
+            nn.Linear(id_embeddings_dim * 2, cross_attention_dim * num_tokens),
+        )
+        self.norm = nn.LayerNorm(cross_attention_dim)
+        self.perceiver_resampler = FacePerceiverResampler(
+            dim=cross_attention_dim, depth=depth, dim_head=dim_head,
+            heads=heads if heads is not None else cross_attention_dim // dim_head,
+            embedding_dim=clip_embeddings_dim, output_dim=cross_attention_dim, ff_mult=ff_mult,
+        )
+
+    def parts(self, id_embeds: torch.Tensor, clip_embeds: torch.Tensor):
+        """(x, r): the face tokens and the resampler's output, kept apart so the shortcut scale can change later."""
+        x = self.norm(self.proj(id_embeds).reshape(-1, self.num_tokens, self.cross_attention_dim))
+        return x, self.perceiver_resampler(x, clip_embeds)
+
+    def forward(self, id_embeds, clip_embeds, shortcut: bool = False, scale: float = 1.0):
+        x, r = self.parts(id_embeds, clip_embeds)
+        return x + scale * r if shortcut else r
+
+
 def build_projection(config: AdapterConfig) -> nn.Module:
     if config.projection == "linear":
         return ImageProjModel(config.context_dim, config.encoder_width, config.num_tokens)
@@ -109,4 +183,10 @@ def build_projection(config: AdapterConfig) -> nn.Module:
         return Resampler(r.dim, r.depth, r.dim_head, r.heads, r.num_queries, r.embedding_dim, r.output_dim, r.ff_mult)
     if config.projection == "mlp":
         return MLPProjModel(config.context_dim, config.encoder_width)
+    if config.projection == "faceid-mlp":
+        return FaceIDProjModel(config.context_dim, config.encoder_width, config.num_tokens)
+    if config.projection == "faceid-plus":
+        r = config.resampler
+        return FaceIDPlusProjModel(config.context_dim, config.encoder_width, config.clip_width, config.num_tokens,
+                                   r.depth, r.dim_head, r.heads, r.ff_mult)
     raise ValueError(f"unknown projection {config.projection!r}")

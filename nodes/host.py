@@ -199,3 +199,40 @@ def annotated_input_path(name: str) -> str:
     import folder_paths
 
     return folder_paths.get_annotated_filepath(name)
+
+
+# ---- FaceID: the UNet's weights, LoRA patches, the InsightFace models folder ---------------------------------
+
+# ComfyUI's BaseModel holds the UNet as `diffusion_model`; its weights keep the original SD/SGM (ldm) names.
+UNET_PREFIX = "diffusion_model."
+INSIGHTFACE_FOLDER = "insightface"
+
+
+def unet_weight_shapes(model) -> dict:
+    """{ldm weight name: shape} of the model's UNet (comfy/model_patcher.py ModelPatcher.model_state_dict)."""
+    sd = model.model_state_dict(filter_prefix=UNET_PREFIX)
+    return {k[len(UNET_PREFIX):]: tuple(v.shape) for k, v in sd.items()}
+
+
+def add_unet_lora(model, pairs: dict, strength: float) -> list:
+    """Add LoRA weight patches to a ModelPatcher: {ldm weight name: (up, down)} -> W + strength * up @ down.
+
+    comfy/model_patcher.py add_patches(patches, strength_patch) stores them beside the user's other LoRAs; they
+    are merged when the model loads and removed when it unloads (the weights are never edited in place).
+    comfy/weight_adapter/lora.py LoRAAdapter(loaded_keys, (up, down, alpha, mid, dora_scale, reshape)): alpha
+    None means scale 1, as the FaceID files were trained (diffusers LoRALinearLayer without network_alpha).
+    """
+    from comfy.weight_adapter.lora import LoRAAdapter
+
+    patches = {}
+    for name, (up, down) in pairs.items():
+        key = UNET_PREFIX + name
+        patches[key] = LoRAAdapter({key}, (up, down, None, None, None, None))
+    return model.add_patches(patches, strength)
+
+
+def insightface_root() -> str:
+    """models/insightface, where ComfyUI_IPAdapter_plus also looks (FaceAnalysis(root=...) reads root/models/NAME)."""
+    import folder_paths
+
+    return os.path.join(folder_paths.models_dir, INSIGHTFACE_FOLDER)

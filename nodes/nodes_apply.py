@@ -9,6 +9,7 @@ from ..ip_core import weight_types
 from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require, with_advice
 from .layer_weights import PRESETS
 from .layer_weights import layer_weights as resolve_layer_weights
+from .nodes_faceid import apply_faceid_lora, faceid_embeds_for
 from .patch import AdapterBranch, SigmaWindow, patch_model
 
 _CONTEXT_DIMS = {768: "sd15", 2048: "sdxl"}
@@ -130,13 +131,16 @@ class IPAApplyAdapter:
                 "expand_style": ("BOOLEAN", {"default": False, "tooltip": "'style and composition' only: style in every non-composition layer (the pack's strong style and composition)."}),
                 "style_boost": ("FLOAT", {"default": 1.0, "min": -5.0, "max": 5.0, "step": 0.05, "tooltip": "'style transfer precise' only: weight of the composition layers, which get the reference as their negative."}),
                 "composition_boost": ("FLOAT", {"default": 0.0, "min": -5.0, "max": 5.0, "step": 0.05, "tooltip": "'composition precise' only: weight of the style layers, which get the reference as their negative (weight drives composition)."}),
+                "faceid_lora_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip": "FaceID adapters: strength of the LoRA stored in the adapter file, patched into the UNet (1 = official). 0 = no LoRA (e.g. when you load the separate LoRA file yourself)."}),
+                "weight_faceidv2": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 5.0, "step": 0.05, "tooltip": "FaceID PlusV2 only: scale of the CLIP refinement in the shortcut tokens = face + weight_faceidv2 * refinement (official s_scale)."}),
             },
         }
 
     @error_boundary
     def apply(self, model, ipadapter, embeds, weight, start_at, end_at, attn_mask=None, layer_weights="all layers",
               layer_weights_custom="", weight_type="linear", embeds_scaling="V only", composition_embeds=None,
-              weight_composition=1.0, expand_style=False, style_boost=1.0, composition_boost=0.0):
+              weight_composition=1.0, expand_style=False, style_boost=1.0, composition_boost=0.0,
+              faceid_lora_strength=1.0, weight_faceidv2=1.0):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
         config = a.config
@@ -152,6 +156,9 @@ class IPAApplyAdapter:
                 f"adapter/model mismatch: {a.name} is an {config.base_model_name} adapter but the model is {have}. "
                 f"Load an {have} IP-Adapter, or use an {config.base_model_name} checkpoint."
             )
+        # FaceID: face embeds only with FaceID adapters; PlusV2's shortcut scale.
+        faceid_lora_strength = check_number(faceid_lora_strength, "faceid_lora_strength", 0.0, 2.0)
+        embeds = faceid_embeds_for(a, embeds, check_number(weight_faceidv2, "weight_faceidv2", -1.0, 5.0))
         try:
             check_embeds_fit(a.adapter, embeds)
         except AdapterMismatchError as e:
@@ -170,4 +177,5 @@ class IPAApplyAdapter:
                                composition_layers=[i for i, p in enumerate(plan) if p.composition],
                                composition_embeds=composition_embeds, embeds_scaling=embeds_scaling)
         patched, _ = patch_model(model, branch, a.adapter.layers)
+        patched = apply_faceid_lora(patched, a, faceid_lora_strength)  # FaceID: the file's LoRA on the UNet weights
         return (patched,)

@@ -8,7 +8,7 @@ from ..ip_core.embeds import (COMBINE_MODES, build_image_prompt, features_for, p
                               unconditional_features, weight_references)
 from ..ip_core.encoder_mask import apply_encoder_masks, encoder_masks
 from ..ip_core.encoder_table import EncoderOutput
-from ..ip_core.errors import IPAdapterError
+from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.preprocess import MODES as CROP_MODES
 from ..ip_core.preprocess import preprocess_images
 from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, require
@@ -71,6 +71,11 @@ class IPAEncodeImagePrompt:
                reference_weights="", mask=None):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         config = a.config
+        if config.is_faceid:
+            raise AdapterMismatchError(
+                f"{a.name} is a FaceID adapter ({config.description}): it takes a face embedding, not CLIP image "
+                "features. Use the Encode Face (InsightFace) node with it."
+            )
         check_images(image, "image")
         if crop not in CROP_MODES:
             raise IPAdapterError(f"unknown crop mode {crop!r}; use one of {', '.join(CROP_MODES)}.")

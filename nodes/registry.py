@@ -7,6 +7,7 @@ from __future__ import annotations
 from . import host
 from .nodes_apply import IPAApplyAdapter
 from .nodes_encode import IPAEncodeImagePrompt
+from .nodes_faceid import IPAEncodeFace
 from .nodes_load import IPAInspectAdapter, IPALoadAdapter
 from .nodes_toolkit import (IPAApplyRegions, IPACombineEmbeds, IPALoadEmbeds, IPANoise, IPARegion, IPASaveEmbeds,
                             IPAUnifiedLoader)
@@ -23,6 +24,7 @@ _NODES = (
     ("IPANoise", IPANoise, "Image Prompt Noise"),
     ("IPARegion", IPARegion, "Image Prompt Region"),
     ("IPAApplyRegions", IPAApplyRegions, "Apply IPAdapter (regions)"),
+    ("IPAEncodeFace", IPAEncodeFace, "Encode Face (InsightFace)"),
 )
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, cls, _ in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, _, name in _NODES}

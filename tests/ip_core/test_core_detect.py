@@ -59,17 +59,6 @@ def test_detected_config_loads_strictly_on_full_shapes():
         assert adapter.config.variant == variant
 
 
-def test_faceid_is_refused_with_a_clear_message():
-    sd = released_sd("base", "sd15", 768, 1024)
-    sd["ip_adapter"]["1.to_q_lora.down.weight"] = torch.empty(128, 320, device="meta")
-    with pytest.raises(UnsupportedAdapterError, match="FaceID.*not supported yet"):
-        detect_config(sd)
-    faceid_proj = {"image_proj": {"proj.0.weight": torch.empty(1024, 512), "proj.2.weight": torch.empty(3072, 1024),
-                                  "norm.weight": torch.empty(768)}, "ip_adapter": sd["ip_adapter"]}
-    with pytest.raises(UnsupportedAdapterError, match="FaceID"):
-        detect_config(faceid_proj)
-
-
 def test_unknown_layout_lists_what_was_found():
     sd = {"image_proj": {"weird.weight": torch.empty(3, 4)}, "ip_adapter": {"1.to_k_ip.weight": torch.empty(320, 768)}}
     with pytest.raises(UnsupportedAdapterError, match=r"unknown image projection layout: image_proj has 1 tensors \(weird.weight\[3, 4\]"):

@@ -18,6 +18,7 @@ CORE_SCHEMAS = {
                               "negative": ("CONDITIONING",), "latent_image": ("LATENT",), "denoise": ("FLOAT", {})}},
     "VAEDecode": {"required": {"samples": ("LATENT",), "vae": ("VAE",)}},
     "SaveImage": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {})}},
+    "PreviewImage": {"required": {"images": ("IMAGE",)}},
     "LoadImage": {"required": {"image": ([], {"image_upload": True})}},
     "LoadImageMask": {"required": {"image": ([], {"image_upload": True}), "channel": (["alpha", "red", "green", "blue"],)}},
 }

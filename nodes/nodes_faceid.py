@@ -1,0 +1,162 @@
+"""FaceID: Encode Face (InsightFace) -> IPA_EMBEDS, and what Apply IPAdapter adds for FaceID adapters (the
+PlusV2 shortcut scale and the adapter file's own LoRA, patched into the UNet's weights through the host)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import face_analysis, host
+from ..ip_core.embeds import COMBINE_MODES, ImagePromptEmbeds
+from ..ip_core.errors import AdapterMismatchError, IPAdapterError
+from ..ip_core.faceid import FacePromptEmbeds, build_face_prompt, lora_targets
+from ..ip_core.preprocess import preprocess_images
+from .common import CATEGORY, LoadedAdapter, check_images, require
+
+PLUS_VERSIONS = ("v2 (shortcut)", "v1")
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    return (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+class IPAEncodeFace:
+    DESCRIPTION = (
+        "Turns face photos into image prompt tokens for a FaceID adapter: InsightFace finds the largest face in each "
+        "image (retrying smaller detection sizes), takes its 512-d identity embedding and, for FaceID Plus, an "
+        "aligned 224 px crop for the CLIP vision model. Unconditional tokens follow the official code (zero face "
+        "embedding, zero image for CLIP). Needs `pip install insightface onnxruntime` and the models in "
+        "models/insightface/models/buffalo_l (or antelopev2)."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IPA_EMBEDS", "IMAGE")
+    RETURN_NAMES = ("embeds", "faces")
+    OUTPUT_TOOLTIPS = ("Face prompt tokens (cond and uncond) for the FaceID adapter they were made with.",
+                       "The aligned face crops (224 px), one per image.")
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "ipadapter": ("IPA_ADAPTER", {"tooltip": "A FaceID adapter from Load IPAdapter."}),
+                "image": ("IMAGE", {"tooltip": "One or more photos, each with a face (the largest face is used)."}),
+                "provider": (list(face_analysis.PROVIDERS), {"default": "CPU", "tooltip": "onnxruntime execution provider for InsightFace."}),
+            },
+            "optional": {
+                "clip_vision": ("CLIP_VISION", {"tooltip": "FaceID Plus / PlusV2 only: the CLIP vision model (ViT-H/14)."}),
+                "insightface_model": (list(face_analysis.MODEL_FILES), {"default": "buffalo_l", "tooltip": "Face model pack in models/insightface/models/."}),
+                "combine": (list(COMBINE_MODES), {"default": "concat", "tooltip": "Several faces: concat = all faces' tokens side by side (official portrait); average / norm average = one blended face; batch = face i for batch item i."}),
+                "plus_version": (list(PLUS_VERSIONS), {"default": PLUS_VERSIONS[0], "tooltip": "FaceID Plus files only: PlusV2 files use the shortcut (x + weight_faceidv2 * r), Plus v1 files do not. The two share one file layout, so say which you loaded."}),
+            },
+        }
+
+    def encode(self, ipadapter, image, provider, clip_vision=None, insightface_model="buffalo_l", combine="concat",
+               plus_version=PLUS_VERSIONS[0]):
+        a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
+        config = a.config
+        if not config.is_faceid:
+            raise AdapterMismatchError(
+                f"Encode Face needs a FaceID adapter, but {a.name} is a {config.description}. Use Encode Image Prompt "
+                "with this adapter, or load a FaceID file (ip-adapter-faceid*)."
+            )
+        check_images(image, "image")
+        if combine not in COMBINE_MODES:
+            raise IPAdapterError(f"unknown combine mode {combine!r}; use one of {', '.join(COMBINE_MODES)}.")
+        if plus_version not in PLUS_VERSIONS:
+            raise IPAdapterError(f"unknown plus_version {plus_version!r}; use one of {', '.join(PLUS_VERSIONS)}.")
+        if config.clip_width and clip_vision is None:
+            raise AdapterMismatchError(
+                f"{a.name} is a {config.description}: connect a Load CLIP Vision node (ViT-H/14, "
+                "CLIP-ViT-H-14-laion2B-s32B-b79K) to clip_vision."
+            )
+        analyzer = face_analysis.load_face_analyzer(provider, insightface_model)
+        progress = host.progress_bar(image.shape[0])
+        embeddings, crops, notes = [], [], []
+        for i in range(image.shape[0]):
+            host.check_interrupt()
+            face = analyzer.embed(_to_uint8(image[i, :, :, :3]))
+            if face is None:
+                raise face_analysis.FaceAnalysisError(
+                    f"no face found in image {i} (of {image.shape[0]}) by {analyzer.name}, at detection sizes "
+                    f"{face_analysis.DETECTION_SIZES[0]} down to {face_analysis.DETECTION_SIZES[-1]}. Use a photo "
+                    "where the face is clearly visible, or crop it closer."
+                )
+            if face.faces_found > 1:
+                notes.append(f"image {i}: {face.faces_found} faces, used the largest")
+            embeddings.append(torch.from_numpy(np.asarray(face.embedding, dtype=np.float32)))
+            crops.append(torch.from_numpy(np.asarray(face.crop)).float() / 255.0)
+            progress.update(1)
+        embeddings, crops = torch.stack(embeddings), torch.stack(crops)
+        clip_hidden = uncond_hidden = None
+        if config.clip_width:
+            clip_hidden, uncond_hidden = _clip_hidden_states(a, clip_vision, crops)
+        embeds = build_face_prompt(a.adapter, embeddings, clip_hidden, uncond_hidden, combine=combine,
+                                   shortcut=plus_version == PLUS_VERSIONS[0], encoder_name=analyzer.name)
+        text = f"{image.shape[0]} face(s) encoded for {a.name} with {analyzer.name}" + (f"; {'; '.join(notes)}" if notes else "")
+        return {"ui": {"text": [text]}, "result": (embeds, crops)}
+
+
+def _clip_hidden_states(a: LoadedAdapter, clip_vision, crops):
+    """CLIP penultimate hidden states of the aligned crops and of an all-zero normalised image (official uncond)."""
+    if not host.can_encode_pixels(clip_vision):
+        raise IPAdapterError(f"clip_vision is a {type(clip_vision).__name__}, not ComfyUI's CLIP vision model; connect a Load CLIP Vision node.")
+    size = int(getattr(clip_vision, "image_size", 224))
+    cond = host.encode_pixels(clip_vision, preprocess_images(crops, mode="center", size=size)).penultimate_hidden_states
+    width = cond.shape[-1]
+    if width != a.config.clip_width:
+        raise AdapterMismatchError(
+            f"adapter/encoder mismatch: {a.name} ({a.config.description}) gets CLIP hidden states of width {width} from "
+            f"the connected CLIP vision model; load CLIP-ViT-H-14-laion2B-s32B-b79K as the CLIP vision model."
+        )
+    zeros = torch.zeros(1, 3, size, size)
+    uncond = host.encode_pixels(clip_vision, zeros).penultimate_hidden_states
+    return cond, uncond
+
+
+# ---- Apply IPAdapter with a FaceID adapter ------------------------------------------------------------------------
+
+
+def faceid_embeds_for(a: LoadedAdapter, embeds: ImagePromptEmbeds, weight_faceidv2: float) -> ImagePromptEmbeds:
+    """Adapter and embeds must both be FaceID or both not; PlusV2 embeds get their shortcut scale."""
+    is_face = isinstance(embeds, FacePromptEmbeds)
+    if a.config.is_faceid and not is_face:
+        raise AdapterMismatchError(
+            f"{a.name} is a FaceID adapter ({a.config.description}), but the embeds are image prompt tokens "
+            f"({embeds.description}). Encode the face with Encode Face (InsightFace) and this adapter."
+        )
+    if is_face and not a.config.is_faceid:
+        raise AdapterMismatchError(
+            f"the embeds are FaceID face tokens ({embeds.description}), but {a.name} is not a FaceID adapter "
+            f"({a.config.description}). Apply them with the FaceID adapter they were encoded with, or encode a "
+            "reference image with Encode Image Prompt for this adapter."
+        )
+    return embeds.with_faceidv2(weight_faceidv2) if is_face else embeds
+
+
+def apply_faceid_lora(model, a: LoadedAdapter, strength: float):
+    """Patch the FaceID file's LoRA into the (already cloned) model's UNet weights. Strength 0: nothing added."""
+    targets = lora_targets(a.adapter)
+    if not targets or strength == 0:
+        return model
+    shapes = host.unet_weight_shapes(model)
+    wrong, absent = [], []
+    for t in targets:
+        if t.ldm_key is None:
+            raise AdapterMismatchError(f"{a.name}: this FaceID adapter was made for a custom UNet; its LoRA has no ComfyUI weight names.")
+        have = shapes.get(t.ldm_key)
+        if have is None:
+            absent.append(f"{t.ldm_key}: the model has no such weight")
+        elif have != t.shape:
+            wrong.append(f"{t.ldm_key}: model {list(have)}, LoRA {list(t.shape)}")
+    wrong += absent  # shape differences first: they show the two model families best
+    if wrong:
+        raise AdapterMismatchError(
+            f"the LoRA in {a.name} ({a.config.base_model_name}, {a.config.num_layers} layers) does not fit the model's "
+            f"UNet: {len(wrong)} of {len(targets)} weights differ (e.g. {'; '.join(wrong[:2])}). Use the FaceID file "
+            f"for this model family (SD1.5 files end in _sd15, SDXL files in _sdxl), or set faceid_lora_strength to 0."
+        )
+    pairs = {t.ldm_key: (t.lora.up.weight.detach(), t.lora.down.weight.detach()) for t in targets}
+    added = host.add_unet_lora(model, pairs, strength)
+    if len(added) != len(pairs):
+        raise IPAdapterError(f"{a.name}: the host accepted {len(added)} of {len(pairs)} LoRA weight patches.")
+    return model
