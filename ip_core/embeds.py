@@ -94,7 +94,11 @@ def _arrange_tokens(tokens: torch.Tensor, mode: str) -> torch.Tensor:
 
 @dataclass
 class ImagePromptEmbeds:
-    """Image prompt tokens for one adapter. cond / uncond: [R, N, ctx]; R = 1, or one per batch item."""
+    """Image prompt tokens for one adapter. cond / uncond: [R, N, ctx]; R = 1, or one per batch item.
+
+    region_masks (tiled references): None, or [R, H, W]: then row r is a separate image prompt that acts
+    only where region_masks[r] is 1 (stretched over the image); the rows add up (ip_core.tiles).
+    """
 
     cond: torch.Tensor
     uncond: torch.Tensor
@@ -102,6 +106,7 @@ class ImagePromptEmbeds:
     description: str
     encoder_name: str = "unknown"
     adapter_fingerprint: str = ""
+    region_masks: Optional[torch.Tensor] = None
 
     @property
     def per_batch_item(self) -> bool:
@@ -109,10 +114,22 @@ class ImagePromptEmbeds:
 
     def to(self, device=None, dtype=None) -> "ImagePromptEmbeds":
         return ImagePromptEmbeds(self.cond.to(device=device, dtype=dtype), self.uncond.to(device=device, dtype=dtype),
-                                 self.signature, self.description, self.encoder_name, self.adapter_fingerprint)
+                                 self.signature, self.description, self.encoder_name, self.adapter_fingerprint,
+                                 self.region_masks)
+
+    def regions(self) -> list:
+        """[(embeds of one region, its mask [H, W])] for tiled embeds; [(self, None)] otherwise."""
+        if self.region_masks is None:
+            return [(self, None)]
+        return [(ImagePromptEmbeds(self.cond[r:r + 1], self.uncond[r:r + 1], self.signature, self.description,
+                                   self.encoder_name, self.adapter_fingerprint), self.region_masks[r])
+                for r in range(self.cond.shape[0])]
 
     def state_dict(self) -> dict:
-        return {"cond": self.cond, "uncond": self.uncond}
+        d = {"cond": self.cond, "uncond": self.uncond}
+        if self.region_masks is not None:
+            d["region_masks"] = self.region_masks
+        return d
 
     def metadata(self) -> dict:
         return {"signature": self.signature, "description": self.description, "encoder_name": self.encoder_name,

@@ -5,6 +5,8 @@ import torch
 
 from ..ip_core.embeds import ImagePromptEmbeds, check_embeds_fit
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
+from ..ip_core.frames import check_frame_weights
+from ..ip_core.tiles import region_mask
 from .common import CATEGORY, LoadedAdapter, check_number, require
 from .layer_weights import PRESETS
 from .layer_weights import layer_weights as resolve_layer_weights
@@ -67,11 +69,12 @@ class IPAApplyAdapter:
                 "attn_mask": ("MASK", {"tooltip": "Where the image prompt acts (1) and not (0); any size, stretched to the image. One mask, or one per batch item."}),
                 "layer_weights": (list(PRESETS), {"default": "all layers", "tooltip": "Which layers get the image prompt. style only / composition only follow InstantStyle (SDXL)."}),
                 "layer_weights_custom": ("STRING", {"default": "", "multiline": False, "tooltip": "Overrides layer_weights when not empty: one number per layer ('1, 0, ...'), or named blocks ('output.1=1, input.8=0.5'); unnamed layers get 0."}),
+                "frame_weights": ("FLOAT", {"forceInput": True, "tooltip": "One weight per frame (from IPAdapter Frame Weights), multiplying weight; fewer weights than frames repeat the last."}),
             },
         }
 
     def apply(self, model, ipadapter, embeds, weight, start_at, end_at, attn_mask=None, layer_weights="all layers",
-              layer_weights_custom=""):
+              layer_weights_custom="", frame_weights=None):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
         config = a.config
@@ -95,7 +98,14 @@ class IPAApplyAdapter:
         sampling = model.get_model_object("model_sampling")
         window = SigmaWindow(sampling.percent_to_sigma(start_at), sampling.percent_to_sigma(end_at),
                              whole_schedule=start_at <= 0.0 and end_at >= 1.0)
-        branch = AdapterBranch(a.adapter, embeds, [weight * w for w in per_layer], window, mask,
-                               label=f"Apply IPAdapter ({a.name})")
-        patched, _ = patch_model(model, branch, a.adapter.layers)
+        if frame_weights is not None:
+            frame_weights = check_frame_weights(frame_weights)
+        # Tiled embeds: one branch per tile, each in its region (the rows add up); otherwise one branch.
+        patched = model
+        for r, (part, region) in enumerate(embeds.regions()):
+            part_mask = mask if region is None else region_mask(region, mask)
+            name = a.name if region is None else f"{a.name}, tile {r + 1}"
+            branch = AdapterBranch(a.adapter, part, [weight * w for w in per_layer], window, part_mask,
+                                   label=f"Apply IPAdapter ({name})", frame_weights=frame_weights)
+            patched, _ = patch_model(patched, branch, a.adapter.layers)
         return (patched,)

@@ -1,6 +1,8 @@
 """Encode Image Prompt: reference images -> the adapter's cond / uncond tokens (IPA_EMBEDS)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from . import host
@@ -8,8 +10,10 @@ from ..ip_core.embeds import COMBINE_MODES, build_image_prompt, features_for, un
 from ..ip_core.errors import IPAdapterError
 from ..ip_core.preprocess import MODES as CROP_MODES
 from ..ip_core.preprocess import preprocess_images
-from .common import CATEGORY, LoadedAdapter, check_images, require
+from ..ip_core import tiles as tiling
+from .common import CATEGORY, LoadedAdapter, check_images, check_number, require
 
+TILE_MODES = ("off", "tiled", "enhance")
 ENCODE_CHUNK = 16  # references per encoder call: bounds memory, gives the progress bar steps
 
 
@@ -29,6 +33,48 @@ def _encode(clip_vision, images, crop: str, progress):
         hidden.append(out.penultimate_hidden_states)
         progress.update(min(ENCODE_CHUNK, images.shape[0] - start))
     return _Output(torch.cat(embeds), torch.cat(hidden))
+
+
+def _enhanced(clip_vision, image, whole, grid: int, ratio: float, crop: str, progress):
+    """The whole-image encoding plus its grid tiles' encoding merged back (ip_core.tiles.enhance)."""
+    parts = tiling.grid_tiles(image, grid)  # [B, grid*grid, h, w, C]
+    split = _encode(clip_vision, parts.reshape(-1, *parts.shape[2:]), crop, progress)
+    return _Output(
+        tiling.enhance(whole.image_embeds, tiling.merge_grid_embeds(split.image_embeds, grid), ratio),
+        tiling.enhance(whole.penultimate_hidden_states, tiling.merge_grid_hidden(split.penultimate_hidden_states, grid), ratio),
+    )
+
+
+def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image):
+    """One image prompt per tile (each tile's references combined as `combine` says) and the tiles' masks."""
+    if combine == "batch":
+        raise IPAdapterError(
+            "tiles 'tiled' with combine 'batch' is not supported: tiles already map to parts of the image. "
+            "Use combine 'concat' or 'average', or tiles 'off' for one reference per frame."
+        )
+    config = a.config
+    label = "the connected CLIP vision model"
+    layout = tiling.tile_layout(int(image.shape[1]), int(image.shape[2]))
+    parts = tiling.tile_images(image, layout)  # [G, B, tile, tile, C]
+    progress = host.progress_bar(parts.shape[0] * parts.shape[1] + 1)
+    neg = None
+    if negative_image is not None:
+        check_images(negative_image, "negative_image")
+        neg = features_for(config, _encode(clip_vision, negative_image, crop, progress), label)
+    prompts = []
+    for g in range(parts.shape[0]):
+        cond = features_for(config, _encode(clip_vision, parts[g], crop, progress), label)
+        if neg is None:  # the same "no image" for every tile
+            neg = unconditional_features(
+                config, cond[:1], encode_pixels=lambda px: host.encode_pixels(clip_vision, px),
+                image_size=int(getattr(clip_vision, "image_size", 224)),
+            )
+        prompts.append(build_image_prompt(a.adapter, cond, neg, combine=combine, encoder_name=config.encoder_name))
+    progress.update(1)
+    host.check_interrupt()
+    first = prompts[0]
+    return replace(first, cond=torch.cat([p.cond for p in prompts]), uncond=torch.cat([p.uncond for p in prompts]),
+                   region_masks=tiling.tile_masks(layout)[:, 0])
 
 
 class _Output:
@@ -62,10 +108,14 @@ class IPAEncodeImagePrompt:
                 "crop": (list(CROP_MODES), {"default": "center", "tooltip": "center: the official centre crop; pad: keep the whole image, pad to square with the CLIP mean colour; squash: resize to square ignoring aspect."}),
                 "combine": (list(COMBINE_MODES), {"default": "concat", "tooltip": "Several references: concat = all tokens side by side; average / norm average = one blended reference; batch = reference i for batch item i."}),
                 "negative_image": ("IMAGE", {"tooltip": "Optional image(s) whose tokens replace the unconditional ones (guidance pushes away from them). One, or one per reference."}),
+                "tiles": (list(TILE_MODES), {"default": "off", "tooltip": "tiled: cut the reference into 256 px squares (short side one tile, up to 4 along the long side), each acting on its own part of the image; enhance: also encode an enhance_tiles x enhance_tiles grid and add it to the whole-image encoding."}),
+                "enhance_tiles": ("INT", {"default": 2, "min": 1, "max": tiling.MAX_ENHANCE_GRID, "tooltip": "enhance: tiles per side of the grid (1 = off)."}),
+                "enhance_ratio": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "enhance: scale of the whole-image encoding (one image: added beside the tiles; several: blended with them)."}),
             },
         }
 
-    def encode(self, ipadapter, clip_vision, image, crop="center", combine="concat", negative_image=None):
+    def encode(self, ipadapter, clip_vision, image, crop="center", combine="concat", negative_image=None, tiles="off",
+               enhance_tiles=2, enhance_ratio=1.0):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         config = a.config
         check_images(image, "image")
@@ -73,10 +123,21 @@ class IPAEncodeImagePrompt:
             raise IPAdapterError(f"unknown crop mode {crop!r}; use one of {', '.join(CROP_MODES)}.")
         if combine not in COMBINE_MODES:
             raise IPAdapterError(f"unknown combine mode {combine!r}; use one of {', '.join(COMBINE_MODES)}.")
-        total = image.shape[0] + (negative_image.shape[0] if isinstance(negative_image, torch.Tensor) else 1)
+        if tiles not in TILE_MODES:
+            raise IPAdapterError(f"unknown tiles mode {tiles!r}; use one of {', '.join(TILE_MODES)}.")
+        if tiles == "tiled":
+            return (_encode_tiled(a, clip_vision, image, crop, combine, negative_image),)
+        enhance_ratio = check_number(enhance_ratio, "enhance_ratio", 0.0, 1.0)
+        grid = int(enhance_tiles) if tiles == "enhance" else 1
+        if grid > 1:
+            tiling.check_grid(grid, image.shape[1], image.shape[2])
+        total = image.shape[0] * (1 + grid * grid * (grid > 1)) + (negative_image.shape[0] if isinstance(negative_image, torch.Tensor) else 1)
         progress = host.progress_bar(total)
         label = "the connected CLIP vision model"
-        cond = features_for(config, _encode(clip_vision, image, crop, progress), label)
+        whole = _encode(clip_vision, image, crop, progress)
+        if grid > 1:
+            whole = _enhanced(clip_vision, image, whole, grid, enhance_ratio, crop, progress)
+        cond = features_for(config, whole, label)
         if negative_image is not None:
             check_images(negative_image, "negative_image")
             uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress), label)

@@ -5,6 +5,7 @@ Node ids are public API (saved workflows name them): add, never rename.
 from __future__ import annotations
 
 from . import host
+from .nodes_animation import IPAFrameWeights, IPAFrameWeightsFromStrategy
 from .nodes_apply import IPAApplyAdapter
 from .nodes_encode import IPAEncodeImagePrompt
 from .nodes_load import IPAInspectAdapter, IPALoadAdapter
@@ -14,6 +15,8 @@ _NODES = (
     ("IPAEncodeImagePrompt", IPAEncodeImagePrompt, "Encode Image Prompt"),
     ("IPAApplyAdapter", IPAApplyAdapter, "Apply IPAdapter"),
     ("IPAInspectAdapter", IPAInspectAdapter, "Inspect IPAdapter"),
+    ("IPAFrameWeights", IPAFrameWeights, "IPAdapter Frame Weights"),
+    ("IPAFrameWeightsFromStrategy", IPAFrameWeightsFromStrategy, "IPAdapter Frame Weights From Strategy"),
 )
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, cls, _ in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, _, name in _NODES}

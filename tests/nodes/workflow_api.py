@@ -25,6 +25,8 @@ CORE_SCHEMAS = {
 
 def is_widget(entry) -> bool:
     t = entry[0]
+    if len(entry) > 1 and entry[1].get("forceInput"):
+        return False  # a socket only: the frontend stores no widget value for it
     return isinstance(t, (list, tuple)) or t in WIDGET_TYPES or t == "COMBO"
 
 
@@ -47,6 +49,18 @@ def widget_layout(schema: dict) -> list:
     return out
 
 
+def _default(schema: dict, name):
+    entry = {**schema.get("required", {}), **schema.get("optional", {})}.get(name)
+    if entry is None:
+        raise ValueError(f"widget {name!r} is missing and has no schema entry")
+    opts = entry[1] if len(entry) > 1 else {}
+    if "default" in opts:
+        return opts["default"]
+    if isinstance(entry[0], (list, tuple)) and entry[0]:
+        return entry[0][0]
+    raise ValueError(f"widget {name!r} is missing and has no default")
+
+
 def ui_to_api(workflow: dict, schema_of) -> dict:
     links = {l[0]: l for l in workflow["links"]}
     prompt = {}
@@ -55,7 +69,9 @@ def ui_to_api(workflow: dict, schema_of) -> dict:
             continue
         schema = schema_of(node["type"])
         layout = widget_layout(schema)
-        values = node.get("widgets_values", [])
+        values = list(node.get("widgets_values", []))
+        if len(values) < len(layout):  # saved before trailing optional widgets existed: the frontend uses defaults
+            values += [_default(schema, name) for name in layout[len(values):]]
         if len(values) != len(layout):
             raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values for widgets {layout}")
         inputs = {name: v for name, v in zip(layout, values) if name is not None}
