@@ -92,6 +92,14 @@ def _arrange_tokens(tokens: torch.Tensor, mode: str) -> torch.Tensor:
     return tokens
 
 
+def _project_rows(adapter, features: torch.Tensor) -> torch.Tensor:
+    """Each reference projected on its own: its tokens are the same numbers whatever else is in the batch
+    (a batched matmul may round differently), so one reference per frame equals a shared reference exactly."""
+    if features.shape[0] == 1:
+        return adapter.project(features)
+    return torch.cat([adapter.project(features[r:r + 1]) for r in range(features.shape[0])])
+
+
 @dataclass
 class ImagePromptEmbeds:
     """Image prompt tokens for one adapter. cond / uncond: [R, N, ctx]; R = 1, or one per batch item.
@@ -157,8 +165,8 @@ def build_image_prompt(
         )
     param = next(adapter.parameters())
     with torch.no_grad():
-        cond = adapter.project(combine_features(cond_features, combine).to(param.device, param.dtype))
-        uncond = adapter.project(combine_features(uncond_features, combine).to(param.device, param.dtype))
+        cond = _project_rows(adapter, combine_features(cond_features, combine).to(param.device, param.dtype))
+        uncond = _project_rows(adapter, combine_features(uncond_features, combine).to(param.device, param.dtype))
     cond, uncond = _arrange_tokens(cond, combine), _arrange_tokens(uncond, combine)
     c = adapter.config
     return ImagePromptEmbeds(cond, uncond, c.signature, c.description, encoder_name, adapter.fingerprint())
