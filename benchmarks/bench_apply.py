@@ -32,7 +32,7 @@ def _naive_branch_class(base_cls):
             super().__init__(adapter, embeds, *args, **kwargs)
             self.adapter, self.embeds = adapter, embeds
 
-        def kv(self, key, cond_or_uncond, batch, device, dtype):
+        def kv(self, key, cond_or_uncond, batch, device, dtype, extra_options=None):
             layer = self.layer_of_key[key]
             chunks = tuple(cond_or_uncond) if cond_or_uncond else (0,)
             per_chunk = batch // len(chunks)

@@ -107,6 +107,9 @@ class AdapterBranch:
         param = next(adapter.parameters())
         cond = embeds.cond.to(param.device, param.dtype)
         uncond = embeds.uncond.to(param.device, param.dtype)
+        self._row = list(range(self.references))  # reference -> its row of the K'/V' tables
+        if self.per_item:
+            cond, uncond, self._row = _distinct_rows(cond, uncond)
         with torch.no_grad():
             for spec, w in zip(adapter.layers, layer_weights):
                 self.layer_of_key[spec.comfy_key] = spec.index
@@ -152,7 +155,7 @@ class AdapterBranch:
         if self.per_item and batch % len(chunks) == 0:
             full, idxs = self._window(batch // len(chunks), extra_options)
             sources = frame_rules.frame_sources(self.references, full, f"references of {self.label}")
-            frames = tuple(sources[i] for i in idxs)
+            frames = tuple(self._row[sources[i]] for i in idxs)
         ck = (layer, device, dtype, chunks, batch, frames)
         hit = self._arranged.get(ck)
         if hit is not None:
@@ -210,6 +213,18 @@ class AdapterBranch:
         m = m.to(device=device, dtype=dtype)
         self._masks[key] = m
         return m
+
+
+def _distinct_rows(cond: torch.Tensor, uncond: torch.Tensor):
+    """A reference repeated over frames (e.g. IPAdapter Frame Weights' image_1) gets one row of K'/V', not
+    one per frame: (distinct cond, distinct uncond, row of each reference). Only identical rows merge."""
+    keys = torch.cat([cond.flatten(1), uncond.flatten(1)], dim=1)
+    inverse = torch.unique(keys, dim=0, return_inverse=True)[1].tolist()
+    first = {}  # distinct row -> its first reference, in first-seen order
+    for r, u in enumerate(inverse):
+        first.setdefault(u, r)
+    slot = {u: i for i, u in enumerate(first)}
+    return cond[list(first.values())], uncond[list(first.values())], [slot[u] for u in inverse]
 
 
 def _rows_kv(adapter, layer: int, tokens: torch.Tensor):

@@ -55,7 +55,7 @@ def test_load_encode_apply_ksampler(tmp_path):
 
 def test_example_workflows_execute_headless(tmp_path):
     r = _run("workflows", tmp_path)
-    assert len(r) == 4
+    assert len(r) == len(list((SCRIPT.parents[2] / "example_workflows").glob("*.json")))
     for name, res in r.items():
         assert res["valid"], (name, res)
         if "sdxl" not in name:

@@ -154,3 +154,18 @@ def test_frame_weights_nodes(host):
         IPAFrameWeightsFromStrategy().schedule({"weights": "1"})
     r1 = IPAFrameWeights().schedule("0, 1", "random", 4, seed=3)[0]
     assert r1 == IPAFrameWeights().schedule("0, 1", "random", 4, seed=3)[0] and len(r1) == 4
+
+
+def test_a_reference_repeated_over_frames_is_held_once(host, base):
+    feats = _features(3, seed=9)
+    per_frame = feats[[0, 0, 0, 1, 1, 2, 2, 2]]  # what Frame Weights' image_1 gives: each image over a few frames
+    model = make_model("sd15")
+    patched = _apply(model, base, _embeds(base, per_frame))
+    (branch,) = _branches(patched)
+    assert branch._row == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert all(t.shape[0] == 3 for parts in branch._kv.values() for t in parts)  # 3 distinct, not 8
+    x, c, u = _latents(F, seed=4)
+    full = run_model(patched, x, 5.0, c, u)
+    for i, src in enumerate([0, 0, 0, 1, 1, 2, 2, 2]):
+        alone = _apply(model, base, _embeds(base, feats[src:src + 1], "concat"))
+        assert torch.allclose(full[[i, F + i]], run_model(alone, x[i:i + 1], 5.0, c[i:i + 1], u[i:i + 1]), atol=1e-5), i

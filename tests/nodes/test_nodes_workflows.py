@@ -62,3 +62,17 @@ def test_regional_example_stacks_two_masked_adapters(host):
     applies = {k: e for k, e in api.items() if e["class_type"] == "IPAApplyAdapter"}
     assert len(applies) == 2 and all("attn_mask" in e["inputs"] for e in applies.values())
     assert any(e["inputs"]["model"][0] in applies for e in applies.values())  # chained: they stack
+
+
+def test_tiled_and_per_frame_examples(host):
+    tiled = ui_to_api(json.loads((WORKFLOWS[0].parent / "ipadapter_tiled_reference.json").read_text()), _schema)
+    (enc,) = [e for e in tiled.values() if e["class_type"] == "IPAEncodeImagePrompt"]
+    assert enc["inputs"]["tiles"] == "tiled"
+    frames = ui_to_api(json.loads((WORKFLOWS[0].parent / "ipadapter_per_frame_batch.json").read_text()), _schema)
+    (enc,) = [e for e in frames.values() if e["class_type"] == "IPAEncodeImagePrompt"]
+    (apply,) = [e for e in frames.values() if e["class_type"] == "IPAApplyAdapter"]
+    (weights_id,) = [k for k, e in frames.items() if e["class_type"] == "IPAFrameWeights"]
+    assert enc["inputs"]["combine"] == "batch" and enc["inputs"]["image"] == [weights_id, 3]
+    assert apply["inputs"]["frame_weights"] == [weights_id, 0]
+    latent = [e for e in frames.values() if e["class_type"] == "EmptyLatentImage"][0]
+    assert latent["inputs"]["batch_size"] == 4  # 2 references x 2 frames each

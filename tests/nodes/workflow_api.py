@@ -19,6 +19,7 @@ CORE_SCHEMAS = {
     "VAEDecode": {"required": {"samples": ("LATENT",), "vae": ("VAE",)}},
     "SaveImage": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {})}},
     "LoadImage": {"required": {"image": ([], {"image_upload": True})}},
+    "ImageBatch": {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}},
     "LoadImageMask": {"required": {"image": ([], {"image_upload": True}), "channel": (["alpha", "red", "green", "blue"],)}},
 }
 
