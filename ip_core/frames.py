@@ -79,15 +79,15 @@ def parse_weights(text: str) -> list:
 
 
 def _eased(timing: str, start: float, end: float, i: int, n: int, rng: random.Random) -> float:
-    t = i / n
+    # the pack's arithmetic order, so that the floats are the same: (end - start) * i / n, i / n * pi
     if timing == "linear":
-        return start + (end - start) * t
+        return start + (end - start) * i / n
     if timing == "ease_in_out":
-        return start + (end - start) * (1 - math.cos(t * math.pi)) / 2
+        return start + (end - start) * (1 - math.cos(i / n * math.pi)) / 2
     if timing == "ease_in":
-        return start + (end - start) * math.sin(t * math.pi / 2)
+        return start + (end - start) * math.sin(i / n * math.pi / 2)
     if timing == "ease_out":
-        return start + (end - start) * (1 - math.cos(t * math.pi / 2))
+        return start + (end - start) * (1 - math.cos(i / n * math.pi / 2))
     return rng.uniform(start, end)  # "random"
 
 
@@ -155,8 +155,8 @@ def frame_schedule(weights="1.0, 0.0", timing="linear", frames=0, start_frame=0,
             image_1 = [i for i in range(pairs) for _ in range(span)]
             image_2 = [i + 1 for i in range(pairs) for _ in range(span)]
         elif method == "alternate batches":
-            low, high = min(values), max(values)
-            mirrored = values + [high - (w - low) for w in values]
+            once, low, high = values, min(values), max(values)
+            mirrored = once + [high - (w - low) for w in once]  # there and back, within the weights' range
             evens = [i for i in range(0, images, 2) for _ in range(2)][1:]
             odds = [i for i in range(1, images, 2) for _ in range(2)]
             values = mirrored * (len(evens) // 2)
@@ -164,7 +164,7 @@ def frame_schedule(weights="1.0, 0.0", timing="linear", frames=0, start_frame=0,
                 evens = evens[:-1]
             else:
                 odds = odds[:-1]
-                values = values + values[:span]
+                values = values + once
             image_1 = [i for i in evens for _ in range(span)]
             image_2 = [i for i in odds for _ in range(span)]
         else:

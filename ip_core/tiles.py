@@ -166,7 +166,9 @@ def _pool_grid(grid: torch.Tensor, n: int, side: int) -> torch.Tensor:
     """[n*n, side, side, C] tiles (row by row) -> their mosaic [n*side, n*side, C] pooled to [side, side, C]."""
     c = grid.shape[-1]
     mosaic = grid.reshape(n, n, side, side, c).permute(0, 2, 1, 3, 4).reshape(n * side, n * side, c)
-    return F.adaptive_avg_pool2d(mosaic.permute(2, 0, 1)[None], (side, side))[0].permute(1, 2, 0)
+    # channels-last view of the [1, H, W, C] mosaic: the pooling kernel sums in this layout's order, which the
+    # pack's equal-by-value result shares bit for bit (a [C, H, W]-strided view rounds differently)
+    return F.adaptive_avg_pool2d(mosaic.unsqueeze(0).permute(0, 3, 1, 2), (side, side))[0].permute(1, 2, 0)
 
 
 def merge_grid_embeds(embeds: torch.Tensor, n: int) -> torch.Tensor:

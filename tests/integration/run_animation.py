@@ -67,7 +67,7 @@ def parity(out_dir):
     # 1. tiles and masks of the pack's tiled node, for references of several shapes, with and without a mask
     g = torch.Generator().manual_seed(0)
     tile_cases = []
-    for hw in ((300, 260), (200, 300), (640, 180), (90, 700), (48, 40)):
+    for hw in ((300, 260), (200, 300), (600, 200), (90, 700), (48, 40)):
         image = torch.rand(2, *hw, 3, generator=g)
         for mask in (None, torch.rand(1, 33, 47, generator=g)):
             model, ref_tiles, ref_masks = ref_nodes["IPAdapterTiled"]().apply_tiled(
@@ -121,12 +121,13 @@ def parity(out_dir):
 
     print("step:", '3. weight ', flush=True)
     # 3. weight schedules
-    imgs = torch.rand(5, 4, 4, 3, generator=g)
+    imgs = torch.rand(6, 4, 4, 3, generator=g)
     cases = []
     for timing in frames.TIMINGS:
         for method in frames.METHODS:
-            for n_img in (0, 4, 5):
-                for w, fr, sf, ef, a, e in (("0.2, 1", 8, 0, 9999, 0, 0), ("1, 0.5, 0", 6, 1, 5, 2, 3), ("0, 0.3\n1", 5, 0, 4, 0, 1)):
+            for n_img in (0, 2, 3, 4, 5, 6):
+                for w, fr, sf, ef, a, e in (("0.2, 1", 8, 0, 9999, 0, 0), ("1, 0.5, 0", 6, 1, 5, 2, 3), ("0, 0.3\n1", 5, 0, 4, 0, 1),
+                                            ("0.1,0.7", 11, 3, 9, 1, 0), ("0.5", 0, 0, 9999, 0, 2)):
                     random.seed(11)
                     image = imgs[:n_img] if n_img else None
                     theirs = ref_nodes["IPAdapterWeights"]().weights(w, timing, fr, sf, ef, a, e, method, image=image)

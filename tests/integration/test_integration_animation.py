@@ -49,7 +49,7 @@ def test_enhance_merges_equal_the_pack(result):
 
 
 def test_weight_schedules_equal_the_pack(result):
-    assert result["weights"]["equal"] == result["weights"]["cases"] == 162
+    assert result["weights"]["equal"] == result["weights"]["cases"] == 540
 
 
 def test_context_windows_equal_the_packs_attention(result):

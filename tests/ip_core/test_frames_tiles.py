@@ -60,6 +60,8 @@ def test_schedules_by_hand():
     s = frames.frame_schedule("0, 1", "linear", frames=2, images=4, method="alternate batches")
     assert s.image_1 == [0, 0, 2, 2, 2, 2] and s.image_2 == [1, 1, 1, 1, 3, 3]
     assert s.weights == [0.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    s = frames.frame_schedule("0, 1", "linear", frames=2, images=2, method="alternate batches")
+    assert s.weights == [0.0, 1.0] and s.image_1 == [0, 0] and s.image_2 == [1, 1]
 
 
 def test_schedule_bad_input():
