@@ -32,7 +32,7 @@ def _naive_branch_class(base_cls):
             super().__init__(adapter, embeds, *args, **kwargs)
             self.adapter, self.embeds = adapter, embeds
 
-        def kv(self, key, cond_or_uncond, batch, device, dtype):
+        def kv(self, key, cond_or_uncond, batch, device, dtype, extra_options=None):
             layer = self.layer_of_key[key]
             chunks = tuple(cond_or_uncond) if cond_or_uncond else (0,)
             per_chunk = batch // len(chunks)
@@ -72,6 +72,12 @@ def main():
     ap.add_argument("--layers-only", action="store_true",
                     help="time only the 16 cross-attention layer calls at their SD1.5 shapes (text attention vs our "
                          "patch vs naive): less noisy than whole UNet calls on a busy CPU")
+    ap.add_argument("--frames", type=int, default=0,
+                    help="memory of per-frame references in AnimateDiff context windows: frames of the animation "
+                         "(e.g. 64 with --references 16); runs the 16 layer calls per window and reports the bytes held")
+    ap.add_argument("--references", type=int, default=16, help="--frames: distinct references, each over frames/references frames")
+    ap.add_argument("--window", type=int, default=16, help="--frames: context window length")
+    ap.add_argument("--overlap", type=int, default=4, help="--frames: context window overlap")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,6 +125,8 @@ def main():
     loaded = sys.modules[classes["IPAApplyAdapter"].__module__].LoadedAdapter(adapter, "bench")
     if args.layers_only:
         return layers_only(patch_mod, adapter, embeds, args, device, where)
+    if args.frames:
+        return frames_memory(patch_mod, embeds_mod, adapter, args, device, where)
     (patched,) = classes["IPAApplyAdapter"]().apply(model, loaded, embeds, 1.0, 0.0, 1.0)
 
     # the naive variant: identical patches, but with the per-call K'/V' branch
@@ -156,6 +164,65 @@ def main():
     print(f"  adapter overhead (ours / plain):       {med['ours'] / med['plain']:.4f}x  ({100 * (med['ours'] / med['plain'] - 1):+.2f}%)")
     print(f"  naive overhead   (naive / plain):      {med['naive'] / med['plain']:.4f}x  ({100 * (med['naive'] / med['plain'] - 1):+.2f}%)")
     print(f"  naive / ours:                          {med['naive'] / med['ours']:.4f}x")
+
+
+def _layer_calls(adapter, b, s, chunks, device, g):
+    """(key, q, k, v, extra_options) of the 16 SD1.5 attn2 calls for a batch of b at latent side s."""
+    calls = []
+    for spec in adapter.layers:
+        side = max(1, s // 8 if spec.comfy_block[0] == "middle" else s // {320: 1, 640: 2, 1280: 4}[spec.hidden_size])
+        h = spec.hidden_size
+        q = torch.randn(b, side * side, h, generator=g).to(device)
+        k, v = (torch.randn(b, 77, h, generator=g).to(device) for _ in range(2))
+        opts = {"n_heads": 8, "dim_head": h // 8, "attn_precision": None, "cond_or_uncond": chunks,
+                "original_shape": [b, 4, side * (s // side), side * (s // side)], "sigmas": torch.full((b // len(chunks),), 4.0)}
+        calls.append((spec.comfy_key, q, k, v, opts))
+    return calls
+
+
+def frames_memory(patch_mod, embeds_mod, adapter, args, device, where):
+    """Per-frame references over an animation, run as AnimateDiff runs it (context windows with overlap):
+    what our branch holds (K'/V' once per distinct reference + the current window's arrangement) against a
+    table with K'/V' for every frame. On CUDA also the allocator's peak over the run."""
+    frames, refs = args.frames, args.references
+    per = -(-frames // refs)
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(refs, 1024, generator=g)[[min(i // per, refs - 1) for i in range(frames)]]
+    embeds = embeds_mod.build_image_prompt(adapter, feats, torch.zeros_like(feats), combine="batch")
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base_alloc = torch.cuda.memory_allocated()
+    branch = patch_mod.AdapterBranch(adapter, embeds, [1.0] * 16, patch_mod.SigmaWindow(0, 0, True), None)
+    step = args.window - args.overlap
+    starts = list(range(0, max(frames - args.window, 0) + 1, step))
+    if starts[-1] + args.window < frames:
+        starts.append(frames - args.window)
+    windows = [list(range(st, min(st + args.window, frames))) for st in starts]
+    peak_held, t0 = 0, time.perf_counter()
+    for sub in windows:
+        calls = _layer_calls(adapter, 2 * len(sub), args.latent, [0, 1], device, g)
+        with torch.no_grad():
+            for key, q, k, v, opts in calls:
+                opts["ad_params"] = {"full_length": frames, "sub_idxs": sub}
+                patch_mod.IPAttentionPatch(key, (branch,))(q, k, v, opts)
+        peak_held = max(peak_held, branch.device_bytes())
+        del calls
+    _sync()
+    seconds = time.perf_counter() - t0
+    per_frame_table = sum(2 * 2 * frames * spec_kv.numel() * spec_kv.element_size()
+                          for spec_kv in (branch._kv[l][0][0] for l in branch._kv))
+    distinct = len(set(branch._row))
+    mib = 1 / 2 ** 20
+    print(f"{where}; device {device}; {frames} frames, {refs} references ({distinct} distinct rows), windows of "
+          f"{args.window} overlapping by {args.overlap} ({len(windows)} windows), latent {args.latent}x{args.latent}")
+    print(f"  K'/V' held by the branch, peak over the run: {peak_held * mib:8.2f} MiB "
+          f"(distinct references' tables + one window's arrangement)")
+    print(f"  K'/V' for every frame at once (a per-frame table): {per_frame_table * mib:8.2f} MiB")
+    print(f"  ratio held / per-frame table: {peak_held / per_frame_table:.3f}; time for all windows: {seconds:.1f} s")
+    if cuda:
+        print(f"  CUDA peak allocated during the run (q/k/v inputs included): {(torch.cuda.max_memory_allocated() - base_alloc) * mib:.1f} MiB")
 
 
 def layers_only(patch_mod, adapter, embeds, args, device, where):

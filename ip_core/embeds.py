@@ -163,6 +163,14 @@ def _arrange_tokens(tokens: torch.Tensor, mode: str) -> torch.Tensor:
     return tokens
 
 
+def _project_rows(adapter, features: torch.Tensor) -> torch.Tensor:
+    """Each reference projected on its own: its tokens are the same numbers whatever else is in the batch
+    (a batched matmul may round differently), so one reference per frame equals a shared reference exactly."""
+    if features.shape[0] == 1:
+        return adapter.project(features)
+    return torch.cat([adapter.project(features[r:r + 1]) for r in range(features.shape[0])])
+
+
 @dataclass
 class ImagePromptEmbeds:
     """Image prompt tokens for one adapter. cond / uncond: [R, N, ctx]; R = 1, or one per batch item.
@@ -170,6 +178,9 @@ class ImagePromptEmbeds:
     cond_features / uncond_features: the encoder features that were projected ([F, ...], one row per
     reference kept), so the references can be combined again before the projection (Combine Embeds);
     None for embeds made without them.
+
+    region_masks (tiled references): None, or [R, H, W]: then row r is a separate image prompt that acts
+    only where region_masks[r] is 1 (stretched over the image); the rows add up (ip_core.tiles).
     """
 
     cond: torch.Tensor
@@ -180,18 +191,34 @@ class ImagePromptEmbeds:
     adapter_fingerprint: str = ""
     cond_features: Optional[torch.Tensor] = None
     uncond_features: Optional[torch.Tensor] = None
+    region_masks: Optional[torch.Tensor] = None
+
+    @property
+    def per_batch_item(self) -> bool:
+        return self.cond.shape[0] > 1
 
     def to(self, device=None, dtype=None) -> "ImagePromptEmbeds":
         def move(t):
             return None if t is None else t.to(device=device, dtype=dtype)
 
         return ImagePromptEmbeds(move(self.cond), move(self.uncond), self.signature, self.description, self.encoder_name,
-                                 self.adapter_fingerprint, move(self.cond_features), move(self.uncond_features))
+                                 self.adapter_fingerprint, move(self.cond_features), move(self.uncond_features),
+                                 self.region_masks)
+
+    def regions(self) -> list:
+        """[(embeds of one region, its mask [H, W])] for tiled embeds; [(self, None)] otherwise."""
+        if self.region_masks is None:
+            return [(self, None)]
+        return [(ImagePromptEmbeds(self.cond[r:r + 1], self.uncond[r:r + 1], self.signature, self.description,
+                                   self.encoder_name, self.adapter_fingerprint), self.region_masks[r])
+                for r in range(self.cond.shape[0])]
 
     def state_dict(self) -> dict:
         sd = {"cond": self.cond, "uncond": self.uncond}
         if self.cond_features is not None:
             sd.update(cond_features=self.cond_features, uncond_features=self.uncond_features)
+        if self.region_masks is not None:
+            sd["region_masks"] = self.region_masks
         return sd
 
     def metadata(self) -> dict:
@@ -202,8 +229,8 @@ class ImagePromptEmbeds:
 def _project(adapter, cond_features, uncond_features, combine: str, encoder_name: str) -> ImagePromptEmbeds:
     param = next(adapter.parameters())
     with torch.no_grad():
-        cond = adapter.project(cond_features.to(param.device, param.dtype))
-        uncond = adapter.project(uncond_features.to(param.device, param.dtype))
+        cond = _project_rows(adapter, cond_features.to(param.device, param.dtype))
+        uncond = _project_rows(adapter, uncond_features.to(param.device, param.dtype))
     cond, uncond = _arrange_tokens(cond, combine), _arrange_tokens(uncond, combine)
     c = adapter.config
     return ImagePromptEmbeds(cond, uncond, c.signature, c.description, encoder_name, adapter.fingerprint(),

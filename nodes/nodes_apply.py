@@ -6,6 +6,8 @@ import torch
 from ..ip_core.embeds import ImagePromptEmbeds, check_embeds_fit
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core import weight_types
+from ..ip_core.frames import check_frame_weights
+from ..ip_core.tiles import region_mask
 from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require, with_advice
 from .layer_weights import PRESETS
 from .layer_weights import layer_weights as resolve_layer_weights
@@ -133,6 +135,7 @@ class IPAApplyAdapter:
                 "composition_boost": ("FLOAT", {"default": 0.0, "min": -5.0, "max": 5.0, "step": 0.05, "tooltip": "'composition precise' only: weight of the style layers, which get the reference as their negative (weight drives composition)."}),
                 "faceid_lora_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip": "FaceID adapters: strength of the LoRA stored in the adapter file, patched into the UNet (1 = official). 0 = no LoRA (e.g. when you load the separate LoRA file yourself)."}),
                 "weight_faceidv2": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 5.0, "step": 0.05, "tooltip": "FaceID PlusV2 only: scale of the CLIP refinement in the shortcut tokens = face + weight_faceidv2 * refinement (official s_scale)."}),
+                "frame_weights": ("FLOAT", {"forceInput": True, "tooltip": "One weight per frame (from IPAdapter Frame Weights), multiplying weight; fewer weights than frames repeat the last."}),
             },
         }
 
@@ -140,7 +143,7 @@ class IPAApplyAdapter:
     def apply(self, model, ipadapter, embeds, weight, start_at, end_at, attn_mask=None, layer_weights="all layers",
               layer_weights_custom="", weight_type="linear", embeds_scaling="V only", composition_embeds=None,
               weight_composition=1.0, expand_style=False, style_boost=1.0, composition_boost=0.0,
-              faceid_lora_strength=1.0, weight_faceidv2=1.0):
+              faceid_lora_strength=1.0, weight_faceidv2=1.0, frame_weights=None):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
         config = a.config
@@ -172,10 +175,18 @@ class IPAApplyAdapter:
         sampling = model.get_model_object("model_sampling")
         window = SigmaWindow(sampling.percent_to_sigma(start_at), sampling.percent_to_sigma(end_at),
                              whole_schedule=start_at <= 0.0 and end_at >= 1.0)
-        branch = AdapterBranch(a.adapter, embeds, [p.weight * w for p, w in zip(plan, per_layer)], window, mask,
-                               label=f"Apply IPAdapter ({a.name})", swap_layers=[i for i, p in enumerate(plan) if p.swap],
-                               composition_layers=[i for i, p in enumerate(plan) if p.composition],
-                               composition_embeds=composition_embeds, embeds_scaling=embeds_scaling)
-        patched, _ = patch_model(model, branch, a.adapter.layers)
+        if frame_weights is not None:
+            frame_weights = check_frame_weights(frame_weights)
+        # Tiled embeds: one branch per tile, each in its region (the rows add up); otherwise one branch.
+        patched = model
+        for r, (part, region) in enumerate(embeds.regions()):
+            part_mask = mask if region is None else region_mask(region, mask)
+            name = a.name if region is None else f"{a.name}, tile {r + 1}"
+            branch = AdapterBranch(a.adapter, part, [p.weight * w for p, w in zip(plan, per_layer)], window, part_mask,
+                                   label=f"Apply IPAdapter ({name})", frame_weights=frame_weights,
+                                   swap_layers=[i for i, p in enumerate(plan) if p.swap],
+                                   composition_layers=[i for i, p in enumerate(plan) if p.composition],
+                                   composition_embeds=composition_embeds, embeds_scaling=embeds_scaling)
+            patched, _ = patch_model(patched, branch, a.adapter.layers)
         patched = apply_faceid_lora(patched, a, faceid_lora_strength)  # FaceID: the file's LoRA on the UNet weights
         return (patched,)

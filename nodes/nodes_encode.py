@@ -1,6 +1,8 @@
 """Encode Image Prompt: reference images -> the adapter's cond / uncond tokens (IPA_EMBEDS)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from . import host
@@ -11,8 +13,10 @@ from ..ip_core.encoder_table import EncoderOutput
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.preprocess import MODES as CROP_MODES
 from ..ip_core.preprocess import preprocess_images
-from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, require
+from ..ip_core import tiles as tiling
+from .common import CATEGORY, LoadedAdapter, check_images, check_number, error_boundary, require
 
+TILE_MODES = ("off", "tiled", "enhance")
 ENCODE_CHUNK = 16  # references per encoder call: bounds memory, gives the progress bar steps
 
 
@@ -34,6 +38,50 @@ def _encode(clip_vision, images, crop: str, progress, masks=None):
         hidden.append(out.penultimate_hidden_states)
         progress.update(min(ENCODE_CHUNK, images.shape[0] - start))
     return EncoderOutput(torch.cat(embeds), torch.cat(hidden))
+
+
+def _enhanced(clip_vision, image, whole, grid: int, ratio: float, crop: str, progress):
+    """The whole-image encoding plus its grid tiles' encoding merged back (ip_core.tiles.enhance)."""
+    parts = tiling.grid_tiles(image, grid)  # [B, grid*grid, h, w, C]
+    split = _encode(clip_vision, parts.reshape(-1, *parts.shape[2:]), crop, progress)
+    return EncoderOutput(
+        tiling.enhance(whole.image_embeds, tiling.merge_grid_embeds(split.image_embeds, grid), ratio),
+        tiling.enhance(whole.penultimate_hidden_states, tiling.merge_grid_hidden(split.penultimate_hidden_states, grid), ratio),
+    )
+
+
+def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image, weights=None):
+    """One image prompt per tile (each tile's references combined as `combine` says) and the tiles' masks."""
+    if combine == "batch":
+        raise IPAdapterError(
+            "tiles 'tiled' with combine 'batch' is not supported: tiles already map to parts of the image. "
+            "Use combine 'concat' or 'average', or tiles 'off' for one reference per frame."
+        )
+    config = a.config
+    label = "the connected CLIP vision model"
+    layout = tiling.tile_layout(int(image.shape[1]), int(image.shape[2]))
+    parts = tiling.tile_images(image, layout)  # [G, B, tile, tile, C]
+    progress = host.progress_bar(parts.shape[0] * parts.shape[1] + 1)
+    neg = None
+    if negative_image is not None:
+        check_images(negative_image, "negative_image")
+        neg = features_for(config, _encode(clip_vision, negative_image, crop, progress), label)
+    prompts = []
+    for g in range(parts.shape[0]):
+        cond = weight_references(features_for(config, _encode(clip_vision, parts[g], crop, progress), label), weights)
+        if neg is None:  # the same "no image" for every tile
+            neg = unconditional_features(
+                config, cond[:1], encode_pixels=lambda px: host.encode_pixels(clip_vision, px),
+                image_size=int(getattr(clip_vision, "image_size", 224)),
+            )
+        prompts.append(build_image_prompt(a.adapter, cond, neg, combine=combine, encoder_name=config.encoder_name))
+    progress.update(1)
+    host.check_interrupt()
+    first = prompts[0]
+    # Tile prompts act in their own regions: they are not re-combined before the projection (no features kept).
+    return replace(first, cond=torch.cat([p.cond for p in prompts]), uncond=torch.cat([p.uncond for p in prompts]),
+                   region_masks=tiling.tile_masks(layout)[:, 0], cond_features=None, uncond_features=None)
+
 
 
 class IPAEncodeImagePrompt:
@@ -63,12 +111,15 @@ class IPAEncodeImagePrompt:
                 "negative_image": ("IMAGE", {"tooltip": "Optional image(s) whose tokens replace the unconditional ones (guidance pushes away from them). One, or one per reference."}),
                 "reference_weights": ("STRING", {"default": "", "tooltip": "One weight per reference image ('1, 0.5'), or one for all; empty = all 1. Scales each reference's CLIP features before the projection (the widely used pack's encoder weight), -1..3."}),
                 "mask": ("MASK", {"tooltip": "Optional mask over the CLIP input: the encoder sees the reference only where the mask is 1 (it follows the crop mode). One mask, or one per reference."}),
+                "tiles": (list(TILE_MODES), {"default": "off", "tooltip": "tiled: cut the reference into 256 px squares (short side one tile, up to 4 along the long side), each acting on its own part of the image; enhance: also encode an enhance_tiles x enhance_tiles grid and add it to the whole-image encoding."}),
+                "enhance_tiles": ("INT", {"default": 2, "min": 1, "max": tiling.MAX_ENHANCE_GRID, "tooltip": "enhance: tiles per side of the grid (1 = off)."}),
+                "enhance_ratio": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "enhance: scale of the whole-image encoding (one image: added beside the tiles; several: blended with them)."}),
             },
         }
 
     @error_boundary
     def encode(self, ipadapter, clip_vision, image, crop="center", combine="concat", negative_image=None,
-               reference_weights="", mask=None):
+               reference_weights="", mask=None, tiles="off", enhance_tiles=2, enhance_ratio=1.0):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         config = a.config
         if config.is_faceid:
@@ -81,15 +132,29 @@ class IPAEncodeImagePrompt:
             raise IPAdapterError(f"unknown crop mode {crop!r}; use one of {', '.join(CROP_MODES)}.")
         if combine not in COMBINE_MODES:
             raise IPAdapterError(f"unknown combine mode {combine!r}; use one of {', '.join(COMBINE_MODES)}.")
+        if tiles not in TILE_MODES:
+            raise IPAdapterError(f"unknown tiles mode {tiles!r}; use one of {', '.join(TILE_MODES)}.")
         weights = parse_reference_weights(reference_weights, image.shape[0])
+        if tiles != "off" and mask is not None:
+            raise IPAdapterError(
+                f"mask with tiles {tiles!r} is not supported: the tiles already choose which part of the reference each "
+                "encoding sees. Disconnect the mask, or set tiles to 'off'.")
+        if tiles == "tiled":
+            return (_encode_tiled(a, clip_vision, image, crop, combine, negative_image, weights),)
         masks = None
         if mask is not None:
             masks = encoder_masks(mask, image.shape[0], tuple(image.shape[1:3]), crop, int(getattr(clip_vision, "image_size", 224)))
-        total = image.shape[0] + (negative_image.shape[0] if isinstance(negative_image, torch.Tensor) else 1)
+        enhance_ratio = check_number(enhance_ratio, "enhance_ratio", 0.0, 1.0)
+        grid = int(enhance_tiles) if tiles == "enhance" else 1
+        if grid > 1:
+            tiling.check_grid(grid, image.shape[1], image.shape[2])
+        total = image.shape[0] * (1 + grid * grid * (grid > 1)) + (negative_image.shape[0] if isinstance(negative_image, torch.Tensor) else 1)
         progress = host.progress_bar(total)
         label = "the connected CLIP vision model"
-        cond = features_for(config, _encode(clip_vision, image, crop, progress, masks), label)
-        cond = weight_references(cond, weights)
+        whole = _encode(clip_vision, image, crop, progress, masks)
+        if grid > 1:
+            whole = _enhanced(clip_vision, image, whole, grid, enhance_ratio, crop, progress)
+        cond = weight_references(features_for(config, whole, label), weights)
         if negative_image is not None:
             check_images(negative_image, "negative_image")
             uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress), label)

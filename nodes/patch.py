@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from . import host
 from ..ip_core import attention, errors
+from ..ip_core import frames as frame_rules
 
 image_attention, scaled_image_kv = attention.image_attention, attention.scaled_image_kv
 AdapterMismatchError, IPAdapterError = errors.AdapterMismatchError, errors.IPAdapterError
@@ -85,11 +86,16 @@ class AdapterBranch:
 
     K'/V' are computed once, at apply time, from the cond and uncond tokens; a layer call only looks them up
     (converted once per device/dtype, arranged once per cond/uncond batch layout).
+
+    Frames (ip_core.frames): with one reference per frame, one mask per frame or per-frame weights, each
+    frame of the call (all of the batch, or the context window named in extra_options["ad_params"]) picks
+    its own; fewer values than frames repeat the last. K'/V' exist once per distinct reference; the
+    per-frame arrangement is kept only for the current window.
     """
 
     def __init__(self, adapter, embeds, layer_weights, window: SigmaWindow, mask: Optional[torch.Tensor] = None,
-                 label: str = "IPAdapter", *, swap_layers=(), composition_layers=(), composition_embeds=None,
-                 embeds_scaling: str = "V only"):
+                 label: str = "IPAdapter", frame_weights=None, *, swap_layers=(), composition_layers=(),
+                 composition_embeds=None, embeds_scaling: str = "V only"):
         """layer_weights: lambda per layer (adapter layer order). swap_layers: layer indexes where the cond
         tokens go to the uncond slot and the cond slot gets none (the precise weight types);
         composition_layers: where composition_embeds' cond tokens replace the reference's; embeds_scaling:
@@ -97,6 +103,7 @@ class AdapterBranch:
         self.label = label
         self.window = window
         self.mask = mask  # [M, H, W] float or None
+        self.frame_weights = None if frame_weights is None else torch.tensor(frame_weights, dtype=torch.float32)
         self.per_item = embeds.cond.shape[0] > 1
         self.references = embeds.cond.shape[0]
         self.layer_of_key = {}
@@ -107,6 +114,9 @@ class AdapterBranch:
         cond = embeds.cond.to(param.device, param.dtype)
         uncond = embeds.uncond.to(param.device, param.dtype)
         comp = cond if composition_embeds is None else composition_embeds.cond.to(param.device, param.dtype)
+        self._row = list(range(self.references))  # reference -> its row of the K'/V' tables
+        if self.per_item:
+            (cond, uncond, comp), self._row = _distinct_rows(cond, uncond, comp)
         swap_layers, composition_layers = set(swap_layers), set(composition_layers)
         with torch.no_grad():
             for spec, w in zip(adapter.layers, layer_weights):
@@ -118,15 +128,16 @@ class AdapterBranch:
                 # swapped: the uncond slot attends to the reference, the cond slot to no tokens (zeros:
                 # K'/V' have no bias, so its image term is exactly 0)
                 c, u = (c * 0, c) if spec.index in swap_layers else (c, uncond)
-                kc, vc = adapter.layer_kv(spec.index, c)
-                ku, vu = adapter.layer_kv(spec.index, u)
+                kc, vc = _rows_kv(adapter, spec.index, c)
+                ku, vu = _rows_kv(adapter, spec.index, u)
                 kc, vc, out_w = scaled_image_kv(kc, vc, float(w), embeds_scaling)
                 ku, vu, _ = scaled_image_kv(ku, vu, float(w), embeds_scaling)
                 self._output_weight[spec.index] = out_w
                 self._kv[spec.index] = (kc, vc, ku, vu)
         self._on_device = {}  # (layer, device, dtype) -> 4 tensors
-        self._arranged = {}  # (layer, device, dtype, cond_or_uncond, batch) -> (k, v)
-        self._masks = {}  # (tokens, original hw, device, dtype, cond_or_uncond, batch) -> [B, tokens, 1]
+        self._arranged = {}  # (layer, device, dtype, cond_or_uncond, batch, frames) -> (k, v)
+        self._masks = {}  # (tokens, original hw, device, dtype, cond_or_uncond, batch, frames) -> [B, tokens, 1]
+        self._frames_held = None  # the per-frame window whose arrangements are kept
         self.calls = 0  # image-branch evaluations (tests count them per UNet call)
 
     def __deepcopy__(self, memo):
@@ -140,10 +151,31 @@ class AdapterBranch:
         """The factor on this layer's Attn(q, K'', V''): lambda, or 1 where the scaling folded it into K'/V'."""
         return self._output_weight[self.layer_of_key[key]]
 
-    def kv(self, key, cond_or_uncond, batch: int, device, dtype):
+    def _window(self, per_chunk: int, extra_options):
+        """(full_length, frame indices) of this call; arrangements of other per-frame windows are dropped."""
+        full, idxs = frame_rules.window_of(extra_options, per_chunk)
+        held = (full, tuple(idxs))
+        if held != self._frames_held:
+            self._arranged = {k: v for k, v in self._arranged.items() if k[-1] is None}
+            self._masks = {k: v for k, v in self._masks.items() if k[-1] is None}
+            self._frames_held = held
+        return full, idxs
+
+    def device_bytes(self) -> int:
+        """Bytes this branch holds in K'/V' and masks (all devices): what the memory benchmark reports."""
+        held = [t for parts in self._on_device.values() for t in parts]
+        held += [t for kv in self._arranged.values() for t in kv] + list(self._masks.values())
+        return sum(t.numel() * t.element_size() for t in {id(t): t for t in held}.values())
+
+    def kv(self, key, cond_or_uncond, batch: int, device, dtype, extra_options=None):
         layer = self.layer_of_key[key]
         chunks = tuple(cond_or_uncond) if cond_or_uncond else (0,)
-        ck = (layer, device, dtype, chunks, batch)
+        frames = None
+        if self.per_item and batch % len(chunks) == 0:
+            full, idxs = self._window(batch // len(chunks), extra_options)
+            sources = frame_rules.frame_sources(self.references, full, f"references of {self.label}")
+            frames = tuple(self._row[sources[i]] for i in idxs)
+        ck = (layer, device, dtype, chunks, batch, frames)
         hit = self._arranged.get(ck)
         if hit is not None:
             return hit
@@ -155,42 +187,74 @@ class AdapterBranch:
         if batch % len(chunks):
             raise IPAdapterError(f"{self.label}: batch of {batch} does not split into {len(chunks)} cond/uncond chunks")
         per_chunk = batch // len(chunks)
-        if self.per_item and self.references != per_chunk:
-            raise AdapterMismatchError(
-                f"{self.label}: the image prompt holds {self.references} references, one per batch item, but the "
-                f"latent batch has {per_chunk} items. Make the batch size {self.references}, or encode with "
-                "combine 'concat' or 'average' to use all references for every item."
-            )
+        pick = None if frames is None else torch.tensor(frames, device=device)
         ks, vs = [], []
         for c in chunks:
             k, v = (parts[0], parts[1]) if c == 0 else (parts[2], parts[3])
-            ks.append(k.expand(per_chunk, -1, -1))
-            vs.append(v.expand(per_chunk, -1, -1))
+            if pick is None:
+                ks.append(k.expand(per_chunk, -1, -1))
+                vs.append(v.expand(per_chunk, -1, -1))
+            else:
+                ks.append(k.index_select(0, pick))
+                vs.append(v.index_select(0, pick))
         out = (torch.cat(ks).contiguous(), torch.cat(vs).contiguous())
         self._arranged[ck] = out
         return out
 
-    def spatial_mask(self, tokens: int, original_shape, cond_or_uncond, batch: int, device, dtype):
-        if self.mask is None:
+    def spatial_mask(self, tokens: int, original_shape, cond_or_uncond, batch: int, device, dtype, extra_options=None):
+        """[batch, tokens, 1]: the mask of each frame times its frame weight, or None (neither is set)."""
+        if self.mask is None and self.frame_weights is None:
             return None
         chunks = tuple(cond_or_uncond) if cond_or_uncond else (0,)
-        key = (tokens, tuple(original_shape[-2:]), device, dtype, chunks, batch)
+        per_chunk = batch // len(chunks)
+        frames = None
+        if self.frame_weights is not None or self.mask.shape[0] > 1:
+            full, idxs = self._window(per_chunk, extra_options)
+            frames = (full, tuple(idxs))
+        key = (tokens, tuple(original_shape[-2:]), device, dtype, chunks, batch, frames)
         hit = self._masks.get(key)
         if hit is not None:
             return hit
-        h, w = downsampled_hw(original_shape, tokens)
-        m = F.interpolate(self.mask[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)
-        m = m.reshape(m.shape[0], h * w, 1)
-        per_chunk = batch // len(chunks)
-        if m.shape[0] not in (1, per_chunk):
-            raise IPAdapterError(
-                f"{self.label}: attn_mask has {m.shape[0]} masks but the latent batch has {per_chunk} items; "
-                f"give one mask (used for every item) or exactly {per_chunk}."
-            )
+        m = torch.ones(1, tokens, 1)
+        if self.mask is not None:
+            h, w = downsampled_hw(original_shape, tokens)
+            m = F.interpolate(self.mask[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)
+            m = m.reshape(m.shape[0], h * w, 1)
+        if frames is not None:
+            full, idxs = frames
+            if m.shape[0] > 1:
+                sources = frame_rules.frame_sources(m.shape[0], full, f"attn_mask masks of {self.label}")
+                m = m[[sources[i] for i in idxs]]
+            if self.frame_weights is not None:
+                sources = frame_rules.frame_sources(len(self.frame_weights), full, f"frame_weights of {self.label}")
+                m = m * self.frame_weights[[sources[i] for i in idxs]].reshape(-1, 1, 1)
         m = m.expand(per_chunk, -1, -1).repeat(len(chunks), 1, 1)
         m = m.to(device=device, dtype=dtype)
         self._masks[key] = m
         return m
+
+
+def _distinct_rows(*parts: torch.Tensor):
+    """A reference repeated over frames (e.g. IPAdapter Frame Weights' image_1) gets one row of K'/V', not
+    one per frame: ((each part's distinct rows), row of each reference). Only rows identical in every part
+    (cond, uncond, composition tokens) merge."""
+    keys = torch.cat([p.flatten(1) for p in parts], dim=1)
+    inverse = torch.unique(keys, dim=0, return_inverse=True)[1].tolist()
+    first = {}  # distinct row -> its first reference, in first-seen order
+    for r, u in enumerate(inverse):
+        first.setdefault(u, r)
+    slot = {u: i for i, u in enumerate(first)}
+    keep = list(first.values())
+    return tuple(p[keep] for p in parts), [slot[u] for u in inverse]
+
+
+def _rows_kv(adapter, layer: int, tokens: torch.Tensor):
+    """K'/V' of each reference on its own: a reference's K'/V' are the same numbers whether it is alone or
+    one of many (a batched matmul may round differently), so per-frame runs equal shared runs bit for bit."""
+    if tokens.shape[0] == 1:
+        return adapter.layer_kv(layer, tokens)
+    pairs = [adapter.layer_kv(layer, tokens[r:r + 1]) for r in range(tokens.shape[0])]
+    return torch.cat([k for k, _ in pairs]), torch.cat([v for _, v in pairs])
 
 
 class IPAttentionPatch:
@@ -224,9 +288,9 @@ class IPAttentionPatch:
         batch = q.shape[0]
         # Attn(text) + sum_i lambda_i * mask_i * Attn(q, K'_i, V'_i): stacked Apply nodes add up
         for branch in active:
-            ip_k, ip_v = branch.kv(self.key, cond_or_uncond, batch, q.device, q.dtype)
+            ip_k, ip_v = branch.kv(self.key, cond_or_uncond, batch, q.device, q.dtype, extra_options)
             mask = branch.spatial_mask(q.shape[1], extra_options.get("original_shape", (0, 0)), cond_or_uncond,
-                                       batch, q.device, q.dtype)
+                                       batch, q.device, q.dtype, extra_options)
             branch.calls += 1
             out = out + image_attention(q, ip_k, ip_v, heads, branch.output_weight(self.key), mask, attention)
         return out

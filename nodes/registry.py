@@ -5,6 +5,7 @@ Node ids are public API (saved workflows name them): add, never rename.
 from __future__ import annotations
 
 from . import host
+from .nodes_animation import IPAFrameWeights, IPAFrameWeightsFromStrategy
 from .nodes_apply import IPAApplyAdapter
 from .nodes_encode import IPAEncodeImagePrompt
 from .nodes_faceid import IPAEncodeFace
@@ -25,6 +26,8 @@ _NODES = (
     ("IPARegion", IPARegion, "Image Prompt Region"),
     ("IPAApplyRegions", IPAApplyRegions, "Apply IPAdapter (regions)"),
     ("IPAEncodeFace", IPAEncodeFace, "Encode Face (InsightFace)"),
+    ("IPAFrameWeights", IPAFrameWeights, "IPAdapter Frame Weights"),
+    ("IPAFrameWeightsFromStrategy", IPAFrameWeightsFromStrategy, "IPAdapter Frame Weights From Strategy"),
 )
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, cls, _ in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, _, name in _NODES}

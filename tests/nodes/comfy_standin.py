@@ -237,20 +237,51 @@ def make_model(kind: str = "sd15", seed: int = 0) -> ModelPatcher:
 
 
 # ---------------------------------------------------------------- comfy/samplers.py
-def run_model(patcher: ModelPatcher, x, sigma: float, cond, uncond=None, cond_or_uncond=(0, 1)):
+def run_model(patcher: ModelPatcher, x, sigma: float, cond, uncond=None, cond_or_uncond=(0, 1), ad_params=None):
     """One model call as samplers._calc_cond_batch makes it (lines 296-331): chunks concatenated in
     cond_or_uncond order, transformer_options copied from model_options, cond_or_uncond and
-    sigmas = the (per-latent) sigma tensor added, the same dict passed to every layer."""
+    sigmas = the (per-latent) sigma tensor added, the same dict passed to every layer.
+    ad_params: what AnimateDiff-Evolved's context windows add to transformer_options for one window
+    ({"full_length", "sub_idxs", ...}); see run_context_windows."""
     chunks = {0: cond, 1: uncond}
     xs = torch.cat([x] * len(cond_or_uncond))
     ctx = torch.cat([chunks[c] for c in cond_or_uncond])
     timestep = torch.full((x.shape[0],), float(sigma))
     transformer_options = dict(patcher.model_options["transformer_options"])
+    if ad_params is not None:
+        transformer_options["ad_params"] = dict(ad_params)
     transformer_options["cond_or_uncond"] = list(cond_or_uncond)
     transformer_options["uuids"] = [None] * len(cond_or_uncond)
     transformer_options["sigmas"] = timestep
     with torch.no_grad():
         return patcher.model.diffusion_model(xs, torch.cat([timestep] * len(cond_or_uncond)), ctx, transformer_options)
+
+
+def context_windows(frames: int, length: int, overlap: int) -> list:
+    """Uniform sliding windows with overlap, as AnimateDiff-Evolved's context options make them (the last
+    window is moved back to end at the last frame)."""
+    step = length - overlap
+    starts = list(range(0, max(frames - length, 0) + 1, step))
+    if starts[-1] + length < frames:
+        starts.append(frames - length)
+    return [list(range(s, min(s + length, frames))) for s in starts]
+
+
+def run_context_windows(patcher: ModelPatcher, x, sigma: float, cond, uncond, length: int, overlap: int):
+    """AnimateDiff's call pattern: the model on each window's frames (sub-batches of x, cond, uncond) with
+    ad_params naming them; overlapping frames averaged. Returns (result [F, ...], windows)."""
+    frames = x.shape[0]
+    windows = context_windows(frames, length, overlap)
+    total = torch.zeros(2 * frames, *x.shape[1:])
+    count = torch.zeros(2 * frames, 1, 1, 1)
+    for idxs in windows:
+        sub = torch.tensor(idxs)
+        out = run_model(patcher, x[sub], sigma, cond[sub], uncond[sub],
+                        ad_params={"full_length": frames, "sub_idxs": idxs, "context_length": length})
+        rows = torch.cat([sub, sub + frames])  # cond chunk then uncond chunk
+        total[rows] += out
+        count[rows] += 1
+    return total / count, windows
 
 
 # ---------------------------------------------------------------- comfy/clip_vision.py

@@ -125,7 +125,7 @@ def test_zero_mask_is_text_only_and_bad_masks_fail_clearly(host, base):
     ones = _apply(model, base, _embeds(base), attn_mask=torch.ones(64, 96))
     assert torch.allclose(_run(ones), _run(_apply(model, base, _embeds(base))), atol=1e-6)
     three = _apply(model, base, _embeds(base), attn_mask=torch.ones(3, 8, 8))
-    with pytest.raises(IPAdapterError, match="3 masks but the latent batch has 2"):
+    with pytest.raises(IPAdapterError, match=r"attn_mask masks of .*: 3 given for 2 frames"):
         _run(three)
     for bad, msg in ((torch.ones(2, 2, 2, 2), "MASK"), (torch.ones(1, 0, 5), "empty"),
                      (torch.full((4, 4), float("nan")), "NaN")):
@@ -187,9 +187,13 @@ def test_one_reference_per_batch_item(host, base):
     kc, _ = base.adapter.layer_kv(0, emb.cond)
     assert torch.allclose(k, kc)
     _run(patched)
-    x3 = torch.randn(3, 4, 8, 8)
-    with pytest.raises(AdapterMismatchError, match="2 references, one per batch item, but the latent batch has 3"):
-        run_model(patched, x3, 5.0, torch.randn(3, 8, 768), torch.randn(3, 8, 768))
+    # fewer references than frames: the last one is repeated (the widely used pack's rule)
+    k3, _ = branch.kv(("input", 1, 0), [0], 3, torch.device("cpu"), torch.float32)
+    assert torch.equal(k3, torch.cat([k, k[1:]]))
+    # more references than frames: an error, never a silent drop
+    x1 = torch.randn(1, 4, 8, 8)
+    with pytest.raises(IPAdapterError, match="references of .*: 2 given for 1 frames"):
+        run_model(patched, x1, 5.0, torch.randn(1, 8, 768), torch.randn(1, 8, 768))
 
 
 def test_bad_inputs_give_node_errors(host, base):

@@ -84,3 +84,17 @@ def test_saved_workflows_keep_their_widget_positions(host):
     assert layout[:3] == ["attn_mask", "layer_weights", "layer_weights_custom"]
     assert layout[3:10] == ["weight_type", "embeds_scaling", "composition_embeds", "weight_composition", "expand_style",
                             "style_boost", "composition_boost"]
+
+
+def test_tiled_and_per_frame_examples(host):
+    tiled = ui_to_api(json.loads((WORKFLOWS[0].parent / "ipadapter_tiled_reference.json").read_text()), _schema)
+    (enc,) = [e for e in tiled.values() if e["class_type"] == "IPAEncodeImagePrompt"]
+    assert enc["inputs"]["tiles"] == "tiled"
+    frames = ui_to_api(json.loads((WORKFLOWS[0].parent / "ipadapter_per_frame_batch.json").read_text()), _schema)
+    (enc,) = [e for e in frames.values() if e["class_type"] == "IPAEncodeImagePrompt"]
+    (apply,) = [e for e in frames.values() if e["class_type"] == "IPAApplyAdapter"]
+    (weights_id,) = [k for k, e in frames.items() if e["class_type"] == "IPAFrameWeights"]
+    assert enc["inputs"]["combine"] == "batch" and enc["inputs"]["image"] == [weights_id, 3]
+    assert apply["inputs"]["frame_weights"] == [weights_id, 0]
+    latent = [e for e in frames.values() if e["class_type"] == "EmptyLatentImage"][0]
+    assert latent["inputs"]["batch_size"] == 4  # 2 references x 2 frames each

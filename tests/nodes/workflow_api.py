@@ -20,12 +20,15 @@ CORE_SCHEMAS = {
     "SaveImage": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {})}},
     "PreviewImage": {"required": {"images": ("IMAGE",)}},
     "LoadImage": {"required": {"image": ([], {"image_upload": True})}},
+    "ImageBatch": {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}},
     "LoadImageMask": {"required": {"image": ([], {"image_upload": True}), "channel": (["alpha", "red", "green", "blue"],)}},
 }
 
 
 def is_widget(entry) -> bool:
     t = entry[0]
+    if len(entry) > 1 and entry[1].get("forceInput"):
+        return False  # a socket only: the frontend stores no widget value for it
     return isinstance(t, (list, tuple)) or t in WIDGET_TYPES or t == "COMBO"
 
 
@@ -48,6 +51,18 @@ def widget_layout(schema: dict) -> list:
     return out
 
 
+def _default(schema: dict, name):
+    entry = {**schema.get("required", {}), **schema.get("optional", {})}.get(name)
+    if entry is None:
+        raise ValueError(f"widget {name!r} is missing and has no schema entry")
+    opts = entry[1] if len(entry) > 1 else {}
+    if "default" in opts:
+        return opts["default"]
+    if isinstance(entry[0], (list, tuple)) and entry[0]:
+        return entry[0][0]
+    raise ValueError(f"widget {name!r} is missing and has no default")
+
+
 def ui_to_api(workflow: dict, schema_of) -> dict:
     links = {l[0]: l for l in workflow["links"]}
     prompt = {}
@@ -57,14 +72,10 @@ def ui_to_api(workflow: dict, schema_of) -> dict:
         schema = schema_of(node["type"])
         layout = widget_layout(schema)
         values = list(node.get("widgets_values", []))
-        # A workflow saved before optional widgets were appended has fewer values: the frontend gives the
-        # missing trailing (optional) widgets their defaults. More values than widgets, or a missing
-        # required one, is an error.
-        optional = schema.get("optional", {})
-        if len(values) > len(layout) or any(name not in optional for name in layout[len(values):]):
+        if len(values) < len(layout):  # saved before trailing optional widgets existed: the frontend uses defaults
+            values += [_default(schema, name) for name in layout[len(values):]]
+        if len(values) != len(layout):
             raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values for widgets {layout}")
-        values += [optional[name][1].get("default", optional[name][0][0] if isinstance(optional[name][0], (list, tuple)) else None)
-                   for name in layout[len(values):]]
         inputs = {name: v for name, v in zip(layout, values) if name is not None}
         for inp in node.get("inputs", []):
             if inp.get("link") is not None:

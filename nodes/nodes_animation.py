@@ -1,0 +1,99 @@
+"""Animation: per-frame weight schedules (and which reference image each frame shows) for Apply IPAdapter.
+
+The schedule maths is ip_core.frames.frame_schedule (the widely used pack's IPAdapter Weights rule); these
+nodes only read the widgets and gather the images.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..ip_core.errors import IPAdapterError
+from ..ip_core.frames import METHODS, TIMINGS, frame_schedule
+from .common import CATEGORY, check_images
+
+STRATEGY = "IPA_WEIGHTS_STRATEGY"
+_FIELDS = ("weights", "timing", "frames", "start_frame", "end_frame", "add_starting_frames", "add_ending_frames",
+           "method", "seed")
+
+
+def _gather(image, order):
+    return None if order is None else image[torch.tensor(order, dtype=torch.long, device=image.device)]
+
+
+def _run(strategy: dict, image):
+    images = 0
+    if image is not None:
+        check_images(image, "image")
+        images = int(image.shape[0])
+    s = frame_schedule(images=images, **strategy)
+    return (s.weights, s.weights_invert, s.total_frames, _gather(image, s.image_1) if image is not None else None,
+            _gather(image, s.image_2) if image is not None else None, dict(strategy))
+
+
+_OUTPUTS = dict(
+    RETURN_TYPES=("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", STRATEGY),
+    RETURN_NAMES=("weights", "weights_invert", "total_frames", "image_1", "image_2", "weights_strategy"),
+    OUTPUT_TOOLTIPS=(
+        "One weight per frame: connect to Apply IPAdapter's frame_weights.",
+        "The same weights in reverse order (for a second Apply node that fades out while the first fades in).",
+        "Number of frames of the schedule (use it as the batch size).",
+        "Per frame, the reference image it shows (connect to Encode Image Prompt with combine 'batch').",
+        "Per frame, the image it fades to (shift / alternate batches), for a second Apply node with weights_invert.",
+        "These settings, to reuse with IPAdapter Frame Weights From Strategy.",
+    ),
+)
+
+
+class IPAFrameWeights:
+    DESCRIPTION = (
+        "Per-frame weights for animations: a list ('custom'), or a transition from the first to the last listed weight "
+        "over `frames` frames (linear, ease in / out / in-out, random), held before start_frame and after end_frame. "
+        "With reference images, the schedule repeats per image (full batch) or cross-fades between them."
+    )
+    CATEGORY = CATEGORY + "/animation"
+    FUNCTION = "schedule"
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = _OUTPUTS["RETURN_TYPES"], _OUTPUTS["RETURN_NAMES"], _OUTPUTS["OUTPUT_TOOLTIPS"]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "weights": ("STRING", {"default": "1.0, 0.0", "multiline": True, "tooltip": "Numbers separated by commas or new lines. custom: the weights themselves; other timings: from the first to the last."}),
+                "timing": (list(TIMINGS), {"default": "linear", "tooltip": "custom: the list as given; otherwise the curve of the transition."}),
+                "frames": ("INT", {"default": 0, "min": 0, "max": 9999, "tooltip": "Frames of one transition (at least 2)."}),
+                "start_frame": ("INT", {"default": 0, "min": 0, "max": 9999, "tooltip": "Frames held at the first weight before the transition."}),
+                "end_frame": ("INT", {"default": 9999, "min": 0, "max": 9999, "tooltip": "Frame where the transition ends (at most frames); the rest hold the last weight."}),
+                "add_starting_frames": ("INT", {"default": 0, "min": 0, "max": 9999, "tooltip": "With images: extra frames at the start showing the first image."}),
+                "add_ending_frames": ("INT", {"default": 0, "min": 0, "max": 9999, "tooltip": "With images: extra frames at the end showing the last image."}),
+                "method": (list(METHODS), {"default": "full batch", "tooltip": "With images: full batch = the schedule once per image; shift = cross-fade each image into the next; alternate = pairs fading back and forth."}),
+            },
+            "optional": {
+                "image": ("IMAGE", {"tooltip": "Reference images the schedule walks through (image_1 / image_2 outputs)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1, "tooltip": "random timing: the seed of the draws (the same seed gives the same weights)."}),
+            },
+        }
+
+    def schedule(self, weights="1.0, 0.0", timing="linear", frames=0, start_frame=0, end_frame=9999, add_starting_frames=0,
+                 add_ending_frames=0, method="full batch", image=None, seed=0):
+        values = (weights, timing, int(frames), int(start_frame), int(end_frame), int(add_starting_frames),
+                  int(add_ending_frames), method, int(seed))
+        return _run(dict(zip(_FIELDS, values)), image)
+
+
+class IPAFrameWeightsFromStrategy:
+    DESCRIPTION = "The schedule of an IPAdapter Frame Weights node again (same settings), e.g. for other images."
+    CATEGORY = CATEGORY + "/animation"
+    FUNCTION = "schedule"
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = _OUTPUTS["RETURN_TYPES"], _OUTPUTS["RETURN_NAMES"], _OUTPUTS["OUTPUT_TOOLTIPS"]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {"weights_strategy": (STRATEGY, {"tooltip": "From IPAdapter Frame Weights."})},
+            "optional": {"image": ("IMAGE", {"tooltip": "Reference images the schedule walks through."})},
+        }
+
+    def schedule(self, weights_strategy, image=None):
+        if not isinstance(weights_strategy, dict) or set(weights_strategy) != set(_FIELDS):
+            raise IPAdapterError("weights_strategy must come from an IPAdapter Frame Weights node of this pack.")
+        return _run(weights_strategy, image)

@@ -1,0 +1,171 @@
+"""Frames and tiles through the stand-in host: per-frame references, weights and masks, AnimateDiff-style
+context windows, tiled and enhanced encodes, and the frame weights nodes."""
+import pytest
+import torch
+
+import comfy_standin
+from comfy_standin import make_model, run_context_windows, run_model
+from conftest import random_adapter
+from ip_core import tiles
+from ip_core.embeds import build_image_prompt
+from ip_core.errors import IPAdapterError
+from ip_core.preprocess import preprocess_images
+from nodes.common import LoadedAdapter
+from nodes.nodes_animation import IPAFrameWeights, IPAFrameWeightsFromStrategy
+from nodes.nodes_apply import IPAApplyAdapter
+from nodes.nodes_encode import IPAEncodeImagePrompt
+
+F = 8  # frames
+
+
+@pytest.fixture(scope="module")
+def base():
+    return LoadedAdapter(random_adapter("base", seed=1), "base.safetensors")
+
+
+@pytest.fixture(scope="module")
+def vit_h():
+    return comfy_standin.ClipVisionModel(1280, 1024)
+
+
+def _features(n, seed=0):
+    return torch.randn(n, 1024, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def _embeds(adapter, feats, combine="batch"):
+    return build_image_prompt(adapter.adapter, feats, torch.zeros_like(feats), combine=combine)
+
+
+def _apply(model, adapter, embeds, weight=1.0, **kw):
+    return IPAApplyAdapter().apply(model, adapter, embeds, weight, 0.0, 1.0, **kw)[0]
+
+
+def _latents(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 4, 8, 8, generator=g), torch.randn(n, 8, 768, generator=g), torch.randn(n, 8, 768, generator=g)
+
+
+def _branches(m):
+    return {b for p in m.attn2_patches().values() for b in p.branches}
+
+
+def test_per_frame_identical_references_equal_the_shared_run_bit_for_bit(host, base):
+    model = make_model("sd15")
+    one = _features(1)
+    x, c, u = _latents(4)
+    shared = run_model(_apply(model, base, _embeds(base, one, "concat")), x, 5.0, c, u)
+    per_frame = run_model(_apply(model, base, _embeds(base, one.expand(4, -1).clone())), x, 5.0, c, u)
+    fewer = run_model(_apply(model, base, _embeds(base, one.expand(2, -1).clone())), x, 5.0, c, u)  # last repeated
+    assert torch.equal(per_frame, shared) and torch.equal(fewer, shared)
+
+
+def test_each_frame_gets_its_reference_weight_and_mask(host, base):
+    model = make_model("sd15")
+    feats = _features(3)
+    x, c, u = _latents(4)
+    mask = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(5))
+    fw = [1.0, 0.5, 0.0, 2.0]
+    out = run_model(_apply(model, base, _embeds(base, feats), attn_mask=mask, frame_weights=fw), x, 5.0, c, u)
+    for i, src in enumerate([0, 1, 2, 2]):  # fewer references than frames: the last one is repeated
+        alone = _apply(model, base, _embeds(base, feats[src:src + 1], "concat"), weight=fw[i],
+                       attn_mask=mask[min(i, 1)])
+        ref = run_model(alone, x[i:i + 1], 5.0, c[i:i + 1], u[i:i + 1])
+        assert torch.allclose(out[[i, 4 + i]], ref, atol=1e-5), i
+
+
+def test_context_windows_pick_their_frames(host, base):
+    """AnimateDiff's pattern: windows of 4 frames overlapping by 2 over 8 frames give what one call on all 8
+    frames gives, and only the current window's K'/V' arrangement stays held."""
+    model = make_model("sd15")
+    feats = _features(6, seed=3)  # 6 references for 8 frames: frames 6, 7 repeat the last
+    mask = torch.rand(F, 16, 16, generator=torch.Generator().manual_seed(6))
+    fw = [0.2 * i for i in range(F)]
+    patched = _apply(model, base, _embeds(base, feats), attn_mask=mask, frame_weights=fw)
+    x, c, u = _latents(F, seed=2)
+    full = run_model(patched, x, 5.0, c, u)
+    windowed, windows = run_context_windows(patched, x, 5.0, c, u, length=4, overlap=2)
+    assert windows == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7]]
+    assert torch.allclose(windowed, full, atol=1e-5)
+    (branch,) = _branches(patched)
+    held = {k[-1] for k in branch._arranged}
+    assert held == {(4, 5, 5, 5)}  # the last window, frames 4..7 -> references 4, 5, 5, 5
+    assert all(v[0].shape[0] == 2 * 4 for v in branch._arranged.values())
+    # without the adapter the windows also equal the full call: the check above is not vacuous
+    assert not torch.allclose(full, run_model(model, x, 5.0, c, u), atol=1e-3)
+
+
+def test_frame_errors_are_clear(host, base):
+    model = make_model("sd15")
+    x, c, u = _latents(2)
+    with pytest.raises(IPAdapterError, match="references of .*: 3 given for 2 frames"):
+        run_model(_apply(model, base, _embeds(base, _features(3))), x, 5.0, c, u)
+    with pytest.raises(IPAdapterError, match="frame_weights of .*: 3 given for 2 frames"):
+        run_model(_apply(model, base, _embeds(base, _features(1), "concat"), frame_weights=[1, 1, 1]), x, 5.0, c, u)
+    patched = _apply(model, base, _embeds(base, _features(2)))
+    with pytest.raises(IPAdapterError, match=r"frames \[8\] outside the animation's 8 frames"):
+        run_model(patched, x, 5.0, c, u, ad_params={"full_length": 8, "sub_idxs": [7, 8]})
+    with pytest.raises(IPAdapterError, match="frame_weights contains nan"):
+        _apply(model, base, _embeds(base, _features(1), "concat"), frame_weights=[1.0, float("nan")])
+
+
+def test_tiled_encode_equals_one_masked_adapter_per_tile(host, base, vit_h):
+    image = torch.rand(1, 200, 300, 3, generator=torch.Generator().manual_seed(4))
+    (emb,) = IPAEncodeImagePrompt().encode(base, vit_h, image, tiles="tiled")
+    lay = tiles.tile_layout(200, 300)
+    assert emb.cond.shape == (2, 4, 768) and emb.region_masks.shape == (2, *lay.hw)
+    parts = tiles.tile_images(image, lay)
+    for g in range(2):  # each row: the tile's own encoding
+        (alone,) = IPAEncodeImagePrompt().encode(base, vit_h, parts[g])
+        assert torch.equal(emb.cond[g:g + 1], alone.cond)
+    model = make_model("sd15")
+    attn = torch.rand(1, 10, 10, generator=torch.Generator().manual_seed(1))
+    patched = _apply(model, base, emb, weight=0.7, attn_mask=attn)
+    assert len(_branches(patched)) == 2
+    chained = model
+    for part, region in emb.regions():
+        chained = _apply(chained, base, part, weight=0.7, attn_mask=tiles.region_mask(region, attn))
+    x, c, u = _latents(2)
+    assert torch.equal(run_model(patched, x, 5.0, c, u), run_model(chained, x, 5.0, c, u))
+    with pytest.raises(IPAdapterError, match="combine 'batch' is not supported"):
+        IPAEncodeImagePrompt().encode(base, vit_h, image, combine="batch", tiles="tiled")
+
+
+def test_enhance_adds_the_merged_grid_to_the_whole_image(host, base, vit_h):
+    image = torch.rand(1, 224, 224, 3, generator=torch.Generator().manual_seed(7))
+    (emb,) = IPAEncodeImagePrompt().encode(base, vit_h, image, tiles="enhance", enhance_tiles=2, enhance_ratio=0.5)
+    with torch.no_grad():
+        whole = vit_h.model(preprocess_images(image))[2]
+        split = vit_h.model(preprocess_images(tiles.grid_tiles(image, 2)[0]))[2]
+        feats = torch.cat([whole * 0.5, tiles.merge_grid_embeds(split, 2)])
+        assert torch.allclose(emb.cond, base.adapter.project(feats).reshape(1, 8, 768), atol=1e-5)
+    (off,) = IPAEncodeImagePrompt().encode(base, vit_h, image, tiles="enhance", enhance_tiles=1)
+    (plain,) = IPAEncodeImagePrompt().encode(base, vit_h, image)
+    assert torch.equal(off.cond, plain.cond)
+
+
+def test_frame_weights_nodes(host):
+    imgs = torch.rand(3, 8, 8, 3)
+    w, inv, total, im1, im2, strategy = IPAFrameWeights().schedule("0, 1", "linear", 3, 0, 9999, 1, 0, "full batch", image=imgs)
+    assert w == [0.0, 0.0, 0.5, 1.0, 0.0, 0.5, 1.0, 0.0, 0.5, 1.0] and inv == w[::-1] and total == 10
+    assert torch.equal(im1, imgs[[0, 0, 0, 0, 1, 1, 1, 2, 2, 2]]) and im2 is None
+    again = IPAFrameWeightsFromStrategy().schedule(strategy, image=imgs[:2])
+    assert again[0] == w[:7] and torch.equal(again[3], imgs[[0, 0, 0, 0, 1, 1, 1]])
+    with pytest.raises(IPAdapterError, match="from an IPAdapter Frame Weights node"):
+        IPAFrameWeightsFromStrategy().schedule({"weights": "1"})
+    r1 = IPAFrameWeights().schedule("0, 1", "random", 4, seed=3)[0]
+    assert r1 == IPAFrameWeights().schedule("0, 1", "random", 4, seed=3)[0] and len(r1) == 4
+
+
+def test_a_reference_repeated_over_frames_is_held_once(host, base):
+    feats = _features(3, seed=9)
+    per_frame = feats[[0, 0, 0, 1, 1, 2, 2, 2]]  # what Frame Weights' image_1 gives: each image over a few frames
+    model = make_model("sd15")
+    patched = _apply(model, base, _embeds(base, per_frame))
+    (branch,) = _branches(patched)
+    assert branch._row == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert all(t.shape[0] == 3 for parts in branch._kv.values() for t in parts)  # 3 distinct, not 8
+    x, c, u = _latents(F, seed=4)
+    full = run_model(patched, x, 5.0, c, u)
+    for i, src in enumerate([0, 0, 0, 1, 1, 2, 2, 2]):
+        alone = _apply(model, base, _embeds(base, feats[src:src + 1], "concat"))
+        assert torch.allclose(full[[i, F + i]], run_model(alone, x[i:i + 1], 5.0, c[i:i + 1], u[i:i + 1]), atol=1e-5), i
