@@ -67,11 +67,12 @@ class IPAApplyAdapter:
                 "attn_mask": ("MASK", {"tooltip": "Where the image prompt acts (1) and not (0); any size, stretched to the image. One mask, or one per batch item."}),
                 "layer_weights": (list(PRESETS), {"default": "all layers", "tooltip": "Which layers get the image prompt. style only / composition only follow InstantStyle (SDXL)."}),
                 "layer_weights_custom": ("STRING", {"default": "", "multiline": False, "tooltip": "Overrides layer_weights when not empty: one number per layer ('1, 0, ...'), or named blocks ('output.1=1, input.8=0.5'); unnamed layers get 0."}),
+                "legacy": ("BOOLEAN", {"default": False, "tooltip": "Reproduce ComfyUI_IPAdapter_plus: leave the middle block out (that pack registers it under a key the host never reads). Use with legacy on Encode Image Prompt. Set by python -m nodes.migrate --legacy."}),
             },
         }
 
     def apply(self, model, ipadapter, embeds, weight, start_at, end_at, attn_mask=None, layer_weights="all layers",
-              layer_weights_custom=""):
+              layer_weights_custom="", legacy=False):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
         config = a.config
@@ -92,6 +93,9 @@ class IPAApplyAdapter:
             raise IPAdapterError("the image prompt embeds contain NaN or infinite values; re-encode the image (check the CLIP vision model).")
         mask = _check_mask(attn_mask)
         per_layer = resolve_layer_weights(a.adapter.layers, layer_weights, layer_weights_custom, config.base_model_name)
+        if legacy:  # the widely used pack's middle block never runs: weight 0 there, as if unpatched
+            per_layer = [0.0 if spec.comfy_key and spec.comfy_key[0] == "middle" else w
+                         for spec, w in zip(a.adapter.layers, per_layer)]
         sampling = model.get_model_object("model_sampling")
         window = SigmaWindow(sampling.percent_to_sigma(start_at), sampling.percent_to_sigma(end_at),
                              whole_schedule=start_at <= 0.0 and end_at >= 1.0)

@@ -13,7 +13,13 @@ from .common import CATEGORY, LoadedAdapter, check_images, require
 ENCODE_CHUNK = 16  # references per encoder call: bounds memory, gives the progress bar steps
 
 
-def _encode(clip_vision, images, crop: str, progress):
+def _preprocess(images, crop: str, size: int, legacy: bool):
+    if legacy and crop != "pad":  # the widely used pack's preprocessing: the host's clip_preprocess
+        return host.clip_preprocess(images, size, crop=crop == "center")
+    return preprocess_images(images, mode=crop, size=size)
+
+
+def _encode(clip_vision, images, crop: str, progress, legacy: bool = False):
     """IMAGE batch -> encoder output with image_embeds and penultimate_hidden_states (concatenated chunks)."""
     if not host.can_encode_pixels(clip_vision):
         raise IPAdapterError(
@@ -23,7 +29,7 @@ def _encode(clip_vision, images, crop: str, progress):
     embeds, hidden = [], []
     for start in range(0, images.shape[0], ENCODE_CHUNK):
         host.check_interrupt()
-        pixels = preprocess_images(images[start:start + ENCODE_CHUNK], mode=crop, size=size)
+        pixels = _preprocess(images[start:start + ENCODE_CHUNK], crop, size, legacy)
         out = host.encode_pixels(clip_vision, pixels)
         embeds.append(out.image_embeds)
         hidden.append(out.penultimate_hidden_states)
@@ -62,10 +68,11 @@ class IPAEncodeImagePrompt:
                 "crop": (list(CROP_MODES), {"default": "center", "tooltip": "center: the official centre crop; pad: keep the whole image, pad to square with the CLIP mean colour; squash: resize to square ignoring aspect."}),
                 "combine": (list(COMBINE_MODES), {"default": "concat", "tooltip": "Several references: concat = all tokens side by side; average / norm average = one blended reference; batch = reference i for batch item i."}),
                 "negative_image": ("IMAGE", {"tooltip": "Optional image(s) whose tokens replace the unconditional ones (guidance pushes away from them). One, or one per reference."}),
+                "legacy": ("BOOLEAN", {"default": False, "tooltip": "Reproduce ComfyUI_IPAdapter_plus: the host's clip_preprocess instead of the exact official preprocessing (crop center / squash), and for plus / full-face adapters a black image as the unconditional input instead of the official zero (normalised) image. Set by the workflow converter (python -m nodes.migrate --legacy)."}),
             },
         }
 
-    def encode(self, ipadapter, clip_vision, image, crop="center", combine="concat", negative_image=None):
+    def encode(self, ipadapter, clip_vision, image, crop="center", combine="concat", negative_image=None, legacy=False):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         config = a.config
         check_images(image, "image")
@@ -76,10 +83,17 @@ class IPAEncodeImagePrompt:
         total = image.shape[0] + (negative_image.shape[0] if isinstance(negative_image, torch.Tensor) else 1)
         progress = host.progress_bar(total)
         label = "the connected CLIP vision model"
-        cond = features_for(config, _encode(clip_vision, image, crop, progress), label)
+        cond = features_for(config, _encode(clip_vision, image, crop, progress, legacy), label)
         if negative_image is not None:
             check_images(negative_image, "negative_image")
-            uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress), label)
+            uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress, legacy), label)
+        elif legacy and config.encoder_output != "image_embeds":
+            # the widely used pack's "no image" for plus / full-face: a black picture through clip_preprocess
+            size = int(getattr(clip_vision, "image_size", 224))
+            black = torch.zeros(1, size, size, 3)
+            uncond = features_for(config, host.encode_pixels(clip_vision, host.clip_preprocess(black, size)), label)
+            uncond = uncond.expand(cond.shape[0], *uncond.shape[1:]).clone()
+            progress.update(1)
         else:
             uncond = unconditional_features(
                 config, cond, encode_pixels=lambda px: host.encode_pixels(clip_vision, px),
