@@ -240,6 +240,22 @@ class _Converter:
         else:
             node["values"][name] = value
 
+    def wire_all(self):
+        """Wire every converted node, upstream first (a Prep Image node's crop reaches the encodes it feeds)."""
+        done = set()
+
+        def visit(inst):
+            if inst.id in done:
+                return
+            done.add(inst.id)
+            for g in inst.given.values():
+                if isinstance(g, _Link) and g.src in self.instances:
+                    visit(self.instances[g.src])
+            self.wire(inst)
+
+        for inst in list(self.instances.values()):
+            visit(inst)
+
     def wire(self, inst):
         entry, label = inst.entry, inst.label
         for target, spec in entry.get("wires", {}).items():
@@ -474,8 +490,7 @@ def _convert_ui(wf, legacy):
         inst = _Instance(nid, node["type"], table.PACK[node["type"]], given_of[nid], node.get("mode", 0), _pos(node))
         conv.instances[nid] = inst
         conv.create(inst)
-    for inst in conv.instances.values():
-        conv.wire(inst)
+    conv.wire_all()
     # new links: every connection of a new node, then the links from converted nodes to kept / other nodes
     final_links = [l for l in links if str(l[1]) not in conv.instances and str(l[3]) not in conv.instances]
     next_link = 1 + max([int(l[0]) for l in links if str(l[0]).lstrip("-").isdigit()] + [int(out.get("last_link_id") or 0)])
@@ -633,8 +648,7 @@ def _convert_api(prompt, legacy):
             inst = _Instance(nid, conv.types[nid], table.PACK[conv.types[nid]], given_of[nid])
             conv.instances[nid] = inst
             conv.create(inst)
-    for inst in conv.instances.values():
-        conv.wire(inst)
+    conv.wire_all()
     out = {}
     for nid, node in prompt.items():
         if nid in conv.instances:

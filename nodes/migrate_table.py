@@ -108,13 +108,13 @@ _APPLY_OPTIONS = {"model": _MODEL, "ipadapter": _ADAPTER, "image": _IMAGE, "weig
                   "image_negative": _NEG_IMAGE, "attn_mask": _MASK, "clip_vision": _CLIP, "encode_batch_size": _BATCH_SIZE}
 
 
-def _apply_family(inputs, optional=_APPLY_OPT, extra_options=None, wires=None, needs=(), outputs=None):
+def _apply_family(inputs, optional=_APPLY_OPT, extra_options=None, wires=None, needs=(), outputs=None, nodes=None):
     """An entry of the IPAdapter / Advanced family: encode + apply, the shared rules plus the node's own."""
     names = {s.split(":")[0] for s in inputs + optional}
     options = {k: v for k, v in {**_APPLY_OPTIONS, **(extra_options or {})}.items() if k in names}
     if "clip_vision" not in names:
         options["ipadapter"] = [options["ipadapter"], _PIPELINE_CLIP]
-    return {"required": inputs, "optional": optional, "outputs": outputs or ("MODEL",), "nodes": dict(_ENCODE_APPLY),
+    return {"required": inputs, "optional": optional, "outputs": outputs or ("MODEL",), "nodes": {**_ENCODE_APPLY, **(nodes or {})},
             "options": options, "wires": {**_APPLY_WIRES, **(wires or {})}, "needs": list(needs),
             "output_map": _APPLY_OUT + ["in:image"] * (len(outputs or ("MODEL",)) - 1)}
 
@@ -132,6 +132,7 @@ _STYLE_COMP_OPTIONS = {
     "ipadapter": {"to": ["encode.ipadapter", "compose.ipadapter", "apply.ipadapter"], "part": "adapter"},
     "clip_vision": {"to": ["encode.clip_vision", "compose.clip_vision"], "fallback": "ipadapter.clip_vision"},
 }
+_COMPOSE = {"compose": "IPAEncodeImagePrompt"}  # the composition reference's own encode
 _STYLE_COMP_WIRES = {"apply.composition_embeds": "compose.0", "compose.legacy": LEGACY}
 _FACEID = _APPLY_REQ + ("weight:FLOAT", "weight_faceidv2:FLOAT", "weight_type:COMBO", "combine_embeds:COMBO",
                         "start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO")
@@ -224,11 +225,12 @@ PACK = {
     "IPAdapterStyleComposition": _apply_family(
         _STYLE_COMP + ("combine_embeds:COMBO", "start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO"),
         extra_options={**_STYLE_COMP_OPTIONS, "combine_embeds": [_COMBINE, {**_COMBINE, "to": "compose.combine"}]},
-        wires=_STYLE_COMP_WIRES, needs=["apply.composition_embeds"]),
+        wires=_STYLE_COMP_WIRES, needs=["apply.composition_embeds"], nodes=_COMPOSE),
     "IPAdapterStyleCompositionBatch": _apply_family(
         _STYLE_COMP + ("start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO"),
         extra_options={**_STYLE_COMP_OPTIONS, "image_style": {**_IMAGE, **_UNFOLD_NOTE}},
-        wires={**_STYLE_COMP_WIRES, **_UNFOLD, "compose.combine": "=batch"}, needs=["apply.composition_embeds"]),
+        wires={**_STYLE_COMP_WIRES, **_UNFOLD, "compose.combine": "=batch"}, needs=["apply.composition_embeds"],
+        nodes=_COMPOSE),
     "IPAdapterFaceID": {"required": _FACEID, "optional": _FACEID_OPT, "outputs": ("MODEL", "IMAGE"),
                         "counterpart": "IPAEncodeFace"},
     "IPAdapterFaceIDKolors": {"required": _APPLY_REQ + ("weight:FLOAT", "weight_faceidv2:FLOAT", "weight_kolors:FLOAT")

@@ -8,9 +8,30 @@ Widget values: the pack's defaults for the names below (its INPUT_TYPES), positi
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
 
-from nodes import migrate_table as table
-from nodes.migrate import pack_inputs, pack_widgets
+
+def _migrate_modules():
+    """nodes.migrate and its table; inside a booted ComfyUI, whose own `nodes` module shadows our package,
+    loaded from their files under another package name (nodes/__init__.py imports nothing, so this is safe)."""
+    try:
+        from nodes import migrate, migrate_table
+        return migrate, migrate_table
+    except ImportError:
+        pkg_dir = Path(__file__).resolve().parents[2] / "nodes"
+        spec = importlib.util.spec_from_file_location("ipa_migrate_pkg", pkg_dir / "__init__.py",
+                                                      submodule_search_locations=[str(pkg_dir)])
+        pkg = importlib.util.module_from_spec(spec)
+        sys.modules["ipa_migrate_pkg"] = pkg
+        spec.loader.exec_module(pkg)
+        return importlib.import_module("ipa_migrate_pkg.migrate"), importlib.import_module("ipa_migrate_pkg.migrate_table")
+
+
+migrate, table = _migrate_modules()
+pack_inputs, pack_widgets = migrate.pack_inputs, migrate.pack_widgets
 
 # a value for every widget name the pack uses (its defaults or its first choice)
 VALUES = {
@@ -168,6 +189,8 @@ def api_of(workflow):
             continue
         if node["type"] in table.PACK:
             names = pack_widgets(table.PACK[node["type"]])
+        elif node["type"] in table.OURS:
+            names = migrate.our_widgets(node["type"])
         else:
             names = {"CheckpointLoaderSimple": ["ckpt_name"], "CLIPTextEncode": ["text"],
                      "EmptyLatentImage": ["width", "height", "batch_size"],
