@@ -99,3 +99,16 @@ def test_legacy_plus_uncond_is_a_black_image_through_the_hosts_preprocessing(hos
         assert torch.allclose(legacy.uncond, plus.adapter.project(black).expand(2, -1, -1), atol=1e-5)
         assert torch.allclose(ours.uncond, plus.adapter.project(zero).expand(2, -1, -1), atol=1e-5)
     assert not torch.allclose(legacy.uncond, ours.uncond)
+
+
+def test_a_sigma_window_works_under_inference_mode(host, base):
+    """The host's executor samples under torch.inference_mode: its sigmas have no version counter."""
+    model = make_model("sd15")
+    cond = torch.randn(1, 1024, generator=torch.Generator().manual_seed(0))
+    embeds = build_image_prompt(base.adapter, cond, torch.zeros_like(cond))
+    (patched,) = IPAApplyAdapter().apply(model, base, embeds, 1.0, 0.0, 0.6)
+    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    ctx = torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        out = run_model(patched, x, 5.0, ctx, ctx)
+    assert torch.isfinite(out).all()

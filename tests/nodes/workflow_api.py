@@ -47,6 +47,13 @@ def widget_layout(schema: dict) -> list:
     return out
 
 
+def _default(entry):
+    opts = entry[1] if len(entry) > 1 else {}
+    if "default" in opts:
+        return opts["default"]
+    return entry[0][0] if isinstance(entry[0], (list, tuple)) and entry[0] else None
+
+
 def ui_to_api(workflow: dict, schema_of) -> dict:
     links = {l[0]: l for l in workflow["links"]}
     prompt = {}
@@ -55,7 +62,11 @@ def ui_to_api(workflow: dict, schema_of) -> dict:
             continue
         schema = schema_of(node["type"])
         layout = widget_layout(schema)
-        values = node.get("widgets_values", [])
+        values = list(node.get("widgets_values", []))
+        optional = schema.get("optional", {})
+        if len(values) < len(layout) and all(n in optional for n in layout[len(values):]):
+            # saved before optional widgets were appended: the frontend keeps their defaults
+            values += [_default(optional[n]) for n in layout[len(values):]]
         if len(values) != len(layout):
             raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values for widgets {layout}")
         inputs = {name: v for name, v in zip(layout, values) if name is not None}
