@@ -460,9 +460,17 @@ def _convert_ui(wf, legacy):
         by_id[nid] = node
         conv.types[nid] = node.get("type")
     nodes = list(by_id.values())
+    for sub in (out.get("definitions") or {}).get("subgraphs") or []:
+        inner = [n.get("type") for n in sub.get("nodes") or [] if n.get("type") in table.PACK]
+        if inner:
+            report.add("", "problem", f"subgraph {sub.get('name') or sub.get('id')!r} holds pack nodes {inner}, which "
+                       "are not converted: convert the subgraph's nodes back into the graph first")
     # links: drop those whose ends are missing, naming them
     links = []
     for link in out.get("links") or []:
+        if isinstance(link, dict) and "origin_id" in link:  # the frontend's object form of a link
+            link = [link.get("id"), link["origin_id"], link.get("origin_slot", 0), link.get("target_id"),
+                    link.get("target_slot", 0), link.get("type", "*")]
         if not isinstance(link, list) or len(link) < 5:
             report.add("", "problem", f"link {link!r} is not [id, from, slot, to, slot, type]; dropped")
             continue

@@ -333,3 +333,13 @@ def test_command_exit_status_when_nothing_can_be_written(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nodes.migrate", str(tmp_path / "missing.json")],
                           cwd=str(ROOT), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "cannot read" in proc.stderr
+
+
+def test_links_in_object_form_and_subgraphs():
+    wf = pack_workflow("IPAdapterAdvanced")
+    keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+    wf["links"] = [dict(zip(keys, l)) for l in wf["links"]]
+    wf["definitions"] = {"subgraphs": [{"id": "s1", "name": "inner", "nodes": [{"id": 1, "type": "IPAdapterAdvanced"}]}]}
+    new, report = convert(wf)
+    assert validate_ui(new) == [] and "IPAApplyAdapter" in _types(new)
+    assert any("subgraph 'inner'" in n.text for n in report.of("problem"))
