@@ -23,8 +23,10 @@ in OURS that its drift test demands anyway.
 Option rule keys: to (target or list), part ("adapter" / "clip_vision" of an IPADAPTER pipeline), fallback
 ("ipadapter.clip_vision": the pipeline's clip vision when the input is not connected), values (pack value ->
 ours; None = no counterpart), same (pack values our default reproduces when the target does not exist),
-approx (a note: mapped, but not identical), ignore (why the value changes nothing here), unsupported (why
-there is no counterpart), uncond_of (an EMBEDS input satisfied by the embeds an encode already carries).
+approx (a note: mapped, but not identical; or {pack value: note}), ignore (why the value changes nothing
+here), unsupported (why there is no counterpart), uncond_of (an EMBEDS input satisfied by the embeds an encode
+already carries), requires (a value syntax listed in OURS[...]["features"] once it lands). A target
+"consumers.X" sets input X of our nodes that this node's output feeds (Prep Image's crop).
 """
 LEGACY = "@legacy"  # wire value: the converter's --legacy flag
 
@@ -92,7 +94,7 @@ _WEIGHT_TYPE = {"to": "apply.weight_type", "same": ["linear"]}
 _SCALING = {"to": "apply.embeds_scaling", "same": ["V only"]}
 _COMBINE = {"to": "encode.combine", "values": {"concat": "concat", "average": "average", "norm average": "norm average",
                                                "add": None, "subtract": None},
-            "approx": {"norm average": "ours keeps the references' typical length (README); the pack's divides by "
+            "approx": {"norm average": "ours keeps the references' typical length; the pack's divides by "
                                        "the norm over the references"}}
 _BATCH_SIZE = {"ignore": "Encode Image Prompt encodes large batches in chunks by itself; the result is the same"}
 _FACEIDV2 = {"to": "apply.weight_faceidv2", "same": [1.0],
