@@ -131,53 +131,89 @@ def base_graph(b: _Builder):
     return ids
 
 
-def pack_workflow(node_type, widgets=None, connect_optional=False):
-    """A workflow with `node_type` of the pack fed by providers; its MODEL output drives the KSampler."""
-    b = _Builder()
-    ids = base_graph(b)
-    providers = {"CheckpointLoaderSimple": ids["CheckpointLoaderSimple"], "LoadImage": ids["LoadImage"],
-                 "CLIPVisionLoader": ids["CLIPVisionLoader"], "CLIPTextEncode": ids["CLIPTextEncode"]}
-    made = {}
+class _Graph:
+    """The base graph plus pack nodes fed by providers (one provider node per type, made on first use)."""
 
-    def provide(ty, for_type):
+    def __init__(self):
+        self.b = _Builder()
+        self.ids = base_graph(self.b)
+        self.providers = {t: self.ids[t] for t in ("CheckpointLoaderSimple", "LoadImage", "CLIPVisionLoader", "CLIPTextEncode")}
+
+    def provide(self, ty, for_type):
         ptype, slot = PROVIDERS[ty]
         if ty == "IPADAPTER" and for_type == "IPAdapter":  # the pack's simple node needs its Unified Loader
             ptype, slot = "IPAdapterUnifiedLoader", 1
         if ptype == for_type:
             return None
-        if ptype not in providers:
-            pid = b.node(ptype)
-            providers[ptype] = pid
-            feed(pid, ptype)
-        return providers[ptype], slot
+        if ptype not in self.providers:
+            pid = self.b.node(ptype)
+            self.providers[ptype] = pid
+            self.feed(pid, ptype)
+        return self.providers[ptype], slot
 
-    def feed(nid, ntype, optional=False):
+    def feed(self, nid, ntype, optional=False, skip=()):
         entry = table.PACK.get(ntype)
-        if entry is None:
+        if entry is None:  # a host node (LoadImageMask): nothing to feed
             return
         req = [s.split(":") for s in entry["required"]]
         opt = [s.split(":") for s in entry["optional"] if optional or s.endswith(":CLIP_VISION")]
         for name, ty in req + opt:
-            if ty in table.WIDGET_TYPES or (ty == "MASK" and not optional) or (ntype == "IPAdapterCombineEmbeds" and name != "embed1"):
+            if name in skip or ty in table.WIDGET_TYPES or (ty == "MASK" and not optional) or (
+                    ntype == "IPAdapterCombineEmbeds" and name != "embed1"):
                 continue
-            if ty == "IPADAPTER" and name == "ipadapter" and (entry in (table.PACK["IPAdapterUnifiedLoader"],
-                                                                        table.PACK["IPAdapterUnifiedLoaderCommunity"],
-                                                                        table.PACK["IPAdapterUnifiedLoaderFaceID"])):
+            if ty == "IPADAPTER" and name == "ipadapter" and ntype.startswith("IPAdapterUnifiedLoader"):
                 continue
-            src = provide(ty, ntype)
+            src = self.provide(ty, ntype)
             if src is not None:
-                b.link(src[0], src[1], nid, name)
+                self.b.link(src[0], src[1], nid, name)
 
-    nid = b.node(node_type, widgets)
-    made[node_type] = nid
-    feed(nid, node_type, connect_optional)
+    def add(self, node_type, widgets=None, optional=False, skip=()):
+        nid = self.b.node(node_type, widgets)
+        self.feed(nid, node_type, optional, skip)
+        return nid
+
+
+def pack_workflow(node_type, widgets=None, connect_optional=False):
+    """A workflow with `node_type` of the pack fed by providers; its MODEL output drives the KSampler."""
+    g = _Graph()
+    nid = g.add(node_type, widgets, connect_optional)
     entry = table.PACK[node_type]
     if "MODEL" in entry["outputs"]:
-        ks = ids["KSampler"]
-        b.link(nid, entry["outputs"].index("MODEL"), ks, "model")
+        g.b.link(nid, entry["outputs"].index("MODEL"), g.ids["KSampler"], "model")
     else:
-        b.link(ids["CheckpointLoaderSimple"], 0, ids["KSampler"], "model")
-    return b.wf
+        g.b.link(g.ids["CheckpointLoaderSimple"], 0, g.ids["KSampler"], "model")
+    return g.b.wf
+
+
+def chained_workflow(node_types):
+    """One workflow holding every given pack node: those with a MODEL output chained one after the other
+    (each patching the previous one's model), the others as providers (loaders, encoder, prep image).
+    Returns (workflow, the pack node types in it)."""
+    g = _Graph()
+    model = (g.ids["CheckpointLoaderSimple"], 0)
+    if "PrepImageForClipVision" in node_types:  # LoadImage -> Prep -> every image input
+        prep = g.b.node("PrepImageForClipVision")
+        g.b.link(g.ids["LoadImage"], 0, prep, "image")
+        g.providers["LoadImage"] = prep
+    community = None
+    if "IPAdapterUnifiedLoaderCommunity" in node_types:
+        community = g.b.node("IPAdapterUnifiedLoaderCommunity")
+        g.b.link(model[0], model[1], community, "model")
+    for node_type in node_types:
+        entry = table.PACK[node_type]
+        if "MODEL" not in entry["outputs"] or node_type.startswith("IPAdapterUnifiedLoader"):
+            continue
+        skip = ("model",)
+        if community is not None and node_type == "IPAdapterMS":
+            skip += ("ipadapter",)
+        nid = g.add(node_type, skip=skip)
+        if "ipadapter" in skip and "ipadapter" in [s.split(":")[0] for s in entry["required"]]:
+            g.b.link(community, 1, nid, "ipadapter")
+        g.b.link(model[0], model[1], nid, "model")
+        model = (nid, entry["outputs"].index("MODEL"))
+    g.b.link(model[0], model[1], g.ids["KSampler"], "model")
+    present = sorted({n["type"] for n in g.b.wf["nodes"] if n["type"] in table.PACK})
+    return g.b.wf, present
 
 
 def api_of(workflow):
