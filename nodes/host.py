@@ -141,6 +141,15 @@ def encode_pixels(clip_vision, pixel_values: torch.Tensor):
     return EncoderOutput(image_embeds=out[2].to(device), penultimate_hidden_states=out[1].to(device))
 
 
+def clip_preprocess(images: torch.Tensor, size: int, crop: bool = True) -> torch.Tensor:
+    """The host's own preprocessing, comfy/clip_vision.py clip_preprocess(image, size, crop): torch bicubic with
+    antialias, centre crop (crop=True) or stretch, 8-bit rounding, CLIP mean/std. ComfyUI_IPAdapter_plus
+    encodes with it; only Encode Image Prompt's legacy mode uses it (ours is ip_core.preprocess)."""
+    from comfy.clip_vision import clip_preprocess as host_clip_preprocess
+
+    return host_clip_preprocess(images, size=size, crop=crop).float()
+
+
 def can_encode_pixels(clip_vision) -> bool:
     return all(hasattr(clip_vision, a) for a in ("model", "patcher", "load_device"))
 

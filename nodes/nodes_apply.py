@@ -136,6 +136,7 @@ class IPAApplyAdapter:
                 "faceid_lora_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip": "FaceID adapters: strength of the LoRA stored in the adapter file, patched into the UNet (1 = official). 0 = no LoRA (e.g. when you load the separate LoRA file yourself)."}),
                 "weight_faceidv2": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 5.0, "step": 0.05, "tooltip": "FaceID PlusV2 only: scale of the CLIP refinement in the shortcut tokens = face + weight_faceidv2 * refinement (official s_scale)."}),
                 "frame_weights": ("FLOAT", {"forceInput": True, "tooltip": "One weight per frame (from IPAdapter Frame Weights), multiplying weight; fewer weights than frames repeat the last."}),
+                "legacy": ("BOOLEAN", {"default": False, "tooltip": "Reproduce ComfyUI_IPAdapter_plus: leave the middle block out (that pack registers it under a key the host never reads). Use with legacy on Encode Image Prompt. Set by python -m nodes.migrate --legacy."}),
             },
         }
 
@@ -143,7 +144,7 @@ class IPAApplyAdapter:
     def apply(self, model, ipadapter, embeds, weight, start_at, end_at, attn_mask=None, layer_weights="all layers",
               layer_weights_custom="", weight_type="linear", embeds_scaling="V only", composition_embeds=None,
               weight_composition=1.0, expand_style=False, style_boost=1.0, composition_boost=0.0,
-              faceid_lora_strength=1.0, weight_faceidv2=1.0, frame_weights=None):
+              faceid_lora_strength=1.0, weight_faceidv2=1.0, frame_weights=None, legacy=False):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
         config = a.config
@@ -172,6 +173,9 @@ class IPAApplyAdapter:
         per_layer = resolve_layer_weights(a.adapter.layers, layer_weights, layer_weights_custom, config.base_model_name)
         plan = _weight_plan(a, embeds, weight, weight_type, embeds_scaling, composition_embeds, weight_composition,
                             expand_style, style_boost, composition_boost)
+        if legacy:  # the widely used pack's middle block never runs: weight 0 there, as if unpatched
+            per_layer = [0.0 if spec.comfy_key and spec.comfy_key[0] == "middle" else w
+                         for spec, w in zip(a.adapter.layers, per_layer)]
         sampling = model.get_model_object("model_sampling")
         window = SigmaWindow(sampling.percent_to_sigma(start_at), sampling.percent_to_sigma(end_at),
                              whole_schedule=start_at <= 0.0 and end_at >= 1.0)

@@ -20,7 +20,13 @@ TILE_MODES = ("off", "tiled", "enhance")
 ENCODE_CHUNK = 16  # references per encoder call: bounds memory, gives the progress bar steps
 
 
-def _encode(clip_vision, images, crop: str, progress, masks=None):
+def _preprocess(images, crop: str, size: int, legacy: bool):
+    if legacy and crop != "pad":  # the widely used pack's preprocessing: the host's clip_preprocess
+        return host.clip_preprocess(images, size, crop=crop == "center")
+    return preprocess_images(images, mode=crop, size=size)
+
+
+def _encode(clip_vision, images, crop: str, progress, masks=None, legacy: bool = False):
     """IMAGE batch -> encoder output with image_embeds and penultimate_hidden_states (concatenated chunks)."""
     if not host.can_encode_pixels(clip_vision):
         raise IPAdapterError(
@@ -30,7 +36,7 @@ def _encode(clip_vision, images, crop: str, progress, masks=None):
     embeds, hidden = [], []
     for start in range(0, images.shape[0], ENCODE_CHUNK):
         host.check_interrupt()
-        pixels = preprocess_images(images[start:start + ENCODE_CHUNK], mode=crop, size=size)
+        pixels = _preprocess(images[start:start + ENCODE_CHUNK], crop, size, legacy)
         if masks is not None:  # one mask for all, or one per reference
             pixels = apply_encoder_masks(pixels, masks if masks.shape[0] == 1 else masks[start:start + ENCODE_CHUNK])
         out = host.encode_pixels(clip_vision, pixels)
@@ -40,17 +46,17 @@ def _encode(clip_vision, images, crop: str, progress, masks=None):
     return EncoderOutput(torch.cat(embeds), torch.cat(hidden))
 
 
-def _enhanced(clip_vision, image, whole, grid: int, ratio: float, crop: str, progress):
+def _enhanced(clip_vision, image, whole, grid: int, ratio: float, crop: str, progress, legacy: bool = False):
     """The whole-image encoding plus its grid tiles' encoding merged back (ip_core.tiles.enhance)."""
     parts = tiling.grid_tiles(image, grid)  # [B, grid*grid, h, w, C]
-    split = _encode(clip_vision, parts.reshape(-1, *parts.shape[2:]), crop, progress)
+    split = _encode(clip_vision, parts.reshape(-1, *parts.shape[2:]), crop, progress, legacy=legacy)
     return EncoderOutput(
         tiling.enhance(whole.image_embeds, tiling.merge_grid_embeds(split.image_embeds, grid), ratio),
         tiling.enhance(whole.penultimate_hidden_states, tiling.merge_grid_hidden(split.penultimate_hidden_states, grid), ratio),
     )
 
 
-def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image, weights=None):
+def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image, weights=None, legacy: bool = False):
     """One image prompt per tile (each tile's references combined as `combine` says) and the tiles' masks."""
     if combine == "batch":
         raise IPAdapterError(
@@ -65,10 +71,10 @@ def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image
     neg = None
     if negative_image is not None:
         check_images(negative_image, "negative_image")
-        neg = features_for(config, _encode(clip_vision, negative_image, crop, progress), label)
+        neg = features_for(config, _encode(clip_vision, negative_image, crop, progress, legacy=legacy), label)
     prompts = []
     for g in range(parts.shape[0]):
-        cond = weight_references(features_for(config, _encode(clip_vision, parts[g], crop, progress), label), weights)
+        cond = weight_references(features_for(config, _encode(clip_vision, parts[g], crop, progress, legacy=legacy), label), weights)
         if neg is None:  # the same "no image" for every tile
             neg = unconditional_features(
                 config, cond[:1], encode_pixels=lambda px: host.encode_pixels(clip_vision, px),
@@ -114,12 +120,13 @@ class IPAEncodeImagePrompt:
                 "tiles": (list(TILE_MODES), {"default": "off", "tooltip": "tiled: cut the reference into 256 px squares (short side one tile, up to 4 along the long side), each acting on its own part of the image; enhance: also encode an enhance_tiles x enhance_tiles grid and add it to the whole-image encoding."}),
                 "enhance_tiles": ("INT", {"default": 2, "min": 1, "max": tiling.MAX_ENHANCE_GRID, "tooltip": "enhance: tiles per side of the grid (1 = off)."}),
                 "enhance_ratio": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "enhance: scale of the whole-image encoding (one image: added beside the tiles; several: blended with them)."}),
+                "legacy": ("BOOLEAN", {"default": False, "tooltip": "Reproduce ComfyUI_IPAdapter_plus: the host's clip_preprocess instead of the exact official preprocessing (crop center / squash), and for plus / full-face adapters a black image as the unconditional input instead of the official zero (normalised) image. Set by the workflow converter (python -m nodes.migrate --legacy)."}),
             },
         }
 
     @error_boundary
     def encode(self, ipadapter, clip_vision, image, crop="center", combine="concat", negative_image=None,
-               reference_weights="", mask=None, tiles="off", enhance_tiles=2, enhance_ratio=1.0):
+               reference_weights="", mask=None, tiles="off", enhance_tiles=2, enhance_ratio=1.0, legacy=False):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         config = a.config
         if config.is_faceid:
@@ -140,7 +147,7 @@ class IPAEncodeImagePrompt:
                 f"mask with tiles {tiles!r} is not supported: the tiles already choose which part of the reference each "
                 "encoding sees. Disconnect the mask, or set tiles to 'off'.")
         if tiles == "tiled":
-            return (_encode_tiled(a, clip_vision, image, crop, combine, negative_image, weights),)
+            return (_encode_tiled(a, clip_vision, image, crop, combine, negative_image, weights, legacy),)
         masks = None
         if mask is not None:
             masks = encoder_masks(mask, image.shape[0], tuple(image.shape[1:3]), crop, int(getattr(clip_vision, "image_size", 224)))
@@ -151,13 +158,20 @@ class IPAEncodeImagePrompt:
         total = image.shape[0] * (1 + grid * grid * (grid > 1)) + (negative_image.shape[0] if isinstance(negative_image, torch.Tensor) else 1)
         progress = host.progress_bar(total)
         label = "the connected CLIP vision model"
-        whole = _encode(clip_vision, image, crop, progress, masks)
+        whole = _encode(clip_vision, image, crop, progress, masks, legacy=legacy)
         if grid > 1:
-            whole = _enhanced(clip_vision, image, whole, grid, enhance_ratio, crop, progress)
+            whole = _enhanced(clip_vision, image, whole, grid, enhance_ratio, crop, progress, legacy)
         cond = weight_references(features_for(config, whole, label), weights)
         if negative_image is not None:
             check_images(negative_image, "negative_image")
-            uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress), label)
+            uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress, legacy=legacy), label)
+        elif legacy and config.encoder_output != "image_embeds":
+            # the widely used pack's "no image" for plus / full-face: a black picture through clip_preprocess
+            size = int(getattr(clip_vision, "image_size", 224))
+            black = torch.zeros(1, size, size, 3)
+            uncond = features_for(config, host.encode_pixels(clip_vision, host.clip_preprocess(black, size)), label)
+            uncond = uncond.expand(cond.shape[0], *uncond.shape[1:]).clone()
+            progress.update(1)
         else:
             uncond = unconditional_features(
                 config, cond, encode_pixels=lambda px: host.encode_pixels(clip_vision, px),

@@ -53,11 +53,13 @@ class SigmaWindow:
         sigmas = extra_options.get("sigmas")
         if sigmas is None:
             return True  # called outside a sampler: behave as the full window
-        if sigmas is self._last and sigmas._version == self._last_version:
+        # Inference tensors (the host's executor samples under torch.inference_mode) have no version counter.
+        version = None if sigmas.is_inference() else sigmas._version
+        if sigmas is self._last and version == self._last_version:
             return self._last_active
         sigma = float(sigmas.detach().reshape(-1)[0])
         self.syncs += 1
-        self._last, self._last_version = sigmas, sigmas._version
+        self._last, self._last_version = sigmas, version
         self._last_active = self.sigma_end <= sigma <= self.sigma_start
         return self._last_active
 

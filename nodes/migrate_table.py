@@ -1,0 +1,334 @@
+"""What each node of the widely used pack (ComfyUI_IPAdapter_plus, 9d076a3) becomes here. Data only.
+
+Read by nodes/migrate.py (plain Python, no torch, no host). Three tables:
+
+PACK      one entry per node of the pack: its inputs in INPUT_TYPES order as "name:TYPE" (required, then
+          optional; the order gives the positions of `widgets_values`), its output types, and a recipe:
+            nodes    our nodes it becomes, by a local name ("encode": "IPAEncodeImagePrompt")
+            options  each pack input -> a rule or a list of rules (keys below); every input has one, so
+                     nothing is dropped without a line in the report
+            wires    fixed inputs of our nodes: "local.input": "local.slot" | "=constant" | LEGACY
+            outputs  per pack output slot: "local.slot", "in:NAME" (passes the pack input through),
+                     {"adapter": ..., "clip_vision": ...} (an IPADAPTER pipeline), {"uncond_of": "local.slot"}
+            needs    targets without which the node means nothing (else it is kept and reported)
+            counterpart  for nodes with no recipe yet: the node or input that will take them over
+OURS      our nodes' inputs (and the host's CLIPVisionLoader), the order of their widgets, defaults, outputs.
+          tests/nodes/test_migrate.py checks it against the real INPUT_TYPES, so it cannot drift.
+PENDING   inputs and nodes other branches are adding (COMMON.md's agreed order), with who adds them.
+
+A target ("apply.weight_type" -> IPAApplyAdapter.weight_type) that is not in OURS is reported "not supported
+yet"; once its branch lands and OURS lists it, the same rule maps it: switching a mapping on is the one line
+in OURS that its drift test demands anyway.
+
+Option rule keys: to (target or list), part ("adapter" / "clip_vision" of an IPADAPTER pipeline), fallback
+("ipadapter.clip_vision": the pipeline's clip vision when the input is not connected), values (pack value ->
+ours; None = no counterpart), same (pack values our default reproduces when the target does not exist),
+approx (a note: mapped, but not identical; or {pack value: note}), ignore (why the value changes nothing
+here), unsupported (why there is no counterpart), uncond_of (an EMBEDS input satisfied by the embeds an encode
+already carries), requires (a value syntax listed in OURS[...]["features"] once it lands). A target
+"consumers.X" sets input X of our nodes that this node's output feeds (Prep Image's crop).
+"""
+LEGACY = "@legacy"  # wire value: the converter's --legacy flag
+
+# Types that only the pack's nodes produce and consume: they never connect to ours.
+PACK_TYPES = ("IPADAPTER", "EMBEDS", "INSIGHTFACE", "IPADAPTER_PARAMS", "WEIGHTS_STRATEGY")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+PACK_VERSION = "ComfyUI_IPAdapter_plus 9d076a3"
+
+# ---------------------------------------------------------------------------------------------- ours
+OURS = {
+    "IPALoadAdapter": {
+        "required": ("adapter_name:COMBO",), "optional": (),
+        "defaults": {"adapter_name": ""},
+        "outputs": ("IPA_ADAPTER",), "size": (320, 80),
+    },
+    "IPAEncodeImagePrompt": {
+        "required": ("ipadapter:IPA_ADAPTER", "clip_vision:CLIP_VISION", "image:IMAGE"),
+        "optional": ("crop:COMBO", "combine:COMBO", "negative_image:IMAGE", "legacy:BOOLEAN"),
+        "defaults": {"crop": "center", "combine": "concat", "legacy": False},
+        "outputs": ("IPA_EMBEDS",), "size": (320, 170),
+    },
+    "IPAApplyAdapter": {
+        "required": ("model:MODEL", "ipadapter:IPA_ADAPTER", "embeds:IPA_EMBEDS", "weight:FLOAT", "start_at:FLOAT",
+                     "end_at:FLOAT"),
+        "optional": ("attn_mask:MASK", "layer_weights:COMBO", "layer_weights_custom:STRING", "legacy:BOOLEAN"),
+        "defaults": {"weight": 1.0, "start_at": 0.0, "end_at": 1.0, "layer_weights": "all layers",
+                     "layer_weights_custom": "", "legacy": False},
+        "outputs": ("MODEL",), "size": (320, 250),
+        "features": (),  # value syntaxes that landed, e.g. "layer_weights_custom index:weight" (see PENDING)
+    },
+    "IPAInspectAdapter": {"required": ("ipadapter:IPA_ADAPTER",), "optional": (), "defaults": {}, "outputs": ("STRING",), "size": (320, 60)},
+    # the host's own loader (nodes.py), for the clip vision model the pack's Unified Loader picked by name
+    "CLIPVisionLoader": {"required": ("clip_name:COMBO",), "optional": (), "defaults": {"clip_name": ""}, "outputs": ("CLIP_VISION",),
+                         "size": (320, 60)},
+}
+
+_W, _F, _T, _A = "weight types (issue 10)", "FaceID (issue 11)", "toolkit (issue 12)", "tiles / animation (issue 13)"
+PENDING = {
+    "IPAApplyAdapter.weight_type": _W, "IPAApplyAdapter.embeds_scaling": _W, "IPAApplyAdapter.composition_embeds": _W,
+    "IPAApplyAdapter.weight_composition": _W, "IPAApplyAdapter.expand_style": _W, "IPAApplyAdapter.style_boost": _W,
+    "IPAApplyAdapter.composition_boost": _W,
+    "IPAApplyAdapter.faceid_lora_strength": _F, "IPAApplyAdapter.weight_faceidv2": _F, "IPAEncodeFace": _F,
+    "IPAApplyAdapter.frame_weights": _A, "IPAEncodeImagePrompt.tiles": _A, "IPAFrameWeights": _A,
+    "IPAApplyAdapter.layer_weights_custom index:weight": _W,
+    "IPAEncodeImagePrompt.reference_weights": _T, "IPAEncodeImagePrompt.mask": _T, "IPALoadPreset": _T,
+    "IPACombineEmbeds": _T, "IPASaveEmbeds": _T, "IPALoadEmbeds": _T, "IPAImageNoise": _T, "IPARegionalPrompt": _T,
+}
+
+# ---------------------------------------------------------------------------------------------- shared rules
+WEIGHT_TYPES = ("linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input", "weak output",
+                "weak middle", "strong middle", "style transfer", "composition", "strong style transfer",
+                "style and composition", "style transfer precise", "composition precise")
+_SCALINGS = ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty")
+
+_MODEL = {"to": "apply.model"}
+_ADAPTER = {"to": ["encode.ipadapter", "apply.ipadapter"], "part": "adapter"}
+_CLIP = {"to": "encode.clip_vision", "fallback": "ipadapter.clip_vision"}
+_PIPELINE_CLIP = {"to": "encode.clip_vision", "part": "clip_vision"}  # nodes without a clip_vision input
+_IMAGE = {"to": "encode.image"}
+_NEG_IMAGE = {"to": "encode.negative_image"}
+_MASK = {"to": "apply.attn_mask"}
+_WEIGHT = {"to": "apply.weight"}
+_START, _END = {"to": "apply.start_at"}, {"to": "apply.end_at"}
+_WEIGHT_TYPE = {"to": "apply.weight_type", "same": ["linear"]}
+_SCALING = {"to": "apply.embeds_scaling", "same": ["V only"]}
+_COMBINE = {"to": "encode.combine", "values": {"concat": "concat", "average": "average", "norm average": "norm average",
+                                               "add": None, "subtract": None},
+            "approx": {"norm average": "ours keeps the references' typical length; the pack's divides by "
+                                       "the norm over the references"}}
+_BATCH_SIZE = {"ignore": "Encode Image Prompt encodes large batches in chunks by itself; the result is the same"}
+_FACEIDV2 = {"to": "apply.weight_faceidv2", "same": [1.0],
+             "approx": "only FaceID Plus v2 adapters read it"}
+_APPLY_WIRES = {"apply.embeds": "encode.0", "encode.legacy": LEGACY, "apply.legacy": LEGACY}
+_ENCODE_APPLY = {"encode": "IPAEncodeImagePrompt", "apply": "IPAApplyAdapter"}
+_APPLY_OUT = ["apply.0"]
+
+_APPLY_REQ = ("model:MODEL", "ipadapter:IPADAPTER", "image:IMAGE")
+_APPLY_OPT = ("image_negative:IMAGE", "attn_mask:MASK", "clip_vision:CLIP_VISION")
+_APPLY_OPTIONS = {"model": _MODEL, "ipadapter": _ADAPTER, "image": _IMAGE, "weight": _WEIGHT, "weight_type": _WEIGHT_TYPE,
+                  "combine_embeds": _COMBINE, "start_at": _START, "end_at": _END, "embeds_scaling": _SCALING,
+                  "image_negative": _NEG_IMAGE, "attn_mask": _MASK, "clip_vision": _CLIP, "encode_batch_size": _BATCH_SIZE}
+
+
+def _apply_family(inputs, optional=_APPLY_OPT, extra_options=None, wires=None, needs=(), outputs=None, nodes=None):
+    """An entry of the IPAdapter / Advanced family: encode + apply, the shared rules plus the node's own."""
+    names = {s.split(":")[0] for s in inputs + optional}
+    options = {k: v for k, v in {**_APPLY_OPTIONS, **(extra_options or {})}.items() if k in names}
+    if "clip_vision" not in names:
+        options["ipadapter"] = [options["ipadapter"], _PIPELINE_CLIP]
+    return {"required": inputs, "optional": optional, "outputs": outputs or ("MODEL",), "nodes": {**_ENCODE_APPLY, **(nodes or {})},
+            "options": options, "wires": {**_APPLY_WIRES, **(wires or {})}, "needs": list(needs),
+            "output_map": _APPLY_OUT + ["in:image"] * (len(outputs or ("MODEL",)) - 1)}
+
+
+_ADV = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "combine_embeds:COMBO", "start_at:FLOAT", "end_at:FLOAT",
+                     "embeds_scaling:COMBO")
+_BATCH = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO",
+                       "encode_batch_size:INT")
+_STYLE_COMP = ("model:MODEL", "ipadapter:IPADAPTER", "image_style:IMAGE", "image_composition:IMAGE",
+               "weight_style:FLOAT", "weight_composition:FLOAT", "expand_style:BOOLEAN")
+_STYLE_COMP_OPTIONS = {
+    "image_style": _IMAGE, "image_composition": {"to": "compose.image"}, "weight_style": _WEIGHT,
+    "weight_composition": {"to": "apply.weight_composition", "same": [1.0]},
+    "expand_style": {"to": "apply.expand_style", "same": [False]},
+    "ipadapter": {"to": ["encode.ipadapter", "compose.ipadapter", "apply.ipadapter"], "part": "adapter"},
+    "clip_vision": {"to": ["encode.clip_vision", "compose.clip_vision"], "fallback": "ipadapter.clip_vision"},
+}
+_COMPOSE = {"compose": "IPAEncodeImagePrompt"}  # the composition reference's own encode
+_STYLE_COMP_WIRES = {"apply.composition_embeds": "compose.0", "compose.legacy": LEGACY}
+_FACEID = _APPLY_REQ + ("weight:FLOAT", "weight_faceidv2:FLOAT", "weight_type:COMBO", "combine_embeds:COMBO",
+                        "start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO")
+_FACEID_OPT = _APPLY_OPT + ("insightface:INSIGHTFACE",)
+_TILED = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "combine_embeds:COMBO", "start_at:FLOAT", "end_at:FLOAT",
+                       "sharpening:FLOAT", "embeds_scaling:COMBO")
+_TILED_BATCH = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT", "end_at:FLOAT", "sharpening:FLOAT",
+                             "embeds_scaling:COMBO", "encode_batch_size:INT")
+_TILES = {"to": "encode.tiles", "same": [1]}
+_ENH = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "combine_embeds:COMBO", "start_at:FLOAT", "end_at:FLOAT",
+                     "embeds_scaling:COMBO", "enhance_tiles:INT", "enhance_ratio:FLOAT")
+_ENH_BATCH = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO",
+                           "enhance_tiles:INT", "enhance_ratio:FLOAT", "encode_batch_size:INT")
+_ENH_OPTIONS = {"enhance_tiles": _TILES, "enhance_ratio": {"to": "encode.tiles", "same": [1.0],
+                                                           "approx": "read with enhance_tiles"}}
+_PRECISE_S = _APPLY_REQ + ("weight:FLOAT", "style_boost:FLOAT", "combine_embeds:COMBO", "start_at:FLOAT",
+                           "end_at:FLOAT", "embeds_scaling:COMBO")
+_PRECISE_C = _APPLY_REQ + ("weight:FLOAT", "composition_boost:FLOAT", "combine_embeds:COMBO", "start_at:FLOAT",
+                           "end_at:FLOAT", "embeds_scaling:COMBO")
+_UNFOLD = {"encode.combine": "=batch"}  # the Batch nodes: reference i for batch item i
+_UNFOLD_NOTE = {"approx": "Batch node: one reference per batch item (combine 'batch'); the pack repeats the last "
+                          "reference when there are fewer references than items, ours needs one per item"}
+_EMBEDS_REQ = ("model:MODEL", "ipadapter:IPADAPTER", "pos_embed:EMBEDS", "weight:FLOAT", "weight_type:COMBO",
+               "start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO")
+_EMBEDS_OPT = ("neg_embed:EMBEDS", "attn_mask:MASK", "clip_vision:CLIP_VISION")
+_EMBEDS_ENTRY = {
+    "required": _EMBEDS_REQ, "optional": _EMBEDS_OPT, "outputs": ("MODEL",), "nodes": {"apply": "IPAApplyAdapter"},
+    "options": {"model": _MODEL, "ipadapter": {"to": "apply.ipadapter", "part": "adapter"},
+                "pos_embed": {"to": "apply.embeds"}, "weight": _WEIGHT, "weight_type": _WEIGHT_TYPE, "start_at": _START,
+                "end_at": _END, "embeds_scaling": _SCALING, "neg_embed": {"uncond_of": "pos_embed"}, "attn_mask": _MASK,
+                "clip_vision": {"ignore": "the embeds carry their unconditional tokens; no encoder is needed here"}},
+    "wires": {"apply.legacy": LEGACY}, "needs": [], "output_map": ["apply.0"],
+}
+_PRESETS_SD15 = {
+    "LIGHT - SD1.5 only (low strength)": "ip-adapter_sd15_light_v11.bin",
+    "STANDARD (medium strength)": "ip-adapter_sd15.safetensors",
+    "VIT-G (medium strength)": "ip-adapter_sd15_vit-G.safetensors",
+    "PLUS (high strength)": "ip-adapter-plus_sd15.safetensors",
+    "PLUS FACE (portraits)": "ip-adapter-plus-face_sd15.safetensors",
+    "FULL FACE - SD1.5 only (portraits stronger)": "ip-adapter-full-face_sd15.safetensors",
+    "Composition": "ip_plus_composition_sd15.safetensors",
+}
+_CLIP_H, _CLIP_G = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"
+_PRESET_NOTE = ("the pack finds files by name at run time; here the SD1.5 release names are written into Load "
+                "IPAdapter / Load CLIP Vision: for an SDXL model pick the SDXL file (e.g. ip-adapter-plus_sdxl_vit-h)")
+_UNIFIED = {
+    "nodes": {"load": "IPALoadAdapter", "clip": "CLIPVisionLoader"},
+    "options": {
+        "model": {"ignore": "passed through unchanged: the model goes straight to Apply IPAdapter"},
+        "preset": [{"to": "load.adapter_name", "values": _PRESETS_SD15, "approx": _PRESET_NOTE},
+                   {"to": "clip.clip_name", "values": {**{p: _CLIP_H for p in _PRESETS_SD15}, "VIT-G (medium strength)": _CLIP_G}}],
+        "ipadapter": {"ignore": "an earlier loader's pipeline: each loader here loads its own files"},
+    },
+    "wires": {}, "needs": [],
+    "output_map": ["in:model", {"adapter": "load.0", "clip_vision": "clip.0"}],
+}
+
+# ---------------------------------------------------------------------------------------------- the pack
+PACK = {
+    # ----- loaders
+    "IPAdapterModelLoader": {
+        "required": ("ipadapter_file:COMBO",), "optional": (), "outputs": ("IPADAPTER",),
+        "nodes": {"load": "IPALoadAdapter"}, "options": {"ipadapter_file": {"to": "load.adapter_name"}},
+        "wires": {}, "needs": [], "output_map": [{"adapter": "load.0"}],
+    },
+    "IPAdapterUnifiedLoader": {"required": ("model:MODEL", "preset:COMBO"), "optional": ("ipadapter:IPADAPTER",),
+                               "outputs": ("MODEL", "IPADAPTER"), **_UNIFIED},
+    "IPAdapterUnifiedLoaderCommunity": {
+        "required": ("model:MODEL", "preset:COMBO"), "optional": ("ipadapter:IPADAPTER",), "outputs": ("MODEL", "IPADAPTER"),
+        **_UNIFIED,
+        "options": {**_UNIFIED["options"],
+                    "preset": [{"to": "load.adapter_name", "values": {"Composition": _PRESETS_SD15["Composition"], "Kolors": None},
+                                "approx": _PRESET_NOTE},
+                               {"to": "clip.clip_name", "values": {"Composition": _CLIP_H, "Kolors": None}}]},
+    },
+    "IPAdapterUnifiedLoaderFaceID": {
+        "required": ("model:MODEL", "preset:COMBO", "lora_strength:FLOAT", "provider:COMBO"),
+        "optional": ("ipadapter:IPADAPTER",), "outputs": ("MODEL", "IPADAPTER"), "counterpart": "IPALoadPreset",
+    },
+    "IPAdapterInsightFaceLoader": {"required": ("provider:COMBO", "model_name:COMBO"), "optional": (),
+                                   "outputs": ("INSIGHTFACE",), "counterpart": "IPAEncodeFace"},
+    # ----- apply
+    "IPAdapter": _apply_family(
+        _APPLY_REQ + ("weight:FLOAT", "start_at:FLOAT", "end_at:FLOAT", "weight_type:COMBO"), optional=("attn_mask:MASK",),
+        extra_options={"weight_type": {"to": "apply.weight_type", "same": ["standard"],
+                                       "values": {"standard": "linear", "prompt is more important": "ease out",
+                                                  "style transfer": "style transfer"}}}),
+    "IPAdapterAdvanced": _apply_family(_ADV),
+    "IPAdapterBatch": _apply_family(_BATCH, wires=_UNFOLD, extra_options={"image": {**_IMAGE, **_UNFOLD_NOTE}}),
+    "IPAdapterStyleComposition": _apply_family(
+        _STYLE_COMP + ("combine_embeds:COMBO", "start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO"),
+        extra_options={**_STYLE_COMP_OPTIONS, "combine_embeds": [_COMBINE, {**_COMBINE, "to": "compose.combine"}]},
+        wires=_STYLE_COMP_WIRES, needs=["apply.composition_embeds"], nodes=_COMPOSE),
+    "IPAdapterStyleCompositionBatch": _apply_family(
+        _STYLE_COMP + ("start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO"),
+        extra_options={**_STYLE_COMP_OPTIONS, "image_style": {**_IMAGE, **_UNFOLD_NOTE}},
+        wires={**_STYLE_COMP_WIRES, **_UNFOLD, "compose.combine": "=batch"}, needs=["apply.composition_embeds"],
+        nodes=_COMPOSE),
+    "IPAdapterFaceID": {"required": _FACEID, "optional": _FACEID_OPT, "outputs": ("MODEL", "IMAGE"),
+                        "counterpart": "IPAEncodeFace"},
+    "IPAdapterFaceIDKolors": {"required": _APPLY_REQ + ("weight:FLOAT", "weight_faceidv2:FLOAT", "weight_kolors:FLOAT")
+                              + _FACEID[5:], "optional": _FACEID_OPT, "outputs": ("MODEL", "IMAGE"),
+                              "counterpart": "IPAEncodeFace"},
+    "IPAAdapterFaceIDBatch": {"required": _FACEID, "optional": _FACEID_OPT, "outputs": ("MODEL", "IMAGE"),
+                              "counterpart": "IPAEncodeFace"},
+    "IPAdapterTiled": _apply_family(_TILED, outputs=("MODEL", "IMAGE", "MASK"), needs=["encode.tiles"],
+                                    extra_options={"sharpening": {"to": "encode.tiles", "same": [0.0]}}),
+    "IPAdapterTiledBatch": _apply_family(_TILED_BATCH, outputs=("MODEL", "IMAGE", "MASK"), needs=["encode.tiles"],
+                                         wires=_UNFOLD, extra_options={"sharpening": {"to": "encode.tiles", "same": [0.0]}}),
+    "IPAdapterEmbeds": _EMBEDS_ENTRY,
+    "IPAdapterEmbedsBatch": {**_EMBEDS_ENTRY, "options": {**_EMBEDS_ENTRY["options"], "pos_embed": {
+        "to": "apply.embeds", "approx": "Batch node: the embeds must hold one reference per batch item (encode with "
+                                        "combine 'batch')"}}},
+    "IPAdapterMS": _apply_family(
+        _ADV[:4] + ("weight_faceidv2:FLOAT",) + _ADV[4:] + ("layer_weights:STRING",), optional=_FACEID_OPT,
+        extra_options={"weight_faceidv2": _FACEIDV2,
+                       "insightface": {"same": [None], "unsupported": "FaceID adapters: not supported yet, " + _F},
+                       "layer_weights": {"to": "apply.layer_weights_custom", "same": [""],
+                                         "requires": "IPAApplyAdapter.layer_weights_custom index:weight"}},
+        needs=[]),
+    "IPAdapterClipVisionEnhancer": _apply_family(_ENH, extra_options=_ENH_OPTIONS),
+    "IPAdapterClipVisionEnhancerBatch": _apply_family(_ENH_BATCH, wires=_UNFOLD, extra_options=_ENH_OPTIONS),
+    "IPAdapterFromParams": {
+        "required": ("model:MODEL", "ipadapter:IPADAPTER", "ipadapter_params:IPADAPTER_PARAMS", "combine_embeds:COMBO",
+                     "embeds_scaling:COMBO"),
+        "optional": ("image_negative:IMAGE", "clip_vision:CLIP_VISION"), "outputs": ("MODEL",),
+        "counterpart": "IPARegionalPrompt",
+    },
+    "IPAdapterPreciseStyleTransfer": _apply_family(
+        _PRECISE_S, extra_options={"style_boost": {"to": "apply.style_boost"}},
+        wires={"apply.weight_type": "=style transfer precise"}, needs=["apply.style_boost"]),
+    "IPAdapterPreciseStyleTransferBatch": _apply_family(
+        _PRECISE_S, extra_options={"style_boost": {"to": "apply.style_boost"}},
+        wires={"apply.weight_type": "=style transfer precise", **_UNFOLD}, needs=["apply.style_boost"]),
+    "IPAdapterPreciseComposition": _apply_family(
+        _PRECISE_C, extra_options={"composition_boost": {"to": "apply.composition_boost"}},
+        wires={"apply.weight_type": "=composition precise"}, needs=["apply.composition_boost"]),
+    "IPAdapterPreciseCompositionBatch": _apply_family(
+        _PRECISE_C, extra_options={"composition_boost": {"to": "apply.composition_boost"}},
+        wires={"apply.weight_type": "=composition precise", **_UNFOLD}, needs=["apply.composition_boost"]),
+    # ----- helpers
+    "IPAdapterEncoder": {
+        "required": ("ipadapter:IPADAPTER", "image:IMAGE", "weight:FLOAT"), "optional": ("mask:MASK", "clip_vision:CLIP_VISION"),
+        "outputs": ("EMBEDS", "EMBEDS"), "nodes": {"encode": "IPAEncodeImagePrompt"},
+        "options": {"ipadapter": {"to": "encode.ipadapter", "part": "adapter"}, "image": _IMAGE,
+                    "weight": {"to": "encode.reference_weights", "same": [1.0]}, "mask": {"to": "encode.mask"},
+                    "clip_vision": _CLIP},
+        "wires": {"encode.legacy": LEGACY}, "needs": [], "output_map": ["encode.0", {"uncond_of": "encode.0"}],
+    },
+    "IPAdapterCombineEmbeds": {"required": ("embed1:EMBEDS", "method:COMBO"),
+                               "optional": ("embed2:EMBEDS", "embed3:EMBEDS", "embed4:EMBEDS", "embed5:EMBEDS"),
+                               "outputs": ("EMBEDS",), "counterpart": "IPACombineEmbeds"},
+    "IPAdapterNoise": {"required": ("type:COMBO", "strength:FLOAT", "blur:INT"), "optional": ("image_optional:IMAGE",),
+                       "outputs": ("IMAGE",), "counterpart": "IPAImageNoise"},
+    "PrepImageForClipVision": {
+        "required": ("image:IMAGE", "interpolation:COMBO", "crop_position:COMBO", "sharpening:FLOAT"), "optional": (),
+        "outputs": ("IMAGE",), "nodes": {},
+        "options": {
+            "image": {"ignore": "passed through: Encode Image Prompt prepares the image itself"},
+            "interpolation": {"same": ["BICUBIC"], "unsupported": "Encode Image Prompt always resizes with PIL's "
+                                                                  "bicubic filter (the official preprocessing)"},
+            "crop_position": {"to": "consumers.crop", "values": {"center": "center", "pad": "pad", "top": None,
+                                                                 "bottom": None, "left": None, "right": None}},
+            "sharpening": {"same": [0.0], "unsupported": "no sharpening before encoding here"},
+        },
+        "wires": {}, "needs": [], "output_map": ["in:image"],
+    },
+    "IPAdapterSaveEmbeds": {"required": ("embeds:EMBEDS", "filename_prefix:STRING"), "optional": (), "outputs": (),
+                            "counterpart": "IPASaveEmbeds"},
+    "IPAdapterLoadEmbeds": {"required": ("embeds:COMBO",), "optional": (), "outputs": ("EMBEDS",),
+                            "counterpart": "IPALoadEmbeds"},
+    "IPAdapterWeights": {
+        "required": ("weights:STRING", "timing:COMBO", "frames:INT", "start_frame:INT", "end_frame:INT",
+                     "add_starting_frames:INT", "add_ending_frames:INT", "method:COMBO"),
+        "optional": ("image:IMAGE",), "outputs": ("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", "WEIGHTS_STRATEGY"),
+        "counterpart": "IPAFrameWeights",
+    },
+    "IPAdapterCombineWeights": {"required": ("weights_1:FLOAT", "weights_2:FLOAT"), "optional": (),
+                                "outputs": ("FLOAT", "INT"), "counterpart": "IPAFrameWeights"},
+    "IPAdapterWeightsFromStrategy": {
+        "required": ("weights_strategy:WEIGHTS_STRATEGY",), "optional": ("image:IMAGE",),
+        "outputs": ("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", "WEIGHTS_STRATEGY"), "counterpart": "IPAFrameWeights",
+    },
+    "IPAdapterPromptScheduleFromWeightsStrategy": {"required": ("weights_strategy:WEIGHTS_STRATEGY", "prompt:STRING"),
+                                                   "optional": (), "outputs": ("STRING",), "counterpart": "IPAFrameWeights"},
+    "IPAdapterRegionalConditioning": {
+        "required": ("image:IMAGE", "image_weight:FLOAT", "prompt_weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT",
+                     "end_at:FLOAT"),
+        "optional": ("mask:MASK", "positive:CONDITIONING", "negative:CONDITIONING"),
+        "outputs": ("IPADAPTER_PARAMS", "CONDITIONING", "CONDITIONING"), "counterpart": "IPARegionalPrompt",
+    },
+    "IPAdapterCombineParams": {
+        "required": ("params_1:IPADAPTER_PARAMS", "params_2:IPADAPTER_PARAMS"),
+        "optional": ("params_3:IPADAPTER_PARAMS", "params_4:IPADAPTER_PARAMS", "params_5:IPADAPTER_PARAMS"),
+        "outputs": ("IPADAPTER_PARAMS",), "counterpart": "IPARegionalPrompt",
+    },
+}
