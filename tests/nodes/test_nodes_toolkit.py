@@ -96,7 +96,9 @@ def test_combine_projects_the_combined_features(host, base, vit_h):
         for method, merged in {"average": feats.mean(0, keepdim=True), "subtract": (feats[0] - feats[1:].mean(0))[None],
                                "concat": feats}.items():
             (c,) = IPACombineEmbeds().combine(base, e1, method, embeds_2=e2)
-            assert torch.equal(c.cond, base.adapter.project(merged).reshape(1, -1, 768)), method
+            # each reference is projected on its own (ip_core.embeds: the same numbers alone or in a batch)
+            rows = torch.cat([base.adapter.project(merged[r:r + 1]) for r in range(merged.shape[0])])
+            assert torch.equal(c.cond, rows.reshape(1, -1, 768)), method
             assert c.uncond.shape == c.cond.shape
     (same,) = IPACombineEmbeds().combine(base, e1, "concat")
     assert same is e1

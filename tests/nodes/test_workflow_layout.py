@@ -41,3 +41,20 @@ def test_the_check_catches_what_users_saw():
     assert "no groups: put the nodes in labelled groups" in check_layout(ungrouped, _schema)
     untitled = {"nodes": [_node(1, "VAEDecode", (100, 100))], "groups": [{"title": "", "bounding": [0, 0, 500, 500]}]}
     assert any("has no title" in p for p in check_layout(untitled, _schema))
+
+
+def test_relayout_makes_grown_nodes_fit_and_keeps_groups_and_order(host):
+    """After a node gains inputs (taller), relayout gives every node its drawn size without overlaps, keeps
+    each node in its group and each column's top-to-bottom order, and pushes groups apart."""
+    from workflow_layout import relayout
+
+    wf = {"groups": [{"title": "Image prompt", "bounding": [0, 0, 400, 400]},
+                     {"title": "Sample", "bounding": [420, 0, 400, 400]}],
+          "nodes": [_node(1, "IPAEncodeImagePrompt", (20, 60)), _node(2, "IPAApplyAdapter", (20, 200)),
+                    _node(3, "KSampler", (440, 60)), _node(4, "VAEDecode", (440, 340))]}
+    assert check_layout(wf, _schema) != []
+    relayout(wf, _schema)
+    assert check_layout(wf, _schema) == []
+    pos = {n["id"]: n["pos"] for n in wf["nodes"]}
+    assert pos[1][1] < pos[2][1] and pos[3][1] < pos[4][1]  # order kept
+    assert pos[3][0] > pos[1][0]  # the second group stays to the right

@@ -91,3 +91,101 @@ def check_layout(workflow: dict, schema_of) -> list[str]:
         if len(inside) != 1:
             problems.append(f"{label} is inside {len(inside)} groups (needs exactly one): {inside}")
     return problems
+
+
+COLUMN_GAP = 40  # free space between two columns of nodes in a group
+ROW_GAP = 20  # free space between two nodes stacked in a column (the next title bar sits above it)
+
+
+def relayout(workflow: dict, schema_of, membership: dict | None = None) -> dict:
+    """Lay a workflow out again after its nodes grew (new inputs make nodes taller): each group keeps its
+    nodes, its columns (nodes at about the same x) and their top-to-bottom order; every node gets at least
+    its drawn size, groups are resized around their nodes and pushed right or down until none overlap.
+
+    membership: {node id: group index} for nodes outside every group (a workflow saved without groups)."""
+    groups = workflow["groups"]
+    nodes = workflow["nodes"]
+
+    def group_of(n):
+        if membership and n["id"] in membership:
+            return membership[n["id"]]
+        x, y = n["pos"]
+        for i, g in enumerate(groups):
+            gx, gy, gw, gh = g["bounding"]
+            if gx <= x <= gx + gw and gy <= y <= gy + gh:
+                return i
+        raise ValueError(f"node {n['id']} ({n['type']}) is in no group; give it one in `membership`")
+
+    members = {i: [] for i in range(len(groups))}
+    for n in nodes:
+        members[group_of(n)].append(n)
+    origin = {i: tuple(g["bounding"][:2]) for i, g in enumerate(groups)}
+    extent = {}
+    for i, group_nodes in members.items():
+        columns = []
+        for n in sorted(group_nodes, key=lambda n: n["pos"][0]):
+            if columns and abs(columns[-1][0]["pos"][0] - n["pos"][0]) < 20:
+                columns[-1].append(n)
+            else:
+                columns.append([n])
+        x = GAP + 10
+        bottom = GROUP_TITLE_HEIGHT
+        for column in columns:
+            y = GROUP_TITLE_HEIGHT + GAP + TITLE_HEIGHT + 10
+            width = 0
+            for n in sorted(column, key=lambda n: n["pos"][1]):
+                w, h = min_size(n, schema_of(n["type"]))
+                w, h = max(w, n["size"][0]), max(h, n["size"][1])
+                n["size"], n["_local"] = [round(w), round(h)], (x, y)
+                y += round(h) + ROW_GAP + TITLE_HEIGHT
+                width = max(width, round(w))
+                bottom = max(bottom, n["_local"][1] + round(h))
+            x += width + COLUMN_GAP
+        extent[i] = (x - COLUMN_GAP + GAP + 10, bottom + GAP + 10)
+    placed = []
+    for i in sorted(members, key=lambda i: origin[i]):
+        gx, gy = origin[i]
+        w, h = extent[i]
+        moved = True
+        while moved:
+            moved = False
+            for (px, py, pw, ph) in placed:
+                if gx < px + pw + GAP and px < gx + w + GAP and gy < py + ph + GAP and py < gy + h + GAP:
+                    if abs(px - origin[i][0]) < 20:  # same column of groups: go below it
+                        gy = py + ph + 2 * GAP
+                    else:
+                        gx = px + pw + 2 * GAP
+                    moved = True
+        placed.append((gx, gy, w, h))
+        groups[i]["bounding"] = [gx, gy, w, h]
+        for n in members[i]:
+            lx, ly = n.pop("_local")
+            n["pos"] = [gx + lx, gy + ly]
+    return workflow
+
+
+if __name__ == "__main__":
+    # Re-lay the shipped examples out (run from the repository root after a node gained inputs):
+    #   python tests/nodes/workflow_layout.py [--group FILE:NODE_ID=GROUP_INDEX ...]
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
+    import ipa_pytest_plugin  # noqa: F401  (nodes/ as a package)
+    from nodes.registry import NODE_CLASS_MAPPINGS
+    from workflow_api import CORE_SCHEMAS
+
+    def schema(node_type):
+        return NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES() if node_type in NODE_CLASS_MAPPINGS else CORE_SCHEMAS[node_type]
+
+    extra = {}
+    for arg in sys.argv[1:]:
+        name, rest = arg.split(":")
+        node_id, index = rest.split("=")
+        extra.setdefault(name, {})[int(node_id)] = int(index)
+    for path in sorted((Path(__file__).resolve().parents[2] / "example_workflows").glob("*.json")):
+        wf = json.loads(path.read_text())
+        relayout(wf, schema, extra.get(path.name))
+        path.write_text(json.dumps(wf, indent=1) + "\n")
+        print(path.name, check_layout(wf, schema) or "ok")
