@@ -64,3 +64,27 @@ def test_cache_rows_roundtrip(tmp_path):
             assert torch.equal(ds[i][f], rows[f][i])
     with pytest.raises(Exception, match="--cache_dir"):
         cache.check_ready(str(tmp_path), {"version": cache.VERSION, "x": 2})
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shards_split_across_ranks_and_workers_without_repeats(tmp_path, workers):
+    from trainer.datasets import TarShardDataset
+
+    shards = []
+    for s in range(6):
+        path = tmp_path / f"s-{s}.tar"
+        with tarfile.open(path, "w") as tf:
+            for k in range(3):
+                for ext, data in (("png", b"IMG"), ("txt", f"caption {s}-{k}".encode())):
+                    info = tarfile.TarInfo(f"{s}-{k}.{ext}")
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+        shards.append(str(path))
+    for epoch in (0, 1):
+        seen = []
+        for rank in (0, 1):
+            ds = TarShardDataset(shards, tokenizer=None, size=16, seed=3, batch_size=2, rank=rank, world=2, shuffle_buffer=4)
+            ds.set_position(epoch, 0)
+            for w in range(workers):
+                seen += [key for key, _, _ in ds.raw_samples(w, workers)]
+        assert sorted(seen) == sorted(f"{s}-{k}" for s in range(6) for k in range(3))  # every sample once per epoch
