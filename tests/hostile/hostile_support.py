@@ -22,7 +22,8 @@ HOSTILE = settings(derandomize=True, database=None, deadline=None, max_examples=
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
 MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / "ipa_hostile_code_ran"
 REMEDY_WORDS = ("download", "use ", "give", "check", "connect", "save", "put", "downscale", "divide", "set ", "report",
-                "convert", "refused", "close", "pass")
+                "convert", "refused", "close", "pass", "must be", "expects", "at least", "at most", "make ")
+# (a remedy is an action, or the valid value/range stated: "must be between 0 and 1", "expects RGB images")
 
 
 class RunsCode:
