@@ -376,3 +376,16 @@ def test_hostile_files_stay_within_the_memory_budget(tmp_path, bomb):
     largest = max(os.path.getsize(f) for f in files)
     assert report["extra_bytes"] < 4 * largest + 48 * MB, report
     _no_code_ran()
+
+
+def test_clip_vision_reader_has_the_same_rules(tmp_path):
+    from ip_core.encoders import load_openclip_visual_state_dict
+
+    save_file({"visual.conv1.weight": torch.full((2, 3, 14, 14), float("nan"))}, str(tmp_path / "v.safetensors"))
+    with pytest.raises(AdapterFileError, match="conv1.weight contains NaN or infinite values"):
+        load_openclip_visual_state_dict(tmp_path / "v.safetensors")
+    torch.save({1: torch.zeros(1)}, tmp_path / "k.safetensors")  # a torch file under a safetensors name, int keys
+    with pytest.raises(AdapterFileError, match="weight names must be strings"):
+        load_openclip_visual_state_dict(tmp_path / "k.safetensors")
+    with pytest.raises(AdapterFileError, match="refused before unpacking"):
+        load_openclip_visual_state_dict(deflate_bomb(tmp_path / "bomb.bin", numel=4 * MB))
