@@ -37,7 +37,7 @@ def inspect_file(path) -> dict:
         info["safe_to_load"] = SAFETY.get(fmt, "no")
         config = detect_config(sd)
     except IPAdapterError as e:
-        info["error"] = str(e)
+        info["error"] = str(e) if path.name in str(e) else f"{path.name}: {e}"  # layout errors name no file
         info.setdefault("safe_to_load", "refused" if "refused" in str(e) else "n/a")
         return info
     except Exception as e:  # one file's bug must not hide the report on the others

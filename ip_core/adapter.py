@@ -59,7 +59,7 @@ class IPAdapter(nn.Module):
                 adapter.lora_layers.load_state_dict(lora, strict=True, assign=True)
         except RuntimeError as e:
             raise AdapterFileError(
-                f"{source}: weights do not fit the detected layout ({config.description}): {str(e)[:500]}"
+                f"{source}: weights do not fit the detected layout ({config.description}): {str(e)[:500]}. Download the file again."
             ) from None
         # Tensors loaded from one file keep their dtype (fp16 releases stay fp16 until .to()).
         return adapter

@@ -392,7 +392,7 @@ def _check_keys(mapping: dict, name: str, where: str) -> None:
     if bad:
         raise AdapterFileError(
             f"{name}: {where} has a key {bad[0]!r} of type {type(bad[0]).__name__}; weight names must be strings "
-            "such as 'image_proj.proj.weight'. The file is not an IP-Adapter file."
+            "such as 'image_proj.proj.weight'. The file is not an IP-Adapter file: use one in the released layout."
         )
 
 
@@ -423,7 +423,7 @@ def check_weights(tensors: dict, name: str, prefix: str = "") -> None:
     """Every weight a float tensor (fp16/bf16/fp32/fp64) with only finite values, or a refusal naming it."""
     for key, t in tensors.items():
         if not isinstance(t, torch.Tensor):
-            raise AdapterFileError(f"{name}: {prefix}{key} is a {type(t).__name__}, not a tensor; the file is not a weights file for this.")
+            raise AdapterFileError(f"{name}: {prefix}{key} is a {type(t).__name__}, not a tensor; the file is not a weights file for this. Use the original release.")
         if t.dtype not in FLOAT_DTYPES:
             raise AdapterFileError(
                 f"{name}: {prefix}{key} holds {str(t.dtype).replace('torch.', '')} values; weights must be float16, bfloat16, "
@@ -445,7 +445,7 @@ def _check_parts(sd: dict, path: Path) -> dict:
         _check_keys(sd[part], path.name, part)
         check_weights(sd[part], path.name, f"{part}.")
     if not sd["image_proj"] and not sd["ip_adapter"]:
-        raise AdapterFileError(f"{path.name}: the file holds no IP-Adapter weights.")
+        raise AdapterFileError(f"{path.name}: the file holds no IP-Adapter weights; use an IP-Adapter file.")
     return sd
 
 
@@ -459,12 +459,12 @@ def load_adapter_state_dict(path) -> dict:
     if fmt == "safetensors":
         return _check_parts(_split_prefixed(data, path), path)
     if not isinstance(data, dict):
-        raise AdapterFileError(f"{path.name}: holds a {type(data).__name__}, not a dict of weights; not an IP-Adapter file.")
+        raise AdapterFileError(f"{path.name}: holds a {type(data).__name__}, not a dict of weights; not an IP-Adapter file. Use an IP-Adapter file.")
     _check_keys(data, path.name, "the file")
     if "image_proj" in data or "ip_adapter" in data:
         extra = sorted(set(data) - {"image_proj", "ip_adapter"})
         if extra:
-            raise AdapterFileError(f"{path.name}: unexpected top-level entries {extra[:5]} beside image_proj / ip_adapter.")
+            raise AdapterFileError(f"{path.name}: unexpected top-level entries {extra[:5]} beside image_proj / ip_adapter; use an IP-Adapter file in the released layout.")
         sd = {}
         for part in ("image_proj", "ip_adapter"):
             value = data.get(part)

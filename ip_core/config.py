@@ -225,7 +225,7 @@ _RESAMPLER_LAYER = re.compile(r"^layers\.(\d+)\.")
 
 def _whole(numerator: int, denominator: int, what: str) -> int:
     if numerator % denominator:
-        raise UnsupportedAdapterError(f"{what}: {numerator} is not a multiple of {denominator}; the file is damaged or not an IP-Adapter.")
+        raise UnsupportedAdapterError(f"{what}: {numerator} is not a multiple of {denominator}; the file is damaged or not an IP-Adapter: download it again.")
     return numerator // denominator
 
 
@@ -241,7 +241,7 @@ def detect_config(sd: dict) -> AdapterConfig:
     lora = {k: t for k, t in ip.items() if _LORA_KEY.match(k)}
     ip = {k: t for k, t in ip.items() if k not in lora}
     if not proj or not ip:
-        raise UnsupportedAdapterError(f"not a complete IP-Adapter: {_summary(sd)}. Expected both image_proj and ip_adapter weights.")
+        raise UnsupportedAdapterError(f"not a complete IP-Adapter: {_summary(sd)}. Expected both image_proj and ip_adapter weights: download the file again.")
 
     resampler = None
     clip_width = 0
@@ -272,7 +272,7 @@ def detect_config(sd: dict) -> AdapterConfig:
         if out_features % context_dim:
             raise UnsupportedAdapterError(
                 f"image_proj.proj.weight {list(_shape(proj, 'proj.weight'))} is not a whole number of "
-                f"{context_dim}-wide tokens; the file is damaged or not an IP-Adapter. {_summary(sd)}"
+                f"{context_dim}-wide tokens; the file is damaged or not an IP-Adapter: download it again. {_summary(sd)}"
             )
         num_tokens = out_features // context_dim
     elif "latents" in proj and "proj_in.weight" in proj:
@@ -290,24 +290,24 @@ def detect_config(sd: dict) -> AdapterConfig:
         context_dim = _dims(proj, "image_proj", "proj.2.weight", 2, variant)[0]
         num_tokens = FULL_FACE_TOKENS
     else:
-        raise UnsupportedAdapterError(f"unknown image projection layout: {_summary(sd)}")
+        raise UnsupportedAdapterError(f"unknown image projection layout: {_summary(sd)}. Use a base, plus, plus-face or full-face IP-Adapter file.")
 
     layers = {}
     for key, t in ip.items():
         m = _IP_KEY.match(key)
         if not m:
-            raise UnsupportedAdapterError(f"unexpected ip_adapter key {key!r}: {_summary(sd)}")
+            raise UnsupportedAdapterError(f"unexpected ip_adapter key {key!r}: {_summary(sd)}. Use an IP-Adapter file in the released layout.")
         n = int(m.group(1))
         if not isinstance(t, torch.Tensor) or t.ndim != 2 or min(t.shape) < 1 or t.shape[1] != context_dim:
             shape = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise UnsupportedAdapterError(
                 f"ip_adapter.{key} has shape {shape} but the projection makes {context_dim}-wide tokens; "
-                "the file mixes two adapters or is damaged."
+                "the file mixes two adapters or is damaged: download it again."
             )
         layers.setdefault(n, {})[m.group(2)] = t.shape[0]
     for n, kv in sorted(layers.items()):
         if set(kv) != {"to_k_ip", "to_v_ip"} or kv["to_k_ip"] != kv["to_v_ip"]:
-            raise UnsupportedAdapterError(f"ip_adapter layer {n} needs to_k_ip and to_v_ip of the same shape, found {kv}")
+            raise UnsupportedAdapterError(f"ip_adapter layer {n} needs to_k_ip and to_v_ip of the same shape, found {kv}; the file is damaged: download it again.")
     numbers = sorted(layers)
     hidden = [layers[n]["to_k_ip"] for n in numbers]
     lora_rank = _lora_rank(lora, numbers, hidden, context_dim) if lora else 0
@@ -323,7 +323,7 @@ def detect_config(sd: dict) -> AdapterConfig:
         raise UnsupportedAdapterError(
             f"context width {context_dim} means {family}, which has {len(expected)} cross-attention layers "
             f"numbered {expected[0].key_number}..{expected[-1].key_number}, but the file has {len(numbers)} layers "
-            f"({numbers[:4]}...) with widths {sorted(set(hidden))}; the file is incomplete or damaged."
+            f"({numbers[:4]}...) with widths {sorted(set(hidden))}; the file is incomplete or damaged: download it again."
         )
     config = _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, numbers, hidden,
                      lora_rank=lora_rank, clip_width=clip_width)

@@ -25,7 +25,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .checkpoint import read_tensor_file
+from .checkpoint import check_weights, read_tensor_file
 from .encoder_table import OPENCLIP_ARCHS, EncoderOutput, VisionDims, encoder_name_for_dims
 from .errors import AdapterFileError, IPAdapterError, UnsupportedAdapterError
 from .preprocess import preprocess_images
@@ -219,6 +219,9 @@ def _read_tensor_file(path: Path) -> dict:
         data = data["state_dict"]  # open_clip training checkpoints wrap the weights
     if not isinstance(data, dict):
         raise AdapterFileError(f"{path.name}: holds a {type(data).__name__}, not a dict of weights; not a CLIP vision model.")
+    if any(not isinstance(k, str) for k in data):
+        raise AdapterFileError(f"{path.name}: weight names must be strings, found {next(k for k in data if not isinstance(k, str))!r}; "
+                               "not a CLIP vision model. Use the image encoder's original file.")
     if data and all(k.startswith("module.") for k in data):
         data = {k[len("module."):]: v for k, v in data.items()}  # saved from DistributedDataParallel
     return data
@@ -245,9 +248,11 @@ def load_openclip_visual_state_dict(path) -> dict:
         raise AdapterFileError(f"{path.name}: entries {bad[:5]} are not tensors; the file is not a CLIP vision model.")
     if any(k.startswith("vision_model.") for k in sd):
         try:
-            return _strip(transformers_to_openclip(sd), "visual.")
+            sd = _strip(transformers_to_openclip(sd), "visual.")
         except IPAdapterError as e:
             raise AdapterFileError(f"{path.name}: {e}") from None
+        check_weights(sd, path.name)
+        return sd
     if any(k.startswith("visual.") for k in sd):
         sd = _strip(sd, "visual.")
     elif "conv1.weight" not in sd:
@@ -258,6 +263,7 @@ def load_openclip_visual_state_dict(path) -> dict:
             f"{path.name}: this OpenCLIP vision tower is not a plain ViT (keys such as {', '.join(sorted(sd)[:3])}); "
             "IP-Adapters use ViT-H-14 or ViT-bigG-14."
         )
+    check_weights(sd, path.name)  # float, finite: the same rule as adapter weights
     return sd
 
 

@@ -89,13 +89,13 @@ _CHUNK_ELEMENTS = 1 << 20  # input values per step of the horizontal pass (8 MB 
 def _resize_region(image: torch.Tensor, to_8bit, height: int, width: int, rows: tuple, cols: tuple) -> torch.Tensor:
     """Rows rows[0]..rows[0]+rows[1]-1 and columns cols[0].. of PIL's `resize((width, height), BICUBIC)`.
 
-    image: [H, W, C] (any dtype, any size); to_8bit maps a slice of it to float64 integers 0..255 [h, w, C].
-    Returns [C, rows[1], cols[1]] float64. Horizontal pass then vertical, each rounded to 8 bits, as PIL does.
+    image: [B, H, W, C] (any dtype, any size); to_8bit maps a slice of it to float64 integers 0..255.
+    Returns [B, C, rows[1], cols[1]] float64. Horizontal pass then vertical, each rounded to 8 bits, as PIL does.
     Only the input rows and columns the requested outputs read are touched, a chunk of rows at a time, and the
     vertical pass accumulates per chunk (its sums are integers below 2**53, so any order is exact). Memory:
     the coefficient matrices (outputs x inputs read) and one chunk, whatever the image's size or aspect.
     """
-    in_h, in_w = image.shape[0], image.shape[1]
+    in_h, in_w = image.shape[1], image.shape[2]
     device = image.device
     if in_w != width:  # PIL skips a pass whose size does not change
         index, weights, x0, x1 = _pil_coefficients(in_w, width, device, *cols)
@@ -107,28 +107,25 @@ def _resize_region(image: torch.Tensor, to_8bit, height: int, width: int, rows: 
         vcoeffs = _dense(index, weights, y1 - y0)
     else:
         vcoeffs, y0, y1 = None, rows[0], rows[0] + rows[1]
-    step = max(1, _CHUNK_ELEMENTS // max(1, (x1 - x0) * image.shape[2]))
+    step = max(1, _CHUNK_ELEMENTS // max(1, image.shape[0] * (x1 - x0) * image.shape[3]))
     parts, acc = [], None
     for r in range(y0, y1, step):
-        chunk = to_8bit(image[r : min(r + step, y1), x0:x1]).permute(2, 0, 1)  # [C, rows, cols]
+        chunk = to_8bit(image[:, r : min(r + step, y1), x0:x1]).permute(0, 3, 1, 2)  # [B, C, rows, cols]
         if hcoeffs is not None:
             chunk = _round_pass(chunk @ hcoeffs.T)
         if vcoeffs is None:
             parts.append(chunk)
         else:
-            part = chunk.transpose(-1, -2) @ vcoeffs[:, r - y0 : r - y0 + chunk.shape[1]].T  # [C, cols, out rows]
+            part = chunk.transpose(-1, -2) @ vcoeffs[:, r - y0 : r - y0 + chunk.shape[2]].T  # [B, C, cols, out rows]
             acc = part if acc is None else acc.add_(part)
     if vcoeffs is None:
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=2)
     return _round_pass(acc).transpose(-1, -2)
 
 
 def pil_bicubic_resize(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """PIL `Image.resize((width, height), BICUBIC)` on 8-bit values: pixels [B, C, H, W] float64 holding integers 0..255."""
-    return torch.stack([
-        _resize_region(img.permute(1, 2, 0), lambda x: x.to(torch.float64), height, width, (0, height), (0, width))
-        for img in pixels
-    ])
+    return _resize_region(pixels.permute(0, 2, 3, 1), lambda x: x.to(torch.float64), height, width, (0, height), (0, width))
 
 
 MAX_IMAGE_SIDE = 16384  # pixels per side (ComfyUI's own MAX_RESOLUTION); memory stays bounded below it
@@ -231,7 +228,7 @@ def preprocess_images(images, mode: str = "center", size: int = 224) -> torch.Te
         rows, cols = ((th - size) // 2, size), ((tw - size) // 2, size)
     else:
         rows, cols = (0, th), (0, tw)
-    pixels = torch.stack([_resize_region(img, _to_8bit, th, tw, rows, cols) for img in images])
+    pixels = _resize_region(images, _to_8bit, th, tw, rows, cols)
 
     # Same arithmetic as transformers: x * (1/255) in float64, then float32 (x - mean) / std.
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)

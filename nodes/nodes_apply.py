@@ -43,7 +43,7 @@ def _check_mask(mask):
     if mask.numel() == 0:
         raise IPAdapterError(f"attn_mask is empty (shape {tuple(mask.shape)}); draw or load a mask with at least one pixel.")
     if mask.is_complex():
-        raise IPAdapterError(f"attn_mask has dtype {mask.dtype}; a MASK holds float values from 0 to 1.")
+        raise IPAdapterError(f"attn_mask has dtype {mask.dtype}; a MASK holds float values from 0 to 1: connect a mask node's MASK output.")
     mask = mask.float().cpu()
     if not torch.isfinite(mask).all():
         raise IPAdapterError("attn_mask contains NaN or infinite values; check the node that made it (values 0..1).")
