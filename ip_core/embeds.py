@@ -267,13 +267,13 @@ def combine_embeds(adapter, embeds: Sequence[ImagePromptEmbeds], method: str) ->
     if method not in COMBINE_METHODS:
         raise IPAdapterError(f"unknown combine method {method!r}; use one of {', '.join(COMBINE_METHODS)}.")
     if not embeds:
-        raise IPAdapterError("nothing to combine: connect at least one image prompt (embeds_1).")
+        raise IPAdapterError("nothing to combine: give at least one image prompt (embeds_1).")
     for i, e in enumerate(embeds, 1):
         check_embeds_fit(adapter, e)
         if e.cond_features is None:
             raise IPAdapterError(
                 f"embeds_{i} carries no encoder features ({e.description}), so it cannot be combined before the "
-                "projection; encode the image again with Encode Image Prompt.")
+                "projection; encode the reference image again.")
         if e.per_batch_item:
             raise IPAdapterError(
                 f"embeds_{i} holds one reference per batch item (combine 'batch'); combining makes one image prompt. "

@@ -35,7 +35,7 @@ def save_embeds(embeds: ImagePromptEmbeds, path, note: str = "") -> Path:
 def load_embeds(path) -> ImagePromptEmbeds:
     path = Path(path)
     if not path.is_file():
-        raise AdapterFileError(f"{path}: no such embeds file; put it in ComfyUI's input folder and refresh (press R).")
+        raise AdapterFileError(f"{path}: no such embeds file; check the name and where it was saved.")
     fmt = sniff_format(path)
     if fmt != "safetensors":
         what = "a pickle (torch.save, as the widely used pack's .ipadpt files)" if fmt.startswith("torch") else "not a safetensors file"

@@ -41,7 +41,7 @@ def encoder_masks(mask, references: int, image_hw: tuple, mode: str = "center", 
             f"mask holds {mask.shape[0]} masks of {tuple(mask.shape[1:])} for {references} reference images; give one mask "
             f"(used for every reference) or exactly {references}, one per reference.")
     if not torch.isfinite(mask).all():
-        raise IPAdapterError("mask contains NaN or infinite values; check the node that made it (values 0..1).")
+        raise IPAdapterError("mask contains NaN or infinite values; check what made it (values 0..1).")
     if mode == "center":
         if tuple(mask.shape[-2:]) == (size, size):
             return mask

@@ -47,11 +47,11 @@ def window_of(extra_options: Optional[dict], batch_per_chunk: int) -> tuple:
     full = ad.get("full_length")
     subs = [int(i) for i in subs]
     if not isinstance(full, int) or full < 1:
-        raise IPAdapterError(f"context window without a valid full_length ({full!r}); the animation node must set it.")
+        raise IPAdapterError(f"context window without a valid full_length ({full!r}); whatever splits the animation into windows must set it.")
     if len(subs) != batch_per_chunk:
         raise IPAdapterError(
             f"the context window names {len(subs)} frames but the model was called on {batch_per_chunk}; "
-            "the animation node's ad_params do not match the batch."
+            "the context window's ad_params do not match the batch."
         )
     bad = [i for i in subs if not 0 <= i < full]
     if bad:

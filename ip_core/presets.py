@@ -184,11 +184,11 @@ def choose_adapter(preset_name: str, family: str, names: Sequence[str], config_o
         raise IPAdapterError(
             f"preset '{p.name}': {len(fitting)} files{where} hold a {release.layout.describe(family)} adapter "
             f"({', '.join(fitting)}) and their names do not say which is which; rename the one you mean to {wanted}, "
-            "or load it with Load IPAdapter.")
+            "or choose the file directly.")
     listing = "; ".join(seen) if seen else "no files"
     raise IPAdapterError(
         f"preset '{p.name}' needs {wanted} (or any file holding a {release.layout.describe(family)} adapter); "
-        f"none found{where}. Files found: {listing}. Download the file into models/ipadapter.")
+        f"none found{where}. Files found: {listing}. Download the file into one of those folders.")
 
 
 def choose_encoder(encoder_name: str, names: Sequence[str], encoder_of: Callable[[str], Optional[str]],
@@ -210,4 +210,4 @@ def choose_encoder(encoder_name: str, names: Sequence[str], encoder_of: Callable
     raise IPAdapterError(
         f"no {encoder_name} CLIP vision model found{where} (looked for {stem or encoder_name}.safetensors, then "
         f"by contents). Files found: {'; '.join(seen) if seen else 'no files'}. Download {stem or 'it'}.safetensors "
-        "into models/clip_vision.")
+        "into the CLIP vision folder.")

@@ -9,7 +9,7 @@ import torch
 
 from ..ip_core.errors import IPAdapterError
 from ..ip_core.frames import METHODS, TIMINGS, frame_schedule
-from .common import CATEGORY, check_images
+from .common import CATEGORY, check_images, error_boundary
 
 STRATEGY = "IPA_WEIGHTS_STRATEGY"
 _FIELDS = ("weights", "timing", "frames", "start_frame", "end_frame", "add_starting_frames", "add_ending_frames",
@@ -73,6 +73,7 @@ class IPAFrameWeights:
             },
         }
 
+    @error_boundary
     def schedule(self, weights="1.0, 0.0", timing="linear", frames=0, start_frame=0, end_frame=9999, add_starting_frames=0,
                  add_ending_frames=0, method="full batch", image=None, seed=0):
         values = (weights, timing, int(frames), int(start_frame), int(end_frame), int(add_starting_frames),
@@ -93,6 +94,7 @@ class IPAFrameWeightsFromStrategy:
             "optional": {"image": ("IMAGE", {"tooltip": "Reference images the schedule walks through."})},
         }
 
+    @error_boundary
     def schedule(self, weights_strategy, image=None):
         if not isinstance(weights_strategy, dict) or set(weights_strategy) != set(_FIELDS):
             raise IPAdapterError("weights_strategy must come from an IPAdapter Frame Weights node of this pack.")

@@ -10,7 +10,7 @@ from ..ip_core.embeds import COMBINE_MODES, ImagePromptEmbeds
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.faceid import FacePromptEmbeds, build_face_prompt, lora_targets
 from ..ip_core.preprocess import preprocess_images
-from .common import CATEGORY, LoadedAdapter, check_images, require
+from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, require
 
 PLUS_VERSIONS = ("v2 (shortcut)", "v1")
 
@@ -50,6 +50,7 @@ class IPAEncodeFace:
             },
         }
 
+    @error_boundary
     def encode(self, ipadapter, image, provider, clip_vision=None, insightface_model="buffalo_l", combine="concat",
                plus_version=PLUS_VERSIONS[0]):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)

@@ -15,7 +15,7 @@ from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.noise import NOISE_TYPES, make_noise
 from ..ip_core.presets import PRESET_NAMES, adapter_config_of_file, choose_adapter, choose_encoder, vision_encoder_of_file
 from ..ip_core.presets import preset as find_preset
-from .common import CATEGORY, LoadedAdapter, check_number, require
+from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require
 from .nodes_apply import IPAApplyAdapter, _model_family
 
 EMBEDS_EXTENSIONS = (".safetensors", ".ipadpt")  # .ipadpt (the other pack's pickles) are listed to be refused clearly
@@ -43,6 +43,7 @@ class IPAUnifiedLoader:
             }
         }
 
+    @error_boundary
     def load(self, model, preset):
         p = find_preset(preset)
         family = _model_family(model)
@@ -92,6 +93,7 @@ class IPACombineEmbeds:
             "optional": optional,
         }
 
+    @error_boundary
     def combine(self, ipadapter, embeds_1, method, embeds_2=None, embeds_3=None, embeds_4=None, embeds_5=None):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         given = [(i, e) for i, e in enumerate((embeds_1, embeds_2, embeds_3, embeds_4, embeds_5), 1) if e is not None]
@@ -121,6 +123,7 @@ class IPASaveEmbeds:
             }
         }
 
+    @error_boundary
     def save(self, embeds, filename_prefix, description=""):
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
         folder, filename, counter, subfolder, _ = host.save_path(filename_prefix, host.output_directory())
@@ -154,6 +157,7 @@ class IPALoadEmbeds:
             "optional": {"ipadapter": ("IPA_ADAPTER", {"tooltip": "Optional: check now that the file was made with this adapter."})},
         }
 
+    @error_boundary
     def load(self, embeds_file, ipadapter=None):
         path = host.annotated_input_path(embeds_file)
         embeds = load_embeds(path)
@@ -194,6 +198,7 @@ class IPANoise:
             },
         }
 
+    @error_boundary
     def make(self, type, strength, blur, image=None, seed_override=-1):
         strength = check_number(strength, "strength", 0.0, 1.0)
         blur = int(check_number(blur, "blur", 0, 1 << 16))
@@ -226,6 +231,7 @@ class IPARegion:
             "optional": {"regions": ("IPA_REGIONS", {"tooltip": "Regions from an earlier Region node, to add this one to."})},
         }
 
+    @error_boundary
     def add(self, embeds, mask, weight, regions=None):
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
         weight = check_number(weight, "weight", -1.0, 5.0)
@@ -258,6 +264,7 @@ class IPAApplyRegions:
             }
         }
 
+    @error_boundary
     def apply(self, model, ipadapter, regions, start_at, end_at):
         if not isinstance(regions, _Regions) or not regions:
             raise IPAdapterError("regions must come from an Image Prompt Region node (at least one region).")

@@ -2,7 +2,8 @@
 import torch
 
 from ip_core import config, embeds, encoders
-from ip_core.encoder_table import ENCODERS, IMAGE_EMBEDS, PENULTIMATE, EncoderOutput, encoder_file_for, encoder_name_for
+from ip_core.encoder_table import (ENCODERS, FACE_EMBEDDING, FACE_ENCODER, IMAGE_EMBEDS, PENULTIMATE, EncoderOutput,
+                                   encoder_file_for, encoder_name_for)
 
 
 def test_names_widths_and_outputs_come_from_the_table():
@@ -14,7 +15,9 @@ def test_names_widths_and_outputs_come_from_the_table():
             assert encoders.KNOWN_ARCHS[e.openclip_arch] is e.dims
     assert set(encoders.KNOWN_ARCHS) == {"ViT-H-14", "ViT-bigG-14"}
     assert encoder_name_for(IMAGE_EMBEDS, 24) == "unknown"
-    assert set(config.ENCODER_OUTPUTS.values()) == {IMAGE_EMBEDS, PENULTIMATE}
+    assert set(config.ENCODER_OUTPUTS.values()) == {IMAGE_EMBEDS, PENULTIMATE, FACE_EMBEDDING}
+    assert encoder_name_for(FACE_EMBEDDING, FACE_ENCODER[1]) == FACE_ENCODER[0]  # FaceID: the face encoder
+    assert encoder_name_for(FACE_EMBEDDING, 1024) == "unknown"
     assert encoders.EncoderOutput is EncoderOutput  # one output type for every backend (and the nodes' host)
 
 
