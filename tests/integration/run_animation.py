@@ -44,7 +44,7 @@ def _tiny_patcher():
     return comfy.model_patcher.ModelPatcher(Tiny(), load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-def parity(out_dir):
+def parity(out_dir, sections=("tiles", "enhance", "weights", "windows")):
     host_nodes = comfy_host.boot(COMFY)
     adapters = os.path.join(out_dir, "ipadapter")
     os.makedirs(adapters, exist_ok=True)
@@ -67,7 +67,7 @@ def parity(out_dir):
     # 1. tiles and masks of the pack's tiled node, for references of several shapes, with and without a mask
     g = torch.Generator().manual_seed(0)
     tile_cases = []
-    for hw in ((300, 260), (200, 300), (600, 200), (90, 700), (48, 40)):
+    for hw in () if "tiles" not in sections else ((300, 260), (200, 300), (600, 200), (90, 700), (48, 40)):
         image = torch.rand(2, *hw, 3, generator=g)
         for mask in (None, torch.rand(1, 33, 47, generator=g)):
             model, ref_tiles, ref_masks = ref_nodes["IPAdapterTiled"]().apply_tiled(
@@ -96,14 +96,22 @@ def parity(out_dir):
                 case.update(tokens_same_pixels_max_abs=same_pixels, tokens_end_to_end_max_abs=end_to_end,
                             tokens_scale=float(emb.cond.abs().max()), pack_tiles_applied=len(kwargs))
             tile_cases.append(case)
-            print("tiles case", case, flush=True)
     results["tiles"] = tile_cases
 
-    print("step:", '2. enhance', flush=True)
+    if "enhance" in sections:
+        results["enhance"] = _enhance(cv, ref_utils, tiles, g)
+    if "weights" in sections:
+        results["weights"] = _weights(ref_nodes, ours, frames, g)
+    if "windows" in sections:
+        results["windows"] = _windows(ref, ref_adapter, adapter, ours, g)
+    return results
+
+
+def _enhance(cv, ref_utils, tiles, g):
     # 2. enhance: the grid split and the two merges, on the same inputs
     image = torch.rand(2, 230, 310, 3, generator=g)
     emb_in, hid_in = torch.randn(2 * 9, 1024, generator=g), torch.randn(2 * 9, 257, 1280, generator=g)
-    results["enhance"] = {
+    out = {
         "split_equal": torch.equal(tiles.grid_tiles(image, 3), ref_utils.split_tiles(image, 3)),
         "merge_embeds_equal": torch.equal(tiles.merge_grid_embeds(emb_in, 3), ref_utils.merge_embeddings(emb_in, 3)),
         "merge_hidden_equal": torch.equal(tiles.merge_grid_hidden(hid_in, 3), ref_utils.merge_hiddenstates(hid_in, 3)),
@@ -117,9 +125,11 @@ def parity(out_dir):
         parts = tiles.grid_tiles(one, 2)[0]
         split = cv.model(pixel_values=comfy.clip_vision.clip_preprocess(parts, size=224).float(), intermediate_output=-2)[2]
     mine = tiles.enhance(whole, tiles.merge_grid_embeds(split, 2), 0.6)
-    results["enhance"]["image_embeds_same_pixels_max_abs"] = float((mine - ref_enh["image_embeds"].detach()).abs().max())
+    out["image_embeds_same_pixels_max_abs"] = float((mine - ref_enh["image_embeds"].detach()).abs().max())
+    return out
 
-    print("step:", '3. weight ', flush=True)
+
+def _weights(ref_nodes, ours, frames, g):
     # 3. weight schedules
     imgs = torch.rand(6, 4, 4, 3, generator=g)
     cases = []
@@ -137,9 +147,10 @@ def parity(out_dir):
                         same = same and ((theirs[k] is None and mine[k] is None) or
                                          (theirs[k] is not None and mine[k] is not None and torch.equal(theirs[k], mine[k])))
                     cases.append(same)
-    results["weights"] = {"cases": len(cases), "equal": sum(cases)}
+    return {"cases": len(cases), "equal": sum(cases)}
 
-    print("step:", '4. one ref', flush=True)
+
+def _windows(ref, ref_adapter, adapter, ours, g):
     # 4. one reference, weight and mask per frame inside context windows: the pack's attention patch vs ours
     full, refs = 12, 7
     feats = torch.randn(refs, 1024, generator=g) * 3
@@ -167,13 +178,13 @@ def parity(out_dir):
         diffs.append(float((a - c).abs().max()))
         scale = max(scale, float(a.abs().max()))
     (branch,) = my_patch.branches
-    results["windows"] = {"max_abs": max(diffs), "scale": scale, "windows": len(windows),
-                          "held_frames": sorted({v[0].shape[0] for v in branch._arranged.values()})}
-    return results
+    return {"max_abs": max(diffs), "scale": scale, "windows": len(windows),
+            "held_frames": sorted({v[0].shape[0] for v in branch._arranged.values()})}
 
 
 if __name__ == "__main__":
     scenario, out = sys.argv[1], sys.argv[2]
     sys.path.insert(0, str(comfy_host.REPO))
-    result = {"parity": parity}[scenario](out)
+    sections = sys.argv[3].split(",") if len(sys.argv) > 3 else None  # e.g. "weights,windows" for a quick rerun
+    result = {"parity": parity}[scenario](out, *([sections] if sections else []))
     print("RESULT " + json.dumps(result, default=str), flush=True)
