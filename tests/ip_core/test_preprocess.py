@@ -176,3 +176,15 @@ def test_bad_mode_and_size():
         preprocess_images(img, mode="crop")
     with pytest.raises(IPAdapterError, match="positive"):
         preprocess_images(img, size=0)
+
+
+@pytest.mark.parametrize("h, w", [(1000, 300), (853, 256), (300, 1000), (640, 480), (2000, 300)])
+def test_center_resize_is_pils_horizontal_then_vertical_two_pass(h, w):
+    """The resize is PIL's bicubic as two rounded 8-bit passes, horizontal first: what Pillow <= 12 always did
+    (and so CLIPImageProcessor in the official pipeline). Pillow 13 runs the vertical pass first for some
+    sizes (portrait ones here), so there the two differ by a few 8-bit steps (README, Limitations)."""
+    a = _noise(h, w, 4)
+    out_h, out_w = (int(224 * h / w), 224) if w <= h else (224, int(224 * w / h))
+    two_pass = Image.fromarray(a).resize((out_w, h), Image.BICUBIC).resize((out_w, out_h), Image.BICUBIC)
+    ours = pil_bicubic_resize(torch.from_numpy(a).permute(2, 0, 1)[None].double(), out_h, out_w)
+    assert torch.equal(ours[0].permute(1, 2, 0), torch.from_numpy(np.asarray(two_pass)).double())
