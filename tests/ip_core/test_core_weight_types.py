@@ -156,3 +156,14 @@ def test_bad_names_and_expand_style():
         layer_plan("sd15", specs, "style")
     with pytest.raises(IPAdapterError, match="expand_style applies to weight_type 'style and composition' only"):
         layer_plan("sd15", specs, "linear", expand_style=True)
+
+
+def test_decoupled_attention_is_text_plus_the_image_term():
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 5, 16, generator=g) for _ in range(3))
+    ik, iv = torch.randn(2, 4, 16, generator=g), torch.randn(2, 4, 16, generator=g)
+    mask = torch.rand(2, 5, 1, generator=g)
+    from ip_core.attention import decoupled_attention
+    want = multihead_attention(q, k, v, 2) + image_attention(q, ik, iv, 2, 0.7, mask)
+    assert torch.equal(decoupled_attention(q, k, v, ik, iv, 2, 0.7, mask), want)
+    torch.testing.assert_close(image_attention(q, ik, iv, 2, 0.7, mask), 0.7 * mask * multihead_attention(q, ik, iv, 2))
