@@ -9,7 +9,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # Advice that only makes sense inside ComfyUI: its folders, its nodes, its UI.
 UI_ADVICE = re.compile(
-    r"models/|\bnodes?\b|\bconnect\b|press R|refresh|Load (IPAdapter|Image|CLIP|Checkpoint|LoRA)|Encode Image Prompt|"
+    r"models/|\b(a|the|this|that|which) node\b|\bconnect\b|press R|refresh|Load (IPAdapter|Image|CLIP|Checkpoint|LoRA)|"
+    r"Encode Image Prompt|"
     r"Apply IPAdapter|ComfyUI's",
     re.IGNORECASE,
 )
