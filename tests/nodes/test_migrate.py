@@ -131,43 +131,49 @@ def test_advanced_becomes_encode_and_apply_with_each_option_mapped():
         assert option in text, option
 
 
-def test_unified_loader_becomes_loader_and_clip_vision_and_passes_the_model_through():
+def test_unified_loader_becomes_our_preset_loader():
     new, report = convert(pack_workflow("IPAdapter", {"weight": 0.5}))
-    ids = {n["type"]: n["id"] for n in new["nodes"] if n["type"] != "CLIPVisionLoader" or n["widgets_values"]}
+    ids = {n["type"]: n["id"] for n in new["nodes"]}
     assert "IPAdapterUnifiedLoader" not in _types(new)
-    assert _values(new, "IPALoadAdapter")["adapter_name"] == "ip-adapter_sd15.safetensors"
-    assert any(n.kind == "approximated" and "SDXL" in n.text for n in report.notes)
+    assert _values(new, "IPAUnifiedLoader")["preset"] == "STANDARD (medium strength)"
     links = {(l[1], l[3], l[5]) for l in new["links"]}
+    # the model still reaches Apply from where it came; the preset loader gets it to pick the SD1.5 / SDXL file
+    assert (ids["CheckpointLoaderSimple"], ids["IPAUnifiedLoader"], "MODEL") in links
     assert (ids["CheckpointLoaderSimple"], ids["IPAApplyAdapter"], "MODEL") in links
+    assert (ids["IPAUnifiedLoader"], ids["IPAEncodeImagePrompt"], "CLIP_VISION") in links
+    assert (ids["IPAUnifiedLoader"], ids["IPAApplyAdapter"], "IPA_ADAPTER") in links
+    _, report = convert(pack_workflow("IPAdapterUnifiedLoaderCommunity"))
+    assert any(n.kind == "approximated" and "SDXL" in n.text for n in report.notes)  # Composition: by file name
 
 
-@pytest.mark.parametrize("value, kind", [("ease in", "not supported yet"), ("linear", "mapped")])
-def test_a_pending_mapping_is_reported_as_not_supported_yet(value, kind):
-    _, report = convert(pack_workflow("IPAdapterAdvanced", {"weight_type": value}))
-    notes = [n for n in report.notes if n.text.startswith(f"weight_type")]
-    assert [n.kind for n in notes] == [kind]
-    if kind == "not supported yet":
-        assert "IPAApplyAdapter.weight_type" in notes[0].text and "issue 10" in notes[0].text
+@pytest.mark.parametrize("value", ["ease in", "strong style transfer", "composition precise"])
+def test_weight_types_and_scalings_map_by_name(value):
+    new, report = convert(pack_workflow("IPAdapterAdvanced", {"weight_type": value, "embeds_scaling": "K+V w/ C penalty"}))
+    apply = _values(new, "IPAApplyAdapter")
+    assert (apply["weight_type"], apply["embeds_scaling"]) == (value, "K+V w/ C penalty")
+    assert not report.of("not supported yet") and not report.of("not supported")
 
 
-def test_a_pending_input_switches_on_with_its_line_in_ours(monkeypatch):
-    """When the weight-types branch lands, listing its input in OURS is all the converter needs."""
+def test_a_missing_input_of_ours_is_reported_as_not_supported_yet(monkeypatch):
+    """The table's switch: an input absent from OURS is reported (and our default used), never dropped."""
     apply = copy.deepcopy(table.OURS["IPAApplyAdapter"])
-    apply["optional"] = apply["optional"][:-1] + ("weight_type:COMBO", apply["optional"][-1])
-    apply["defaults"]["weight_type"] = "linear"
+    apply["optional"] = tuple(s for s in apply["optional"] if not s.startswith("weight_type:"))
+    del apply["defaults"]["weight_type"]
     monkeypatch.setitem(table.OURS, "IPAApplyAdapter", apply)
-    monkeypatch.delitem(table.PENDING, "IPAApplyAdapter.weight_type")
     new, report = convert(pack_workflow("IPAdapterAdvanced", {"weight_type": "ease in"}))
-    assert _values(new, "IPAApplyAdapter")["weight_type"] == "ease in"
-    assert not report.of("not supported yet")
+    notes = [n for n in report.notes if n.text.startswith("weight_type")]
+    assert [n.kind for n in notes] == ["not supported yet"] and "IPAApplyAdapter.weight_type" in notes[0].text
+    _, report = convert(pack_workflow("IPAdapterAdvanced", {"weight_type": "linear"}))
+    assert [n.kind for n in report.notes if n.text.startswith("weight_type")] == ["mapped"]  # our default does it
 
 
-def test_pending_nodes_are_kept_with_what_feeds_them_through_the_packs_types():
-    new, report = convert(pack_workflow("IPAdapterFaceID", connect_optional=True))
-    # FaceID has no counterpart yet: kept, and the loaders that feed it IPADAPTER / INSIGHTFACE stay with it
-    assert {"IPAdapterFaceID", "IPAdapterModelLoader", "IPAdapterInsightFaceLoader"} <= set(_types(new))
+def test_nodes_without_counterpart_are_kept_with_what_feeds_them_through_the_packs_types():
+    new, report = convert(pack_workflow("IPAdapterFromParams", connect_optional=True))
+    # regional params have no counterpart: kept, and the loader / region nodes that feed it the pack's types stay
+    assert {"IPAdapterFromParams", "IPAdapterModelLoader", "IPAdapterRegionalConditioning"} <= set(_types(new))
     assert validate_ui(new) == []
     assert any("joined by the pack's own types" in n.text for n in report.of("kept"))
+    assert any("Image Prompt Region" in n.text for n in report.of("not supported yet"))
 
 
 def test_embeds_chain_keeps_uncond_with_the_embeds():
