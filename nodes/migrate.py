@@ -359,6 +359,8 @@ class _Converter:
     def _map_to(self, inst, name, rule, target, given, linked, value):
         if linked and rule.get("linked_to"):  # a widget fed by a link: its list goes to another input here
             target = rule["linked_to"]
+            if rule.get("linked_approx"):
+                self.report.add(inst.label, "approximated", f"{name} (connected): {rule['linked_approx']}")
         label, ours = inst.label, _our_name(inst.entry, target)
         if given is None and rule.get("fallback"):
             pack_input, part = rule["fallback"].split(".")

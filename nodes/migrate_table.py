@@ -146,8 +146,13 @@ _PIPELINE_CLIP = {"to": "encode.clip_vision", "part": "clip_vision"}  # nodes wi
 _IMAGE = {"to": "encode.image"}
 _NEG_IMAGE = {"to": "encode.negative_image"}
 _MASK = {"to": "apply.attn_mask"}
-# a weight linked from the pack's IPAdapter Weights (one per frame) becomes our per-frame weights
-_WEIGHT = {"to": "apply.weight", "linked_to": "apply.frame_weights"}
+# a weight linked from the pack's IPAdapter Weights (a list) becomes our per-frame weights; the pack reads
+# the list per batch item on its Batch nodes only, elsewhere its first weight
+_WEIGHT_BATCH = {"to": "apply.weight", "linked_to": "apply.frame_weights"}
+_WEIGHT = {**_WEIGHT_BATCH, "linked_approx": "a weight list on a non-Batch node: the pack uses its first weight for "
+                                            "every frame, ours one weight per frame (frame_weights)"}
+# the pack never combines references on its Batch nodes (reference i goes to batch item i)
+_BATCH_COMBINE = {"ignore": "Batch node: the pack does not combine here; reference i goes to batch item i"}
 _START, _END = {"to": "apply.start_at"}, {"to": "apply.end_at"}
 _WEIGHT_TYPE = {"to": "apply.weight_type", "same": ["linear"]}
 _SCALING = {"to": "apply.embeds_scaling", "same": ["V only"]}
@@ -168,7 +173,8 @@ _APPLY_OPTIONS = {"model": _MODEL, "ipadapter": _ADAPTER, "image": _IMAGE, "weig
 def _apply_family(inputs, optional=_APPLY_OPT, extra_options=None, wires=None, needs=(), outputs=None, nodes=None):
     """An entry of the IPAdapter / Advanced family: encode + apply, the shared rules plus the node's own."""
     names = {s.split(":")[0] for s in inputs + optional}
-    options = {k: v for k, v in {**_APPLY_OPTIONS, **(extra_options or {})}.items() if k in names}
+    batch = {"weight": _WEIGHT_BATCH, "combine_embeds": _BATCH_COMBINE} if (wires or {}).get("encode.combine") == "=batch" else {}
+    options = {k: v for k, v in {**_APPLY_OPTIONS, **batch, **(extra_options or {})}.items() if k in names}
     if "clip_vision" not in names:
         options["ipadapter"] = [options["ipadapter"], _PIPELINE_CLIP]
     return {"required": inputs, "optional": optional, "outputs": outputs or ("MODEL",), "nodes": {**_ENCODE_APPLY, **(nodes or {})},
@@ -190,7 +196,8 @@ _STYLE_COMP_OPTIONS = {
     "clip_vision": {"to": ["encode.clip_vision", "compose.clip_vision"], "fallback": "ipadapter.clip_vision"},
 }
 _COMPOSE = {"compose": "IPAEncodeImagePrompt"}  # the composition reference's own encode
-_STYLE_COMP_WIRES = {"apply.composition_embeds": "compose.0", "compose.legacy": LEGACY}
+_STYLE_COMP_WIRES = {"apply.composition_embeds": "compose.0", "compose.legacy": LEGACY,
+                     "apply.weight_type": "=style and composition"}
 _FACEID = _APPLY_REQ + ("weight:FLOAT", "weight_faceidv2:FLOAT", "weight_type:COMBO", "combine_embeds:COMBO",
                         "start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO")
 _FACEID_OPT = _APPLY_OPT + ("insightface:INSIGHTFACE",)
@@ -347,7 +354,7 @@ PACK = {
         wires=_STYLE_COMP_WIRES, needs=["apply.composition_embeds"], nodes=_COMPOSE),
     "IPAdapterStyleCompositionBatch": _apply_family(
         _STYLE_COMP + ("start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO"),
-        extra_options={**_STYLE_COMP_OPTIONS, "image_style": {**_IMAGE, **_UNFOLD_NOTE}},
+        extra_options={**_STYLE_COMP_OPTIONS, "image_style": {**_IMAGE, **_UNFOLD_NOTE}, "weight_style": _WEIGHT_BATCH},
         wires={**_STYLE_COMP_WIRES, **_UNFOLD, "compose.combine": "=batch"}, needs=["apply.composition_embeds"],
         nodes=_COMPOSE),
     "IPAdapterFaceID": _FACEID_ENTRY,
@@ -355,7 +362,8 @@ PACK = {
                               + _FACEID[5:], "optional": _FACEID_OPT, "outputs": ("MODEL", "IMAGE"),
                               "counterpart": "IPAFaceIDKolors"},
     "IPAAdapterFaceIDBatch": {**_FACEID_ENTRY, "wires": {**_FACEID_ENTRY["wires"], "face.combine": "=batch"},
-                              "options": {**_FACEID_ENTRY["options"], "image": {"to": "face.image", **_UNFOLD_NOTE}}},
+                              "options": {**_FACEID_ENTRY["options"], "image": {"to": "face.image", **_UNFOLD_NOTE},
+                                          "weight": _WEIGHT_BATCH, "combine_embeds": _BATCH_COMBINE}},
     "IPAdapterTiled": {**_apply_family(_TILED, outputs=("MODEL", "IMAGE", "MASK"), wires={"encode.tiles": "=tiled"},
                                        extra_options={"sharpening": _SHARPEN}), "output_map": _TILED_OUT},
     "IPAdapterTiledBatch": {**_apply_family(_TILED_BATCH, outputs=("MODEL", "IMAGE", "MASK"),
