@@ -413,6 +413,8 @@ class _Converter:
         fmt = rule.get("format")
         if fmt == "text":
             new = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+        elif fmt == "plus version by file name":
+            new = "v2 (shortcut)" if "plusv2" in str(value).lower() else "v1"
         elif fmt == "pack layer weights":
             new, note = pack_layer_weights(value)
             if note:
@@ -420,8 +422,8 @@ class _Converter:
         if target.startswith("consumers."):
             inst.consumer_values[target.split(".", 1)[1]] = new
             approx = rule.get("approx")
-            self.report.add(label, "approximated", f"{name}={value!r} -> {target.split('.', 1)[1]}={new!r} on the "
-                            f"nodes this output feeds{': ' + approx if approx else ''}")
+            self.report.add(label, "approximated" if approx else "mapped", f"{name}={value!r} -> "
+                            f"{target.split('.', 1)[1]}={new!r} on the nodes this output feeds{': ' + approx if approx else ''}")
             return
         self._set(inst, target, new)
         approx = rule.get("approx")

@@ -316,7 +316,10 @@ PACK = {
     # ----- loaders
     "IPAdapterModelLoader": {
         "required": ("ipadapter_file:COMBO",), "optional": (), "outputs": ("IPADAPTER",),
-        "nodes": {"load": "IPALoadAdapter"}, "options": {"ipadapter_file": {"to": "load.adapter_name"}},
+        "nodes": {"load": "IPALoadAdapter"},
+        # the pack tells FaceID Plus v2 from v1 by 'plusv2' in the file name; ours asks on Encode Face
+        "options": {"ipadapter_file": [{"to": "load.adapter_name"},
+                                       {"to": "consumers.plus_version", "format": "plus version by file name"}]},
         "wires": {}, "needs": [], "output_map": [{"adapter": "load.0"}],
     },
     "IPAdapterUnifiedLoader": {"required": ("model:MODEL", "preset:COMBO"), "optional": ("ipadapter:IPADAPTER",),
@@ -434,7 +437,8 @@ PACK = {
             "interpolation": {"same": ["BICUBIC"], "unsupported": "Encode Image Prompt always resizes with PIL's "
                                                                   "bicubic filter (the official preprocessing)"},
             "crop_position": {"to": "consumers.crop", "values": {"center": "center", "pad": "pad", "top": None,
-                                                                 "bottom": None, "left": None, "right": None}},
+                                                                 "bottom": None, "left": None, "right": None},
+                              "approx": "Encode Image Prompt crops the image itself, with its own resize"},
             "sharpening": {"same": [0.0], "unsupported": "no sharpening before encoding here"},
         },
         "wires": {}, "needs": [], "output_map": ["in:image"],

@@ -390,6 +390,11 @@ def test_faceid_with_the_model_loader_applies_no_lora_and_takes_insightface_sett
         assert apply["faceid_lora_strength"] == 0.0  # the pack applied none here: a LoRA loader node does, kept
     assert {"IPAdapterFaceID", "IPAdapterInsightFaceLoader"}.isdisjoint(_types(new))
     assert any("negative image" in n.text for n in report.of("not supported"))  # image_negative is connected
+    # the pack tells Plus v2 from v1 by the file name; ours is told on Encode Face
+    for name, version in (("ip-adapter-faceid-plusv2_sd15.bin", "v2 (shortcut)"), ("ip-adapter-faceid-plus_sd15.bin", "v1")):
+        _node(wf, "IPAdapterModelLoader")["widgets_values"] = [name]
+        _, _, api = _both(wf)
+        assert _api_node(api, "IPAEncodeFace")["plus_version"] == version
 
 
 def test_encoder_weight_and_mask(host):
