@@ -14,15 +14,19 @@ PACK      one entry per node of the pack: its inputs in INPUT_TYPES order as "na
             counterpart  for nodes with no recipe yet: the node or input that will take them over
 OURS      our nodes' inputs (and the host's CLIPVisionLoader), the order of their widgets, defaults, outputs.
           tests/nodes/test_migrate.py checks it against the real INPUT_TYPES, so it cannot drift.
-PENDING   inputs and nodes other branches are adding (COMMON.md's agreed order), with who adds them.
+PENDING   counterparts that do not exist here (yet), each with the reason and what to do instead.
 
 A target ("apply.weight_type" -> IPAApplyAdapter.weight_type) that is not in OURS is reported "not supported
-yet"; once its branch lands and OURS lists it, the same rule maps it: switching a mapping on is the one line
-in OURS that its drift test demands anyway.
+yet"; once OURS lists it, the same rule maps it: switching a mapping on is the one line in OURS that its
+drift test demands anyway.
 
 Option rule keys: to (target or list), part ("adapter" / "clip_vision" of an IPADAPTER pipeline), fallback
 ("ipadapter.clip_vision": the pipeline's clip vision when the input is not connected), values (pack value ->
 ours; None = no counterpart), same (pack values our default reproduces when the target does not exist),
+linked_to (the target instead when the input is fed by a link; linked_approx: the note then), format ("text",
+"pack layer weights", "plus version by file name": how the value is rewritten), upstream (take that input of
+the node of ours the linked value comes from), optional (a missing source is fine), settings_from (the input only
+carries settings of a node that became nothing, e.g. the InsightFace loader),
 approx (a note: mapped, but not identical; or {pack value: note}), ignore (why the value changes nothing
 here), unsupported (why there is no counterpart), uncond_of (an EMBEDS input satisfied by the embeds an encode
 already carries), requires (a value syntax listed in OURS[...]["features"] once it lands). A target
@@ -374,7 +378,7 @@ PACK = {
                                             extra_options={"sharpening": _SHARPEN, "image": {**_IMAGE, **_UNFOLD_NOTE}}),
                             "output_map": _TILED_OUT},
     "IPAdapterEmbeds": _EMBEDS_ENTRY,
-    "IPAdapterEmbedsBatch": {**_EMBEDS_ENTRY, "options": {**_EMBEDS_ENTRY["options"], "pos_embed": {
+    "IPAdapterEmbedsBatch": {**_EMBEDS_ENTRY, "options": {**_EMBEDS_ENTRY["options"], "weight": _WEIGHT_BATCH, "pos_embed": {
         "to": "apply.embeds", "approx": "Batch node: the embeds must hold one reference per batch item (encode with "
                                         "combine 'batch')"}}},
     "IPAdapterMS": _apply_family(
