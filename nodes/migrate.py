@@ -299,7 +299,9 @@ class _Converter:
                 if t not in table.WIDGET_TYPES and n in _names(table.OURS[node["type"]]["required"]) and n not in node["links"]:
                     self.report.add(label, "problem", f"{node['type']}.{n} is not connected (nothing upstream gives it); connect it by hand")
         self.report.add(label, "converted", "-> " + " + ".join(f"{t} (node {inst.created[l]})" for l, t in entry["nodes"].items())
-                        if entry["nodes"] else "removed: passes its input through")
+                        if entry["nodes"] else entry.get("removed", "removed: passes its input through"))
+        for kind, text in entry.get("notes", ()):
+            self.report.add(label, kind, text)
 
     def _apply_rule(self, inst, name, rule):
         label = inst.label
@@ -352,7 +354,7 @@ class _Converter:
         for nid in node_ids:
             node = self.new_nodes[nid]
             for k, v in src.consumer_values.items():
-                if k in node["values"]:
+                if k in node["values"] and node["values"][k] != v:
                     node["values"][k] = v
                     self.report.add(inst.label, "mapped", f"{k}={v!r} from {src.label} -> {node['type']}.{k}")
 
@@ -421,6 +423,8 @@ class _Converter:
                 self.report.add(label, "approximated", f"{name}={value!r}: {note}")
         if target.startswith("consumers."):
             inst.consumer_values[target.split(".", 1)[1]] = new
+            if rule.get("quiet"):  # reported by the nodes it reaches, if any
+                return
             approx = rule.get("approx")
             self.report.add(label, "approximated" if approx else "mapped", f"{name}={value!r} -> "
                             f"{target.split('.', 1)[1]}={new!r} on the nodes this output feeds{': ' + approx if approx else ''}")

@@ -25,7 +25,7 @@ Option rule keys: to (target or list), part ("adapter" / "clip_vision" of an IPA
 ours; None = no counterpart), same (pack values our default reproduces when the target does not exist),
 linked_to (the target instead when the input is fed by a link; linked_approx: the note then), format ("text",
 "pack layer weights", "plus version by file name": how the value is rewritten), upstream (take that input of
-the node of ours the linked value comes from), optional (a missing source is fine), settings_from (the input only
+the node of ours the linked value comes from), optional (a missing source is fine), quiet (a consumers.X value reported only where it is used), settings_from (the input only
 carries settings of a node that became nothing, e.g. the InsightFace loader),
 approx (a note: mapped, but not identical; or {pack value: note}), ignore (why the value changes nothing
 here), unsupported (why there is no counterpart), uncond_of (an EMBEDS input satisfied by the embeds an encode
@@ -313,6 +313,10 @@ _FACEID_ENTRY = {
     # a Unified Loader FaceID feeding it sets its lora_strength here instead
     "wires": {"apply.embeds": "face.0", "apply.legacy": LEGACY, "apply.faceid_lora_strength": 0.0},
     "needs": [], "output_map": ["apply.0", "face.1"],
+    "notes": [("mapped", "faceid_lora_strength: 0, or the lora_strength of a Unified Loader FaceID feeding it. The "
+                         "pack's FaceID node applies no LoRA itself (a LoRA loader node does, kept as it was); Apply "
+                         "IPAdapter applies the LoRA stored in the adapter file: set it to 1 only if you remove that "
+                         "LoRA loader, so the LoRA is never applied twice")],
 }
 
 # ---------------------------------------------------------------------------------------------- the pack
@@ -323,7 +327,8 @@ PACK = {
         "nodes": {"load": "IPALoadAdapter"},
         # the pack tells FaceID Plus v2 from v1 by 'plusv2' in the file name; ours asks on Encode Face
         "options": {"ipadapter_file": [{"to": "load.adapter_name"},
-                                       {"to": "consumers.plus_version", "format": "plus version by file name"}]},
+                                       {"to": "consumers.plus_version", "format": "plus version by file name",
+                                        "quiet": True}]},
         "wires": {}, "needs": [], "output_map": [{"adapter": "load.0"}],
     },
     "IPAdapterUnifiedLoader": {"required": ("model:MODEL", "preset:COMBO"), "optional": ("ipadapter:IPADAPTER",),
@@ -345,7 +350,7 @@ PACK = {
         "options": {"provider": {"to": "consumers.provider"},
                     "model_name": {"to": "consumers.insightface_model", "values": {"buffalo_l": "buffalo_l",
                                                                                    "antelopev2": "antelopev2"}}},
-        "wires": {}, "needs": [], "output_map": [None],
+        "wires": {}, "needs": [], "output_map": [None], "removed": "removed: its settings go to the Encode Face it feeds",
     },
     # ----- apply
     "IPAdapter": _apply_family(

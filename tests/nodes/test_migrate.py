@@ -388,6 +388,7 @@ def test_faceid_with_the_model_loader_applies_no_lora_and_takes_insightface_sett
                         (_api_node(api, "IPAEncodeFace"), _api_node(api, "IPAApplyAdapter"))):
         assert (face["provider"], face["insightface_model"]) == ("CUDA", "antelopev2")
         assert apply["faceid_lora_strength"] == 0.0  # the pack applied none here: a LoRA loader node does, kept
+    assert any("applied twice" in n.text for n in report.notes)
     assert {"IPAdapterFaceID", "IPAdapterInsightFaceLoader"}.isdisjoint(_types(new))
     assert any("negative image" in n.text for n in report.of("not supported"))  # image_negative is connected
     # the pack tells Plus v2 from v1 by the file name; ours is told on Encode Face
@@ -449,7 +450,7 @@ def test_frame_weights_feed_the_batch_node_per_frame(host):
 
 def test_ms_layer_weights_become_transformer_indexes_that_our_parser_reads(host):
     from ip_core import layers as ip_layers
-    from nodes import layer_weights, nodes_apply  # noqa: F401  (the alias imports the package)
+    from nodes import layer_weights
 
     new, report, api = _both(pack_workflow("IPAdapterMS", {"layer_weights": "0:1.0, 6:0.5\n9:2"}))
     custom = _api_node(api, "IPAApplyAdapter")["layer_weights_custom"]
