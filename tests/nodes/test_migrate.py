@@ -224,11 +224,12 @@ NEWLY_MAPPED = ("IPAdapterStyleComposition", "IPAdapterStyleCompositionBatch", "
                 "IPAdapterPreciseStyleTransferBatch", "IPAdapterPreciseComposition", "IPAdapterPreciseCompositionBatch",
                 "IPAdapterFaceID", "IPAAdapterFaceIDBatch", "IPAdapterUnifiedLoaderFaceID", "IPAdapterInsightFaceLoader",
                 "IPAdapterUnifiedLoader", "IPAdapterEncoder", "IPAdapterCombineEmbeds", "IPAdapterSaveEmbeds",
-                "IPAdapterLoadEmbeds", "IPAdapterNoise", "IPAdapterTiled", "IPAdapterTiledBatch",
+                "IPAdapterLoadEmbeds", "IPAdapterNoise", "IPAdapterTiled",
                 "IPAdapterClipVisionEnhancer", "IPAdapterClipVisionEnhancerBatch", "IPAdapterBatch",
                 "IPAdapterEmbedsBatch", "IPAdapterWeights", "IPAdapterWeightsFromStrategy", "IPAdapterMS")
 STILL_MISSING = {"IPAdapterFaceIDKolors", "IPAdapterFromParams", "IPAdapterRegionalConditioning",
-                 "IPAdapterCombineParams", "IPAdapterCombineWeights", "IPAdapterPromptScheduleFromWeightsStrategy"}
+                 "IPAdapterCombineParams", "IPAdapterCombineWeights", "IPAdapterPromptScheduleFromWeightsStrategy",
+                 "IPAdapterTiledBatch"}
 
 
 def test_what_converts_and_what_does_not():
@@ -415,7 +416,7 @@ def test_combine_embeds_takes_the_adapter_its_embeds_were_made_with(host):
     assert api[comb["embeds_1"][0]]["class_type"] == "IPAEncodeImagePrompt"
 
 
-@pytest.mark.parametrize("node_type, tiles", [("IPAdapterTiled", "tiled"), ("IPAdapterTiledBatch", "tiled"),
+@pytest.mark.parametrize("node_type, tiles", [("IPAdapterTiled", "tiled"),
                                               ("IPAdapterClipVisionEnhancer", "enhance"),
                                               ("IPAdapterClipVisionEnhancerBatch", "enhance")])
 def test_tiles(host, node_type, tiles):
