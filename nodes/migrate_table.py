@@ -396,7 +396,9 @@ PACK = {
         needs=[]),
     "IPAdapterClipVisionEnhancer": _apply_family(_ENH, extra_options=_ENH_OPTIONS, wires={"encode.tiles": "=enhance"}),
     "IPAdapterClipVisionEnhancerBatch": _apply_family(_ENH_BATCH, wires={**_UNFOLD, "encode.tiles": "=enhance"},
-                                                      extra_options={**_ENH_OPTIONS, "image": {**_IMAGE, **_UNFOLD_NOTE}}),
+                                                      extra_options={**_ENH_OPTIONS, "image": {**_IMAGE, "approx": (
+                                                          _UNFOLD_NOTE["approx"] + "; one reference image alone gives two "
+                                                          "(whole image and tiles, as the pack), so two frames")}}),
     "IPAdapterFromParams": {
         "required": ("model:MODEL", "ipadapter:IPADAPTER", "ipadapter_params:IPADAPTER_PARAMS", "combine_embeds:COMBO",
                      "embeds_scaling:COMBO"),

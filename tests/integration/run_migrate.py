@@ -189,9 +189,10 @@ def _run(executor, prompt, name, execute=True):
     return res
 
 
-# converted and validated, but not executed here: FaceID needs InsightFace and its models, Load Embeds a file
+# converted and validated, but not executed here: FaceID needs InsightFace and its models, Load Embeds a file,
+# Enhancer Batch one frame per reference (one image enhanced gives two, the chain has one frame)
 NOT_EXECUTED = ("IPAdapterFaceID", "IPAAdapterFaceIDBatch", "IPAdapterUnifiedLoaderFaceID", "IPAdapterInsightFaceLoader",
-                "IPAdapterLoadEmbeds")
+                "IPAdapterLoadEmbeds", "IPAdapterClipVisionEnhancerBatch")
 
 
 def convert_all(out_dir):
