@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -79,7 +80,8 @@ def our_inputs(node_type):
 
 
 def our_widgets(node_type):
-    return [n for n, t in our_inputs(node_type) if t in table.WIDGET_TYPES]
+    links_only = table.OURS[node_type].get("links_only", ())
+    return [n for n, t in our_inputs(node_type) if t in table.WIDGET_TYPES and n not in links_only]
 
 
 def _target_exists(entry, target: str) -> bool:
@@ -96,7 +98,8 @@ def _our_name(entry, target):
 
 
 def _pending_text(name):
-    return f"not supported yet: needs {name}, which {table.PENDING.get(name, 'no branch')} is adding"
+    reason = table.PENDING.get(name)
+    return f"not supported yet: {reason}" if reason else f"not supported yet: needs {name}, which does not exist here"
 
 
 def entry_status(entry):
@@ -111,6 +114,19 @@ def entry_status(entry):
         if not _target_exists(entry, target):
             return _pending_text(_our_name(entry, target))
     return None
+
+
+_PACK_LAYER = re.compile(r"\s*([0-9]+)\s*:\s*([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*")
+
+
+def pack_layer_weights(text):
+    """The pack's "index:weight, ..." (the host's transformer index) -> ours, written "tINDEX:weight"
+    (a bare "i:w" may be refused as ambiguous, see nodes/layer_weights.py). -> (string, note or None)."""
+    parts = [p for p in str(text).replace("\n", ",").split(",") if p.strip()]
+    matches = [_PACK_LAYER.fullmatch(p) for p in parts]
+    if not all(matches):
+        return str(text), "not in the pack's 'index:weight' form; passed as is (Apply IPAdapter checks it)"
+    return ", ".join(f"t{m.group(1)}:{m.group(2)}" for m in matches), None
 
 
 def _rules(entry, name):
@@ -223,6 +239,8 @@ class _Converter:
         return self._resolve_out(inst, omap[link.slot], seen + (link.src,))
 
     def _resolve_out(self, inst, spec, seen):
+        if spec is None:  # an output with no counterpart here
+            return None
         if isinstance(spec, dict):
             return {k: self._resolve_out(inst, v, seen) for k, v in spec.items()}
         if spec.startswith("in:"):
@@ -261,6 +279,8 @@ class _Converter:
         for target, spec in entry.get("wires", {}).items():
             if spec == table.LEGACY:
                 self._set(inst, target, bool(self.legacy))
+            elif not isinstance(spec, str):  # a number
+                self._set(inst, target, spec)
             elif spec.startswith("="):
                 self._set(inst, target, spec[1:])
             else:
@@ -279,7 +299,9 @@ class _Converter:
                 if t not in table.WIDGET_TYPES and n in _names(table.OURS[node["type"]]["required"]) and n not in node["links"]:
                     self.report.add(label, "problem", f"{node['type']}.{n} is not connected (nothing upstream gives it); connect it by hand")
         self.report.add(label, "converted", "-> " + " + ".join(f"{t} (node {inst.created[l]})" for l, t in entry["nodes"].items())
-                        if entry["nodes"] else "removed: passes its input through")
+                        if entry["nodes"] else entry.get("removed", "removed: passes its input through"))
+        for kind, text in entry.get("notes", ()):
+            self.report.add(label, kind, text)
 
     def _apply_rule(self, inst, name, rule):
         label = inst.label
@@ -299,6 +321,13 @@ class _Converter:
                 else:
                     self.report.add(label, "not supported", f"{name}: unconditional embeds from another node have no "
                                     "counterpart (ours travel with the embeds); encode with negative_image instead")
+            return
+        if "settings_from" in rule:
+            src = self.instances.get(given.src) if linked else None
+            if src is not None and src.consumer_values:
+                self._take_settings(inst, src, list(inst.created.values()))
+            elif given is not None:
+                self.report.add(label, "not needed", f"{name} ({shown}): {rule['settings_from']} gives no settings here")
             return
         same = rule.get("same", [])
         if "unsupported" in rule:
@@ -320,7 +349,20 @@ class _Converter:
                 continue
             self._map_to(inst, name, rule, target, given, linked, value)
 
+    def _take_settings(self, inst, src, node_ids):
+        """Values a node that became nothing here (Prep Image, InsightFace loader, ...) sets on the nodes it feeds."""
+        for nid in node_ids:
+            node = self.new_nodes[nid]
+            for k, v in src.consumer_values.items():
+                if k in node["values"] and node["values"][k] != v:
+                    node["values"][k] = v
+                    self.report.add(inst.label, "mapped", f"{k}={v!r} from {src.label} -> {node['type']}.{k}")
+
     def _map_to(self, inst, name, rule, target, given, linked, value):
+        if linked and rule.get("linked_to"):  # a widget fed by a link: its list goes to another input here
+            target = rule["linked_to"]
+            if rule.get("linked_approx"):
+                self.report.add(inst.label, "approximated", f"{name} (connected): {rule['linked_approx']}")
         label, ours = inst.label, _our_name(inst.entry, target)
         if given is None and rule.get("fallback"):
             pack_input, part = rule["fallback"].split(".")
@@ -341,16 +383,24 @@ class _Converter:
                 src = src.get(rule["part"]) if isinstance(src, dict) else None
             elif isinstance(src, dict):
                 src = None
+            if rule.get("upstream") and isinstance(src, _Link):  # the input of our node that gives this value
+                upstream = self.new_nodes.get(src.src, {}).get("links", {})
+                src = upstream.get(rule["upstream"])
+                if src is None:
+                    self.report.add(label, "problem", f"{name}: its source has no {rule['upstream']} to reuse; "
+                                    f"connect {ours} by hand")
+                    return
+                self._set(inst, target, link=src)
+                self.report.add(label, "mapped", f"the {rule['upstream']} that made {name} -> {ours}")
+                return
             if src is None:
+                if rule.get("optional"):
+                    return
                 self.report.add(label, "problem", f"{name}: its source gives nothing this pack can use; connect {ours} by hand")
                 return
             prep = self.instances.get(given.src)
             if prep is not None and prep.consumer_values:
-                node = self.new_nodes[inst.created[target.split(".")[0]]]
-                for k, v in prep.consumer_values.items():
-                    if k in node["values"]:
-                        node["values"][k] = v
-                        self.report.add(label, "mapped", f"{k}={v!r} from {prep.label} -> {node['type']}.{k}")
+                self._take_settings(inst, prep, [inst.created[target.split(".")[0]]])
             self._set(inst, target, link=src)
             note = " (the value arrives through a link and is passed as is)" if rule.get("values") else ""
             self.report.add(label, "mapped", f"{name} (connected) -> {ours}{note}")
@@ -362,10 +412,22 @@ class _Converter:
                 self.report.add(label, "not supported", f"{name}={value!r} has no counterpart; {ours} keeps its default")
                 return
             new = values[value]
+        fmt = rule.get("format")
+        if fmt == "text":
+            new = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+        elif fmt == "plus version by file name":
+            new = "v2 (shortcut)" if "plusv2" in str(value).lower() else "v1"
+        elif fmt == "pack layer weights":
+            new, note = pack_layer_weights(value)
+            if note:
+                self.report.add(label, "approximated", f"{name}={value!r}: {note}")
         if target.startswith("consumers."):
             inst.consumer_values[target.split(".", 1)[1]] = new
-            self.report.add(label, "approximated", f"{name}={value!r} -> {target.split('.', 1)[1]}={new!r} on the "
-                            "Encode Image Prompt nodes this image feeds")
+            if rule.get("quiet"):  # reported by the nodes it reaches, if any
+                return
+            approx = rule.get("approx")
+            self.report.add(label, "approximated" if approx else "mapped", f"{name}={value!r} -> "
+                            f"{target.split('.', 1)[1]}={new!r} on the nodes this output feeds{': ' + approx if approx else ''}")
             return
         self._set(inst, target, new)
         approx = rule.get("approx")
@@ -546,7 +608,8 @@ def _convert_ui(wf, legacy):
 def _ui_node(nid, spec):
     t = spec["type"]
     ours = table.OURS[t]
-    inputs = [{"name": n, "type": ty, "link": None} for n, ty in our_inputs(t) if ty not in table.WIDGET_TYPES]
+    inputs = [{"name": n, "type": ty, "link": None} for n, ty in our_inputs(t)
+              if ty not in table.WIDGET_TYPES or n in ours.get("links_only", ())]
     for name in spec["links"]:  # a widget fed by a link becomes an input slot
         if name in our_widgets(t):
             ty = dict(our_inputs(t))[name]

@@ -14,15 +14,19 @@ PACK      one entry per node of the pack: its inputs in INPUT_TYPES order as "na
             counterpart  for nodes with no recipe yet: the node or input that will take them over
 OURS      our nodes' inputs (and the host's CLIPVisionLoader), the order of their widgets, defaults, outputs.
           tests/nodes/test_migrate.py checks it against the real INPUT_TYPES, so it cannot drift.
-PENDING   inputs and nodes other branches are adding (COMMON.md's agreed order), with who adds them.
+PENDING   counterparts that do not exist here (yet), each with the reason and what to do instead.
 
 A target ("apply.weight_type" -> IPAApplyAdapter.weight_type) that is not in OURS is reported "not supported
-yet"; once its branch lands and OURS lists it, the same rule maps it: switching a mapping on is the one line
-in OURS that its drift test demands anyway.
+yet"; once OURS lists it, the same rule maps it: switching a mapping on is the one line in OURS that its
+drift test demands anyway.
 
 Option rule keys: to (target or list), part ("adapter" / "clip_vision" of an IPADAPTER pipeline), fallback
 ("ipadapter.clip_vision": the pipeline's clip vision when the input is not connected), values (pack value ->
 ours; None = no counterpart), same (pack values our default reproduces when the target does not exist),
+linked_to (the target instead when the input is fed by a link; linked_approx: the note then), format ("text",
+"pack layer weights", "plus version by file name": how the value is rewritten), upstream (take that input of
+the node of ours the linked value comes from), optional (a missing source is fine), quiet (a consumers.X value reported only where it is used), settings_from (the input only
+carries settings of a node that became nothing, e.g. the InsightFace loader),
 approx (a note: mapped, but not identical; or {pack value: note}), ignore (why the value changes nothing
 here), unsupported (why there is no counterpart), uncond_of (an EMBEDS input satisfied by the embeds an encode
 already carries), requires (a value syntax listed in OURS[...]["features"] once it lands). A target
@@ -44,35 +48,95 @@ OURS = {
     },
     "IPAEncodeImagePrompt": {
         "required": ("ipadapter:IPA_ADAPTER", "clip_vision:CLIP_VISION", "image:IMAGE"),
-        "optional": ("crop:COMBO", "combine:COMBO", "negative_image:IMAGE", "legacy:BOOLEAN"),
-        "defaults": {"crop": "center", "combine": "concat", "legacy": False},
-        "outputs": ("IPA_EMBEDS",), "size": (320, 170),
+        "optional": ("crop:COMBO", "combine:COMBO", "negative_image:IMAGE", "reference_weights:STRING", "mask:MASK",
+                     "tiles:COMBO", "enhance_tiles:INT", "enhance_ratio:FLOAT", "legacy:BOOLEAN"),
+        "defaults": {"crop": "center", "combine": "concat", "reference_weights": "", "tiles": "off", "enhance_tiles": 2,
+                     "enhance_ratio": 1.0, "legacy": False},
+        "outputs": ("IPA_EMBEDS",), "size": (320, 290),
     },
     "IPAApplyAdapter": {
         "required": ("model:MODEL", "ipadapter:IPA_ADAPTER", "embeds:IPA_EMBEDS", "weight:FLOAT", "start_at:FLOAT",
                      "end_at:FLOAT"),
-        "optional": ("attn_mask:MASK", "layer_weights:COMBO", "layer_weights_custom:STRING", "legacy:BOOLEAN"),
+        "optional": ("attn_mask:MASK", "layer_weights:COMBO", "layer_weights_custom:STRING", "weight_type:COMBO",
+                     "embeds_scaling:COMBO", "composition_embeds:IPA_EMBEDS", "weight_composition:FLOAT",
+                     "expand_style:BOOLEAN", "style_boost:FLOAT", "composition_boost:FLOAT",
+                     "faceid_lora_strength:FLOAT", "weight_faceidv2:FLOAT", "frame_weights:FLOAT", "legacy:BOOLEAN"),
         "defaults": {"weight": 1.0, "start_at": 0.0, "end_at": 1.0, "layer_weights": "all layers",
-                     "layer_weights_custom": "", "legacy": False},
-        "outputs": ("MODEL",), "size": (320, 250),
-        "features": (),  # value syntaxes that landed, e.g. "layer_weights_custom index:weight" (see PENDING)
+                     "layer_weights_custom": "", "weight_type": "linear", "embeds_scaling": "V only",
+                     "weight_composition": 1.0, "expand_style": False, "style_boost": 1.0, "composition_boost": 0.0,
+                     "faceid_lora_strength": 1.0, "weight_faceidv2": 1.0, "legacy": False},
+        "links_only": ("frame_weights",),  # forceInput: a link input, no widget
+        "outputs": ("MODEL",), "size": (320, 430),
+        # value syntaxes that landed: the pack's "index:weight" strings, written "tINDEX:weight" (layer_weights.py)
+        "features": ("layer_weights_custom index:weight",),
     },
     "IPAInspectAdapter": {"required": ("ipadapter:IPA_ADAPTER",), "optional": (), "defaults": {}, "outputs": ("STRING",), "size": (320, 60)},
+    "IPAUnifiedLoader": {
+        "required": ("model:MODEL", "preset:COMBO"), "optional": (), "defaults": {"preset": "STANDARD (medium strength)"},
+        "outputs": ("MODEL", "IPA_ADAPTER", "CLIP_VISION"), "size": (320, 100),
+    },
+    "IPACombineEmbeds": {
+        "required": ("ipadapter:IPA_ADAPTER", "embeds_1:IPA_EMBEDS", "method:COMBO"),
+        "optional": ("embeds_2:IPA_EMBEDS", "embeds_3:IPA_EMBEDS", "embeds_4:IPA_EMBEDS", "embeds_5:IPA_EMBEDS"),
+        "defaults": {"method": "concat"}, "outputs": ("IPA_EMBEDS",), "size": (320, 170),
+    },
+    "IPASaveEmbeds": {
+        "required": ("embeds:IPA_EMBEDS", "filename_prefix:STRING", "description:STRING"), "optional": (),
+        "defaults": {"filename_prefix": "ipadapter/embeds", "description": ""}, "outputs": (), "size": (320, 160),
+    },
+    "IPALoadEmbeds": {
+        "required": ("embeds_file:COMBO",), "optional": ("ipadapter:IPA_ADAPTER",), "defaults": {"embeds_file": ""},
+        "outputs": ("IPA_EMBEDS",), "size": (320, 80),
+    },
+    "IPANoise": {
+        "required": ("type:COMBO", "strength:FLOAT", "blur:INT"), "optional": ("image:IMAGE", "seed_override:INT"),
+        "defaults": {"type": "fade", "strength": 1.0, "blur": 0, "seed_override": -1}, "outputs": ("IMAGE",),
+        "size": (320, 150),
+    },
+    "IPARegion": {
+        "required": ("embeds:IPA_EMBEDS", "mask:MASK", "weight:FLOAT"), "optional": ("regions:IPA_REGIONS",),
+        "defaults": {"weight": 1.0}, "outputs": ("IPA_REGIONS",), "size": (320, 110),
+    },
+    "IPAApplyRegions": {
+        "required": ("model:MODEL", "ipadapter:IPA_ADAPTER", "regions:IPA_REGIONS", "start_at:FLOAT", "end_at:FLOAT"),
+        "optional": (), "defaults": {"start_at": 0.0, "end_at": 1.0}, "outputs": ("MODEL",), "size": (320, 130),
+    },
+    "IPAEncodeFace": {
+        "required": ("ipadapter:IPA_ADAPTER", "image:IMAGE", "provider:COMBO"),
+        "optional": ("clip_vision:CLIP_VISION", "insightface_model:COMBO", "combine:COMBO", "plus_version:COMBO"),
+        "defaults": {"provider": "CPU", "insightface_model": "buffalo_l", "combine": "concat",
+                     "plus_version": "v2 (shortcut)"},
+        "outputs": ("IPA_EMBEDS", "IMAGE"), "size": (320, 190),
+    },
+    "IPAFrameWeights": {
+        "required": ("weights:STRING", "timing:COMBO", "frames:INT", "start_frame:INT", "end_frame:INT",
+                     "add_starting_frames:INT", "add_ending_frames:INT", "method:COMBO"),
+        "optional": ("image:IMAGE", "seed:INT"),
+        "defaults": {"weights": "1.0, 0.0", "timing": "linear", "frames": 0, "start_frame": 0, "end_frame": 9999,
+                     "add_starting_frames": 0, "add_ending_frames": 0, "method": "full batch", "seed": 0},
+        "outputs": ("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", "IPA_WEIGHTS_STRATEGY"), "size": (320, 290),
+    },
+    "IPAFrameWeightsFromStrategy": {
+        "required": ("weights_strategy:IPA_WEIGHTS_STRATEGY",), "optional": ("image:IMAGE",), "defaults": {},
+        "outputs": ("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", "IPA_WEIGHTS_STRATEGY"), "size": (320, 80),
+    },
     # the host's own loader (nodes.py), for the clip vision model the pack's Unified Loader picked by name
     "CLIPVisionLoader": {"required": ("clip_name:COMBO",), "optional": (), "defaults": {"clip_name": ""}, "outputs": ("CLIP_VISION",),
                          "size": (320, 60)},
 }
 
-_W, _F, _T, _A = "weight types (issue 10)", "FaceID (issue 11)", "toolkit (issue 12)", "tiles / animation (issue 13)"
+# Nodes and options with no counterpart here (yet): why, and what to do instead. Reported, never dropped.
+_REGIONS_WHY = ("the pack's region params hold an image plus its own weight type, start/end and prompt masking, "
+                "encoded later by From Params; ours hold encoded embeds, with one start/end for all regions: rebuild "
+                "with Encode Image Prompt -> Image Prompt Region -> Apply IPAdapter (regions), and the host's "
+                "ConditioningSetMask for the prompts")
 PENDING = {
-    "IPAApplyAdapter.weight_type": _W, "IPAApplyAdapter.embeds_scaling": _W, "IPAApplyAdapter.composition_embeds": _W,
-    "IPAApplyAdapter.weight_composition": _W, "IPAApplyAdapter.expand_style": _W, "IPAApplyAdapter.style_boost": _W,
-    "IPAApplyAdapter.composition_boost": _W,
-    "IPAApplyAdapter.faceid_lora_strength": _F, "IPAApplyAdapter.weight_faceidv2": _F, "IPAEncodeFace": _F,
-    "IPAApplyAdapter.frame_weights": _A, "IPAEncodeImagePrompt.tiles": _A, "IPAFrameWeights": _A,
-    "IPAApplyAdapter.layer_weights_custom index:weight": _W,
-    "IPAEncodeImagePrompt.reference_weights": _T, "IPAEncodeImagePrompt.mask": _T, "IPALoadPreset": _T,
-    "IPACombineEmbeds": _T, "IPASaveEmbeds": _T, "IPALoadEmbeds": _T, "IPAImageNoise": _T, "IPARegionalPrompt": _T,
+    "IPARegionalParams": _REGIONS_WHY,
+    "IPAFaceIDKolors": "Kolors adapters are not supported here",
+    "IPACombineFrameWeights": "IPAdapter Frame Weights has no combining node; join the weight lists by hand",
+    "IPAPromptSchedule": "no prompt-schedule node here; write the schedule for your scheduler node by hand",
+    "IPATiledBatch": ("Encode Image Prompt refuses tiles 'tiled' with combine 'batch' (each tile already maps to a part "
+                      "of the image): use IPAdapter Tiled (one reference for all frames) or a Batch node without tiles"),
 }
 
 # ---------------------------------------------------------------------------------------------- shared rules
@@ -88,17 +152,19 @@ _PIPELINE_CLIP = {"to": "encode.clip_vision", "part": "clip_vision"}  # nodes wi
 _IMAGE = {"to": "encode.image"}
 _NEG_IMAGE = {"to": "encode.negative_image"}
 _MASK = {"to": "apply.attn_mask"}
-_WEIGHT = {"to": "apply.weight"}
+# a weight linked from the pack's IPAdapter Weights (a list) becomes our per-frame weights; the pack reads
+# the list per batch item on its Batch nodes only, elsewhere its first weight
+_WEIGHT_BATCH = {"to": "apply.weight", "linked_to": "apply.frame_weights"}
+_WEIGHT = {**_WEIGHT_BATCH, "linked_approx": "a weight list on a non-Batch node: the pack uses its first weight for "
+                                            "every frame, ours one weight per frame (frame_weights)"}
+# the pack never combines references on its Batch nodes (reference i goes to batch item i)
+_BATCH_COMBINE = {"ignore": "Batch node: the pack does not combine here; reference i goes to batch item i"}
 _START, _END = {"to": "apply.start_at"}, {"to": "apply.end_at"}
 _WEIGHT_TYPE = {"to": "apply.weight_type", "same": ["linear"]}
 _SCALING = {"to": "apply.embeds_scaling", "same": ["V only"]}
-_COMBINE = {"to": "encode.combine", "values": {"concat": "concat", "average": "average", "norm average": "norm average",
-                                               "add": None, "subtract": None},
-            "approx": {"norm average": "ours keeps the references' typical length; the pack's divides by "
-                                       "the norm over the references"}}
+_COMBINE = {"to": "encode.combine"}  # the same five names, the same math (ip_core/embeds.py)
 _BATCH_SIZE = {"ignore": "Encode Image Prompt encodes large batches in chunks by itself; the result is the same"}
-_FACEIDV2 = {"to": "apply.weight_faceidv2", "same": [1.0],
-             "approx": "only FaceID Plus v2 adapters read it"}
+_FACEIDV2 = {"to": "apply.weight_faceidv2", "same": [1.0]}
 _APPLY_WIRES = {"apply.embeds": "encode.0", "encode.legacy": LEGACY, "apply.legacy": LEGACY}
 _ENCODE_APPLY = {"encode": "IPAEncodeImagePrompt", "apply": "IPAApplyAdapter"}
 _APPLY_OUT = ["apply.0"]
@@ -113,7 +179,8 @@ _APPLY_OPTIONS = {"model": _MODEL, "ipadapter": _ADAPTER, "image": _IMAGE, "weig
 def _apply_family(inputs, optional=_APPLY_OPT, extra_options=None, wires=None, needs=(), outputs=None, nodes=None):
     """An entry of the IPAdapter / Advanced family: encode + apply, the shared rules plus the node's own."""
     names = {s.split(":")[0] for s in inputs + optional}
-    options = {k: v for k, v in {**_APPLY_OPTIONS, **(extra_options or {})}.items() if k in names}
+    batch = {"weight": _WEIGHT_BATCH, "combine_embeds": _BATCH_COMBINE} if (wires or {}).get("encode.combine") == "=batch" else {}
+    options = {k: v for k, v in {**_APPLY_OPTIONS, **batch, **(extra_options or {})}.items() if k in names}
     if "clip_vision" not in names:
         options["ipadapter"] = [options["ipadapter"], _PIPELINE_CLIP]
     return {"required": inputs, "optional": optional, "outputs": outputs or ("MODEL",), "nodes": {**_ENCODE_APPLY, **(nodes or {})},
@@ -135,7 +202,8 @@ _STYLE_COMP_OPTIONS = {
     "clip_vision": {"to": ["encode.clip_vision", "compose.clip_vision"], "fallback": "ipadapter.clip_vision"},
 }
 _COMPOSE = {"compose": "IPAEncodeImagePrompt"}  # the composition reference's own encode
-_STYLE_COMP_WIRES = {"apply.composition_embeds": "compose.0", "compose.legacy": LEGACY}
+_STYLE_COMP_WIRES = {"apply.composition_embeds": "compose.0", "compose.legacy": LEGACY,
+                     "apply.weight_type": "=style and composition"}
 _FACEID = _APPLY_REQ + ("weight:FLOAT", "weight_faceidv2:FLOAT", "weight_type:COMBO", "combine_embeds:COMBO",
                         "start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO")
 _FACEID_OPT = _APPLY_OPT + ("insightface:INSIGHTFACE",)
@@ -143,13 +211,12 @@ _TILED = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "combine_embeds:COMB
                        "sharpening:FLOAT", "embeds_scaling:COMBO")
 _TILED_BATCH = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT", "end_at:FLOAT", "sharpening:FLOAT",
                              "embeds_scaling:COMBO", "encode_batch_size:INT")
-_TILES = {"to": "encode.tiles", "same": [1]}
+_SHARPEN = {"same": [0.0], "unsupported": "no sharpening of the tiles here"}
 _ENH = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "combine_embeds:COMBO", "start_at:FLOAT", "end_at:FLOAT",
                      "embeds_scaling:COMBO", "enhance_tiles:INT", "enhance_ratio:FLOAT")
 _ENH_BATCH = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO",
                            "enhance_tiles:INT", "enhance_ratio:FLOAT", "encode_batch_size:INT")
-_ENH_OPTIONS = {"enhance_tiles": _TILES, "enhance_ratio": {"to": "encode.tiles", "same": [1.0],
-                                                           "approx": "read with enhance_tiles"}}
+_ENH_OPTIONS = {"enhance_tiles": {"to": "encode.enhance_tiles"}, "enhance_ratio": {"to": "encode.enhance_ratio"}}
 _PRECISE_S = _APPLY_REQ + ("weight:FLOAT", "style_boost:FLOAT", "combine_embeds:COMBO", "start_at:FLOAT",
                            "end_at:FLOAT", "embeds_scaling:COMBO")
 _PRECISE_C = _APPLY_REQ + ("weight:FLOAT", "composition_boost:FLOAT", "combine_embeds:COMBO", "start_at:FLOAT",
@@ -180,6 +247,44 @@ _PRESETS_SD15 = {
 _CLIP_H, _CLIP_G = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"
 _PRESET_NOTE = ("the pack finds files by name at run time; here the SD1.5 release names are written into Load "
                 "IPAdapter / Load CLIP Vision: for an SDXL model pick the SDXL file (e.g. ip-adapter-plus_sdxl_vit-h)")
+_UNIFIED_PRESETS = ("LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)", "VIT-G (medium strength)",
+                    "PLUS (high strength)", "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)")
+_UNIFIED_OURS = {  # the same preset names; ours also picks the SD1.5 or SDXL release from the model
+    "nodes": {"unified": "IPAUnifiedLoader"},
+    "options": {
+        "model": {"to": "unified.model"},
+        "preset": {"to": "unified.preset", "values": {**{p: p for p in _UNIFIED_PRESETS}, "Composition": None}},
+        "ipadapter": {"ignore": "an earlier loader's pipeline: each loader here loads its own files"},
+    },
+    "wires": {}, "needs": [],
+    "output_map": ["unified.0", {"adapter": "unified.1", "clip_vision": "unified.2"}],
+}
+_FACEID_PRESETS = {  # the pack's FaceID presets -> the SD1.5 release (portrait unnorm: SDXL only)
+    "FACEID": "ip-adapter-faceid_sd15.bin",
+    "FACEID PLUS - SD1.5 only": "ip-adapter-faceid-plus_sd15.bin",
+    "FACEID PLUS V2": "ip-adapter-faceid-plusv2_sd15.bin",
+    "FACEID PORTRAIT (style transfer)": "ip-adapter-faceid-portrait-v11_sd15.bin",
+    "FACEID PORTRAIT UNNORM - SDXL only (strong)": "ip-adapter-faceid-portrait_sdxl_unnorm.bin",
+}
+_LORA_NOTE = ("the pack loads the LoRA file beside the adapter into the model here; ours applies the LoRA stored in "
+              "the adapter file at Apply IPAdapter (faceid_lora_strength), from the same release")
+_UNIFIED_FACEID = {
+    "nodes": {"load": "IPALoadAdapter", "clip": "CLIPVisionLoader"},
+    "options": {
+        "model": {"ignore": "passed through unchanged: the model goes straight to Apply IPAdapter, which applies the LoRA"},
+        "preset": [{"to": "load.adapter_name", "values": _FACEID_PRESETS,
+                    "approx": "the pack finds files by name at run time; here the SD1.5 release names are written into "
+                              "Load IPAdapter: for an SDXL model pick the SDXL file (e.g. ip-adapter-faceid_sdxl.bin)"},
+                   {"to": "clip.clip_name", "values": {p: _CLIP_H for p in _FACEID_PRESETS}},
+                   {"to": "consumers.plus_version", "values": {**{p: "v2 (shortcut)" for p in _FACEID_PRESETS},
+                                                               "FACEID PLUS - SD1.5 only": "v1"}}],
+        "lora_strength": {"to": "consumers.faceid_lora_strength", "approx": _LORA_NOTE},
+        "provider": {"to": "consumers.provider"},
+        "ipadapter": {"ignore": "an earlier loader's pipeline: each loader here loads its own files"},
+    },
+    "wires": {}, "needs": [],
+    "output_map": ["in:model", {"adapter": "load.0", "clip_vision": "clip.0"}],
+}
 _UNIFIED = {
     "nodes": {"load": "IPALoadAdapter", "clip": "CLIPVisionLoader"},
     "options": {
@@ -192,16 +297,44 @@ _UNIFIED = {
     "output_map": ["in:model", {"adapter": "load.0", "clip_vision": "clip.0"}],
 }
 
+_TILED_OUT = ["apply.0", None, None]  # the pack's tiles and their masks: no counterpart outputs here
+_FACEID_ENTRY = {
+    "required": _FACEID, "optional": _FACEID_OPT, "outputs": ("MODEL", "IMAGE"),
+    "nodes": {"face": "IPAEncodeFace", "apply": "IPAApplyAdapter"},
+    "options": {
+        "model": _MODEL, "ipadapter": [{"to": ["face.ipadapter", "apply.ipadapter"], "part": "adapter"},
+                                       {"to": "face.clip_vision", "part": "clip_vision", "optional": True}],
+        "image": {"to": "face.image"}, "weight": _WEIGHT, "weight_faceidv2": {"to": "apply.weight_faceidv2"},
+        "weight_type": _WEIGHT_TYPE, "combine_embeds": {"to": "face.combine"}, "start_at": _START, "end_at": _END,
+        "embeds_scaling": _SCALING, "attn_mask": _MASK,
+        "image_negative": {"unsupported": "Encode Face has no negative image; the official zero unconditional is used"},
+        "clip_vision": {"to": "face.clip_vision"},
+        "insightface": {"settings_from": "the pack's InsightFace loader"},
+    },
+    # the pack's FaceID node applies no LoRA (a LoRA loader or its Unified Loader FaceID does): 0 keeps that;
+    # a Unified Loader FaceID feeding it sets its lora_strength here instead
+    "wires": {"apply.embeds": "face.0", "apply.legacy": LEGACY, "apply.faceid_lora_strength": 0.0},
+    "needs": [], "output_map": ["apply.0", "face.1"],
+    "notes": [("mapped", "faceid_lora_strength: 0, or the lora_strength of a Unified Loader FaceID feeding it. The "
+                         "pack's FaceID node applies no LoRA itself (a LoRA loader node does, kept as it was); Apply "
+                         "IPAdapter applies the LoRA stored in the adapter file: set it to 1 only if you remove that "
+                         "LoRA loader, so the LoRA is never applied twice")],
+}
+
 # ---------------------------------------------------------------------------------------------- the pack
 PACK = {
     # ----- loaders
     "IPAdapterModelLoader": {
         "required": ("ipadapter_file:COMBO",), "optional": (), "outputs": ("IPADAPTER",),
-        "nodes": {"load": "IPALoadAdapter"}, "options": {"ipadapter_file": {"to": "load.adapter_name"}},
+        "nodes": {"load": "IPALoadAdapter"},
+        # the pack tells FaceID Plus v2 from v1 by 'plusv2' in the file name; ours asks on Encode Face
+        "options": {"ipadapter_file": [{"to": "load.adapter_name"},
+                                       {"to": "consumers.plus_version", "format": "plus version by file name",
+                                        "quiet": True}]},
         "wires": {}, "needs": [], "output_map": [{"adapter": "load.0"}],
     },
     "IPAdapterUnifiedLoader": {"required": ("model:MODEL", "preset:COMBO"), "optional": ("ipadapter:IPADAPTER",),
-                               "outputs": ("MODEL", "IPADAPTER"), **_UNIFIED},
+                               "outputs": ("MODEL", "IPADAPTER"), **_UNIFIED_OURS},
     "IPAdapterUnifiedLoaderCommunity": {
         "required": ("model:MODEL", "preset:COMBO"), "optional": ("ipadapter:IPADAPTER",), "outputs": ("MODEL", "IPADAPTER"),
         **_UNIFIED,
@@ -212,10 +345,15 @@ PACK = {
     },
     "IPAdapterUnifiedLoaderFaceID": {
         "required": ("model:MODEL", "preset:COMBO", "lora_strength:FLOAT", "provider:COMBO"),
-        "optional": ("ipadapter:IPADAPTER",), "outputs": ("MODEL", "IPADAPTER"), "counterpart": "IPALoadPreset",
+        "optional": ("ipadapter:IPADAPTER",), "outputs": ("MODEL", "IPADAPTER"), **_UNIFIED_FACEID,
     },
-    "IPAdapterInsightFaceLoader": {"required": ("provider:COMBO", "model_name:COMBO"), "optional": (),
-                                   "outputs": ("INSIGHTFACE",), "counterpart": "IPAEncodeFace"},
+    "IPAdapterInsightFaceLoader": {  # becomes settings of the Encode Face nodes it feeds
+        "required": ("provider:COMBO", "model_name:COMBO"), "optional": (), "outputs": ("INSIGHTFACE",), "nodes": {},
+        "options": {"provider": {"to": "consumers.provider"},
+                    "model_name": {"to": "consumers.insightface_model", "values": {"buffalo_l": "buffalo_l",
+                                                                                   "antelopev2": "antelopev2"}}},
+        "wires": {}, "needs": [], "output_map": [None], "removed": "removed: its settings go to the Encode Face it feeds",
+    },
     # ----- apply
     "IPAdapter": _apply_family(
         _APPLY_REQ + ("weight:FLOAT", "start_at:FLOAT", "end_at:FLOAT", "weight_type:COMBO"), optional=("attn_mask:MASK",),
@@ -230,38 +368,42 @@ PACK = {
         wires=_STYLE_COMP_WIRES, needs=["apply.composition_embeds"], nodes=_COMPOSE),
     "IPAdapterStyleCompositionBatch": _apply_family(
         _STYLE_COMP + ("start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO"),
-        extra_options={**_STYLE_COMP_OPTIONS, "image_style": {**_IMAGE, **_UNFOLD_NOTE}},
+        extra_options={**_STYLE_COMP_OPTIONS, "image_style": {**_IMAGE, **_UNFOLD_NOTE}, "weight_style": _WEIGHT_BATCH},
         wires={**_STYLE_COMP_WIRES, **_UNFOLD, "compose.combine": "=batch"}, needs=["apply.composition_embeds"],
         nodes=_COMPOSE),
-    "IPAdapterFaceID": {"required": _FACEID, "optional": _FACEID_OPT, "outputs": ("MODEL", "IMAGE"),
-                        "counterpart": "IPAEncodeFace"},
+    "IPAdapterFaceID": _FACEID_ENTRY,
     "IPAdapterFaceIDKolors": {"required": _APPLY_REQ + ("weight:FLOAT", "weight_faceidv2:FLOAT", "weight_kolors:FLOAT")
                               + _FACEID[5:], "optional": _FACEID_OPT, "outputs": ("MODEL", "IMAGE"),
-                              "counterpart": "IPAEncodeFace"},
-    "IPAAdapterFaceIDBatch": {"required": _FACEID, "optional": _FACEID_OPT, "outputs": ("MODEL", "IMAGE"),
-                              "counterpart": "IPAEncodeFace"},
-    "IPAdapterTiled": _apply_family(_TILED, outputs=("MODEL", "IMAGE", "MASK"), needs=["encode.tiles"],
-                                    extra_options={"sharpening": {"to": "encode.tiles", "same": [0.0]}}),
-    "IPAdapterTiledBatch": _apply_family(_TILED_BATCH, outputs=("MODEL", "IMAGE", "MASK"), needs=["encode.tiles"],
-                                         wires=_UNFOLD, extra_options={"sharpening": {"to": "encode.tiles", "same": [0.0]}}),
+                              "counterpart": "IPAFaceIDKolors"},
+    "IPAAdapterFaceIDBatch": {**_FACEID_ENTRY, "wires": {**_FACEID_ENTRY["wires"], "face.combine": "=batch"},
+                              "options": {**_FACEID_ENTRY["options"], "image": {"to": "face.image", **_UNFOLD_NOTE},
+                                          "weight": _WEIGHT_BATCH, "combine_embeds": _BATCH_COMBINE}},
+    "IPAdapterTiled": {**_apply_family(_TILED, outputs=("MODEL", "IMAGE", "MASK"), wires={"encode.tiles": "=tiled"},
+                                       extra_options={"sharpening": _SHARPEN}), "output_map": _TILED_OUT},
+    "IPAdapterTiledBatch": {"required": _TILED_BATCH, "optional": _APPLY_OPT, "outputs": ("MODEL", "IMAGE", "MASK"),
+                            "counterpart": "IPATiledBatch"},
     "IPAdapterEmbeds": _EMBEDS_ENTRY,
-    "IPAdapterEmbedsBatch": {**_EMBEDS_ENTRY, "options": {**_EMBEDS_ENTRY["options"], "pos_embed": {
+    "IPAdapterEmbedsBatch": {**_EMBEDS_ENTRY, "options": {**_EMBEDS_ENTRY["options"], "weight": _WEIGHT_BATCH, "pos_embed": {
         "to": "apply.embeds", "approx": "Batch node: the embeds must hold one reference per batch item (encode with "
                                         "combine 'batch')"}}},
     "IPAdapterMS": _apply_family(
         _ADV[:4] + ("weight_faceidv2:FLOAT",) + _ADV[4:] + ("layer_weights:STRING",), optional=_FACEID_OPT,
         extra_options={"weight_faceidv2": _FACEIDV2,
-                       "insightface": {"same": [None], "unsupported": "FaceID adapters: not supported yet, " + _F},
-                       "layer_weights": {"to": "apply.layer_weights_custom", "same": [""],
+                       "insightface": {"same": [None], "unsupported": "FaceID adapters go through Encode Face here: "
+                                                                      "convert with the FaceID node, or rebuild by hand"},
+                       "layer_weights": {"to": "apply.layer_weights_custom", "format": "pack layer weights",
                                          "requires": "IPAApplyAdapter.layer_weights_custom index:weight"}},
         needs=[]),
-    "IPAdapterClipVisionEnhancer": _apply_family(_ENH, extra_options=_ENH_OPTIONS),
-    "IPAdapterClipVisionEnhancerBatch": _apply_family(_ENH_BATCH, wires=_UNFOLD, extra_options=_ENH_OPTIONS),
+    "IPAdapterClipVisionEnhancer": _apply_family(_ENH, extra_options=_ENH_OPTIONS, wires={"encode.tiles": "=enhance"}),
+    "IPAdapterClipVisionEnhancerBatch": _apply_family(_ENH_BATCH, wires={**_UNFOLD, "encode.tiles": "=enhance"},
+                                                      extra_options={**_ENH_OPTIONS, "image": {**_IMAGE, "approx": (
+                                                          _UNFOLD_NOTE["approx"] + "; one reference image alone gives two "
+                                                          "(whole image and tiles, as the pack), so two frames")}}),
     "IPAdapterFromParams": {
         "required": ("model:MODEL", "ipadapter:IPADAPTER", "ipadapter_params:IPADAPTER_PARAMS", "combine_embeds:COMBO",
                      "embeds_scaling:COMBO"),
         "optional": ("image_negative:IMAGE", "clip_vision:CLIP_VISION"), "outputs": ("MODEL",),
-        "counterpart": "IPARegionalPrompt",
+        "counterpart": "IPARegionalParams",
     },
     "IPAdapterPreciseStyleTransfer": _apply_family(
         _PRECISE_S, extra_options={"style_boost": {"to": "apply.style_boost"}},
@@ -280,15 +422,24 @@ PACK = {
         "required": ("ipadapter:IPADAPTER", "image:IMAGE", "weight:FLOAT"), "optional": ("mask:MASK", "clip_vision:CLIP_VISION"),
         "outputs": ("EMBEDS", "EMBEDS"), "nodes": {"encode": "IPAEncodeImagePrompt"},
         "options": {"ipadapter": {"to": "encode.ipadapter", "part": "adapter"}, "image": _IMAGE,
-                    "weight": {"to": "encode.reference_weights", "same": [1.0]}, "mask": {"to": "encode.mask"},
+                    "weight": {"to": "encode.reference_weights", "format": "text"}, "mask": {"to": "encode.mask"},
                     "clip_vision": _CLIP},
         "wires": {"encode.legacy": LEGACY}, "needs": [], "output_map": ["encode.0", {"uncond_of": "encode.0"}],
     },
     "IPAdapterCombineEmbeds": {"required": ("embed1:EMBEDS", "method:COMBO"),
                                "optional": ("embed2:EMBEDS", "embed3:EMBEDS", "embed4:EMBEDS", "embed5:EMBEDS"),
-                               "outputs": ("EMBEDS",), "counterpart": "IPACombineEmbeds"},
+                               "outputs": ("EMBEDS",), "nodes": {"combine": "IPACombineEmbeds"},
+                               "options": {"embed1": [{"to": "combine.embeds_1"},
+                                                      {"to": "combine.ipadapter", "upstream": "ipadapter"}],
+                                           "method": {"to": "combine.method"}, "embed2": {"to": "combine.embeds_2"},
+                                           "embed3": {"to": "combine.embeds_3"}, "embed4": {"to": "combine.embeds_4"},
+                                           "embed5": {"to": "combine.embeds_5"}},
+                               "wires": {}, "needs": [], "output_map": ["combine.0"]},
     "IPAdapterNoise": {"required": ("type:COMBO", "strength:FLOAT", "blur:INT"), "optional": ("image_optional:IMAGE",),
-                       "outputs": ("IMAGE",), "counterpart": "IPAImageNoise"},
+                       "outputs": ("IMAGE",), "nodes": {"noise": "IPANoise"},
+                       "options": {"type": {"to": "noise.type"}, "strength": {"to": "noise.strength"},
+                                   "blur": {"to": "noise.blur"}, "image_optional": {"to": "noise.image"}},
+                       "wires": {}, "needs": [], "output_map": ["noise.0"]},
     "PrepImageForClipVision": {
         "required": ("image:IMAGE", "interpolation:COMBO", "crop_position:COMBO", "sharpening:FLOAT"), "optional": (),
         "outputs": ("IMAGE",), "nodes": {},
@@ -297,38 +448,56 @@ PACK = {
             "interpolation": {"same": ["BICUBIC"], "unsupported": "Encode Image Prompt always resizes with PIL's "
                                                                   "bicubic filter (the official preprocessing)"},
             "crop_position": {"to": "consumers.crop", "values": {"center": "center", "pad": "pad", "top": None,
-                                                                 "bottom": None, "left": None, "right": None}},
+                                                                 "bottom": None, "left": None, "right": None},
+                              "approx": "Encode Image Prompt crops the image itself, with its own resize"},
             "sharpening": {"same": [0.0], "unsupported": "no sharpening before encoding here"},
         },
         "wires": {}, "needs": [], "output_map": ["in:image"],
     },
     "IPAdapterSaveEmbeds": {"required": ("embeds:EMBEDS", "filename_prefix:STRING"), "optional": (), "outputs": (),
-                            "counterpart": "IPASaveEmbeds"},
+                            "nodes": {"save": "IPASaveEmbeds"},
+                            "options": {"embeds": {"to": "save.embeds"}, "filename_prefix": {
+                                "to": "save.filename_prefix", "approx": "written as .safetensors (the pack wrote .ipadpt "
+                                                                        "pickles, which are never loaded here)"}},
+                            "wires": {}, "needs": [], "output_map": []},
     "IPAdapterLoadEmbeds": {"required": ("embeds:COMBO",), "optional": (), "outputs": ("EMBEDS",),
-                            "counterpart": "IPALoadEmbeds"},
+                            "nodes": {"load": "IPALoadEmbeds"},
+                            "options": {"embeds": {"to": "load.embeds_file", "approx": (
+                                "the pack's .ipadpt files are pickles, which this pack never loads (loading never runs "
+                                "code from a file): re-save the embeds with Save Image Prompt Embeds and pick that "
+                                ".safetensors file")}},
+                            "wires": {}, "needs": [], "output_map": ["load.0"]},
     "IPAdapterWeights": {
         "required": ("weights:STRING", "timing:COMBO", "frames:INT", "start_frame:INT", "end_frame:INT",
                      "add_starting_frames:INT", "add_ending_frames:INT", "method:COMBO"),
         "optional": ("image:IMAGE",), "outputs": ("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", "WEIGHTS_STRATEGY"),
-        "counterpart": "IPAFrameWeights",
+        "nodes": {"frames": "IPAFrameWeights"},  # the same inputs, the same six outputs
+        "options": {**{n: {"to": "frames." + n} for n in ("weights", "timing", "frames", "start_frame", "end_frame",
+                                                          "add_starting_frames", "add_ending_frames", "method", "image")},
+                    "timing": {"to": "frames.timing", "approx": {"random": "ours draws from its seed input (0), the pack "
+                                                                           "from an unseeded generator"}}},
+        "wires": {}, "needs": [], "output_map": [f"frames.{i}" for i in range(6)],
     },
     "IPAdapterCombineWeights": {"required": ("weights_1:FLOAT", "weights_2:FLOAT"), "optional": (),
-                                "outputs": ("FLOAT", "INT"), "counterpart": "IPAFrameWeights"},
+                                "outputs": ("FLOAT", "INT"), "counterpart": "IPACombineFrameWeights"},
     "IPAdapterWeightsFromStrategy": {
         "required": ("weights_strategy:WEIGHTS_STRATEGY",), "optional": ("image:IMAGE",),
-        "outputs": ("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", "WEIGHTS_STRATEGY"), "counterpart": "IPAFrameWeights",
+        "outputs": ("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", "WEIGHTS_STRATEGY"),
+        "nodes": {"frames": "IPAFrameWeightsFromStrategy"},
+        "options": {"weights_strategy": {"to": "frames.weights_strategy"}, "image": {"to": "frames.image"}},
+        "wires": {}, "needs": [], "output_map": [f"frames.{i}" for i in range(6)],
     },
     "IPAdapterPromptScheduleFromWeightsStrategy": {"required": ("weights_strategy:WEIGHTS_STRATEGY", "prompt:STRING"),
-                                                   "optional": (), "outputs": ("STRING",), "counterpart": "IPAFrameWeights"},
+                                                   "optional": (), "outputs": ("STRING",), "counterpart": "IPAPromptSchedule"},
     "IPAdapterRegionalConditioning": {
         "required": ("image:IMAGE", "image_weight:FLOAT", "prompt_weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT",
                      "end_at:FLOAT"),
         "optional": ("mask:MASK", "positive:CONDITIONING", "negative:CONDITIONING"),
-        "outputs": ("IPADAPTER_PARAMS", "CONDITIONING", "CONDITIONING"), "counterpart": "IPARegionalPrompt",
+        "outputs": ("IPADAPTER_PARAMS", "CONDITIONING", "CONDITIONING"), "counterpart": "IPARegionalParams",
     },
     "IPAdapterCombineParams": {
         "required": ("params_1:IPADAPTER_PARAMS", "params_2:IPADAPTER_PARAMS"),
         "optional": ("params_3:IPADAPTER_PARAMS", "params_4:IPADAPTER_PARAMS", "params_5:IPADAPTER_PARAMS"),
-        "outputs": ("IPADAPTER_PARAMS",), "counterpart": "IPARegionalPrompt",
+        "outputs": ("IPADAPTER_PARAMS",), "counterpart": "IPARegionalParams",
     },
 }

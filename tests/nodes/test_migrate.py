@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pack_workflows import api_of, pack_workflow
+from pack_workflows import CORE, _Graph, api_of, pack_workflow
+from workflow_api import CORE_SCHEMAS, ui_to_api
 from nodes import migrate, migrate_table as table
 from nodes.migrate import NotAWorkflow, convert, node_rect, validate_api, validate_ui
 
@@ -131,43 +132,49 @@ def test_advanced_becomes_encode_and_apply_with_each_option_mapped():
         assert option in text, option
 
 
-def test_unified_loader_becomes_loader_and_clip_vision_and_passes_the_model_through():
+def test_unified_loader_becomes_our_preset_loader():
     new, report = convert(pack_workflow("IPAdapter", {"weight": 0.5}))
-    ids = {n["type"]: n["id"] for n in new["nodes"] if n["type"] != "CLIPVisionLoader" or n["widgets_values"]}
+    ids = {n["type"]: n["id"] for n in new["nodes"]}
     assert "IPAdapterUnifiedLoader" not in _types(new)
-    assert _values(new, "IPALoadAdapter")["adapter_name"] == "ip-adapter_sd15.safetensors"
-    assert any(n.kind == "approximated" and "SDXL" in n.text for n in report.notes)
+    assert _values(new, "IPAUnifiedLoader")["preset"] == "STANDARD (medium strength)"
     links = {(l[1], l[3], l[5]) for l in new["links"]}
+    # the model still reaches Apply from where it came; the preset loader gets it to pick the SD1.5 / SDXL file
+    assert (ids["CheckpointLoaderSimple"], ids["IPAUnifiedLoader"], "MODEL") in links
     assert (ids["CheckpointLoaderSimple"], ids["IPAApplyAdapter"], "MODEL") in links
+    assert (ids["IPAUnifiedLoader"], ids["IPAEncodeImagePrompt"], "CLIP_VISION") in links
+    assert (ids["IPAUnifiedLoader"], ids["IPAApplyAdapter"], "IPA_ADAPTER") in links
+    _, report = convert(pack_workflow("IPAdapterUnifiedLoaderCommunity"))
+    assert any(n.kind == "approximated" and "SDXL" in n.text for n in report.notes)  # Composition: by file name
 
 
-@pytest.mark.parametrize("value, kind", [("ease in", "not supported yet"), ("linear", "mapped")])
-def test_a_pending_mapping_is_reported_as_not_supported_yet(value, kind):
-    _, report = convert(pack_workflow("IPAdapterAdvanced", {"weight_type": value}))
-    notes = [n for n in report.notes if n.text.startswith(f"weight_type")]
-    assert [n.kind for n in notes] == [kind]
-    if kind == "not supported yet":
-        assert "IPAApplyAdapter.weight_type" in notes[0].text and "issue 10" in notes[0].text
+@pytest.mark.parametrize("value", ["ease in", "strong style transfer", "composition precise"])
+def test_weight_types_and_scalings_map_by_name(value):
+    new, report = convert(pack_workflow("IPAdapterAdvanced", {"weight_type": value, "embeds_scaling": "K+V w/ C penalty"}))
+    apply = _values(new, "IPAApplyAdapter")
+    assert (apply["weight_type"], apply["embeds_scaling"]) == (value, "K+V w/ C penalty")
+    assert not report.of("not supported yet") and not report.of("not supported")
 
 
-def test_a_pending_input_switches_on_with_its_line_in_ours(monkeypatch):
-    """When the weight-types branch lands, listing its input in OURS is all the converter needs."""
+def test_a_missing_input_of_ours_is_reported_as_not_supported_yet(monkeypatch):
+    """The table's switch: an input absent from OURS is reported (and our default used), never dropped."""
     apply = copy.deepcopy(table.OURS["IPAApplyAdapter"])
-    apply["optional"] = apply["optional"][:-1] + ("weight_type:COMBO", apply["optional"][-1])
-    apply["defaults"]["weight_type"] = "linear"
+    apply["optional"] = tuple(s for s in apply["optional"] if not s.startswith("weight_type:"))
+    del apply["defaults"]["weight_type"]
     monkeypatch.setitem(table.OURS, "IPAApplyAdapter", apply)
-    monkeypatch.delitem(table.PENDING, "IPAApplyAdapter.weight_type")
     new, report = convert(pack_workflow("IPAdapterAdvanced", {"weight_type": "ease in"}))
-    assert _values(new, "IPAApplyAdapter")["weight_type"] == "ease in"
-    assert not report.of("not supported yet")
+    notes = [n for n in report.notes if n.text.startswith("weight_type")]
+    assert [n.kind for n in notes] == ["not supported yet"] and "IPAApplyAdapter.weight_type" in notes[0].text
+    _, report = convert(pack_workflow("IPAdapterAdvanced", {"weight_type": "linear"}))
+    assert [n.kind for n in report.notes if n.text.startswith("weight_type")] == ["mapped"]  # our default does it
 
 
-def test_pending_nodes_are_kept_with_what_feeds_them_through_the_packs_types():
-    new, report = convert(pack_workflow("IPAdapterFaceID", connect_optional=True))
-    # FaceID has no counterpart yet: kept, and the loaders that feed it IPADAPTER / INSIGHTFACE stay with it
-    assert {"IPAdapterFaceID", "IPAdapterModelLoader", "IPAdapterInsightFaceLoader"} <= set(_types(new))
+def test_nodes_without_counterpart_are_kept_with_what_feeds_them_through_the_packs_types():
+    new, report = convert(pack_workflow("IPAdapterFromParams", connect_optional=True))
+    # regional params have no counterpart: kept, and the loader / region nodes that feed it the pack's types stay
+    assert {"IPAdapterFromParams", "IPAdapterModelLoader", "IPAdapterRegionalConditioning"} <= set(_types(new))
     assert validate_ui(new) == []
     assert any("joined by the pack's own types" in n.text for n in report.of("kept"))
+    assert any("Image Prompt Region" in n.text for n in report.of("not supported yet"))
 
 
 def test_embeds_chain_keeps_uncond_with_the_embeds():
@@ -208,6 +215,266 @@ def test_prep_image_passes_through_and_sets_crop_on_the_encode_it_feeds():
     assert any("LANCZOS" in n.text for n in report.of("not supported"))
     ids = {n["type"]: n["id"] for n in new["nodes"]}
     assert any(l[1] == ids["LoadImage"] and l[3] == ids["IPAEncodeImagePrompt"] for l in new["links"])
+
+
+# ------------------------------------------------------------------------------------------ against our real nodes
+
+# pack nodes whose counterparts landed after the converter was written (issue 14 item 3)
+NEWLY_MAPPED = ("IPAdapterStyleComposition", "IPAdapterStyleCompositionBatch", "IPAdapterPreciseStyleTransfer",
+                "IPAdapterPreciseStyleTransferBatch", "IPAdapterPreciseComposition", "IPAdapterPreciseCompositionBatch",
+                "IPAdapterFaceID", "IPAAdapterFaceIDBatch", "IPAdapterUnifiedLoaderFaceID", "IPAdapterInsightFaceLoader",
+                "IPAdapterUnifiedLoader", "IPAdapterEncoder", "IPAdapterCombineEmbeds", "IPAdapterSaveEmbeds",
+                "IPAdapterLoadEmbeds", "IPAdapterNoise", "IPAdapterTiled",
+                "IPAdapterClipVisionEnhancer", "IPAdapterClipVisionEnhancerBatch", "IPAdapterBatch",
+                "IPAdapterEmbedsBatch", "IPAdapterWeights", "IPAdapterWeightsFromStrategy", "IPAdapterMS")
+STILL_MISSING = {"IPAdapterFaceIDKolors", "IPAdapterFromParams", "IPAdapterRegionalConditioning",
+                 "IPAdapterCombineParams", "IPAdapterCombineWeights", "IPAdapterPromptScheduleFromWeightsStrategy",
+                 "IPAdapterTiledBatch"}
+
+
+def test_what_converts_and_what_does_not():
+    assert set(NEWLY_MAPPED) <= set(SUPPORTED)
+    assert set(PENDING_NODES) == STILL_MISSING
+    for node_type in STILL_MISSING:  # each with its reason
+        status = migrate.entry_status(table.PACK[node_type])
+        assert status.startswith("not supported yet: ") and "needs" not in status, (node_type, status)
+
+
+def _schema(node_type):
+    from nodes.registry import NODE_CLASS_MAPPINGS
+
+    if node_type in NODE_CLASS_MAPPINGS:
+        return NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
+    return CORE_SCHEMAS[node_type]
+
+
+def _check_inputs(where, node_type, inputs, out_type):
+    """inputs of one of our nodes (API form) against its real INPUT_TYPES; out_type(ref) -> the linked output's type."""
+    schema = _schema(node_type)
+    allowed = {**schema.get("required", {}), **schema.get("optional", {})}
+    assert set(inputs) <= set(allowed), (where, node_type, inputs)
+    assert not set(schema.get("required", {})) - set(inputs), (where, node_type, "misses required inputs")
+    for name, value in inputs.items():
+        spec = allowed[name]
+        if isinstance(value, list):
+            assert out_type(value) == spec[0], (where, node_type, name)
+        elif isinstance(spec[0], (list, tuple)):
+            assert not spec[0] or value in spec[0], (where, node_type, name, value)  # file lists are empty here
+        elif spec[0] in ("FLOAT", "INT"):
+            assert not spec[1].get("forceInput"), (where, node_type, name)
+            assert isinstance(value, (int, float)) and spec[1].get("min", -1e18) <= value <= spec[1].get("max", 1e18), (
+                where, node_type, name, value)
+        elif spec[0] == "STRING":
+            assert isinstance(value, str), (where, node_type, name, value)
+        elif spec[0] == "BOOLEAN":
+            assert isinstance(value, bool), (where, node_type, name, value)
+
+
+def fits_our_nodes(new_ui, new_api):
+    """Every node of ours (and the host's CLIPVisionLoader) in both converted formats fits its real schema."""
+    from nodes.registry import NODE_CLASS_MAPPINGS
+
+    ours = set(NODE_CLASS_MAPPINGS) | {"CLIPVisionLoader"}
+    by_id = {str(n["id"]): n for n in new_ui["nodes"]}
+    sub = {**new_ui, "nodes": [n for n in new_ui["nodes"] if n["type"] in ours]}
+    for nid, entry in ui_to_api(sub, _schema).items():
+        _check_inputs(f"ui node {nid}", entry["class_type"], entry["inputs"],
+                      lambda ref: by_id[str(ref[0])]["outputs"][ref[1]]["type"])
+
+    def api_type(ref):
+        t = new_api[str(ref[0])]["class_type"]
+        outs = table.OURS[t]["outputs"] if t in table.OURS else CORE[t][1] if t in CORE else table.PACK[t]["outputs"]
+        return outs[ref[1]]
+
+    for nid, entry in new_api.items():
+        if entry["class_type"] in ours:
+            _check_inputs(f"api node {nid}", entry["class_type"], entry["inputs"], api_type)
+    return True
+
+
+@pytest.mark.parametrize("node_type", SUPPORTED)
+@pytest.mark.parametrize("optional", [False, True])
+def test_converted_nodes_fit_our_real_inputs_in_both_formats(host, node_type, optional):
+    wf = pack_workflow(node_type, connect_optional=optional)
+    new, report = convert(wf)
+    new_api, api_report = convert(api_of(wf))
+    assert fits_our_nodes(new, new_api)
+    assert not report.of("problem") and not api_report.of("problem"), report.text()
+    for t in ("IPAApplyAdapter", "IPAEncodeImagePrompt", "IPAEncodeFace"):  # the same values in both formats
+        ui_values = sorted(json.dumps(v, sort_keys=True) for e in api_of(new).values() if e["class_type"] == t
+                           for v in [{k: x for k, x in e["inputs"].items() if not isinstance(x, list)}])
+        api_values = sorted(json.dumps(v, sort_keys=True) for e in new_api.values() if e["class_type"] == t
+                            for v in [{k: x for k, x in e["inputs"].items() if not isinstance(x, list)}])
+        assert ui_values == api_values, t
+
+
+def _both(wf):
+    """Convert in UI and API format; the one node of `node_type` in each, by its values."""
+    new, report = convert(wf)
+    new_api, api_report = convert(api_of(wf))
+    assert not report.of("problem") and not api_report.of("problem"), report.text() + api_report.text()
+    return new, report, new_api
+
+
+def _api_node(api, node_type):
+    (entry,) = [e for e in api.values() if e["class_type"] == node_type]
+    return entry["inputs"]
+
+
+def test_style_and_composition(host):
+    new, report, api = _both(pack_workflow("IPAdapterStyleComposition", {
+        "weight_style": 0.8, "weight_composition": 0.6, "expand_style": True, "combine_embeds": "average"}))
+    apply = _values(new, "IPAApplyAdapter")
+    assert (apply["weight_type"], apply["weight"], apply["weight_composition"], apply["expand_style"]) == (
+        "style and composition", 0.8, 0.6, True)
+    ids = {n["id"] for n in new["nodes"] if n["type"] == "IPAEncodeImagePrompt"}
+    apply_node = _node(new, "IPAApplyAdapter")
+    slot = next(i for i, inp in enumerate(apply_node["inputs"]) if inp["name"] == "composition_embeds")
+    link = next(l for l in new["links"] if l[0] == apply_node["inputs"][slot]["link"])
+    assert link[1] in ids and link[5] == "IPA_EMBEDS"
+    assert [n["widgets_values"][1] for n in new["nodes"] if n["type"] == "IPAEncodeImagePrompt"] == ["average"] * 2
+    a = _api_node(api, "IPAApplyAdapter")
+    assert (a["weight_type"], a["weight_composition"], a["expand_style"]) == ("style and composition", 0.6, True)
+    assert api[a["composition_embeds"][0]]["class_type"] == "IPAEncodeImagePrompt"
+    _, _, api = _both(pack_workflow("IPAdapterStyleCompositionBatch"))
+    assert {e["inputs"]["combine"] for e in api.values() if e["class_type"] == "IPAEncodeImagePrompt"} == {"batch"}
+
+
+@pytest.mark.parametrize("node_type, weight_type, boost", [
+    ("IPAdapterPreciseStyleTransfer", "style transfer precise", "style_boost"),
+    ("IPAdapterPreciseComposition", "composition precise", "composition_boost")])
+def test_precise_style_and_composition(host, node_type, weight_type, boost):
+    new, _, api = _both(pack_workflow(node_type, {boost: 2.5}))
+    for values in (_values(new, "IPAApplyAdapter"), _api_node(api, "IPAApplyAdapter")):
+        assert (values["weight_type"], values[boost]) == (weight_type, 2.5)
+    _, _, api = _both(pack_workflow(node_type + "Batch", {boost: 2.5}))
+    assert _api_node(api, "IPAEncodeImagePrompt")["combine"] == "batch"
+
+
+def _faceid_with_unified_loader(preset, lora_strength, provider, batch=False):
+    g = _Graph()
+    uni = g.b.node("IPAdapterUnifiedLoaderFaceID", {"preset": preset, "lora_strength": lora_strength, "provider": provider})
+    g.b.link(g.ids["CheckpointLoaderSimple"], 0, uni, "model")
+    face = g.add("IPAAdapterFaceIDBatch" if batch else "IPAdapterFaceID", {"weight_faceidv2": 1.5}, skip=("ipadapter",))
+    g.b.link(uni, 1, face, "ipadapter")
+    g.b.link(uni, 0, face, "model")
+    g.b.link(face, 0, g.ids["KSampler"], "model")
+    return g.b.wf
+
+
+def test_faceid_with_the_unified_faceid_loader(host):
+    wf = _faceid_with_unified_loader("FACEID PLUS - SD1.5 only", 0.6, "CUDA")
+    new, report, api = _both(wf)
+    assert fits_our_nodes(new, api)
+    for face, apply, load in ((_values(new, "IPAEncodeFace"), _values(new, "IPAApplyAdapter"), _values(new, "IPALoadAdapter")),
+                              (_api_node(api, "IPAEncodeFace"), _api_node(api, "IPAApplyAdapter"), _api_node(api, "IPALoadAdapter"))):
+        assert (face["provider"], face["plus_version"]) == ("CUDA", "v1")
+        assert (apply["faceid_lora_strength"], apply["weight_faceidv2"]) == (0.6, 1.5)  # the loader's LoRA, here
+        assert load["adapter_name"] == "ip-adapter-faceid-plus_sd15.bin"
+    # the face encoder gets the adapter and the clip vision of the loader; Apply the model through the loader
+    face_in = _api_node(api, "IPAEncodeFace")
+    assert api[face_in["ipadapter"][0]]["class_type"] == "IPALoadAdapter"
+    assert api[face_in["clip_vision"][0]]["class_type"] == "CLIPVisionLoader"
+    assert "IPAdapterUnifiedLoaderFaceID" not in _types(new)
+    _, _, api = _both(_faceid_with_unified_loader("FACEID PLUS V2", 1.0, "CPU", batch=True))
+    assert (_api_node(api, "IPAEncodeFace")["combine"], _api_node(api, "IPAEncodeFace")["plus_version"]) == ("batch", "v2 (shortcut)")
+
+
+def test_faceid_with_the_model_loader_applies_no_lora_and_takes_insightface_settings(host):
+    wf = pack_workflow("IPAdapterFaceID", connect_optional=True)
+    loader = _node(wf, "IPAdapterInsightFaceLoader")
+    loader["widgets_values"] = ["CUDA", "antelopev2"]
+    new, report, api = _both(wf)
+    for face, apply in ((_values(new, "IPAEncodeFace"), _values(new, "IPAApplyAdapter")),
+                        (_api_node(api, "IPAEncodeFace"), _api_node(api, "IPAApplyAdapter"))):
+        assert (face["provider"], face["insightface_model"]) == ("CUDA", "antelopev2")
+        assert apply["faceid_lora_strength"] == 0.0  # the pack applied none here: a LoRA loader node does, kept
+    assert any("applied twice" in n.text for n in report.notes)
+    assert {"IPAdapterFaceID", "IPAdapterInsightFaceLoader"}.isdisjoint(_types(new))
+    assert any("negative image" in n.text for n in report.of("not supported"))  # image_negative is connected
+    # the pack tells Plus v2 from v1 by the file name; ours is told on Encode Face
+    for name, version in (("ip-adapter-faceid-plusv2_sd15.bin", "v2 (shortcut)"), ("ip-adapter-faceid-plus_sd15.bin", "v1")):
+        _node(wf, "IPAdapterModelLoader")["widgets_values"] = [name]
+        _, _, api = _both(wf)
+        assert _api_node(api, "IPAEncodeFace")["plus_version"] == version
+
+
+def test_encoder_weight_and_mask(host):
+    wf = pack_workflow("IPAdapterEncoder", {"weight": 0.5}, connect_optional=True)
+    new, report, api = _both(wf)
+    assert _values(new, "IPAEncodeImagePrompt")["reference_weights"] == "0.5"
+    enc = _api_node(api, "IPAEncodeImagePrompt")
+    assert enc["reference_weights"] == "0.5" and api[enc["mask"][0]]["class_type"] == "LoadImageMask"
+
+
+def test_combine_embeds_takes_the_adapter_its_embeds_were_made_with(host):
+    wf = pack_workflow("IPAdapterCombineEmbeds", {"method": "subtract"})
+    new, report, api = _both(wf)
+    comb = _api_node(api, "IPACombineEmbeds")
+    enc = _api_node(api, "IPAEncodeImagePrompt")
+    assert comb["method"] == "subtract" and comb["ipadapter"] == enc["ipadapter"]
+    assert api[comb["embeds_1"][0]]["class_type"] == "IPAEncodeImagePrompt"
+
+
+@pytest.mark.parametrize("node_type, tiles", [("IPAdapterTiled", "tiled"),
+                                              ("IPAdapterClipVisionEnhancer", "enhance"),
+                                              ("IPAdapterClipVisionEnhancerBatch", "enhance")])
+def test_tiles(host, node_type, tiles):
+    widgets = {"enhance_tiles": 3, "enhance_ratio": 0.5} if tiles == "enhance" else {"sharpening": 0.3}
+    new, report, api = _both(pack_workflow(node_type, widgets))
+    enc = _api_node(api, "IPAEncodeImagePrompt")
+    assert enc["tiles"] == tiles and enc["combine"] == ("batch" if node_type.endswith("Batch") else "concat")
+    if tiles == "enhance":
+        assert (enc["enhance_tiles"], enc["enhance_ratio"]) == (3, 0.5)
+    else:
+        assert any("sharpening (0.3)" in n.text for n in report.of("not supported"))
+
+
+def test_frame_weights_feed_the_batch_node_per_frame(host):
+    g = _Graph()
+    w = g.add("IPAdapterWeights", {"weights": "1.0, 0.2", "timing": "ease_in", "frames": 8, "method": "full batch"})
+    batch = g.add("IPAdapterBatch")
+    node = g.b.get(batch)
+    node["inputs"].append({"name": "weight", "type": "FLOAT", "widget": {"name": "weight"}, "link": None})
+    g.b.link(w, 0, batch, "weight")
+    g.b.link(batch, 0, g.ids["KSampler"], "model")
+    new, report, api = _both(g.b.wf)
+    assert fits_our_nodes(new, api)
+    apply, frames = _api_node(api, "IPAApplyAdapter"), _api_node(api, "IPAFrameWeights")
+    assert api[apply["frame_weights"][0]]["class_type"] == "IPAFrameWeights" and apply["frame_weights"][1] == 0
+    assert (frames["weights"], frames["timing"], frames["frames"]) == ("1.0, 0.2", "ease_in", 8)
+    assert _api_node(api, "IPAEncodeImagePrompt")["combine"] == "batch"
+    _, _, api = _both(pack_workflow("IPAdapterWeightsFromStrategy"))
+    s = _api_node(api, "IPAFrameWeightsFromStrategy")["weights_strategy"]
+    assert api[s[0]]["class_type"] == "IPAFrameWeights" and s[1] == 5
+
+
+def test_ms_layer_weights_become_transformer_indexes_that_our_parser_reads(host):
+    from ip_core import layers as ip_layers
+    from nodes import layer_weights
+
+    new, report, api = _both(pack_workflow("IPAdapterMS", {"layer_weights": "0:1.0, 6:0.5\n9:2"}))
+    custom = _api_node(api, "IPAApplyAdapter")["layer_weights_custom"]
+    assert custom == _values(new, "IPAApplyAdapter")["layer_weights_custom"] == "t0:1.0, t6:0.5, t9:2"
+    specs = ip_layers.layer_specs("sd15")
+    weights = layer_weights.layer_weights(specs, custom=custom)  # never refused as ambiguous
+    assert sorted(set(weights)) == [0.0, 0.5, 1.0, 2.0]
+    assert migrate.pack_layer_weights("output.1=1") == ("output.1=1", migrate.pack_layer_weights("output.1=1")[1])
+    assert migrate.pack_layer_weights("output.1=1")[1]  # not the pack's form: passed as is, reported
+
+
+def test_noise_save_and_load_embeds(host):
+    _, report, api = _both(pack_workflow("IPAdapterNoise", {"type": "shuffle", "strength": 0.4, "blur": 3},
+                                         connect_optional=True))
+    noise = _api_node(api, "IPANoise")
+    assert (noise["type"], noise["strength"], noise["blur"], noise["seed_override"]) == ("shuffle", 0.4, 3, -1)
+    assert api[noise["image"][0]]["class_type"] == "LoadImage"
+    _, report, api = _both(pack_workflow("IPAdapterSaveEmbeds", {"filename_prefix": "mine"}))
+    assert _api_node(api, "IPASaveEmbeds")["filename_prefix"] == "mine"
+    assert any(".safetensors" in n.text for n in report.of("approximated"))
+    _, report, api = _both(pack_workflow("IPAdapterLoadEmbeds"))
+    assert _api_node(api, "IPALoadEmbeds")["embeds_file"] == "x.ipadpt"
+    assert any("re-save" in n.text for n in report.of("approximated"))
 
 
 # ------------------------------------------------------------------------------------------ properties
