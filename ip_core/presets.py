@@ -3,7 +3,9 @@
 A preset names a released adapter per base model (the widely used pack's preset labels, so its workflows
 keep their meaning). Files are first looked up by their released names; a file renamed by the user is
 found by what its weights are (variant, tokens, encoder), read from the safetensors header without loading
-the weights. Host-neutral: callers pass the file names and a way to turn a name into a path.
+the weights. FaceID presets' adapters take an InsightFace embedding; like the pack, they also return the
+ViT-H CLIP vision model (FaceID Plus / PlusV2 need it). Host-neutral: callers pass the file names and a way
+to turn a name into a path.
 """
 from __future__ import annotations
 
@@ -17,11 +19,12 @@ import torch
 
 from .checkpoint import _split_prefixed, load_adapter_state_dict, sniff_format
 from .config import AdapterConfig, detect_config
-from .encoder_table import PENULTIMATE, encoder_file_for, encoder_name_for
+from .encoder_table import ENCODERS, FACE_ENCODER, PENULTIMATE, encoder_file_for, encoder_name_for
 from .errors import AdapterMismatchError, IPAdapterError
 from .layers import BASE_MODEL_NAMES
 
-_H, _G = "ViT-H/14", "ViT-bigG/14"
+_H, _G, _FACE = "ViT-H/14", "ViT-bigG/14", FACE_ENCODER[0]
+_H_HIDDEN = next(e.dims.width for e in ENCODERS if e.name == _H)  # FaceID Plus's CLIP input width
 # Released files are .safetensors or .bin; other extensions are not looked up by name.
 NAME_EXTENSIONS = (".safetensors", ".bin")
 
@@ -33,13 +36,15 @@ class Layout:
     variant: str
     num_tokens: int
     encoder_name: str
+    clip_width: int = 0  # FaceID Plus: the CLIP hidden states' width it also takes (0: none)
 
     def fits(self, config: AdapterConfig, family: str) -> bool:
-        return (config.base_model, config.variant, config.num_tokens, config.encoder_name) == (
-            family, self.variant, self.num_tokens, self.encoder_name)
+        return (config.base_model, config.variant, config.num_tokens, config.encoder_name, config.clip_width) == (
+            family, self.variant, self.num_tokens, self.encoder_name, self.clip_width)
 
     def describe(self, family: str) -> str:
-        return f"{BASE_MODEL_NAMES.get(family, family)} {self.variant}, {self.num_tokens} tokens, {self.encoder_name}"
+        clip = f" + {encoder_name_for(PENULTIMATE, self.clip_width)} CLIP" if self.clip_width else ""
+        return f"{BASE_MODEL_NAMES.get(family, family)} {self.variant}, {self.num_tokens} tokens, {self.encoder_name}{clip}"
 
 
 @dataclass(frozen=True)
@@ -54,19 +59,29 @@ class Release:
 class Preset:
     name: str  # the widget value (the widely used pack's label)
     releases: dict  # base model ("sd15" / "sdxl") -> Release
+    clip_vision: Optional[str] = None  # FaceID: the CLIP vision model returned (None: the adapters' own encoder)
+    plus_v2: Optional[bool] = None  # FaceID Plus files: PlusV2 (True) or Plus (False); one layout, so the user says
 
     @property
-    def encoder_name(self) -> str:
+    def clip_vision_name(self) -> str:
+        """The CLIP vision model the preset loads."""
+        if self.clip_vision is not None:
+            return self.clip_vision
         encoders = {r.layout.encoder_name for r in self.releases.values()}
         assert len(encoders) == 1, self.name
         return encoders.pop()
 
 
-def _r(names, variant, tokens, encoder=_H):
-    return Release(tuple(names) if isinstance(names, tuple) else (names,), Layout(variant, tokens, encoder))
+def _r(names, variant, tokens, encoder=_H, clip_width=0):
+    return Release(tuple(names) if isinstance(names, tuple) else (names,), Layout(variant, tokens, encoder, clip_width))
 
 
-# One line per preset. The LIGHT v11 release replaced an older file: both names are looked up, v11 first.
+def _face(names, variant, tokens):
+    return _r(names, variant, tokens, _FACE, _H_HIDDEN if variant == "faceid-plus" else 0)
+
+
+# One line per preset; FaceID ones last (the pack has them on a second loader node). The LIGHT v11 and the
+# portrait v11 releases replaced older files: both names are looked up, v11 first.
 PRESETS = (
     Preset("LIGHT - SD1.5 only (low strength)", {"sd15": _r(("ip-adapter_sd15_light_v11", "ip-adapter_sd15_light"), "base", 4)}),
     Preset("STANDARD (medium strength)", {"sd15": _r("ip-adapter_sd15", "base", 4), "sdxl": _r("ip-adapter_sdxl_vit-h", "base", 4)}),
@@ -74,6 +89,11 @@ PRESETS = (
     Preset("PLUS (high strength)", {"sd15": _r("ip-adapter-plus_sd15", "plus", 16), "sdxl": _r("ip-adapter-plus_sdxl_vit-h", "plus", 16)}),
     Preset("PLUS FACE (portraits)", {"sd15": _r("ip-adapter-plus-face_sd15", "plus", 16), "sdxl": _r("ip-adapter-plus-face_sdxl_vit-h", "plus", 16)}),
     Preset("FULL FACE - SD1.5 only (portraits stronger)", {"sd15": _r("ip-adapter-full-face_sd15", "full-face", 257)}),
+    Preset("FACEID", {"sd15": _face("ip-adapter-faceid_sd15", "faceid", 4), "sdxl": _face("ip-adapter-faceid_sdxl", "faceid", 4)}, _H),
+    Preset("FACEID PLUS - SD1.5 only", {"sd15": _face("ip-adapter-faceid-plus_sd15", "faceid-plus", 4)}, _H, plus_v2=False),
+    Preset("FACEID PLUS V2", {"sd15": _face("ip-adapter-faceid-plusv2_sd15", "faceid-plus", 4), "sdxl": _face("ip-adapter-faceid-plusv2_sdxl", "faceid-plus", 4)}, _H, plus_v2=True),
+    Preset("FACEID PORTRAIT (style transfer)", {"sd15": _face(("ip-adapter-faceid-portrait-v11_sd15", "ip-adapter-faceid-portrait_sd15"), "faceid-portrait", 16), "sdxl": _face("ip-adapter-faceid-portrait_sdxl", "faceid-portrait", 16)}, _H),
+    Preset("FACEID PORTRAIT UNNORM - SDXL only (strong)", {"sdxl": _face("ip-adapter-faceid-portrait_sdxl_unnorm", "faceid-portrait-unnorm", 16)}, _H),
 )
 PRESET_NAMES = tuple(p.name for p in PRESETS)
 _BY_NAME = {p.name: p for p in PRESETS}

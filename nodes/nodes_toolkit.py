@@ -17,6 +17,7 @@ from ..ip_core.presets import PRESET_NAMES, adapter_config_of_file, choose_adapt
 from ..ip_core.presets import preset as find_preset
 from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require
 from .nodes_apply import IPAApplyAdapter, _model_family
+from .nodes_faceid import PLUS_VERSIONS
 
 EMBEDS_EXTENSIONS = (".safetensors", ".ipadpt")  # .ipadpt (the other pack's pickles) are listed to be refused clearly
 
@@ -25,13 +26,17 @@ class IPAUnifiedLoader:
     DESCRIPTION = (
         "Loads the IP-Adapter and the CLIP vision model a preset needs for the connected model (SD1.5 or SDXL). "
         "Files are found by their released names (as the widely used pack's loader finds them), else by their "
-        "contents, so renamed files work. The choices are shown on the node."
+        "contents, so renamed files work. The choices are shown on the node. FaceID presets (last in the list) "
+        "also return the ViT-H CLIP vision model, as the pack does: connect the adapter to Encode Face (InsightFace), "
+        "and clip_vision too for FACEID PLUS / PLUS V2. Their two files share one layout: on Encode Face set "
+        "plus_version to v2 for FACEID PLUS V2 and to v1 for FACEID PLUS. Apply IPAdapter applies the LoRA "
+        "stored in the adapter file (no LoRA file needed)."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL", "IPA_ADAPTER", "CLIP_VISION")
     RETURN_NAMES = ("model", "ipadapter", "clip_vision")
     OUTPUT_TOOLTIPS = ("The input model, unchanged (connect it to Apply IPAdapter).", "The preset's adapter.",
-                       "The CLIP vision model the adapter needs.")
+                       "The CLIP vision model the adapter needs (FaceID presets: ViT-H/14, used by FaceID Plus / PlusV2 on Encode Face).")
     FUNCTION = "load"
 
     @classmethod
@@ -39,7 +44,7 @@ class IPAUnifiedLoader:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "The SD1.5 or SDXL model: it decides which release of the preset is loaded."}),
-                "preset": (list(PRESET_NAMES), {"default": PRESET_NAMES[1], "tooltip": "Which released adapter: LIGHT (weak), STANDARD, VIT-G (bigG encoder), PLUS (16 tokens, strong), PLUS FACE / FULL FACE (portraits)."}),
+                "preset": (list(PRESET_NAMES), {"default": PRESET_NAMES[1], "tooltip": "Which released adapter: LIGHT (weak), STANDARD, VIT-G (bigG encoder), PLUS (16 tokens, strong), PLUS FACE / FULL FACE (portraits); FACEID ones (InsightFace face identity; PLUS V2 needs plus_version v2 on Encode Face, PLUS v1)."}),
             }
         }
 
@@ -60,12 +65,14 @@ class IPAUnifiedLoader:
                 f"{choice.name} is named as preset '{p.name}' but holds {adapter.config.description}, not a "
                 f"{layout.describe(family)} adapter; replace the file, or load it with Load IPAdapter.")
         cv_names, cv_folders = host.model_files(host.CLIP_VISION_FOLDER)
-        cv_choice = choose_encoder(layout.encoder_name, cv_names,
+        cv_choice = choose_encoder(p.clip_vision_name, cv_names,
                                    lambda n: vision_encoder_of_file(host.model_path(host.CLIP_VISION_FOLDER, n)), cv_folders)
         clip_vision = host.load_clip_vision(host.model_path(host.CLIP_VISION_FOLDER, cv_choice.name))
         loaded = LoadedAdapter(adapter, os.path.basename(path))
         text = (f"{p.name}: adapter {choice.name} ({choice.how}): {adapter.config.description}; "
                 f"CLIP vision {cv_choice.name} ({cv_choice.how})")
+        if p.plus_v2 is not None:  # one file layout for both: only the user's setting tells them apart
+            text += f"; on Encode Face set plus_version to {PLUS_VERSIONS[0] if p.plus_v2 else PLUS_VERSIONS[1]}"
         return {"ui": {"text": [text]}, "result": (model, loaded, clip_vision)}
 
 

@@ -41,6 +41,9 @@ RELEASED_ADAPTERS = [
     "ip-adapter-plus_sd15.safetensors", "ip-adapter-plus-face_sd15.safetensors", "ip-adapter-full-face_sd15.safetensors",
     "ip-adapter_sdxl_vit-h.safetensors", "ip-adapter-plus_sdxl_vit-h.safetensors",
     "ip-adapter-plus-face_sdxl_vit-h.safetensors", "ip-adapter_sdxl.safetensors",
+    "ip-adapter-faceid_sd15.bin", "ip-adapter-faceid_sdxl.bin", "ip-adapter-faceid-plus_sd15.bin",
+    "ip-adapter-faceid-plusv2_sd15.bin", "ip-adapter-faceid-plusv2_sdxl.bin", "ip-adapter-faceid-portrait-v11_sd15.bin",
+    "ip-adapter-faceid-portrait_sd15.bin", "ip-adapter-faceid-portrait_sdxl.bin", "ip-adapter-faceid-portrait_sdxl_unnorm.bin",
 ]
 RELEASED_ENCODERS = ["CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"]
 FOLDERS = {
@@ -51,6 +54,9 @@ FOLDERS = {
                      "sdxl/ip-adapter_sdxl.safetensors", "sdxl/ip-adapter-plus_sdxl_vit-h.bin"],
                     ["bigG/CLIP-ViT-bigG-14-laion2B-39B-b160k.bin", "h/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"]),
     "only plus face": (["ip-adapter-plus-face_sd15.safetensors", "ip-adapter-plus-face_sdxl_vit-h.safetensors"], []),
+    "faceid: old portrait, plusv2 only, sub folders": (
+        ["faceid/ip-adapter-faceid-portrait_sd15.bin", "faceid/ip-adapter-faceid-plusv2_sd15.safetensors",
+         "xl/ip-adapter-faceid-portrait_sdxl_unnorm.bin", "xl/ip-adapter-faceid_sdxl.safetensors"], RELEASED_ENCODERS),
 }
 
 
@@ -90,7 +96,7 @@ def presets(out_dir):
             theirs = utils.get_clipvision_file(name)
             theirs = theirs and theirs[len("clip_vision/"):]
             try:
-                mine = choose_encoder(preset(name).encoder_name, sorted(encoders), lambda n: None).name
+                mine = choose_encoder(preset(name).clip_vision_name, sorted(encoders), lambda n: None).name
             except IPAdapterError:
                 mine = None
             cases += 1

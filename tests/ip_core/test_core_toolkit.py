@@ -21,8 +21,18 @@ CONFIGS = {
     "base15": make_config("base", SD15, 768, 1024), "plus15": make_config("plus", SD15, 768, 1280),
     "full15": make_config("full-face", SD15, 768, 1280), "vitg15": make_config("base", SD15, 768, 1280),
     "basexl": make_config("base", SDXL, 2048, 1024),
+    # FaceID (configs only, nothing allocated): the released layouts' variants, tokens, LoRA and CLIP widths
+    "faceid15": make_config("faceid", SD15, 768, 512, lora_rank=128),
+    "faceidxl": make_config("faceid", SDXL, 2048, 512, lora_rank=128),
+    "fplus15": make_config("faceid-plus", SD15, 768, 512, lora_rank=128, clip_width=1280),
+    "fplusxl": make_config("faceid-plus", SDXL, 2048, 512, lora_rank=128, clip_width=1280),
+    "fplus15_vitl": make_config("faceid-plus", SD15, 768, 512, lora_rank=128, clip_width=1024),
+    "portrait15": make_config("faceid-portrait", SD15, 768, 512),
+    "portraitxl": make_config("faceid-portrait", SDXL, 2048, 512),
+    "unnormxl": make_config("faceid-portrait-unnorm", SDXL, 2048, 512),
 }
 STANDARD, PLUS, LIGHT, VITG = PRESET_NAMES[1], PRESET_NAMES[3], PRESET_NAMES[0], PRESET_NAMES[2]
+FACEID, FPLUS, FPLUSV2, PORTRAIT, UNNORM = PRESET_NAMES[6:]
 
 
 def no_contents(name):
@@ -31,8 +41,12 @@ def no_contents(name):
 
 def test_preset_table_has_the_packs_labels_and_one_encoder_each():
     assert PRESET_NAMES == ("LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)", "VIT-G (medium strength)",
-                            "PLUS (high strength)", "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)")
-    assert [p.encoder_name for p in PRESETS] == ["ViT-H/14", "ViT-H/14", "ViT-bigG/14", "ViT-H/14", "ViT-H/14", "ViT-H/14"]
+                            "PLUS (high strength)", "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)",
+                            "FACEID", "FACEID PLUS - SD1.5 only", "FACEID PLUS V2", "FACEID PORTRAIT (style transfer)",
+                            "FACEID PORTRAIT UNNORM - SDXL only (strong)")
+    # FaceID adapters take InsightFace; like the pack's loader, every FaceID preset returns ViT-H (Plus uses it)
+    assert [p.clip_vision_name for p in PRESETS] == ["ViT-H/14", "ViT-H/14", "ViT-bigG/14"] + ["ViT-H/14"] * 8
+    assert [p.plus_v2 for p in PRESETS] == [None] * 7 + [False, True, None, None]
 
 
 def test_released_names_match_with_any_separator_in_sub_folders_not_other_releases():
@@ -87,6 +101,77 @@ def test_ambiguous_contents_and_missing_files_are_errors_listing_what_was_found(
     assert "needs ip-adapter-full-face_sd15.safetensors" in msg and "SD1.5 full-face, 257 tokens" in msg
     assert "/m/ipadapter, /extra" in msg and "x.safetensors: SD1.5 base (linear projection)" in msg
     assert "broken.bin: broken.bin: the file is truncated or corrupt" in msg
+
+
+# The released FaceID files (h94/IP-Adapter-FaceID), as the pack's get_ipadapter_file looks them up.
+FACEID_RELEASED = ["ip-adapter-faceid_sd15.bin", "ip-adapter-faceid_sdxl.bin", "ip-adapter-faceid-plus_sd15.bin",
+                   "ip-adapter-faceid-plusv2_sd15.bin", "ip-adapter-faceid-plusv2_sdxl.bin",
+                   "ip-adapter-faceid-portrait_sd15.bin", "ip-adapter-faceid-portrait-v11_sd15.bin",
+                   "ip-adapter-faceid-portrait_sdxl.bin", "ip-adapter-faceid-portrait_sdxl_unnorm.bin"]
+
+
+@pytest.mark.parametrize("name, family, expected", [
+    (FACEID, "sd15", "ip-adapter-faceid_sd15.bin"), (FACEID, "sdxl", "ip-adapter-faceid_sdxl.bin"),
+    (FPLUS, "sd15", "ip-adapter-faceid-plus_sd15.bin"),
+    (FPLUSV2, "sd15", "ip-adapter-faceid-plusv2_sd15.bin"), (FPLUSV2, "sdxl", "ip-adapter-faceid-plusv2_sdxl.bin"),
+    (PORTRAIT, "sd15", "ip-adapter-faceid-portrait-v11_sd15.bin"), (PORTRAIT, "sdxl", "ip-adapter-faceid-portrait_sdxl.bin"),
+    (UNNORM, "sdxl", "ip-adapter-faceid-portrait_sdxl_unnorm.bin"),
+])
+def test_faceid_presets_choose_the_released_names(name, family, expected):
+    for names in (sorted(FACEID_RELEASED), sorted(FACEID_RELEASED, reverse=True)):
+        c = choose_adapter(name, family, ["x/" + n for n in names], no_contents)
+        assert (c.name, c.how) == ("x/" + expected, "by name")
+
+
+def test_faceid_presets_old_portrait_name_and_refusals_by_family():
+    old = [n for n in FACEID_RELEASED if "v11" not in n]
+    assert choose_adapter(PORTRAIT, "sd15", old, no_contents).name == "ip-adapter-faceid-portrait_sd15.bin"
+    with pytest.raises(AdapterMismatchError, match="has no SDXL adapter"):
+        choose_adapter(FPLUS, "sdxl", FACEID_RELEASED, no_contents)
+    with pytest.raises(AdapterMismatchError, match="has no SD1.5 adapter"):
+        choose_adapter(UNNORM, "sd15", FACEID_RELEASED, no_contents)
+
+
+def test_faceid_presets_find_renamed_files_by_contents():
+    files = {"a.bin": CONFIGS["faceid15"], "b.bin": CONFIGS["portrait15"], "c.bin": CONFIGS["fplus15"],
+             "d.bin": CONFIGS["faceidxl"], "e.bin": CONFIGS["portraitxl"], "f.bin": CONFIGS["unnormxl"],
+             "g.bin": CONFIGS["fplusxl"], "h.bin": CONFIGS["fplus15_vitl"], "ip-adapter-faceid_sd15.bin": CONFIGS["faceid15"]}
+    config_of = files.__getitem__
+    for name, family, expected in [(FACEID, "sd15", "ip-adapter-faceid_sd15.bin"), (PORTRAIT, "sd15", "b.bin"),
+                                   (FPLUS, "sd15", "c.bin"), (FPLUSV2, "sd15", "c.bin"), (FACEID, "sdxl", "d.bin"),
+                                   (PORTRAIT, "sdxl", "e.bin"), (UNNORM, "sdxl", "f.bin"), (FPLUSV2, "sdxl", "g.bin")]:
+        assert choose_adapter(name, family, sorted(files), config_of).name == expected, (name, family)
+    del files["ip-adapter-faceid_sd15.bin"]
+    c = choose_adapter(FACEID, "sd15", sorted(files), config_of)
+    assert (c.name, c.how) == ("a.bin", "by contents")
+    # a FaceID Plus file taking another CLIP width than ViT-H's (h.bin) is not the preset's
+    assert "h.bin: SD1.5 FaceID Plus/PlusV2" in str(pytest.raises(IPAdapterError, choose_adapter, FPLUS, "sd15",
+                                                                    ["h.bin"], config_of).value)
+
+
+def test_faceid_plus_and_plusv2_renamed_are_ambiguous_by_contents():
+    files = {"mine/plus.bin": CONFIGS["fplus15"], "mine/v2.bin": CONFIGS["fplus15"]}
+    for name, wanted in ((FPLUS, "ip-adapter-faceid-plus_sd15"), (FPLUSV2, "ip-adapter-faceid-plusv2_sd15")):
+        with pytest.raises(IPAdapterError, match=rf"2 files in /m hold a SD1.5 faceid-plus, 4 tokens, InsightFace "
+                                                 rf"ArcFace \+ ViT-H/14 CLIP adapter \(mine/plus.bin, mine/v2.bin\).*"
+                                                 rf"rename the one you mean to {wanted}\."):
+            choose_adapter(name, "sd15", sorted(files), files.__getitem__, ["/m"])
+    # named as released: each preset takes its own file, the other one is not a candidate
+    named = {"ip-adapter-faceid-plus_sd15.bin": CONFIGS["fplus15"], "ip-adapter-faceid-plusv2_sd15.bin": CONFIGS["fplus15"]}
+    assert choose_adapter(FPLUS, "sd15", sorted(named), named.__getitem__).name == "ip-adapter-faceid-plus_sd15.bin"
+    assert choose_adapter(FPLUSV2, "sd15", sorted(named), named.__getitem__).name == "ip-adapter-faceid-plusv2_sd15.bin"
+
+
+def test_faceid_preset_with_missing_files_lists_what_was_found():
+    files = {"ip-adapter-faceid-plusv2_sd15.bin": CONFIGS["fplus15"], "mine.bin": CONFIGS["faceid15"],
+             "xl.safetensors": CONFIGS["portraitxl"]}
+    with pytest.raises(IPAdapterError) as e:
+        choose_adapter(PORTRAIT, "sd15", sorted(files), files.__getitem__, ["/m/ipadapter"])
+    msg = str(e.value)
+    assert ("needs ip-adapter-faceid-portrait-v11_sd15.safetensors or ip-adapter-faceid-portrait_sd15.safetensors "
+            "(or any file holding a SD1.5 faceid-portrait, 16 tokens, InsightFace ArcFace adapter); none found in /m/ipadapter") in msg
+    assert "ip-adapter-faceid-plusv2_sd15.bin: SD1.5 FaceID Plus/PlusV2" in msg
+    assert "mine.bin: SD1.5 FaceID (face embedding MLP), 4 tokens" in msg and "xl.safetensors: SDXL FaceID portrait" in msg
 
 
 def test_choose_encoder_by_name_then_contents(tmp_path):

@@ -87,6 +87,55 @@ def test_preset_loader_errors(preset_host, adapter_files):
         IPAUnifiedLoader().load(model, "VIT-G (medium strength)")
 
 
+@pytest.fixture(scope="module")
+def faceid_files(tmp_path_factory):
+    """Random SD1.5 FaceID and FaceID Plus files in the released layouts (small LoRA rank, ViT-H CLIP width)."""
+    from ip_core.adapter import IPAdapter, save_adapter
+    from ip_core.config import make_config
+    from ip_core.layers import layer_specs
+
+    d = tmp_path_factory.mktemp("faceid")
+    torch.manual_seed(0)
+    faceid = IPAdapter(make_config("faceid", layer_specs("sd15"), 768, 512, lora_rank=4))
+    plus = IPAdapter(make_config("faceid-plus", layer_specs("sd15"), 768, 512, lora_rank=4, clip_width=1280))
+    return {"faceid": save_adapter(faceid, d / "faceid.bin", format="bin"), "plus": save_adapter(plus, d / "plus.safetensors")}
+
+
+def test_faceid_presets_by_released_name_then_by_contents(preset_host, faceid_files):
+    ipa = preset_host.adapter_dir
+    shutil.copy(faceid_files["faceid"], os.path.join(ipa, "ip-adapter-faceid_sd15.bin"))
+    shutil.copy(faceid_files["plus"], os.path.join(ipa, "ip-adapter-faceid-plusv2_sd15.safetensors"))
+    model = comfy_standin.make_model("sd15")
+    out = IPAUnifiedLoader().load(model, "FACEID")
+    m, adapter, cv = out["result"]
+    assert m is model and adapter.name == "ip-adapter-faceid_sd15.bin" and adapter.config.variant == "faceid"
+    # the adapter's encoder is InsightFace; the CLIP vision output is still ViT-H, as the pack's loader returns
+    assert cv == "the host's CLIP_VISION" and preset_host.loaded_clip_vision == ["vit-h renamed.safetensors"]
+    assert "ip-adapter-faceid_sd15.bin (by name)" in out["ui"]["text"][0] and "plus_version" not in out["ui"]["text"][0]
+    out = IPAUnifiedLoader().load(model, "FACEID PLUS V2")
+    assert out["result"][1].name == "ip-adapter-faceid-plusv2_sd15.safetensors" and out["result"][1].config.clip_width == 1280
+    assert out["ui"]["text"][0].endswith("on Encode Face set plus_version to v2 (shortcut)")
+    with pytest.raises(IPAdapterError, match="needs ip-adapter-faceid-plus_sd15.*Files found: ip-adapter-faceid-plusv2_sd15"
+                                             ".safetensors: SD1.5 FaceID Plus/PlusV2.*ip-adapter-faceid_sd15.bin: SD1.5 FaceID"):
+        IPAUnifiedLoader().load(model, "FACEID PLUS - SD1.5 only")  # the PlusV2 release is not taken for Plus
+    os.rename(os.path.join(ipa, "ip-adapter-faceid-plusv2_sd15.safetensors"), os.path.join(ipa, "my face plus.safetensors"))
+    out = IPAUnifiedLoader().load(model, "FACEID PLUS - SD1.5 only")
+    assert out["result"][1].name == "my face plus.safetensors" and "(by contents)" in out["ui"]["text"][0]
+    assert out["ui"]["text"][0].endswith("on Encode Face set plus_version to v1")
+
+
+def test_faceid_preset_errors(preset_host, faceid_files):
+    shutil.copy(faceid_files["faceid"], os.path.join(preset_host.adapter_dir, "ip-adapter-faceid-portrait_sd15.bin"))
+    with pytest.raises(AdapterMismatchError, match="named as preset 'FACEID PORTRAIT.*holds SD1.5 FaceID .*not a SD1.5 "
+                                                   "faceid-portrait, 16 tokens, InsightFace ArcFace adapter"):
+        IPAUnifiedLoader().load(comfy_standin.make_model("sd15"), "FACEID PORTRAIT (style transfer)")
+    with pytest.raises(AdapterMismatchError, match="'FACEID PORTRAIT UNNORM - SDXL only \\(strong\\)' has no SD1.5 adapter"):
+        IPAUnifiedLoader().load(comfy_standin.make_model("sd15"), "FACEID PORTRAIT UNNORM - SDXL only (strong)")
+    with pytest.raises(IPAdapterError, match="needs ip-adapter-faceid-portrait_sdxl_unnorm.*Files found: "
+                                             "ip-adapter-faceid-portrait_sd15.bin: SD1.5 FaceID"):
+        IPAUnifiedLoader().load(comfy_standin.make_model("sdxl"), "FACEID PORTRAIT UNNORM - SDXL only (strong)")
+
+
 # ------------------------------------------------------------------ Combine Image Prompts
 def test_combine_projects_the_combined_features(host, base, vit_h):
     (e1,) = IPAEncodeImagePrompt().encode(base, vit_h, _images(2))
