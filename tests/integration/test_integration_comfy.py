@@ -76,7 +76,9 @@ def test_load_encode_apply_ksampler(sd15):
 
 def test_example_workflows_execute_headless(sd15):
     r = sd15["workflows"]
-    assert len(r) == len(list((SCRIPT.parents[2] / "example_workflows").glob("*.json")))
+    # every example but the FaceID one, which needs a face analyzer (test_integration_faceid.py runs it)
+    expected = [p for p in (SCRIPT.parents[2] / "example_workflows").glob("*.json") if "faceid" not in p.stem]
+    assert sorted(r) == sorted(p.stem for p in expected)
     for name, res in r.items():
         assert res["valid"], (name, res)
         if "sdxl" not in name:
