@@ -259,23 +259,17 @@ _UNIFIED_OURS = {  # the same preset names; ours also picks the SD1.5 or SDXL re
     "wires": {}, "needs": [],
     "output_map": ["unified.0", {"adapter": "unified.1", "clip_vision": "unified.2"}],
 }
-_FACEID_PRESETS = {  # the pack's FaceID presets -> the SD1.5 release (portrait unnorm: SDXL only)
-    "FACEID": "ip-adapter-faceid_sd15.bin",
-    "FACEID PLUS - SD1.5 only": "ip-adapter-faceid-plus_sd15.bin",
-    "FACEID PLUS V2": "ip-adapter-faceid-plusv2_sd15.bin",
-    "FACEID PORTRAIT (style transfer)": "ip-adapter-faceid-portrait-v11_sd15.bin",
-    "FACEID PORTRAIT UNNORM - SDXL only (strong)": "ip-adapter-faceid-portrait_sdxl_unnorm.bin",
-}
+# The pack's FaceID presets: Load IPAdapter (preset) has the same labels (it finds the SD1.5 or SDXL release from
+# the model, ViT-H CLIP vision for all); Plus vs PlusV2 only differ in how Encode Face uses the file.
+_FACEID_PRESETS = ("FACEID", "FACEID PLUS - SD1.5 only", "FACEID PLUS V2", "FACEID PORTRAIT (style transfer)",
+                   "FACEID PORTRAIT UNNORM - SDXL only (strong)")
 _LORA_NOTE = ("the pack loads the LoRA file beside the adapter into the model here; ours applies the LoRA stored in "
               "the adapter file at Apply IPAdapter (faceid_lora_strength), from the same release")
 _UNIFIED_FACEID = {
-    "nodes": {"load": "IPALoadAdapter", "clip": "CLIPVisionLoader"},
+    "nodes": {"unified": "IPAUnifiedLoader"},
     "options": {
-        "model": {"ignore": "passed through unchanged: the model goes straight to Apply IPAdapter, which applies the LoRA"},
-        "preset": [{"to": "load.adapter_name", "values": _FACEID_PRESETS,
-                    "approx": "the pack finds files by name at run time; here the SD1.5 release names are written into "
-                              "Load IPAdapter: for an SDXL model pick the SDXL file (e.g. ip-adapter-faceid_sdxl.bin)"},
-                   {"to": "clip.clip_name", "values": {p: _CLIP_H for p in _FACEID_PRESETS}},
+        "model": {"to": "unified.model"},
+        "preset": [{"to": "unified.preset", "values": {p: p for p in _FACEID_PRESETS}},
                    {"to": "consumers.plus_version", "values": {**{p: "v2 (shortcut)" for p in _FACEID_PRESETS},
                                                                "FACEID PLUS - SD1.5 only": "v1"}}],
         "lora_strength": {"to": "consumers.faceid_lora_strength", "approx": _LORA_NOTE},
@@ -283,7 +277,7 @@ _UNIFIED_FACEID = {
         "ipadapter": {"ignore": "an earlier loader's pipeline: each loader here loads its own files"},
     },
     "wires": {}, "needs": [],
-    "output_map": ["in:model", {"adapter": "load.0", "clip_vision": "clip.0"}],
+    "output_map": ["unified.0", {"adapter": "unified.1", "clip_vision": "unified.2"}],
 }
 _UNIFIED = {
     "nodes": {"load": "IPALoadAdapter", "clip": "CLIPVisionLoader"},

@@ -366,15 +366,15 @@ def test_faceid_with_the_unified_faceid_loader(host):
     wf = _faceid_with_unified_loader("FACEID PLUS - SD1.5 only", 0.6, "CUDA")
     new, report, api = _both(wf)
     assert fits_our_nodes(new, api)
-    for face, apply, load in ((_values(new, "IPAEncodeFace"), _values(new, "IPAApplyAdapter"), _values(new, "IPALoadAdapter")),
-                              (_api_node(api, "IPAEncodeFace"), _api_node(api, "IPAApplyAdapter"), _api_node(api, "IPALoadAdapter"))):
+    for face, apply, load in ((_values(new, "IPAEncodeFace"), _values(new, "IPAApplyAdapter"), _values(new, "IPAUnifiedLoader")),
+                              (_api_node(api, "IPAEncodeFace"), _api_node(api, "IPAApplyAdapter"), _api_node(api, "IPAUnifiedLoader"))):
         assert (face["provider"], face["plus_version"]) == ("CUDA", "v1")
         assert (apply["faceid_lora_strength"], apply["weight_faceidv2"]) == (0.6, 1.5)  # the loader's LoRA, here
-        assert load["adapter_name"] == "ip-adapter-faceid-plus_sd15.bin"
-    # the face encoder gets the adapter and the clip vision of the loader; Apply the model through the loader
+        assert load["preset"] == "FACEID PLUS - SD1.5 only"  # our preset loader has the pack's FaceID presets
+    # the face encoder gets the adapter of the preset loader (its clip_vision input stays wired as in the pack)
     face_in = _api_node(api, "IPAEncodeFace")
-    assert api[face_in["ipadapter"][0]]["class_type"] == "IPALoadAdapter"
-    assert api[face_in["clip_vision"][0]]["class_type"] == "CLIPVisionLoader"
+    assert api[face_in["ipadapter"][0]]["class_type"] == "IPAUnifiedLoader" and face_in["ipadapter"][1] == 1
+    assert api[face_in["clip_vision"][0]]["class_type"] in ("CLIPVisionLoader", "IPAUnifiedLoader")
     assert "IPAdapterUnifiedLoaderFaceID" not in _types(new)
     _, _, api = _both(_faceid_with_unified_loader("FACEID PLUS V2", 1.0, "CPU", batch=True))
     assert (_api_node(api, "IPAEncodeFace")["combine"], _api_node(api, "IPAEncodeFace")["plus_version"]) == ("batch", "v2 (shortcut)")
