@@ -82,7 +82,7 @@ def _print_text(info: dict) -> None:
     if info.get("needs_insightface"):
         lora = f"rank {info['lora_rank']} on to_q/k/v/out of every attention layer (self and cross)" if info["lora_rank"] else "none"
         print(f"  FaceID LoRA:    {lora}")
-        print(f"  encoders:       InsightFace (buffalo_l or antelopev2)"
+        print("  encoders:       InsightFace (buffalo_l or antelopev2)"
               + (f" + CLIP vision ({info['needs_clip_vision']})" if info["needs_clip_vision"] else ", no CLIP vision"))
     print(f"  safe to load:   {info['safe_to_load']}")
 

@@ -7,7 +7,6 @@ the weight type's per-layer weights.
 """
 from __future__ import annotations
 
-import math
 import re
 
 from ..ip_core import errors, layers as ip_layers, weight_types

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from hostile_support import HOSTILE, MARKER, RunsCode, assert_clear, load_in_subprocess, outcome, tiny_sd
 from ip_core import load_adapter, load_adapter_state_dict, save_adapter_state_dict
 from ip_core.__main__ import inspect_file, main
-from ip_core.checkpoint import MAX_PICKLE_OPS, read_tensor_file
+from ip_core.checkpoint import MAX_PICKLE_OPS
 from ip_core.errors import AdapterFileError, IPAdapterError
 
 MB = 1024**2

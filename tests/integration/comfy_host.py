@@ -86,6 +86,47 @@ def load_reference_pack(host_nodes):
     return added, module
 
 
+def register_random_loaders(host_nodes, model, clip, vae, clip_vision=None) -> None:
+    """Test stand-ins for Load Checkpoint / Load CLIP Vision returning the given random host objects, registered
+    as TestRandomCheckpoint / TestRandomClipVision: workflows under test have their loader nodes retyped to them
+    (a random full-shape model cannot go through the host's file loaders without writing GBs)."""
+
+    class TestRandomCheckpoint:
+        RETURN_TYPES, FUNCTION, CATEGORY = ("MODEL", "CLIP", "VAE"), "load", "test"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"ckpt_name": ("STRING", {})}}
+
+        def load(self, ckpt_name):
+            return (model, clip, vae)
+
+    class TestRandomClipVision:
+        RETURN_TYPES, FUNCTION, CATEGORY = ("CLIP_VISION",), "load", "test"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"clip_name": ("STRING", {})}}
+
+        def load(self, clip_name):
+            return (clip_vision,)
+
+    host_nodes.NODE_CLASS_MAPPINGS["TestRandomCheckpoint"] = TestRandomCheckpoint
+    host_nodes.NODE_CLASS_MAPPINGS["TestRandomClipVision"] = TestRandomClipVision
+
+
+def use_io_folders(out_dir: str) -> tuple:
+    """The host's input / output folders inside out_dir (created): (input folder, output folder)."""
+    import folder_paths
+
+    in_dir, out_images = os.path.join(out_dir, "input"), os.path.join(out_dir, "output")
+    os.makedirs(in_dir, exist_ok=True)
+    os.makedirs(out_images, exist_ok=True)
+    folder_paths.set_input_directory(in_dir)
+    folder_paths.set_output_directory(out_images)
+    return in_dir, out_images
+
+
 def pack_module(name: str):
     """A module of the pack as ComfyUI imported it (e.g. "nodes.patch")."""
     for mod_name, mod in sys.modules.items():

@@ -145,31 +145,14 @@ def faceid_workflow(out_dir):
 
     host_nodes, adapters = _setup(out_dir)
     import execution
-    import folder_paths
 
     _save_faceid_adapter(os.path.join(adapters, FACEID_FILE))
     analyzer = use_standin_analyzer()
     model = comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
     clip, vae = comfy_host.sd15_clip_and_vae()
 
-    class RandomCheckpoint:
-        RETURN_TYPES = ("MODEL", "CLIP", "VAE")
-        FUNCTION = "load"
-        CATEGORY = "test"
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"ckpt_name": ("STRING", {})}}
-
-        def load(self, ckpt_name):
-            return (model, clip, vae)
-
-    host_nodes.NODE_CLASS_MAPPINGS["TestRandomCheckpoint"] = RandomCheckpoint
-    in_dir, out_images = os.path.join(out_dir, "input"), os.path.join(out_dir, "output")
-    os.makedirs(in_dir, exist_ok=True)
-    os.makedirs(out_images, exist_ok=True)
-    folder_paths.set_input_directory(in_dir)
-    folder_paths.set_output_directory(out_images)
+    comfy_host.register_random_loaders(host_nodes, model, clip, vae)
+    in_dir, out_images = comfy_host.use_io_folders(out_dir)
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (320, 256, 3), dtype=np.uint8)).save(os.path.join(in_dir, "face.png"))
 

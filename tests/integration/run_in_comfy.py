@@ -316,37 +316,8 @@ def workflows(out_dir):
     Path(cv_dir, "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors").write_bytes(b"")
     comfy_host.pack_module("nodes.host").load_clip_vision = lambda path: cv
 
-    class RandomCheckpoint:
-        RETURN_TYPES = ("MODEL", "CLIP", "VAE")
-        FUNCTION = "load"
-        CATEGORY = "test"
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"ckpt_name": ("STRING", {})}}
-
-        def load(self, ckpt_name):
-            return (model, clip, vae)
-
-    class RandomClipVision:
-        RETURN_TYPES = ("CLIP_VISION",)
-        FUNCTION = "load"
-        CATEGORY = "test"
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"clip_name": ("STRING", {})}}
-
-        def load(self, clip_name):
-            return (cv,)
-
-    host_nodes.NODE_CLASS_MAPPINGS["TestRandomCheckpoint"] = RandomCheckpoint
-    host_nodes.NODE_CLASS_MAPPINGS["TestRandomClipVision"] = RandomClipVision
-    in_dir, out_images = os.path.join(out_dir, "input"), os.path.join(out_dir, "output")
-    os.makedirs(in_dir, exist_ok=True)
-    os.makedirs(out_images, exist_ok=True)
-    folder_paths.set_input_directory(in_dir)
-    folder_paths.set_output_directory(out_images)
+    comfy_host.register_random_loaders(host_nodes, model, clip, vae, cv)
+    in_dir, out_images = comfy_host.use_io_folders(out_dir)
     rng = np.random.default_rng(0)
     for name in ("example.png", "style_reference.png", "composition_reference.png", "left_reference.png", "right_reference.png"):
         Image.fromarray(rng.integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(os.path.join(in_dir, name))

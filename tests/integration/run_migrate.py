@@ -110,26 +110,6 @@ def _harness(out_dir, host_nodes, pack_module, adapters):
     sys.modules[host_nodes.NODE_CLASS_MAPPINGS["IPAUnifiedLoader"].__module__].host.load_clip_vision = lambda path: cv
     captured = {}
 
-    class TestRandomCheckpoint:
-        RETURN_TYPES, FUNCTION, CATEGORY = ("MODEL", "CLIP", "VAE"), "load", "test"
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"ckpt_name": ("STRING", {})}}
-
-        def load(self, ckpt_name):
-            return (model, clip, vae)
-
-    class TestRandomClipVision:
-        RETURN_TYPES, FUNCTION, CATEGORY = ("CLIP_VISION",), "load", "test"
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"clip_name": ("STRING", {})}}
-
-        def load(self, clip_name):
-            return (cv,)
-
     class TestCaptureLatent:
         RETURN_TYPES, FUNCTION, CATEGORY, OUTPUT_NODE = (), "keep", "test", True
 
@@ -141,13 +121,9 @@ def _harness(out_dir, host_nodes, pack_module, adapters):
             captured[key] = samples["samples"].clone()
             return ()
 
-    for cls in (TestRandomCheckpoint, TestRandomClipVision, TestCaptureLatent):
-        host_nodes.NODE_CLASS_MAPPINGS[cls.__name__] = cls
-    in_dir, out_images = os.path.join(out_dir, "input"), os.path.join(out_dir, "output")
-    os.makedirs(in_dir, exist_ok=True)
-    os.makedirs(out_images, exist_ok=True)
-    folder_paths.set_input_directory(in_dir)
-    folder_paths.set_output_directory(out_images)
+    comfy_host.register_random_loaders(host_nodes, model, clip, vae, cv)
+    host_nodes.NODE_CLASS_MAPPINGS["TestCaptureLatent"] = TestCaptureLatent
+    in_dir, out_images = comfy_host.use_io_folders(out_dir)
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(os.path.join(in_dir, "example.png"))
     half = np.zeros((64, 64, 4), dtype=np.uint8)

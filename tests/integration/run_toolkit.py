@@ -267,12 +267,7 @@ def embeds_files(out_dir):
     import shutil
 
     host_nodes, ours, ref_classes, _ = _setup(out_dir)
-    import folder_paths
-    in_dir, out_images = os.path.join(out_dir, "input"), os.path.join(out_dir, "output")
-    os.makedirs(in_dir, exist_ok=True)
-    os.makedirs(out_images, exist_ok=True)
-    folder_paths.set_input_directory(in_dir)
-    folder_paths.set_output_directory(out_images)
+    in_dir, out_images = comfy_host.use_io_folders(out_dir)
     _save = __import__("run_in_comfy")._save_random_adapter
     _save(os.path.join(out_dir, "ipadapter", "a.safetensors"), seed=1)
     _save(os.path.join(out_dir, "ipadapter", "b.safetensors"), seed=2)

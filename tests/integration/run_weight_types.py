@@ -91,7 +91,7 @@ def main(family, out_dir):
     from ip_core.adapter import IPAdapter
     from ip_core.config import make_config
     from ip_core.layers import layer_specs
-    from ip_core.weight_types import EMBEDS_SCALINGS, HOST_TRANSFORMER_INDEX, WEIGHT_TYPES, host_transformer_index
+    from ip_core.weight_types import EMBEDS_SCALINGS, WEIGHT_TYPES, host_transformer_index
 
     nodes_common = comfy_host.pack_module("common")
     specs = layer_specs(family)

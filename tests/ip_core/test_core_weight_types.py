@@ -1,7 +1,6 @@
 """Weight types x {SD1.5, SDXL} x embeds scaling against the widely used pack's formulas, written out here
 independently (literal tables keyed by the host's transformer index, as the pack writes them), and the
 host-index table against ip_core.layers."""
-import itertools
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ here the rules are checked against hand-worked values and against torchvision / 
 import math
 import random
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

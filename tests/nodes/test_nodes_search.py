@@ -7,7 +7,6 @@ score is index / distance, so the word must appear within the first 30 character
 When the frontend package and node.js are installed, the frontend's own search code is run as well.
 """
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
