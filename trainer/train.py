@@ -142,6 +142,7 @@ class Trainer:
         self._last_checkpoint: Optional[str] = None  # a checkpoint whose weights were checked finite
         self._saved_at: Optional[int] = None
         self._pbar = None
+        self.sdxl, self.vae_dtype = False, None  # set by setup (the model decides)
 
     # ------------------------------------------------------------------ the step (shared with the demo)
     def step(self, latents: torch.Tensor, text_embeds: torch.Tensor, image_features: torch.Tensor, weight: float = 1.0,
@@ -363,7 +364,9 @@ class Trainer:
         else:
             m = self.models
             with torch.no_grad():
-                dist = m.vae.encode(batch["image"].to(dev, self.vae_dtype, non_blocking=True)).latent_dist
+                # SDXL's VAE runs in fp32 even under mixed precision (tutorial_train_sdxl.py), so no autocast for it
+                with torch.autocast(dev.type, enabled=not self.sdxl):
+                    dist = m.vae.encode(batch["image"].to(dev, self.vae_dtype, non_blocking=True)).latent_dist
                 mean, logvar = dist.mean, dist.logvar
                 feats = features_for(self.adapter_config, m.encoder.encode(batch["clip_image"].to(dev, dt, non_blocking=True)))
                 ids_2 = batch["input_ids_2"].to(dev, non_blocking=True) if self.sdxl else None

@@ -141,6 +141,23 @@ def test_sdxl_default_resolution_is_1024(sdxl_args, tmp_path):
     assert for_model(sd15, False).resolution == 512 and for_model(sd15, True).resolution == 1024
     assert for_model(validate(sdxl_args(resolution=64)), True).resolution == 64
 
+    # tutorial_train_sdxl.py: the VAE stays fp32 under mixed precision; UNet and text encoders take the mixed dtype
+    t = Trainer.setup(validate(sdxl_args(mixed_precision="bf16", output_dir=str(tmp_path / "bf16"))))
+    assert t.models.vae.dtype == torch.float32
+    assert t.models.unet.dtype == t.models.text_encoder.dtype == t.models.text_encoder_2.dtype == torch.bfloat16
+    from trainer.datasets import collate
+    from trainer.recipe import sample_latents
+
+    batch = collate([t.dataset[0], t.dataset[1]])
+    t.step_gen.manual_seed(5)
+    with t.accelerator.autocast():  # as train_batch calls it
+        latents, text, feats, extras = t.encode(batch)
+    with torch.no_grad():
+        dist = t.models.vae.encode(batch["image"]).latent_dist  # plain fp32
+    want = sample_latents(dist.mean, dist.logvar, torch.Generator().manual_seed(5), t.models.vae.config.scaling_factor)
+    torch.testing.assert_close(latents, want, rtol=1e-6, atol=1e-6)
+    assert text.dtype == torch.bfloat16 and extras["pooled"].shape == (2, 32) and extras["time_ids"].shape == (2, 6)
+
 
 def test_sdxl_mismatches_are_refused_before_training(sdxl_args, tiny_sdxl, tiny_assets, tmp_path):
     from transformers import CLIPTextConfig, CLIPTextModel
