@@ -32,22 +32,36 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # webdataset member
 
 # ---------------------------------------------------------------------------------------------- images
 
-def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
+def resize_center_crop(img: Image.Image, size: int, floor: bool = False) -> Image.Image:
     """torchvision Resize(size, BILINEAR) + CenterCrop(size) on a PIL image, without torchvision."""
+    return resize_crop_box(img, size, floor)[0]
+
+
+def resize_crop_box(img: Image.Image, size: int, floor: bool = False):
+    """Short side resized to `size` (bilinear), centre square crop -> (image, top, left) in resized pixels.
+
+    floor=False rounds the offset as torchvision's CenterCrop (tutorial_train.py); floor=True takes
+    delta // 2 as tutorial_train_sdxl.py does (its crop offsets become SDXL's crop time ids)."""
     w, h = img.size
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
     if (new_w, new_h) != (w, h):
         img = img.resize((new_w, new_h), Image.BILINEAR)
-    top = int(round((new_h - size) / 2.0))
-    left = int(round((new_w - size) / 2.0))
-    return img.crop((left, top, left + size, top + size))
+    if floor:
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+    else:
+        top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size)), top, left
 
 
 def train_image_tensor(img: Image.Image, size: int) -> torch.Tensor:
     """[3, size, size] float in [-1, 1] (ToTensor + Normalize([0.5], [0.5]))."""
-    arr = np.asarray(resize_center_crop(img, size), dtype=np.float32) / 255.0
+    return to_unit_range(resize_center_crop(img, size))
+
+
+def to_unit_range(img: Image.Image) -> torch.Tensor:
+    arr = np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).sub_(0.5).div_(0.5).contiguous()
 
 
@@ -150,8 +164,9 @@ class ImageTextDataset(torch.utils.data.Dataset):
     """Map-style dataset over the official JSON items. Items: dict(image, clip_image, input_ids, index), None
     (an unreadable image: skipped and counted) or BadEntry (a malformed entry: stops training)."""
 
-    def __init__(self, items: list, root: str, tokenizer, size: int, source: str = "the data file"):
+    def __init__(self, items: list, root: str, tokenizer, size: int, source: str = "the data file", tokenizer_2=None):
         self.items = items
+        self.tokenizer_2 = tokenizer_2
         self.root = root or ""
         self.tokenizer = tokenizer
         self.size = size
@@ -170,14 +185,26 @@ class ImageTextDataset(torch.utils.data.Dataset):
             img = open_rgb(os.path.join(self.root, item["image_file"]))
         except Exception:
             return None
-        return make_sample(img, item["text"], idx, self.tokenizer, self.size, self.clip)
+        return make_sample(img, item["text"], idx, self.tokenizer, self.size, self.clip, self.tokenizer_2)
 
 
-def make_sample(img, text, index, tokenizer, size, clip) -> dict:
+def make_sample(img, text, index, tokenizer, size, clip, tokenizer_2=None) -> dict:
+    """One training sample. With tokenizer_2 (SDXL, tutorial_train_sdxl.py): the second tokenizer's ids and the
+    time ids' parts: original (height, width), crop (top, left) after the short-side resize, target (size, size)."""
+    if tokenizer_2 is None:
+        return {
+            "image": train_image_tensor(img, size),
+            "clip_image": clip(img),
+            "input_ids": tokenize(tokenizer, text)[0],
+            "index": index,
+        }
+    cropped, top, left = resize_crop_box(img, size, floor=True)
     return {
-        "image": train_image_tensor(img, size),
+        "image": to_unit_range(cropped),
         "clip_image": clip(img),
         "input_ids": tokenize(tokenizer, text)[0],
+        "input_ids_2": tokenize(tokenizer_2, text)[0],
+        "time_ids": torch.tensor([img.size[1], img.size[0], top, left, size, size], dtype=torch.float32),
         "index": index,
     }
 
@@ -303,8 +330,10 @@ class TarShardDataset(torch.utils.data.IterableDataset):
     in-worker shuffle buffer; all seeded, so `skip_batches` resumes at the same samples (given the same worker count).
     """
 
-    def __init__(self, shards: list, tokenizer, size: int, seed: int, batch_size: int, rank: int = 0, world: int = 1, shuffle_buffer: int = 1000):
+    def __init__(self, shards: list, tokenizer, size: int, seed: int, batch_size: int, rank: int = 0, world: int = 1, shuffle_buffer: int = 1000,
+                 tokenizer_2=None):
         self.shards, self.tokenizer, self.size, self.seed = list(shards), tokenizer, size, int(seed)
+        self.tokenizer_2 = tokenizer_2
         self.batch_size, self.rank, self.world, self.buffer = batch_size, rank, world, shuffle_buffer
         self.epoch, self.skip_batches = 0, 0
         self.clip = None
@@ -349,4 +378,4 @@ class TarShardDataset(torch.utils.data.IterableDataset):
             except Exception:
                 yield None
                 continue
-            yield make_sample(img, cap, -1, self.tokenizer, self.size, self.clip)
+            yield make_sample(img, cap, -1, self.tokenizer, self.size, self.clip, self.tokenizer_2)

@@ -1,5 +1,9 @@
-"""Loading the frozen models: SD1.5 from a diffusers folder (or hub id) or a single-file .safetensors, and the
-image encoder through ip_core's backends (transformers folder or OpenCLIP checkpoint)."""
+"""Loading the frozen models: SD1.5 or SDXL from a diffusers folder (or hub id), SD1.5 from a single-file
+.safetensors, and the image encoder through ip_core's backends (transformers folder or OpenCLIP checkpoint).
+
+SDXL is read from the model itself (never from a flag that could disagree with it): a UNet whose config has
+addition_embed_type "text_time" is SDXL-like and needs the second text encoder (text_encoder_2 / tokenizer_2);
+a folder with only one of the two is refused."""
 from __future__ import annotations
 
 import json
@@ -9,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from ip_core import encoders
 from ip_core.errors import IPAdapterError
@@ -26,17 +30,58 @@ class FrozenModels:
     text_encoder: Any = None
     tokenizer: Any = None
     encoder: Any = None  # ip_core.encoders.ImageEncoder
+    text_encoder_2: Any = None  # SDXL: CLIPTextModelWithProjection (pooled embedding + penultimate states)
+    tokenizer_2: Any = None
 
     @property
     def cross_attention_dim(self) -> int:
         return int(self.unet.config.cross_attention_dim)
 
+    @property
+    def sdxl(self) -> bool:
+        return is_sdxl_unet_config(self.unet.config)
+
+
+def is_sdxl_unet_config(config) -> bool:
+    """SDXL's extra conditioning: pooled text embedding + size/crop time ids (UNet addition_embed_type text_time)."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    return get("addition_embed_type", None) == "text_time"
+
+
+def detect_sdxl(path: str) -> bool:
+    """Whether the pretrained model is SDXL, from its UNet config alone (no weights read); a folder whose UNet and
+    text encoders disagree is refused here, before anything heavy loads. Single files are SD1.5 (load_sd)."""
+    if os.path.isfile(path):
+        return False
+    try:
+        config = UNet2DConditionModel.load_config(path, subfolder="unet")
+    except (OSError, ValueError) as e:
+        raise TrainerConfigError(f"--pretrained_model_name_or_path: cannot read the UNet config of {path!r}: {e}") from e
+    sdxl = is_sdxl_unet_config(config)
+    if os.path.isdir(path):
+        has_2 = [sub for sub in ("text_encoder_2", "tokenizer_2") if os.path.isdir(os.path.join(path, sub))]
+        if sdxl and len(has_2) < 2:
+            raise TrainerConfigError(
+                f"--pretrained_model_name_or_path: {path!r} has an SDXL UNet (addition_embed_type 'text_time', "
+                f"cross_attention_dim {config.get('cross_attention_dim')}) but no text_encoder_2/ and tokenizer_2/ "
+                f"subfolders; give a complete diffusers SDXL folder"
+            )
+        if not sdxl and has_2:
+            raise TrainerConfigError(
+                f"--pretrained_model_name_or_path: {path!r} has {'/'.join(has_2)} (SDXL's second text encoder) but its "
+                f"UNet has addition_embed_type {config.get('addition_embed_type')!r}, not SDXL's 'text_time'; the folder "
+                f"mixes two models: give a consistent diffusers SD1.5 or SDXL folder"
+            )
+    return sdxl
+
 
 def load_sd(path: str, single_file_config: Optional[str] = None, need_all: bool = True) -> FrozenModels:
-    """UNet + DDPM scheduler (+ VAE, text encoder, tokenizer when need_all) from a diffusers folder, a hub id
-    or a single-file .safetensors (configs from single_file_config when offline)."""
+    """UNet + DDPM scheduler (+ VAE, text encoder(s), tokenizer(s) when need_all) from a diffusers folder, a hub id
+    or a single-file .safetensors (configs from single_file_config when offline). SDXL (detect_sdxl) adds
+    text_encoder_2 / tokenizer_2."""
     if os.path.isfile(path):
         return _load_single_file(path, single_file_config)
+    sdxl = detect_sdxl(path)
     try:
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet")
@@ -45,9 +90,22 @@ def load_sd(path: str, single_file_config: Optional[str] = None, need_all: bool 
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder")
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae")
+        if sdxl:
+            tokenizer_2 = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2")
+            text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2")
     except (OSError, ValueError) as e:
         raise TrainerConfigError(f"--pretrained_model_name_or_path: cannot load the SD model from {path!r}: {e}") from e
-    return FrozenModels(scheduler=scheduler, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+    models = FrozenModels(scheduler=scheduler, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+    if sdxl:
+        models.text_encoder_2, models.tokenizer_2 = text_encoder_2, tokenizer_2
+        width = text_encoder.config.hidden_size + text_encoder_2.config.hidden_size
+        if width != models.cross_attention_dim:
+            raise TrainerConfigError(
+                f"--pretrained_model_name_or_path: {path!r}: the two text encoders give {text_encoder.config.hidden_size} + "
+                f"{text_encoder_2.config.hidden_size} = {width} channels but the UNet's cross_attention_dim is "
+                f"{models.cross_attention_dim}; the folder mixes models"
+            )
+    return models
 
 
 def _load_single_file(path: str, single_file_config: Optional[str]) -> FrozenModels:
@@ -114,3 +172,18 @@ def freeze_(module: Optional[torch.nn.Module], device, dtype) -> None:
     module.requires_grad_(False)
     module.eval()
     module.to(device=device, dtype=dtype)
+
+
+def encode_text(models: FrozenModels, input_ids: torch.Tensor, input_ids_2: Optional[torch.Tensor] = None):
+    """Token ids -> (text embeddings for cross-attention, pooled embedding or None).
+
+    SD1.5: the text encoder's last hidden state (tutorial_train.py). SDXL (tutorial_train_sdxl.py): both encoders'
+    penultimate hidden states concatenated on channels, and text_encoder_2's projected pooled embedding.
+    """
+    if models.text_encoder_2 is None:
+        return models.text_encoder(input_ids)[0], None
+    if input_ids_2 is None:
+        raise ValueError("SDXL text encoding needs the second tokenizer's ids (input_ids_2)")
+    h1 = models.text_encoder(input_ids, output_hidden_states=True).hidden_states[-2]
+    out2 = models.text_encoder_2(input_ids_2, output_hidden_states=True)
+    return torch.cat([h1, out2.hidden_states[-2]], dim=-1), out2[0]

@@ -104,15 +104,18 @@ class IPAdapterUNet(nn.Module):
         return [p for p in self.adapter.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------ forward
-    def forward(self, noisy_latents, timesteps, text_embeds, image_features, scale=1.0):
-        """Noise prediction. image_features: the encoder output the adapter projects; scale: lambda (float or [B])."""
+    def forward(self, noisy_latents, timesteps, text_embeds, image_features, scale=1.0, added_cond=None):
+        """Noise prediction. image_features: the encoder output the adapter projects; scale: lambda (float or [B]);
+        added_cond: SDXL's {"text_embeds": pooled [B, C], "time_ids": [B, 6]} (UNet added_cond_kwargs)."""
         kv = self._kv_call(image_features)
         dtype = self.unet.dtype
         self.context.kv = kv
         self.context.scale = scale
         keep = self.unet.training and getattr(self.unet, "is_gradient_checkpointing", False)
         try:
-            return self.unet(noisy_latents.to(dtype), timesteps, text_embeds.to(dtype)).sample
+            if added_cond is not None:
+                added_cond = {k: v.to(dtype) for k, v in added_cond.items()}
+            return self.unet(noisy_latents.to(dtype), timesteps, text_embeds.to(dtype), added_cond_kwargs=added_cond).sample
         finally:
             # Gradient checkpointing re-runs the attention in backward and must find the same K'/V' then.
             if not keep:

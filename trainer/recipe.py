@@ -80,10 +80,12 @@ def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, time
     raise ValueError(f"scheduler prediction_type {pred_type!r} is not supported by the trainer; use epsilon or v_prediction")
 
 
-def diffusion_loss(model, scheduler, latents: torch.Tensor, text_embeds: torch.Tensor, image_features: torch.Tensor, generator: torch.Generator | None, scale=1.0):
+def diffusion_loss(model, scheduler, latents: torch.Tensor, text_embeds: torch.Tensor, image_features: torch.Tensor, generator: torch.Generator | None, scale=1.0,
+                   added_cond: dict | None = None):
     """DDPM add_noise at uniform timesteps, MSE against the scheduler's target (epsilon; v if configured).
 
-    model(noisy_latents, timesteps, text_embeds, image_features, scale=...) -> noise prediction.
+    model(noisy_latents, timesteps, text_embeds, image_features, scale=..., added_cond=...) -> noise prediction;
+    added_cond: SDXL's {"text_embeds": pooled, "time_ids": ...} (None for SD1.5).
     """
     gdev = generator.device if generator is not None else "cpu"
     bsz = latents.shape[0]
@@ -93,7 +95,8 @@ def diffusion_loss(model, scheduler, latents: torch.Tensor, text_embeds: torch.T
     latents = latents.float()
     noisy = scheduler.add_noise(latents, noise, timesteps)
     target = diffusion_target(scheduler, latents, noise, timesteps)
-    pred = model(noisy, timesteps, text_embeds, image_features, scale=scale)
+    extra = {} if added_cond is None else {"added_cond": added_cond}  # SD1.5 models need not know the keyword
+    pred = model(noisy, timesteps, text_embeds, image_features, scale=scale, **extra)
     return F.mse_loss(pred.float(), target.float(), reduction="mean")
 
 
@@ -106,15 +109,25 @@ class DropRecipe:
     i_drop_rate: float = 0.05
     t_drop_rate: float = 0.05
     ti_drop_rate: float = 0.05
+    empty_pooled: torch.Tensor | None = None  # SDXL: the empty prompt's pooled embedding ([1, C])
 
 
-def recipe_loss(model, scheduler, latents, text_embeds, image_features, recipe: DropRecipe, drop_gen, noise_gen) -> torch.Tensor:
+def recipe_loss(model, scheduler, latents, text_embeds, image_features, recipe: DropRecipe, drop_gen, noise_gen,
+                pooled: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
     """One micro-batch of the recipe: image / text / both drops (drop_gen), then noise, timesteps and the
-    diffusion loss (noise_gen). Passing one generator as both draws everything from one stream."""
+    diffusion loss (noise_gen). Passing one generator as both draws everything from one stream.
+
+    SDXL (pooled and time_ids given, tutorial_train_sdxl.py): a dropped text is the empty string for both encoders,
+    so the pooled embedding is the empty prompt's too; the size/crop time ids are never dropped."""
     drop_image, drop_text = draw_drops(latents.shape[0], drop_gen, recipe.i_drop_rate, recipe.t_drop_rate, recipe.ti_drop_rate)
     image_features = apply_image_drop(image_features, drop_image, recipe.uncond_features)
     text_embeds = apply_text_drop(text_embeds, drop_text, recipe.empty_text)
-    return diffusion_loss(model, scheduler, latents, text_embeds, image_features, noise_gen)
+    added_cond = None
+    if pooled is not None:
+        if recipe.empty_pooled is None or time_ids is None:
+            raise ValueError("SDXL conditioning needs the empty prompt's pooled embedding (DropRecipe.empty_pooled) and time_ids")
+        added_cond = {"text_embeds": apply_text_drop(pooled, drop_text, recipe.empty_pooled), "time_ids": time_ids}
+    return diffusion_loss(model, scheduler, latents, text_embeds, image_features, noise_gen, added_cond=added_cond)
 
 
 def make_optimizer(params, lr: float = 1e-4, weight_decay: float = 1e-2) -> torch.optim.Optimizer:

@@ -34,10 +34,10 @@ from . import cache as cache_mod
 from . import datasets as data_mod
 from . import training_checkpoints as ck
 from .errors import TrainerConfigError, TrainingDivergedError
-from .frozen_models import encoder_module, freeze_, load_image_encoder, load_sd
+from .frozen_models import detect_sdxl, encode_text, encoder_module, freeze_, load_image_encoder, load_sd
 from .ip_unet import IPAdapterUNet
 from .recipe import DropRecipe, make_optimizer, recipe_loss, sample_latents
-from .train_config import TrainConfig, save_resolved, validate
+from .train_config import TrainConfig, for_model, save_resolved, validate
 from .validation import generate, grid_array, make_grid, save_grid
 
 # settings a resume must share with the run it continues (others, like --max_train_steps, may change)
@@ -142,10 +142,13 @@ class Trainer:
         self._last_checkpoint: Optional[str] = None  # a checkpoint whose weights were checked finite
         self._saved_at: Optional[int] = None
         self._pbar = None
+        self.sdxl, self.vae_dtype = False, None  # set by setup (the model decides)
 
     # ------------------------------------------------------------------ the step (shared with the demo)
-    def step(self, latents: torch.Tensor, text_embeds: torch.Tensor, image_features: torch.Tensor, weight: float = 1.0):
+    def step(self, latents: torch.Tensor, text_embeds: torch.Tensor, image_features: torch.Tensor, weight: float = 1.0,
+             pooled: Optional[torch.Tensor] = None, time_ids: Optional[torch.Tensor] = None):
         """One micro-batch of the recipe: drops, noise, loss, backward; AdamW once the accumulation is complete.
+        SDXL also passes the pooled text embedding and the size/crop time ids.
 
         Returns the optimizer step's mean loss (a device tensor: no host sync) when this micro-batch completed
         one, else None. weight 0 lets a rank with nothing to train on still join the gradient all-reduce.
@@ -153,7 +156,8 @@ class Trainer:
         acc = self.accelerator
         with acc.accumulate(self.runner):
             with acc.autocast():
-                loss = recipe_loss(self.model, self.scheduler, latents, text_embeds, image_features, self.recipe, self.drop_gen, self.step_gen)
+                loss = recipe_loss(self.model, self.scheduler, latents, text_embeds, image_features, self.recipe, self.drop_gen, self.step_gen,
+                                   pooled=pooled, time_ids=time_ids)
                 if weight != 1.0:
                     loss = loss * weight
             acc.backward(loss)
@@ -171,6 +175,8 @@ class Trainer:
     @classmethod
     def setup(cls, cfg: TrainConfig) -> "Trainer":
         """Everything before the first step. `cfg` must be validated (train_config.validate)."""
+        sdxl = detect_sdxl(cfg.pretrained_model_name_or_path)  # from the model's own UNet config, no weights read
+        cfg = for_model(cfg, sdxl)  # default resolution; SDXL-incompatible choices fail here
         accelerator = _make_accelerator(cfg)
         device, rank = accelerator.device, accelerator.process_index
         weight_dtype = weight_dtype_for(accelerator.mixed_precision)
@@ -210,8 +216,10 @@ class Trainer:
             models.unet.enable_gradient_checkpointing()
             models.unet.train()  # frozen; SD1.5 has no dropout, train() only enables the recomputation
         adapter.to(device=device, dtype=torch.float32).train()
-        for m in (models.vae, models.text_encoder, encoder_module(models.encoder)):
+        for m in (models.text_encoder, models.text_encoder_2, encoder_module(models.encoder)):
             freeze_(m, device, weight_dtype)
+        vae_dtype = torch.float32 if sdxl else weight_dtype  # tutorial_train_sdxl.py: "vae of sdxl should use fp32"
+        freeze_(models.vae, device, vae_dtype)
         recipe = _dropped_values(cfg, models, acfg, device, weight_dtype)
 
         # ---- optimizer, accelerate (only the adapter's forward is wrapped: DDP/DeepSpeed never see the UNet)
@@ -228,6 +236,7 @@ class Trainer:
                 accumulation=cfg.gradient_accumulation_steps)
         t.cfg, t.models, t.adapter, t.adapter_config = cfg, models, adapter, acfg
         t.device, t.rank, t.world, t.weight_dtype, t.seed, t.deepspeed = device, rank, accelerator.num_processes, weight_dtype, seed, deepspeed
+        t.sdxl, t.vae_dtype = sdxl, vae_dtype
         t.report = None if cfg.report_to in ("none", "") else cfg.report_to
         t.result = TrainResult(output_dir=cfg.output_dir, resumed_from=resume_path)
         t._setup_data(items)
@@ -241,11 +250,12 @@ class Trainer:
         """The training dataset (JSON list, shards, or the cache built from either) and the run's length."""
         cfg, models = self.cfg, self.models
         if cfg.data_json_file:
-            source = data_mod.ImageTextDataset(items, cfg.data_root_path, models.tokenizer, cfg.resolution, cfg.data_json_file)
+            source = data_mod.ImageTextDataset(items, cfg.data_root_path, models.tokenizer, cfg.resolution, cfg.data_json_file,
+                                               tokenizer_2=models.tokenizer_2)
         else:
             source = data_mod.TarShardDataset(
                 data_mod.expand_shards(cfg.train_shards), models.tokenizer, cfg.resolution, self.seed, cfg.train_batch_size,
-                self.rank, self.world, cfg.shuffle_buffer,
+                self.rank, self.world, cfg.shuffle_buffer, tokenizer_2=models.tokenizer_2,
             )
         self.cached = cfg.cache_dir is not None
         if self.cached:
@@ -342,9 +352,11 @@ class Trainer:
         return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, **kw)
 
     def encode(self, batch: dict):
-        """A loader batch -> (latents, text embeddings, image features) on the device, from the cache or through
-        the frozen VAE and encoders. The latent is drawn anew from the VAE posterior every time."""
+        """A loader batch -> (latents, text embeddings, image features, SDXL extras) on the device, from the cache or
+        through the frozen VAE and encoders. The latent is drawn anew from the VAE posterior every time. The extras
+        are {} for SD1.5, {"pooled", "time_ids"} for SDXL (Trainer.step's keywords)."""
         dev, dt = self.device, self.weight_dtype
+        extras = {}
         if self.cached:
             mean, logvar = batch["latent_mean"].to(dev, non_blocking=True), batch["latent_logvar"].to(dev, non_blocking=True)
             feats = batch["features"].to(dev, dt, non_blocking=True)
@@ -352,17 +364,22 @@ class Trainer:
         else:
             m = self.models
             with torch.no_grad():
-                dist = m.vae.encode(batch["image"].to(dev, dt, non_blocking=True)).latent_dist
+                # SDXL's VAE runs in fp32 even under mixed precision (tutorial_train_sdxl.py), so no autocast for it
+                with torch.autocast(dev.type, enabled=not self.sdxl):
+                    dist = m.vae.encode(batch["image"].to(dev, self.vae_dtype, non_blocking=True)).latent_dist
                 mean, logvar = dist.mean, dist.logvar
                 feats = features_for(self.adapter_config, m.encoder.encode(batch["clip_image"].to(dev, dt, non_blocking=True)))
-                text = m.text_encoder(batch["input_ids"].to(dev, non_blocking=True))[0]
-        return sample_latents(mean, logvar, self.step_gen, self.scaling), text, feats
+                ids_2 = batch["input_ids_2"].to(dev, non_blocking=True) if self.sdxl else None
+                text, pooled = encode_text(m, batch["input_ids"].to(dev, non_blocking=True), ids_2)
+                if self.sdxl:
+                    extras = {"pooled": pooled, "time_ids": batch["time_ids"].to(dev, dt, non_blocking=True)}
+        return sample_latents(mean, logvar, self.step_gen, self.scaling), text, feats, extras
 
     def train_batch(self, batch: dict, weight: float = 1.0) -> bool:
         """Encode and step one loader batch; True when it completed an optimizer step (then log/save/validate)."""
         with self.accelerator.autocast():
-            latents, text, feats = self.encode(batch)
-        loss = self.step(latents, text, feats, weight)
+            latents, text, feats, extras = self.encode(batch)
+        loss = self.step(latents, text, feats, weight, **extras)
         self.samples_seen += batch["size"] * self.world if weight else 0
         if loss is None:
             return False
@@ -577,11 +594,12 @@ def _check_resume_config(old: dict, cfg: TrainConfig, path: str) -> None:
 def _dropped_values(cfg: TrainConfig, models, acfg, device, dtype) -> DropRecipe:
     """The recipe's two "dropped" values, computed once: the empty prompt's embedding and the features of no
     image (base: zeros before the projection; plus: the encoder's output for an all-zero normalised image)."""
-    empty_text = models.text_encoder(data_mod.tokenize(models.tokenizer, [""]).to(device))[0]
+    ids_2 = data_mod.tokenize(models.tokenizer_2, [""]).to(device) if models.tokenizer_2 is not None else None
+    empty_text, empty_pooled = encode_text(models, data_mod.tokenize(models.tokenizer, [""]).to(device), ids_2)
     size = models.encoder.image_size
     probe = features_for(acfg, models.encoder.encode(torch.zeros(1, 3, size, size, device=device, dtype=dtype)))
     uncond = unconditional_features(acfg, probe, encode_pixels=models.encoder.encode, image_size=size)
-    return DropRecipe(empty_text, uncond, cfg.i_drop_rate, cfg.t_drop_rate, cfg.ti_drop_rate)
+    return DropRecipe(empty_text, uncond, cfg.i_drop_rate, cfg.t_drop_rate, cfg.ti_drop_rate, empty_pooled=empty_pooled)
 
 
 class _StopRequest:

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional
 
 import yaml
@@ -37,7 +37,7 @@ class TrainConfig:
     image_encoder_path: Optional[str] = None
     output_dir: str = "sd-ip_adapter"
     logging_dir: str = "logs"
-    resolution: int = 512
+    resolution: Optional[int] = None  # the model's default: 512 (SD1.5, tutorial_train.py) / 1024 (SDXL, tutorial_train_sdxl.py)
     learning_rate: float = 1e-4
     weight_decay: float = 1e-2
     num_train_epochs: int = 100
@@ -113,7 +113,7 @@ _HELP = {
     "image_encoder_path": "transformers CLIPVisionModelWithProjection folder, or an OpenCLIP checkpoint file.",
     "output_dir": "Where checkpoints, exports, logs and samples go.",
     "logging_dir": "TensorBoard folder, relative to output_dir.",
-    "resolution": "Training resolution (short side resize + centre crop).",
+    "resolution": "Training resolution (short side resize + centre crop); default 512 for SD1.5, 1024 for SDXL.",
     "learning_rate": "AdamW learning rate (fixed).",
     "weight_decay": "AdamW weight decay.",
     "num_train_epochs": "Epochs (ignored when --max_train_steps is given).",
@@ -365,7 +365,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     # numbers
     _require(cfg.variant in VARIANTS, f"--variant: {cfg.variant!r} is not one of {list(VARIANTS)}")
-    _require(cfg.resolution >= 8 and cfg.resolution % 8 == 0, f"--resolution: {cfg.resolution} must be a positive multiple of 8 (the VAE downsamples by 8)")
+    _require(cfg.resolution is None or (cfg.resolution >= 8 and cfg.resolution % 8 == 0), f"--resolution: {cfg.resolution} must be a positive multiple of 8 (the VAE downsamples by 8)")
     _require(cfg.learning_rate > 0, f"--learning_rate: {cfg.learning_rate} must be > 0 (the official value is 1e-4)")
     _require(cfg.weight_decay >= 0, f"--weight_decay: {cfg.weight_decay} must be >= 0")
     _require(cfg.train_batch_size >= 1, f"--train_batch_size: {cfg.train_batch_size} must be >= 1")
@@ -423,3 +423,25 @@ def save_resolved(cfg: TrainConfig, path: str) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(cfg.to_dict(), fh, indent=2, sort_keys=True)
     os.replace(tmp, path)
+
+
+DEFAULT_RESOLUTION = {False: 512, True: 1024}  # by "is SDXL": the official scripts' --resolution defaults
+
+
+def for_model(cfg: TrainConfig, sdxl: bool) -> TrainConfig:
+    """cfg completed and checked for the base model found in --pretrained_model_name_or_path (SDXL or not):
+    the default resolution, and the choices SDXL training does not offer, refused before any weight loads."""
+    if cfg.resolution is None:
+        cfg = replace(cfg, resolution=DEFAULT_RESOLUTION[sdxl])
+    if sdxl:
+        name = cfg.pretrained_model_name_or_path
+        _require(cfg.variant != "full-face",
+                 f"--variant full-face: {name!r} is an SDXL model and SDXL full-face adapters have no released layout; "
+                 f"train --variant base or plus on SDXL, or full-face on an SD1.5 model")
+        _require(cfg.cache_dir is None,
+                 f"--cache_dir: the cache pass stores one text encoder's output and no SDXL time ids, and {name!r} is an "
+                 f"SDXL model; leave --cache_dir out (the frozen encoders then run every step)")
+        _require(not cfg.validation_image,
+                 f"--validation_image: sample grids use the SD1.5 sampling loop and {name!r} is an SDXL model; leave "
+                 f"--validation_image out and try the exported adapter in ComfyUI or diffusers")
+    return cfg

@@ -150,3 +150,33 @@ def tiny_models(tiny_assets):
         "encoder": TransformersCLIPEncoder.from_pretrained(tiny_assets["encoder"]),
     }
 
+
+
+def build_tiny_sdxl(root: Path, seed: int = 0) -> Path:
+    """A diffusers SDXL-shaped folder: UNet with addition_embed_type "text_time" (pooled text + 6 time ids), two
+    text encoders (CLIPTextModel 32 + CLIPTextModelWithProjection 32 = cross_attention_dim 64, so diffusers'
+    Resampler loader, which assumes 64-wide heads, reads the plus export), tokenizer_2."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    build_tiny_sd(root, seed)  # vae/, scheduler/, tokenizer/; unet/ and text_encoder/ are replaced below
+    torch.manual_seed(seed + 1)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2), cross_attention_dim=64, attention_head_dim=(2, 4), norm_num_groups=4,
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=32 + 6 * 8,
+    )
+    unet.save_pretrained(str(root / "unet"))
+    _, vocab_size = write_tiny_tokenizer(root / "tokenizer_2")
+    kw = dict(intermediate_size=37, num_attention_heads=4, num_hidden_layers=3, vocab_size=vocab_size, max_position_embeddings=77,
+              bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
+    CLIPTextModel(CLIPTextConfig(hidden_size=32, **kw)).save_pretrained(str(root / "text_encoder"))
+    CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=32, projection_dim=32, **kw)).save_pretrained(str(root / "text_encoder_2"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory):
+    return str(build_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl") / "sdxl"))

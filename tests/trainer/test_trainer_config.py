@@ -2,11 +2,11 @@
 import pytest
 
 from trainer.cli import main as cli_main
-from trainer.train_config import TrainConfig, TrainerConfigError, parse_train_args, validate
+from trainer.train_config import TrainConfig, TrainerConfigError, for_model, parse_train_args, validate
 
 OFFICIAL_DEFAULTS = {  # tutorial_train.py's argparse defaults
     "pretrained_ip_adapter_path": None, "output_dir": "sd-ip_adapter", "logging_dir": "logs",
-    "resolution": 512, "learning_rate": 1e-4, "weight_decay": 1e-2, "num_train_epochs": 100, "train_batch_size": 8,
+    "learning_rate": 1e-4, "weight_decay": 1e-2, "num_train_epochs": 100, "train_batch_size": 8,
     "dataloader_num_workers": 0, "save_steps": 2000, "mixed_precision": None, "report_to": "tensorboard", "local_rank": -1,
 }
 
@@ -16,6 +16,8 @@ def test_official_flags_and_defaults():
     for k, v in OFFICIAL_DEFAULTS.items():
         assert getattr(cfg, k) == v, k
     assert cfg.variant == "base" and cfg.tokens() == 4
+    # --resolution: 512 (tutorial_train.py) once the model is known to be SD1.5; SDXL: tests/trainer/test_trainer_sdxl.py
+    assert cfg.resolution is None and for_model(cfg, sdxl=False).resolution == 512
     assert TrainConfig(variant="plus").tokens() == 16
     cfg = parse_train_args(["--pretrained_model_name_or_path", "m", "--num_tokens", "8", "--mixed_precision", "bf16",
                             "--save_steps", "5", "--learning_rate", "3e-5", "--validation_image", "a.png", "b.png"])
