@@ -1,8 +1,8 @@
 """diffusers attention processor for the decoupled cross-attention, computed by ip_core's one function.
 
 Z = Attn(Q, K, V) + scale * Attn(Q, K', V'), then the layer's to_out (REFERENCE.md section 1). The math is
-ip_core.attention.decoupled_attention, the same function the ComfyUI nodes patch in, so what is trained is
-what is run.
+ip_core.attention.decoupled_attention: text attention plus ip_core.attention.image_attention, the image term
+the ComfyUI nodes add in every patched layer, so what is trained is what is run.
 
 The image side comes from an `IPContext` the owning IPAdapterUNet sets before each UNet call: per-layer
 K'/V', computed once through the (possibly DDP-wrapped) adapter; encoder_hidden_states stays the text.
