@@ -38,6 +38,26 @@ def sdxl_adapter(seed=0):
     return a.eval()
 
 
+# The adapters and the ViT-H-wide stand-in encoder the node tests share (read-only, made once).
+@pytest.fixture(scope="session")
+def base():
+    from nodes.common import LoadedAdapter
+
+    return LoadedAdapter(random_adapter("base", seed=1), "base.safetensors")
+
+
+@pytest.fixture(scope="session")
+def plus():
+    from nodes.common import LoadedAdapter
+
+    return LoadedAdapter(random_adapter("plus", seed=2), "plus.safetensors")
+
+
+@pytest.fixture(scope="session")
+def vit_h():
+    return comfy_standin.ClipVisionModel(1280, 1024)
+
+
 @pytest.fixture(scope="session")
 def adapter_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("adapters")

@@ -3,26 +3,9 @@ import pytest
 import torch
 
 import comfy_standin
-from conftest import random_adapter
 from ip_core.errors import AdapterMismatchError, IPAdapterError
 from ip_core.preprocess import preprocess_images
-from nodes.common import LoadedAdapter
 from nodes.nodes_encode import IPAEncodeImagePrompt
-
-
-@pytest.fixture(scope="module")
-def base():
-    return LoadedAdapter(random_adapter("base", seed=1), "base.safetensors")
-
-
-@pytest.fixture(scope="module")
-def plus():
-    return LoadedAdapter(random_adapter("plus", seed=2), "plus.safetensors")
-
-
-@pytest.fixture(scope="module")
-def vit_h():
-    return comfy_standin.ClipVisionModel(1280, 1024)
 
 
 def _images(n, h=240, w=320, seed=0):

@@ -4,30 +4,12 @@ compared in the real host (tests/integration, run_migrate.py parity); here: what
 import pytest
 import torch
 
-import comfy_standin
 from comfy_standin import make_model, run_model
-from conftest import random_adapter
 from ip_core.embeds import build_image_prompt
 from ip_core.preprocess import preprocess_images
 from nodes import host as host_module
-from nodes.common import LoadedAdapter
 from nodes.nodes_apply import IPAApplyAdapter
 from nodes.nodes_encode import IPAEncodeImagePrompt
-
-
-@pytest.fixture(scope="module")
-def base():
-    return LoadedAdapter(random_adapter("base", seed=1), "base.safetensors")
-
-
-@pytest.fixture(scope="module")
-def plus():
-    return LoadedAdapter(random_adapter("plus", seed=2), "plus.safetensors")
-
-
-@pytest.fixture(scope="module")
-def vit_h():
-    return comfy_standin.ClipVisionModel(1280, 1024)
 
 
 @pytest.fixture

@@ -20,23 +20,8 @@ from nodes.nodes_toolkit import (IPAApplyRegions, IPACombineEmbeds, IPALoadEmbed
 
 
 @pytest.fixture(scope="module")
-def base():
-    return LoadedAdapter(random_adapter("base", seed=1), "base.safetensors")
-
-
-@pytest.fixture(scope="module")
 def other():
     return LoadedAdapter(random_adapter("base", seed=5), "other.safetensors")
-
-
-@pytest.fixture(scope="module")
-def plus():
-    return LoadedAdapter(random_adapter("plus", seed=2), "plus.safetensors")
-
-
-@pytest.fixture(scope="module")
-def vit_h():
-    return comfy_standin.ClipVisionModel(1280, 1024)
 
 
 def _images(n, seed=0):
