@@ -142,23 +142,14 @@ class FacePerceiverResampler(nn.Module):
         return self.norm_out(self.proj_out(latents))
 
 
-class FaceIDPlusProjModel(nn.Module):
-    """FaceID-Plus / PlusV2: face MLP tokens x refined by CLIP hidden states, r = resampler(x, clip).
-
-    Plus uses r; PlusV2 uses the shortcut x + scale * r. Keys as the official ProjPlusModel
-    (proj.*, norm.*, perceiver_resampler.*)."""
+class FaceIDPlusProjModel(FaceIDProjModel):
+    """FaceID-Plus / PlusV2: face MLP tokens x (FaceIDProjModel's) refined by CLIP hidden states,
+    r = resampler(x, clip). Plus uses r; PlusV2 uses the shortcut x + scale * r. Keys as the official
+    ProjPlusModel (proj.*, norm.*, perceiver_resampler.*)."""
 
     def __init__(self, cross_attention_dim=768, id_embeddings_dim=512, clip_embeddings_dim=1280, num_tokens=4,
                  depth=4, dim_head=64, heads=None, ff_mult=4):
-        super().__init__()
-        self.cross_attention_dim = cross_attention_dim
-        self.num_tokens = num_tokens
-        self.proj = nn.Sequential(
-            nn.Linear(id_embeddings_dim, id_embeddings_dim * 2),
-            nn.GELU(),
-            nn.Linear(id_embeddings_dim * 2, cross_attention_dim * num_tokens),
-        )
-        self.norm = nn.LayerNorm(cross_attention_dim)
+        super().__init__(cross_attention_dim, id_embeddings_dim, num_tokens)
         self.perceiver_resampler = FacePerceiverResampler(
             dim=cross_attention_dim, depth=depth, dim_head=dim_head,
             heads=heads if heads is not None else cross_attention_dim // dim_head,
@@ -167,7 +158,7 @@ class FaceIDPlusProjModel(nn.Module):
 
     def parts(self, id_embeds: torch.Tensor, clip_embeds: torch.Tensor):
         """(x, r): the face tokens and the resampler's output, kept apart so the shortcut scale can change later."""
-        x = self.norm(self.proj(id_embeds).reshape(-1, self.num_tokens, self.cross_attention_dim))
+        x = super().forward(id_embeds)
         return x, self.perceiver_resampler(x, clip_embeds)
 
     def forward(self, id_embeds, clip_embeds, shortcut: bool = False, scale: float = 1.0):
