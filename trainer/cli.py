@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import traceback
 
-from ip_core.errors import IPAdapterError
+from ip_core.errors import IPAdapterError, log_unexpected, unexpected_message
 
 from .demo import main as demo_main
 from .train import train
@@ -23,20 +21,6 @@ commands:
   train   train an IP-Adapter (flags of the official tutorial_train.py work unchanged; --help for all)
   demo    IP-Adapter reproduction in miniature on the CPU: train, apply, measure (--quick, --help)
 """
-
-
-def write_error_log(output_dir) -> str:
-    """The current exception's full traceback in output_dir/error.log (or a temp file); returns the path."""
-    text = traceback.format_exc()
-    if isinstance(output_dir, str) and output_dir and os.path.isdir(output_dir):
-        path = os.path.join(output_dir, "error.log")
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        return path
-    fd, path = tempfile.mkstemp(prefix="ip-adapter-trainer-error-", suffix=".log")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return path
 
 
 def main(argv=None) -> int:
@@ -57,9 +41,9 @@ def main(argv=None) -> int:
             print("interrupted: resume with --resume_from_checkpoint latest", file=sys.stderr)
             return 130
         except Exception as e:  # a bug or an environment problem: keep the terminal readable, keep the details
-            log = write_error_log(getattr(cfg, "output_dir", None))
-            print(f"error: unexpected {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}\n"
-                  f"The full traceback is in {log}; please include it when reporting the problem.", file=sys.stderr)
+            out = getattr(cfg, "output_dir", None)
+            log = log_unexpected(e, "python -m trainer train", out if isinstance(out, str) and os.path.isdir(out) else None)
+            print(unexpected_message("python -m trainer train", e, log), file=sys.stderr)
             return 1
         if result.interrupted:
             print(f"stopped by a signal at step {result.global_step}; saved {result.checkpoint_path}. "

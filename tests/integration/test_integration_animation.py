@@ -1,33 +1,17 @@
 """Frames and tiles in the real host against the widely used pack (run_animation.py, one process).
 
-Skipped when COMFYUI_PATH is unset. The pack comes from ../shared/hosts or IPADAPTER_PLUS_PATH (comfy_host).
+Skipped without COMFYUI_PATH, failed in CI (conftest.py). The pack comes from ../shared/hosts or IPADAPTER_PLUS_PATH (comfy_host).
 """
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-COMFY = os.environ.get("COMFYUI_PATH")
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not COMFY, reason="set COMFYUI_PATH to a ComfyUI checkout to run the real-host tests"),
-]
-SCRIPT = Path(__file__).resolve().parent / "run_animation.py"
+from scenario import last_result
+
+SCRIPT = "run_animation.py"
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("animation")
-    proc = subprocess.run([sys.executable, str(SCRIPT), "parity", str(out)], capture_output=True, text=True,
-                          timeout=3600, cwd=str(SCRIPT.parents[2]), env={**os.environ, "COMFYUI_PATH": COMFY})
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    r = json.loads(lines[-1][len("RESULT "):])
-    print(json.dumps(r, indent=1))
-    return r
+    return last_result(SCRIPT, ["parity"], tmp_path_factory.mktemp("animation"))
 
 
 def test_tiles_and_masks_equal_the_pack(result):

@@ -6,36 +6,24 @@ top-level module name `nodes`, hence the subprocesses. Without COMFYUI_PATH thes
 in CI (CI=true), where a missing host is a failure: .ci/run extracts the host and sets COMFYUI_PATH.
 """
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-COMFY = os.environ.get("COMFYUI_PATH")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not COMFY and not IN_CI, reason="set COMFYUI_PATH to a ComfyUI checkout to run the real-host tests"),
-]
-SCRIPT = Path(__file__).resolve().parent / "run_in_comfy.py"
+from scenario import run_scenario
+
+SCRIPT = "run_in_comfy.py"
 SD15_SCENARIOS = ("pack", "parity", "parity_plus", "ksampler", "workflows")
 
 
 def _run(scenarios, out_dir):
-    if not COMFY or not (Path(COMFY) / "comfy").is_dir():
-        pytest.fail(f"CI needs the real host: COMFYUI_PATH={COMFY!r} is not a ComfyUI checkout (.ci/run extracts one)")
-    proc = subprocess.run([sys.executable, str(SCRIPT), ",".join(scenarios), str(out_dir)], capture_output=True, text=True,
-                          timeout=2400, cwd=str(SCRIPT.parents[2]), env={**os.environ, "COMFYUI_PATH": COMFY})
+    """Several scenarios in one host process: {name: result}."""
     results = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            name, payload = line[len("RESULT "):].split(" ", 1)
-            results[name] = json.loads(payload)
-            print(name, json.dumps(results[name], indent=1))
-    assert proc.returncode == 0 and set(results) == set(scenarios), \
-        f"{scenarios} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    for line in run_scenario(SCRIPT, [",".join(scenarios)], out_dir, timeout=2400):
+        name, payload = line.split(" ", 1)
+        results[name] = json.loads(payload)
+        print(name, json.dumps(results[name], indent=1))
+    assert set(results) == set(scenarios), f"{scenarios}: got {sorted(results)}"
     return results
 
 
@@ -77,7 +65,7 @@ def test_load_encode_apply_ksampler(sd15):
 def test_example_workflows_execute_headless(sd15):
     r = sd15["workflows"]
     # every example but the FaceID one, which needs a face analyzer (test_integration_faceid.py runs it)
-    expected = [p for p in (SCRIPT.parents[2] / "example_workflows").glob("*.json") if "faceid" not in p.stem]
+    expected = [p for p in (Path(__file__).resolve().parents[2] / "example_workflows").glob("*.json") if "faceid" not in p.stem]
     assert sorted(r) == sorted(p.stem for p in expected)
     for name, res in r.items():
         assert res["valid"], (name, res)

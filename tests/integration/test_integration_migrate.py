@@ -1,34 +1,16 @@
 """The workflow converter in the real host, with the widely used pack loaded beside ours (run_migrate.py).
 
-Skipped when COMFYUI_PATH is unset. The pack comes from IPADAPTER_PLUS_PATH or ../shared/hosts.
+Skipped without COMFYUI_PATH, failed in CI (conftest.py). The pack comes from IPADAPTER_PLUS_PATH or ../shared/hosts.
 """
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from scenario import last_result
 
-import pytest
-
-COMFY = os.environ.get("COMFYUI_PATH")
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not COMFY, reason="set COMFYUI_PATH to a ComfyUI checkout to run the real-host tests"),
-]
-SCRIPT = Path(__file__).resolve().parent / "run_migrate.py"
+SCRIPT = "run_migrate.py"
 NOT_EXECUTED = ("IPAdapterFaceID", "IPAAdapterFaceIDBatch", "IPAdapterUnifiedLoaderFaceID", "IPAdapterInsightFaceLoader",
                 "IPAdapterLoadEmbeds", "IPAdapterClipVisionEnhancerBatch")  # as in run_migrate.py
 
 
 def _run(scenario, tmp_path):
-    env = {**os.environ, "COMFYUI_PATH": COMFY, "PYTHONDONTWRITEBYTECODE": "1"}  # never write into the pack's folder
-    proc = subprocess.run([sys.executable, str(SCRIPT), scenario, str(tmp_path)], capture_output=True, text=True,
-                          timeout=3000, cwd=str(SCRIPT.parents[2]), env=env)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"{scenario} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    result = json.loads(lines[-1][len("RESULT "):])
-    print(scenario, json.dumps(result, indent=1))
-    return result
+    return last_result(SCRIPT, [scenario], tmp_path, timeout=3000, env={"PYTHONDONTWRITEBYTECODE": "1"})  # never write into the pack's folder
 
 
 def test_table_matches_the_packs_real_input_types(tmp_path):

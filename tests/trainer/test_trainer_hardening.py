@@ -289,6 +289,6 @@ def test_cli_one_line_for_expected_errors_and_a_log_for_unexpected(tiny_assets, 
     out = tmp_path / "b"
     assert cli_main(base + ["--output_dir", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "unexpected ZeroDivisionError: a bug" in err and "Traceback" not in err
-    log = out / "error.log"
+    assert "unexpected internal error (ZeroDivisionError: a bug)" in err and "Traceback" not in err
+    log = out / "ipadapter-errors.log"  # ip_core.errors.log_unexpected, the CLIs' and nodes' one log
     assert str(log) in err and "Traceback" in log.read_text() and "ZeroDivisionError" in log.read_text()

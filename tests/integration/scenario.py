@@ -1,0 +1,34 @@
+"""Run one real-host scenario script in its own process and read its results.
+
+ComfyUI needs `--cpu` in sys.argv before its first import and owns the top-level module name `nodes`, so each
+scenario (run_*.py) runs in a subprocess and prints `RESULT [NAME] <json>` lines.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+COMFY = os.environ.get("COMFYUI_PATH")
+
+
+def run_scenario(script: str, args, out_dir, timeout: int = 3600, env: dict | None = None) -> list:
+    """Run `python tests/integration/<script> ARGS... OUT_DIR` against the host; the payloads of its RESULT lines."""
+    if not COMFY or not (Path(COMFY) / "comfy").is_dir():
+        pytest.fail(f"the real-host tests need a ComfyUI checkout: COMFYUI_PATH={COMFY!r} (.ci/run extracts one)")
+    env = {**os.environ, "COMFYUI_PATH": COMFY, **(env or {})}
+    proc = subprocess.run([sys.executable, str(HERE / script), *args, str(out_dir)], capture_output=True, text=True,
+                          timeout=timeout, cwd=str(HERE.parents[1]), env=env)
+    results = [line[len("RESULT "):] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and results, f"{script} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return results
+
+
+def last_result(script: str, args, out_dir, **kw) -> dict:
+    """The JSON of a scenario's last RESULT line (scenarios that print one)."""
+    result = json.loads(run_scenario(script, args, out_dir, **kw)[-1])
+    print(script, args, json.dumps(result, indent=1))
+    return result
