@@ -132,6 +132,7 @@ class Trainer:
         self.accelerator = accelerator
         self.runner = model if runner is None else runner  # the module whose gradients accelerate synchronises
         self.accumulation = accumulation
+        self.part = (accelerator.process_index, accelerator.num_processes)  # this rank's rows of each global draw
         self.global_step = 0
         self._micro_losses = None
         # a full run (setup) also has:
@@ -157,7 +158,7 @@ class Trainer:
         with acc.accumulate(self.runner):
             with acc.autocast():
                 loss = recipe_loss(self.model, self.scheduler, latents, text_embeds, image_features, self.recipe, self.drop_gen, self.step_gen,
-                                   pooled=pooled, time_ids=time_ids)
+                                   pooled=pooled, time_ids=time_ids, part=self.part)
                 if weight != 1.0:
                     loss = loss * weight
             acc.backward(loss)
@@ -199,9 +200,11 @@ class Trainer:
 
         seed = int(cfg.seed or 0)
         torch.manual_seed(seed + rank)
-        # both on the accelerator: drawing drops, noise, timesteps and latent samples needs no host transfer
-        drop_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 2 * rank + 1)
-        step_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 2 * rank + 2)
+        # both on the accelerator: drawing drops, noise, timesteps and latent samples needs no host transfer. The
+        # same streams on every rank: each draws for the global batch and keeps its rows (trainer.recipe), so the
+        # run does not depend on how many processes share the global batch.
+        drop_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 1)
+        step_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 2)
 
         # ---- models: frozen ones in the mixed-precision dtype, the adapter in fp32
         models = load_sd(cfg.pretrained_model_name_or_path, cfg.single_file_config)
@@ -373,7 +376,7 @@ class Trainer:
                 text, pooled = encode_text(m, batch["input_ids"].to(dev, non_blocking=True), ids_2)
                 if self.sdxl:
                     extras = {"pooled": pooled, "time_ids": batch["time_ids"].to(dev, dt, non_blocking=True)}
-        return sample_latents(mean, logvar, self.step_gen, self.scaling), text, feats, extras
+        return sample_latents(mean, logvar, self.step_gen, self.scaling, part=self.part), text, feats, extras
 
     def train_batch(self, batch: dict, weight: float = 1.0) -> bool:
         """Encode and step one loader batch; True when it completed an optimizer step (then log/save/validate)."""
