@@ -25,9 +25,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(tmp_path, name, **kw):
+def _run(tmp_path, name, env_extra=None, **kw):
     out = str(tmp_path / f"{name}.json")
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(env_extra or {})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            WORKER, out, json.dumps(kw)]
     try:
@@ -108,3 +109,27 @@ def test_two_processes_train_as_one_process_with_the_global_batch(two_process_ru
     assert w1.keys() == w2.keys()
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+DEEPSPEED_CONFIG = os.path.join(ROOT, "trainer", "configs", "deepspeed_zero2.json")
+
+
+def test_deepspeed_zero2_config_is_one_accelerate_reads():
+    """The shipped ZeRO-2 config as accelerate's DeepSpeed plugin parses it (the run itself needs GPUs: below)."""
+    pytest.importorskip("deepspeed")
+    from accelerate.utils import DeepSpeedPlugin
+
+    plugin = DeepSpeedPlugin(hf_ds_config=DEEPSPEED_CONFIG)
+    assert plugin.zero_stage == 2 and plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == "auto"
+
+
+@pytest.mark.slow
+def test_processes_that_form_no_group_are_refused_before_training(two_process_run):
+    """accelerate 1.15 runs DeepSpeed only with GPU backends: on CPU each launched process comes up alone
+    (num_processes 1) and would overwrite the others' checkpoints. The trainer refuses that, naming the fix."""
+    pytest.importorskip("deepspeed")
+    tmp, base = two_process_run["tmp"], two_process_run["base"]
+    env = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": DEEPSPEED_CONFIG, "ACCELERATE_USE_CPU": "0"}
+    with pytest.raises(AssertionError, match="2 processes were launched .* joined a group of 1.*DeepSpeed only with GPUs"):
+        _run(tmp, "zero2_cpu", env_extra=env, **dict(base, output_dir=str(tmp / "zero2_cpu")))
+    assert not os.path.exists(tmp / "zero2_cpu" / "checkpoint-2")
