@@ -111,16 +111,20 @@ def test_two_processes_train_as_one_process_with_the_global_batch(two_process_ru
         torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
-DEEPSPEED_CONFIG = os.path.join(ROOT, "trainer", "configs", "deepspeed_zero2.json")
+ZERO2 = os.path.join(ROOT, "trainer", "accelerate_configs", "deepspeed_zero2.yaml")
 
 
-def test_deepspeed_zero2_config_is_one_accelerate_reads():
-    """The shipped ZeRO-2 config as accelerate's DeepSpeed plugin parses it (the run itself needs GPUs: below)."""
+def test_the_shipped_zero2_config_is_one_accelerate_reads():
+    """trainer/accelerate_configs/deepspeed_zero2.yaml as `accelerate launch --config_file` reads it, turned into
+    accelerate's DeepSpeed plugin (the run itself needs GPUs: below)."""
     pytest.importorskip("deepspeed")
-    from accelerate.utils import DeepSpeedPlugin
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DeepSpeedPlugin, DistributedType
 
-    plugin = DeepSpeedPlugin(hf_ds_config=DEEPSPEED_CONFIG)
-    assert plugin.zero_stage == 2 and plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == "auto"
+    cfg = load_config_from_file(ZERO2)
+    assert cfg.distributed_type == DistributedType.DEEPSPEED and cfg.deepspeed_config["zero_stage"] == 2
+    plugin = DeepSpeedPlugin(**{k: v for k, v in cfg.deepspeed_config.items() if k != "zero3_init_flag"})
+    assert plugin.deepspeed_config["zero_optimization"]["stage"] == 2
 
 
 @pytest.mark.slow
@@ -129,7 +133,7 @@ def test_processes_that_form_no_group_are_refused_before_training(two_process_ru
     (num_processes 1) and would overwrite the others' checkpoints. The trainer refuses that, naming the fix."""
     pytest.importorskip("deepspeed")
     tmp, base = two_process_run["tmp"], two_process_run["base"]
-    env = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": DEEPSPEED_CONFIG, "ACCELERATE_USE_CPU": "0"}
+    env = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_USE_CPU": "0"}
     with pytest.raises(AssertionError, match="2 processes were launched .* joined a group of 1.*DeepSpeed only with GPUs"):
         _run(tmp, "zero2_cpu", env_extra=env, **dict(base, output_dir=str(tmp / "zero2_cpu")))
     assert not os.path.exists(tmp / "zero2_cpu" / "checkpoint-2")
