@@ -42,6 +42,7 @@ class ImageEncoder(ABC):
     projection_dim: int  # width of image_embeds
     hidden_size: int  # width of penultimate_hidden_states
     image_size: int  # pixel size the tower expects (224)
+    projection_trained: bool = True  # False: the weights lacked the projection, image_embeds are untrained
 
     @abstractmethod
     def encode(self, pixel_values: torch.Tensor) -> EncoderOutput:
@@ -463,6 +464,8 @@ class TransformersCLIPEncoder(ImageEncoder):
         self.projection_dim = int(cfg.projection_dim)
         self.image_size = int(cfg.image_size)
         self.name = name or encoder_name_for_dims(self.hidden_size, self.projection_dim)
+        # False when the weights had no visual_projection (a CLIPVisionModel folder): image_embeds are then random
+        self.projection_trained = True
 
     @classmethod
     def from_model(cls, model: nn.Module, name: Optional[str] = None) -> "TransformersCLIPEncoder":
@@ -482,15 +485,17 @@ class TransformersCLIPEncoder(ImageEncoder):
         # transformers 5 renamed torch_dtype to dtype
         dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         try:
-            model = transformers.CLIPVisionModelWithProjection.from_pretrained(
-                str(folder), local_files_only=True, use_safetensors=None, **{dtype_kw: dtype}
+            model, info = transformers.CLIPVisionModelWithProjection.from_pretrained(
+                str(folder), local_files_only=True, use_safetensors=None, output_loading_info=True, **{dtype_kw: dtype}
             )
         except (OSError, ValueError, RuntimeError) as e:
             raise AdapterFileError(
                 f"{folder.name}: could not load it as a CLIPVisionModelWithProjection ({str(e).splitlines()[0][:300]}). "
                 "Check that the folder holds a complete CLIP vision model."
             ) from None
-        return cls(model.to(device))
+        encoder = cls(model.to(device))
+        encoder.projection_trained = not any(k.startswith("visual_projection") for k in info.get("missing_keys", ()))
+        return encoder
 
     @property
     def module(self) -> nn.Module:

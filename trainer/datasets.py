@@ -252,6 +252,29 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         return max(0, math.ceil(math.ceil(self.n / self.world) / self.batch_size) - self.start)
 
 
+def check_split(world: int, items: Optional[int] = None, shards: Optional[int] = None, workers: int = 0) -> None:
+    """Data that cannot be split over `world` processes is refused before any model loads.
+
+    A JSON list needs at least one sample per process (a count that is not a multiple of world is fine: the
+    sampler repeats up to world - 1 samples per epoch, as torch's DistributedSampler). Shards are split whole over
+    processes x dataloader workers, so each of those needs one."""
+    if world <= 1:
+        return
+    if items is not None and items < world:
+        raise TrainerConfigError(
+            f"--data_json_file has {items} sample(s) for {world} processes: every process needs at least one; "
+            f"add data or launch at most {max(items, 1)} process(es)"
+        )
+    if shards is not None:
+        readers = world * max(1, workers)
+        if shards < readers:
+            raise TrainerConfigError(
+                f"--train_shards: {shards} shard(s) for {world} processes x {max(1, workers)} dataloader worker(s) = {readers} "
+                f"readers; shards are split whole, so some would read nothing and end every epoch early. Split the data "
+                f"into at least {readers} tar files, or lower --dataloader_num_workers / the number of processes"
+            )
+
+
 def batches_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
     return math.ceil(math.ceil(n / world) / batch_size)
 

@@ -7,7 +7,9 @@
 - DDPM forward noise with uniform timesteps, epsilon-prediction MSE; AdamW(1e-4, wd 1e-2), fixed LR.
 
 Every random draw takes an explicit torch.Generator so a resumed run draws exactly what the uninterrupted
-one would have.
+one would have. Under several processes every rank holds the same generators and draws for the whole global
+batch, keeping its own rows (`part` = (rank, world): rows rank, rank + world, ... which are the samples the
+data sampler gave it), so N processes with batch b train exactly as one process with batch N x b would.
 """
 from __future__ import annotations
 
@@ -16,8 +18,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+ONE_PROCESS = (0, 1)  # (rank, world) of a single-process run
 
-def draw_drops(batch_size: int, generator: torch.Generator | None, p: float = 0.05, p_text: float | None = None, p_both: float | None = None):
+
+def _my_rows(draw, shape, part):
+    """draw(global shape) for the global batch (world x rows), then this rank's rows (strided, as the sampler)."""
+    rank, world = part
+    if world == 1:
+        return draw(tuple(shape))
+    return draw((shape[0] * world, *shape[1:]))[rank::world]
+
+
+def draw_drops(batch_size: int, generator: torch.Generator | None, p: float = 0.05, p_text: float | None = None, p_both: float | None = None,
+               part: tuple = ONE_PROCESS):
     """One draw per sample -> (drop_image bool[B], drop_text bool[B]) on the generator's device.
 
     p is the image-drop rate; p_text / p_both default to p (the official 0.05 / 0.05 / 0.05).
@@ -25,7 +38,7 @@ def draw_drops(batch_size: int, generator: torch.Generator | None, p: float = 0.
     p_text = p if p_text is None else p_text
     p_both = p if p_both is None else p_both
     device = generator.device if generator is not None else "cpu"
-    r = torch.rand(batch_size, generator=generator, device=device)
+    r = _my_rows(lambda shape: torch.rand(shape, generator=generator, device=device), (batch_size,), part)
     image_only = r < p
     text_only = (r >= p) & (r < p + p_text)
     both = (r >= p + p_text) & (r < p + p_text + p_both)
@@ -60,13 +73,15 @@ def apply_text_drop(text_embeds: torch.Tensor, drop_text: torch.Tensor, empty_te
     return torch.where(_rows(drop_text, text_embeds), empty, text_embeds)
 
 
-def sample_latents(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None, scaling_factor: float) -> torch.Tensor:
+def sample_latents(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None, scaling_factor: float,
+                   part: tuple = ONE_PROCESS) -> torch.Tensor:
     """A fresh draw from the VAE posterior each step (as vae.encode(x).latent_dist.sample() does), scaled.
 
     logvar is clamped as diffusers' DiagonalGaussianDistribution does.
     """
     logvar = torch.clamp(logvar.float(), -30.0, 20.0)
-    eps = torch.randn(mean.shape, generator=generator, device=generator.device if generator is not None else "cpu").to(mean.device)
+    gdev = generator.device if generator is not None else "cpu"
+    eps = _my_rows(lambda shape: torch.randn(shape, generator=generator, device=gdev), mean.shape, part).to(mean.device)
     return (mean.float() + torch.exp(0.5 * logvar) * eps) * scaling_factor
 
 
@@ -81,7 +96,7 @@ def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, time
 
 
 def diffusion_loss(model, scheduler, latents: torch.Tensor, text_embeds: torch.Tensor, image_features: torch.Tensor, generator: torch.Generator | None, scale=1.0,
-                   added_cond: dict | None = None):
+                   added_cond: dict | None = None, part: tuple = ONE_PROCESS):
     """DDPM add_noise at uniform timesteps, MSE against the scheduler's target (epsilon; v if configured).
 
     model(noisy_latents, timesteps, text_embeds, image_features, scale=..., added_cond=...) -> noise prediction;
@@ -89,9 +104,9 @@ def diffusion_loss(model, scheduler, latents: torch.Tensor, text_embeds: torch.T
     """
     gdev = generator.device if generator is not None else "cpu"
     bsz = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator, device=gdev, dtype=torch.float32).to(latents.device)
+    noise = _my_rows(lambda shape: torch.randn(shape, generator=generator, device=gdev, dtype=torch.float32), latents.shape, part).to(latents.device)
     num_t = int(scheduler.config.num_train_timesteps)
-    timesteps = torch.randint(0, num_t, (bsz,), generator=generator, device=gdev).long().to(latents.device)
+    timesteps = _my_rows(lambda shape: torch.randint(0, num_t, shape, generator=generator, device=gdev), (bsz,), part).long().to(latents.device)
     latents = latents.float()
     noisy = scheduler.add_noise(latents, noise, timesteps)
     target = diffusion_target(scheduler, latents, noise, timesteps)
@@ -113,13 +128,13 @@ class DropRecipe:
 
 
 def recipe_loss(model, scheduler, latents, text_embeds, image_features, recipe: DropRecipe, drop_gen, noise_gen,
-                pooled: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
+                pooled: torch.Tensor | None = None, time_ids: torch.Tensor | None = None, part: tuple = ONE_PROCESS) -> torch.Tensor:
     """One micro-batch of the recipe: image / text / both drops (drop_gen), then noise, timesteps and the
     diffusion loss (noise_gen). Passing one generator as both draws everything from one stream.
 
     SDXL (pooled and time_ids given, tutorial_train_sdxl.py): a dropped text is the empty string for both encoders,
     so the pooled embedding is the empty prompt's too; the size/crop time ids are never dropped."""
-    drop_image, drop_text = draw_drops(latents.shape[0], drop_gen, recipe.i_drop_rate, recipe.t_drop_rate, recipe.ti_drop_rate)
+    drop_image, drop_text = draw_drops(latents.shape[0], drop_gen, recipe.i_drop_rate, recipe.t_drop_rate, recipe.ti_drop_rate, part=part)
     image_features = apply_image_drop(image_features, drop_image, recipe.uncond_features)
     text_embeds = apply_text_drop(text_embeds, drop_text, recipe.empty_text)
     added_cond = None
@@ -127,7 +142,7 @@ def recipe_loss(model, scheduler, latents, text_embeds, image_features, recipe: 
         if recipe.empty_pooled is None or time_ids is None:
             raise ValueError("SDXL conditioning needs the empty prompt's pooled embedding (DropRecipe.empty_pooled) and time_ids")
         added_cond = {"text_embeds": apply_text_drop(pooled, drop_text, recipe.empty_pooled), "time_ids": time_ids}
-    return diffusion_loss(model, scheduler, latents, text_embeds, image_features, noise_gen, added_cond=added_cond)
+    return diffusion_loss(model, scheduler, latents, text_embeds, image_features, noise_gen, added_cond=added_cond, part=part)
 
 
 def make_optimizer(params, lr: float = 1e-4, weight_decay: float = 1e-2) -> torch.optim.Optimizer:

@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 
 from ip_core.adapter import IPAdapter, save_adapter
 from ip_core.checkpoint import load_adapter_state_dict
-from ip_core.config import ENCODER_OUTPUTS, make_config
+from ip_core.config import ENCODER_OUTPUTS, detect_config, make_config
 from ip_core.embeds import features_for, unconditional_features
 from ip_core.encoder_table import IMAGE_EMBEDS
-from ip_core.errors import AdapterMismatchError
+from ip_core.errors import AdapterMismatchError, IPAdapterError
 from ip_core.layers import layer_specs_from_unet
 
 from . import cache as cache_mod
@@ -75,6 +75,7 @@ def build_adapter(unet, encoder_width: int, variant: str = "base", num_tokens: O
     adapter = IPAdapter.from_config(acfg, layers)
     if pretrained_path:
         sd = load_adapter_state_dict(pretrained_path)
+        check_pretrained_fits(sd, acfg, pretrained_path)
         proj = dict(sd["image_proj"])
         strict = True
         # tutorial_train_plus.py: a Resampler with another query count keeps everything but its latents.
@@ -92,8 +93,38 @@ def build_adapter(unet, encoder_width: int, variant: str = "base", num_tokens: O
     return adapter
 
 
+def check_pretrained_fits(sd: dict, acfg, path: str) -> None:
+    """--pretrained_ip_adapter_path must be an adapter of the run's base model, variant and image encoder:
+    named side by side here, before any step, instead of a shape error from load_state_dict."""
+    try:
+        have = detect_config(sd)
+    except IPAdapterError as e:
+        raise AdapterMismatchError(f"--pretrained_ip_adapter_path: {path!r} cannot be trained on: {e}") from None
+    problems = []
+    if (have.base_model, have.context_dim, have.num_layers) != (acfg.base_model, acfg.context_dim, acfg.num_layers):
+        problems.append(f"it is made for {have.base_model_name} ({have.num_layers} layers, {have.context_dim}-wide text) and "
+                        f"--pretrained_model_name_or_path is {acfg.base_model_name} ({acfg.num_layers} layers, {acfg.context_dim}-wide text)")
+    if have.variant != acfg.variant:
+        problems.append(f"it is a {have.variant} adapter and --variant is {acfg.variant}")
+    elif have.encoder_width != acfg.encoder_width:
+        named = lambda c: "" if c.encoder_name == "unknown" else f" ({c.encoder_name})"  # noqa: E731
+        problems.append(f"it takes {have.encoder_output} of width {have.encoder_width}{named(have)} and --image_encoder_path "
+                        f"gives width {acfg.encoder_width}{named(acfg)}")
+    if problems:
+        raise AdapterMismatchError(
+            f"--pretrained_ip_adapter_path: {path!r} does not fit this run: " + "; ".join(problems)
+            + ". Start from a file made for the same base model, --variant and image encoder, or leave the flag out."
+        )
+
+
 def encoder_width_for(encoder, variant: str) -> int:
     """Width of the encoder output this variant projects (ip_core.config.ENCODER_OUTPUTS)."""
+    if ENCODER_OUTPUTS[variant] == IMAGE_EMBEDS and not getattr(encoder, "projection_trained", True):
+        raise TrainerConfigError(
+            f"--variant {variant} projects the encoder's image_embeds, and the --image_encoder_path weights have no "
+            f"visual_projection (a CLIPVisionModel, not CLIPVisionModelWithProjection): its image_embeds would be random. "
+            f"Give a CLIPVisionModelWithProjection folder (the official ViT-H/14 image encoder), or train --variant plus."
+        )
     return encoder.projection_dim if ENCODER_OUTPUTS[variant] == IMAGE_EMBEDS else encoder.hidden_size
 
 
@@ -132,6 +163,7 @@ class Trainer:
         self.accelerator = accelerator
         self.runner = model if runner is None else runner  # the module whose gradients accelerate synchronises
         self.accumulation = accumulation
+        self.part = (accelerator.process_index, accelerator.num_processes)  # this rank's rows of each global draw
         self.global_step = 0
         self._micro_losses = None
         # a full run (setup) also has:
@@ -157,7 +189,7 @@ class Trainer:
         with acc.accumulate(self.runner):
             with acc.autocast():
                 loss = recipe_loss(self.model, self.scheduler, latents, text_embeds, image_features, self.recipe, self.drop_gen, self.step_gen,
-                                   pooled=pooled, time_ids=time_ids)
+                                   pooled=pooled, time_ids=time_ids, part=self.part)
                 if weight != 1.0:
                     loss = loss * weight
             acc.backward(loss)
@@ -178,6 +210,7 @@ class Trainer:
         sdxl = detect_sdxl(cfg.pretrained_model_name_or_path)  # from the model's own UNet config, no weights read
         cfg = for_model(cfg, sdxl)  # default resolution; SDXL-incompatible choices fail here
         accelerator = _make_accelerator(cfg)
+        _check_process_group(accelerator)
         device, rank = accelerator.device, accelerator.process_index
         weight_dtype = weight_dtype_for(accelerator.mixed_precision)
         if cfg.allow_tf32 and torch.cuda.is_available():
@@ -196,12 +229,17 @@ class Trainer:
         if accelerator.is_main_process:
             save_resolved(cfg, os.path.join(cfg.output_dir, "config.json"))
         items = data_mod.load_json_items(cfg.data_json_file) if cfg.data_json_file else None
+        data_mod.check_split(accelerator.num_processes, items=None if items is None else len(items),
+                             shards=len(data_mod.expand_shards(cfg.train_shards)) if cfg.train_shards else None,
+                             workers=cfg.dataloader_num_workers)
 
         seed = int(cfg.seed or 0)
         torch.manual_seed(seed + rank)
-        # both on the accelerator: drawing drops, noise, timesteps and latent samples needs no host transfer
-        drop_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 2 * rank + 1)
-        step_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 2 * rank + 2)
+        # both on the accelerator: drawing drops, noise, timesteps and latent samples needs no host transfer. The
+        # same streams on every rank: each draws for the global batch and keeps its rows (trainer.recipe), so the
+        # run does not depend on how many processes share the global batch.
+        drop_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 1)
+        step_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 2)
 
         # ---- models: frozen ones in the mixed-precision dtype, the adapter in fp32
         models = load_sd(cfg.pretrained_model_name_or_path, cfg.single_file_config)
@@ -373,7 +411,7 @@ class Trainer:
                 text, pooled = encode_text(m, batch["input_ids"].to(dev, non_blocking=True), ids_2)
                 if self.sdxl:
                     extras = {"pooled": pooled, "time_ids": batch["time_ids"].to(dev, dt, non_blocking=True)}
-        return sample_latents(mean, logvar, self.step_gen, self.scaling), text, feats, extras
+        return sample_latents(mean, logvar, self.step_gen, self.scaling, part=self.part), text, feats, extras
 
     def train_batch(self, batch: dict, weight: float = 1.0) -> bool:
         """Encode and step one loader batch; True when it completed an optimizer step (then log/save/validate)."""
@@ -577,6 +615,23 @@ def _make_accelerator(cfg: TrainConfig) -> Accelerator:
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         log_with=None if cfg.report_to in ("none", "") else cfg.report_to,
         project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=os.path.join(cfg.output_dir, cfg.logging_dir)),
+    )
+
+
+def _check_process_group(accelerator: Accelerator) -> None:
+    """Processes launched together must form one group; otherwise each would train alone, all writing the
+    same output folder (accelerate's DeepSpeed path on a machine without GPUs does exactly that)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched <= 1 or accelerator.num_processes == launched:
+        return
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and not torch.cuda.is_available():
+        why = ("accelerate runs DeepSpeed only with GPUs (without one it forms no process group); on CPU drop DeepSpeed "
+               "(ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m trainer train ...)")
+    else:
+        why = "launch every process with torchrun or accelerate launch, and on CPU set ACCELERATE_USE_CPU=1"
+    raise TrainerConfigError(
+        f"{launched} processes were launched (WORLD_SIZE={launched}) but they joined a group of "
+        f"{accelerator.num_processes}: each would train alone and overwrite the others' checkpoints. {why[0].upper()}{why[1:]}"
     )
 
 

@@ -88,3 +88,18 @@ def test_shards_split_across_ranks_and_workers_without_repeats(tmp_path, workers
             for w in range(workers):
                 seen += [key for key, _, _ in ds.raw_samples(w, workers)]
         assert sorted(seen) == sorted(f"{s}-{k}" for s in range(6) for k in range(3))  # every sample once per epoch
+
+
+def test_data_that_cannot_be_split_over_the_processes_is_refused_with_the_numbers():
+    from trainer.datasets import check_split
+    from trainer.errors import TrainerConfigError
+
+    check_split(1, items=1)  # one process: anything goes
+    check_split(4, items=5)  # not a multiple: the sampler repeats 3 samples per epoch, as DistributedSampler
+    with pytest.raises(TrainerConfigError, match="3 sample\\(s\\) for 4 processes.*at most 3 process"):
+        check_split(4, items=3)
+    check_split(2, shards=4, workers=2)
+    with pytest.raises(TrainerConfigError, match="3 shard\\(s\\) for 2 processes x 2 dataloader worker\\(s\\) = 4 readers.*at least 4 tar"):
+        check_split(2, shards=3, workers=2)
+    with pytest.raises(TrainerConfigError, match="1 shard\\(s\\) for 2 processes x 1 dataloader worker\\(s\\)"):
+        check_split(2, shards=1, workers=0)

@@ -1,7 +1,9 @@
 """A real two-process run (torchrun, gloo on CPU) with the tiny models: the adapter weights are identical on
-both ranks after every step, only rank 0 writes exports, and a resume under two processes reproduces the
-uninterrupted two-process run's losses. (`accelerate launch --cpu --num_processes 2` starts a single process
-on accelerate 1.15, so torchrun launches the ranks; accelerate's Accelerator joins the gloo group they form.)"""
+both ranks after every step, only rank 0 writes exports, a resume under two processes reproduces the
+uninterrupted two-process run's losses, SIGTERM reaching one rank stops both after a checkpoint, and two
+processes with batch 2 train as one process with batch 4. (`accelerate launch --cpu --num_processes 2` starts
+a single process on accelerate 1.15, so torchrun launches the ranks; accelerate's Accelerator joins the gloo
+group they form.)"""
 import json
 import os
 import shutil
@@ -10,6 +12,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 WORKER = os.path.join(os.path.dirname(__file__), "dist_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,9 +25,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(tmp_path, name, **kw):
+def _run(tmp_path, name, env_extra=None, **kw):
     out = str(tmp_path / f"{name}.json")
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(env_extra or {})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            WORKER, out, json.dumps(kw)]
     try:
@@ -34,13 +39,28 @@ def _run(tmp_path, name, **kw):
     return [json.load(open(f"{out}.rank{r}")) for r in (0, 1)]
 
 
-@pytest.mark.slow
-def test_two_processes_stay_in_sync_write_once_and_resume_exactly(train_args, tmp_path):
-    base = {k: v for k, v in vars(train_args()).items()}
-    base.update(train_batch_size=2, save_steps=2, logging_steps=2, dataloader_num_workers=0)
-    full_dir, cut_dir = str(tmp_path / "full"), str(tmp_path / "cut")
+@pytest.fixture(scope="module")
+def two_process_run(tiny_assets, tmp_path_factory):
+    """The uninterrupted two-process run every test here compares with: batch 2 per rank, 4 steps, a
+    checkpoint every 2 steps, the losses agreed every 2 steps."""
+    tmp = tmp_path_factory.mktemp("dist")
+    base = dict(pretrained_model_name_or_path=tiny_assets["sd"], image_encoder_path=tiny_assets["encoder"],
+                data_json_file=tiny_assets["json"], data_root_path=tiny_assets["images"], resolution=16,  # conftest.TINY_RES
+                report_to="none", seed=0, dataloader_num_workers=0, train_batch_size=2, save_steps=2, logging_steps=2,
+                max_train_steps=4)
+    full_dir = str(tmp / "full")
+    r0, r1 = _run(tmp, "full", **dict(base, output_dir=full_dir))
+    return {"tmp": tmp, "base": base, "dir": full_dir, "ranks": (r0, r1)}
 
-    r0, r1 = _run(tmp_path, "full", **dict(base, output_dir=full_dir, max_train_steps=4))
+
+def _adapter(folder):
+    return load_file(os.path.join(folder, "ip_adapter.safetensors"))
+
+
+@pytest.mark.slow
+def test_two_processes_stay_in_sync_write_once_and_resume_exactly(two_process_run):
+    tmp, base, full_dir = two_process_run["tmp"], two_process_run["base"], two_process_run["dir"]
+    r0, r1 = two_process_run["ranks"]
     assert r0["world"] == r1["world"] == 2
     assert len(r0["digests"]) == 4 and r0["digests"] == r1["digests"]  # identical weights after every step
     assert r0["losses"] == r1["losses"] and len(r0["losses"]) == 4  # the all-reduced mean, on both ranks
@@ -49,7 +69,71 @@ def test_two_processes_stay_in_sync_write_once_and_resume_exactly(train_args, tm
     assert sorted(p for p in os.listdir(full_dir) if p.startswith(("checkpoint", ".checkpoint"))) == ["checkpoint-2", "checkpoint-4"]
 
     # the state a run stopped at step 2 would have left (the run is deterministic: the same folder)
+    cut_dir = str(tmp / "cut")
     shutil.copytree(os.path.join(full_dir, "checkpoint-2"), os.path.join(cut_dir, "checkpoint-2"))
-    c0, c1 = _run(tmp_path, "resumed", **dict(base, output_dir=cut_dir, max_train_steps=4, resume_from_checkpoint="latest"))
+    c0, c1 = _run(tmp, "resumed", **dict(base, output_dir=cut_dir, resume_from_checkpoint="latest"))
     assert c0["losses"] == r0["losses"] and c1["losses"] == r1["losses"]  # bit-exact across the two-process resume
     assert c0["digests"] == r0["digests"][2:] and c1["digests"] == c0["digests"]
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_rank_stops_both_after_a_checkpoint(two_process_run):
+    """A preemption that reaches rank 1 only, right after step 1: the ranks agree on stopping at the next
+    agreement step (every --logging_steps, here 2), rank 0 saves checkpoint-2, both exit cleanly; that
+    checkpoint is the uninterrupted run's, so --resume_from_checkpoint latest continues exactly (tested above)."""
+    tmp, base, full_dir = two_process_run["tmp"], two_process_run["base"], two_process_run["dir"]
+    stop_dir = str(tmp / "sigterm")
+    s0, s1 = _run(tmp, "sigterm", **dict(base, output_dir=stop_dir, save_steps=100, _sigterm_after=[1, 1]))
+    assert s0["interrupted"] and s1["interrupted"] and s0["global_step"] == s1["global_step"] == 2
+    assert s0["digests"] == s1["digests"] == two_process_run["ranks"][0]["digests"][:2]
+    assert [p for p in os.listdir(stop_dir) if p.startswith("checkpoint")] == ["checkpoint-2"]
+    saved, uninterrupted = _adapter(os.path.join(stop_dir, "checkpoint-2")), _adapter(os.path.join(full_dir, "checkpoint-2"))
+    assert saved.keys() == uninterrupted.keys() and all(torch.equal(saved[k], uninterrupted[k]) for k in saved)
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_process_with_the_global_batch(two_process_run, train_args):
+    """2 processes x batch 2 = 1 process x batch 4: the same samples in each global batch (the sampler's
+    strided split), the same drops, noise, timesteps and latent draws (every rank draws for the global batch
+    and keeps its rows), the gradient all-reduce averaging the two halves' means. What differs is float
+    summation order only: losses and weights agree to float tolerance, not bit for bit."""
+    from trainer.train import train
+
+    base, full_dir = two_process_run["base"], two_process_run["dir"]
+    one = train(train_args(**dict(base, output_dir=str(two_process_run["tmp"] / "one"), train_batch_size=4)))
+    two = two_process_run["ranks"][0]
+    assert len(one.losses) == len(two["losses"]) == 4
+    for a, b in zip(one.losses, two["losses"]):
+        assert abs(a - b) <= 1e-5 * abs(b), (one.losses, two["losses"])
+    w1, w2 = _adapter(one.output_dir), _adapter(full_dir)
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+ZERO2 = os.path.join(ROOT, "trainer", "accelerate_configs", "deepspeed_zero2.yaml")
+
+
+def test_the_shipped_zero2_config_is_one_accelerate_reads():
+    """trainer/accelerate_configs/deepspeed_zero2.yaml as `accelerate launch --config_file` reads it, turned into
+    accelerate's DeepSpeed plugin (the run itself needs GPUs: below)."""
+    pytest.importorskip("deepspeed")
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DeepSpeedPlugin, DistributedType
+
+    cfg = load_config_from_file(ZERO2)
+    assert cfg.distributed_type == DistributedType.DEEPSPEED and cfg.deepspeed_config["zero_stage"] == 2
+    plugin = DeepSpeedPlugin(**{k: v for k, v in cfg.deepspeed_config.items() if k != "zero3_init_flag"})
+    assert plugin.deepspeed_config["zero_optimization"]["stage"] == 2
+
+
+@pytest.mark.slow
+def test_processes_that_form_no_group_are_refused_before_training(two_process_run):
+    """accelerate 1.15 runs DeepSpeed only with GPU backends: on CPU each launched process comes up alone
+    (num_processes 1) and would overwrite the others' checkpoints. The trainer refuses that, naming the fix."""
+    pytest.importorskip("deepspeed")
+    tmp, base = two_process_run["tmp"], two_process_run["base"]
+    env = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_USE_CPU": "0"}
+    with pytest.raises(AssertionError, match="2 processes were launched .* joined a group of 1.*DeepSpeed only with GPUs"):
+        _run(tmp, "zero2_cpu", env_extra=env, **dict(base, output_dir=str(tmp / "zero2_cpu")))
+    assert not os.path.exists(tmp / "zero2_cpu" / "checkpoint-2")

@@ -84,3 +84,33 @@ def test_optimizer_is_adamw_with_official_defaults():
     assert isinstance(opt, torch.optim.AdamW)
     group = opt.param_groups[0]
     assert group["lr"] == 1e-4 and group["weight_decay"] == 1e-2 and len(group["params"]) == 1
+
+
+def test_each_rank_draws_its_rows_of_the_global_batch():
+    """Under N processes every rank draws drops, latent samples, noise and timesteps for the whole global batch
+    and keeps rows rank, rank + N, ... (the sampler's split): together they are the one-process draw."""
+    from diffusers import DDPMScheduler
+
+    from trainer.recipe import DropRecipe, recipe_loss
+
+    class Echo(torch.nn.Module):  # returns its noisy input: the loss then depends on every draw
+        def forward(self, noisy, timesteps, text, feats, scale=1.0):
+            Echo.seen.append((noisy.clone(), timesteps.clone(), text.clone(), feats.clone()))
+            return noisy
+
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    lat = torch.randn(6, 4, 2, 2)
+    text, feats = torch.randn(6, 3, 5), torch.randn(6, 7)
+    recipe = DropRecipe(torch.zeros(1, 3, 5), i_drop_rate=0.3, t_drop_rate=0.3, ti_drop_rate=0.3)
+    Echo.seen = []
+    gen = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    z = sample_latents(lat, torch.zeros_like(lat), gen(3), 0.5)
+    recipe_loss(Echo(), sched, z, text, feats, recipe, gen(1), gen(2))
+    whole = Echo.seen.pop()
+    for rank in range(3):
+        rows = slice(rank, None, 3)
+        z_r = sample_latents(lat[rows], torch.zeros_like(lat[rows]), gen(3), 0.5, part=(rank, 3))
+        assert torch.equal(z_r, z[rows])
+        recipe_loss(Echo(), sched, z_r, text[rows], feats[rows], recipe, gen(1), gen(2), part=(rank, 3))
+        mine = Echo.seen.pop()
+        assert all(torch.equal(m, w[rows]) for m, w in zip(mine, whole))

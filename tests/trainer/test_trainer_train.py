@@ -9,10 +9,11 @@ import torch
 from PIL import Image
 
 import trainer.recipe as recipe_mod
+import trainer.train as train_mod
 from ip_core.adapter import load_adapter
 from trainer.training_checkpoints import list_checkpoints
 from trainer.cli import main as cli_main
-from trainer.errors import TrainingDivergedError
+from trainer.errors import TrainerConfigError, TrainingDivergedError
 from trainer.train import train
 
 
@@ -162,6 +163,43 @@ def test_start_from_pretrained_adapter_and_refuse_a_mismatch(train_args, tmp_pat
 
     with pytest.raises(AdapterMismatchError, match="--pretrained_ip_adapter_path"):
         train(train_args(output_dir=str(tmp_path / "c"), variant="plus", pretrained_ip_adapter_path=first.export_path))
+
+
+def test_a_pretrained_adapter_or_encoder_that_does_not_fit_is_named_before_training(train_args, tiny_sdxl, tmp_path):
+    """Another base model, another variant, another encoder width, an encoder whose image_embeds would be
+    untrained: each refused before the first step, naming both sides."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
+
+    from ip_core.adapter import save_adapter
+    from ip_core.errors import AdapterMismatchError
+    from trainer.frozen_models import load_sd
+    from trainer.train import build_adapter
+
+    steps = []
+    real_step = train_mod.Trainer.step
+    train_mod.Trainer.step = lambda self, *a, **k: steps.append(1) or real_step(self, *a, **k)
+    try:
+        sdxl_file = str(save_adapter(build_adapter(load_sd(tiny_sdxl).unet, 24, "base"), tmp_path / "sdxl_adapter"))
+        with pytest.raises(AdapterMismatchError, match=r"made for .* layers, 64-wide text\) and --pretrained_model_name_or_path is .*32-wide text"):
+            train(train_args(output_dir=str(tmp_path / "a"), pretrained_ip_adapter_path=sdxl_file))
+        dims = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=224, patch_size=32)
+        CLIPVisionModelWithProjection(CLIPVisionConfig(projection_dim=40, **dims)).save_pretrained(str(tmp_path / "enc40"))
+        first = train(train_args(output_dir=str(tmp_path / "b"), max_train_steps=1))
+        steps.clear()
+        with pytest.raises(AdapterMismatchError, match="it takes image_embeds of width 24 and --image_encoder_path gives width 40"):
+            train(train_args(output_dir=str(tmp_path / "c"), pretrained_ip_adapter_path=first.export_path,
+                             image_encoder_path=str(tmp_path / "enc40")))
+        with pytest.raises(AdapterMismatchError, match="it is a base adapter and --variant is plus"):
+            train(train_args(output_dir=str(tmp_path / "d"), variant="plus", pretrained_ip_adapter_path=first.export_path))
+        CLIPVisionModel(CLIPVisionConfig(projection_dim=24, **dims)).save_pretrained(str(tmp_path / "noproj"))
+        with pytest.raises(TrainerConfigError, match="no visual_projection .* --variant plus"):
+            train(train_args(output_dir=str(tmp_path / "e"), image_encoder_path=str(tmp_path / "noproj")))
+        assert steps == []
+        # plus reads the hidden states only: that encoder is fine for it
+        assert train(train_args(output_dir=str(tmp_path / "f"), variant="plus", max_train_steps=1,
+                                image_encoder_path=str(tmp_path / "noproj"))).global_step == 1
+    finally:
+        train_mod.Trainer.step = real_step
 
 
 def test_openclip_checkpoint_file_as_image_encoder(train_args, tmp_path):
