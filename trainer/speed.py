@@ -86,8 +86,14 @@ def use_sdpa(models) -> None:
     if getattr(models, "vae", None) is not None:
         models.vae.set_attn_processor(AttnProcessor2_0())
     for m in _transformers_modules(models):
-        if m.config._attn_implementation != "sdpa":
-            m.set_attn_implementation("sdpa")
+        if m.config._attn_implementation == "sdpa":
+            continue
+        if not hasattr(m, "set_attn_implementation"):  # transformers < 4.56 picks the attention class when loading
+            raise TrainerConfigError(
+                f"{type(m).__name__} was loaded with attn_implementation {m.config._attn_implementation!r}; this transformers "
+                f"version cannot switch it to 'sdpa' after loading: upgrade transformers (pip install -U transformers)"
+            )
+        m.set_attn_implementation("sdpa")
 
 
 def _transformers_modules(models) -> list:
