@@ -219,3 +219,10 @@ def test_bench_trainer_runs_tiny():
     text = out.stdout
     for want in ("baseline", "ours", "samples/s", "ratio ours/baseline", "1,000,000 steps", "200,000 steps", "from the CPU rate"):
         assert want in text, (want, text)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU is visible")
+def test_bench_trainer_cuda_without_a_gpu_fails_clearly():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_trainer.py"), "--device", "cuda"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2 and "no CUDA GPU is visible" in out.stderr and "--device cpu" in out.stderr
