@@ -75,7 +75,8 @@ def use_sdpa(models) -> None:
 
     UNet: IPAdapterUNet installs IPAttnProcessor (ip_core.attention, SDPA) and diffusers' AttnProcessor2_0 on
     every layer; checked here. VAE: AttnProcessor2_0 set explicitly (a model whose config chose another
-    processor would otherwise keep it). transformers encoders: attn_implementation "sdpa"."""
+    processor would otherwise keep it). transformers encoders: attn_implementation "sdpa". OpenCLIP towers:
+    torch.nn.MultiheadAttention without its CPU fast path (which does not use SDPA)."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     from .attn_processor import IPAttnProcessor
@@ -94,6 +95,32 @@ def use_sdpa(models) -> None:
                 f"version cannot switch it to 'sdpa' after loading: upgrade transformers (pip install -U transformers)"
             )
         m.set_attn_implementation("sdpa")
+    if getattr(models, "encoder", None) is not None:
+        from .frozen_models import encoder_module
+
+        _mha_through_sdpa(encoder_module(models.encoder))
+
+
+def _mha_through_sdpa(module: torch.nn.Module) -> None:
+    """torch.nn.MultiheadAttention (OpenCLIP towers) takes a fused "fast path" for frozen modules that on CPU is
+    bmm + softmax; without it, it calls scaled_dot_product_attention. Switched off only during these modules' calls."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.MultiheadAttention) and not getattr(m, "_sdpa_hooks", False):
+            m.register_forward_pre_hook(_fastpath_off)
+            m.register_forward_hook(_fastpath_restore, always_call=True)
+            m._sdpa_hooks = True
+
+
+_FASTPATH_SAVED: list = []
+
+
+def _fastpath_off(module, args):
+    _FASTPATH_SAVED.append(torch.backends.mha.get_fastpath_enabled())
+    torch.backends.mha.set_fastpath_enabled(False)
+
+
+def _fastpath_restore(module, args, output):
+    torch.backends.mha.set_fastpath_enabled(_FASTPATH_SAVED.pop())
 
 
 def _transformers_modules(models) -> list:

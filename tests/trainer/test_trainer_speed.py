@@ -112,6 +112,31 @@ def test_every_attention_the_step_runs_is_sdpa(train_args, monkeypatch):
     assert sum(per_module[id(m)][0] for m in unet) == (len(unet) - n_cross) + 2 * n_cross
 
 
+def test_openclip_tower_attention_is_sdpa(train_args, tmp_path, monkeypatch):
+    import json
+
+    from safetensors.torch import save_file
+
+    from ip_core.encoders import build_openclip_visual
+
+    arch = {"embed_dim": 24, "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 8, "patch_size": 32}}
+    (tmp_path / "tiny_openclip.json").write_text(json.dumps(arch))
+    torch.manual_seed(0)
+    visual = build_openclip_visual(arch).eval().requires_grad_(False)
+    save_file({"visual." + k: v.contiguous() for k, v in visual.state_dict().items()}, str(tmp_path / "open_clip_model.safetensors"))
+    t = Trainer.setup(validate(train_args(image_encoder_path=str(tmp_path / "open_clip_model.safetensors"),
+                                          image_encoder_arch=str(tmp_path / "tiny_openclip.json"), output_dir=str(tmp_path / "o"))))
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        fast = visual(pixels)  # torch's fused fast path (no SDPA on CPU)
+        counter = SDPACounter(monkeypatch)
+        mha = [m for m in t.models.encoder.module.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+        out = t.models.encoder.encode(pixels)
+    assert len(mha) == 2 and counter.calls == 2  # one SDPA call per layer
+    torch.testing.assert_close(out.image_embeds, fast, rtol=1e-5, atol=1e-6)
+    assert torch.backends.mha.get_fastpath_enabled()  # switched off only inside those calls
+
+
 def test_channels_last_same_step(train_args, tmp_path):
     ref = first_step(train_args(output_dir=str(tmp_path / "ref")))
     cl = first_step(train_args(output_dir=str(tmp_path / "cl"), channels_last=True))
