@@ -251,3 +251,15 @@ def test_bench_trainer_cuda_without_a_gpu_fails_clearly():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_trainer.py"), "--device", "cuda"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 2 and "no CUDA GPU is visible" in out.stderr and "--device cpu" in out.stderr
+
+
+@pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes not installed (pip install bitsandbytes)")
+def test_8bit_adam_resume_reproduces_the_uninterrupted_run(train_args, tmp_path):
+    from trainer.train import train
+
+    kw = dict(use_8bit_adam=True, cache_dir=str(tmp_path / "cache"))
+    full = train(train_args(output_dir=str(tmp_path / "full"), max_train_steps=3, **kw))
+    out = str(tmp_path / "o")
+    train(train_args(output_dir=out, max_train_steps=2, save_steps=2, **kw))
+    resumed = train(train_args(output_dir=out, max_train_steps=3, resume_from_checkpoint="latest", **kw))
+    assert resumed.losses == full.losses  # the 8-bit optimizer state went through the checkpoint intact
