@@ -145,9 +145,10 @@ def recipe_loss(model, scheduler, latents, text_embeds, image_features, recipe: 
     return diffusion_loss(model, scheduler, latents, text_embeds, image_features, noise_gen, added_cond=added_cond, part=part)
 
 
-def make_optimizer(params, lr: float = 1e-4, weight_decay: float = 1e-2) -> torch.optim.Optimizer:
-    """AdamW over the adapter's parameters only, weight decay on all of them (as the official script)."""
+def make_optimizer(params, lr: float = 1e-4, weight_decay: float = 1e-2, optimizer_cls=torch.optim.AdamW) -> torch.optim.Optimizer:
+    """AdamW over the adapter's parameters only, weight decay on all of them (as the official script).
+    optimizer_cls: another AdamW implementation (trainer.speed.optimizer_class: bitsandbytes' 8-bit one)."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: the optimizer gets the adapter's parameters only")
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return optimizer_cls(params, lr=lr, weight_decay=weight_decay)

@@ -32,6 +32,7 @@ from ip_core.layers import layer_specs_from_unet
 
 from . import cache as cache_mod
 from . import datasets as data_mod
+from . import speed
 from . import training_checkpoints as ck
 from .errors import TrainerConfigError, TrainingDivergedError
 from .frozen_models import detect_sdxl, encode_text, encoder_module, freeze_, load_image_encoder, load_sd
@@ -225,6 +226,7 @@ class Trainer:
         if resume_path:
             state = ck.load_state(resume_path)
             _check_resume_config(state["config"], cfg, resume_path)
+            speed.check_resume(state["config"], cfg, resume_path)
             rng = ck.load_rng(resume_path, rank)
         if accelerator.is_main_process:
             save_resolved(cfg, os.path.join(cfg.output_dir, "config.json"))
@@ -258,10 +260,12 @@ class Trainer:
             freeze_(m, device, weight_dtype)
         vae_dtype = torch.float32 if sdxl else weight_dtype  # tutorial_train_sdxl.py: "vae of sdxl should use fp32"
         freeze_(models.vae, device, vae_dtype)
+        speed.prepare_models(models, cfg)  # SDPA everywhere; --channels_last, --torch_compile
         recipe = _dropped_values(cfg, models, acfg, device, weight_dtype)
 
         # ---- optimizer, accelerate (only the adapter's forward is wrapped: DDP/DeepSpeed never see the UNet)
-        optimizer = make_optimizer(model.trainable_parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(model.trainable_parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                   optimizer_cls=speed.optimizer_class(cfg.use_8bit_adam))
         deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
         if deepspeed:  # no dataloader goes through prepare(), so DeepSpeed cannot infer the micro batch itself
             ds_cfg = accelerator.state.deepspeed_plugin.deepspeed_config

@@ -21,6 +21,7 @@ import yaml
 from ip_core.config import DEFAULT_TOKENS
 from ip_core.encoder_table import OPENCLIP_ARCHS
 
+from . import speed
 from .datasets import expand_shards, open_rgb
 from .errors import TrainerConfigError
 
@@ -71,6 +72,12 @@ class TrainConfig:
     cache_dtype: str = "float16"
     gradient_checkpointing: bool = False  # recompute frozen-UNet activations in backward (memory for time)
     allow_tf32: bool = False
+    # GPU readiness (trainer/speed.py; SDPA is always on)
+    channels_last: bool = False  # UNet/VAE convolutions in NHWC memory
+    torch_compile: bool = False  # torch.compile the frozen UNet
+    torch_compile_backend: str = "inductor"
+    torch_compile_mode: Optional[str] = None  # default / reduce-overhead / max-autotune / max-autotune-no-cudagraphs
+    use_8bit_adam: bool = False  # bitsandbytes AdamW8bit (8-bit optimizer moments)
     # output
     export_format: str = "safetensors"  # or "bin"
     checkpoints_total_limit: Optional[int] = None
@@ -136,6 +143,11 @@ _HELP = {
     "cache_dir": "Cache pass: store VAE latent moments, CLIP features and text embeddings here and train from them.",
     "cache_dtype": "float16 or float32 storage of the cache.",
     "export_format": "safetensors (default) or bin.",
+    "channels_last": "UNet and VAE convolutions in channels_last (NHWC) memory format (faster on tensor cores).",
+    "torch_compile": "torch.compile the frozen UNet (first steps are slow while it compiles).",
+    "torch_compile_backend": "torch.compile backend (inductor; aot_eager/eager to debug).",
+    "torch_compile_mode": "torch.compile mode: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs.",
+    "use_8bit_adam": "bitsandbytes' 8-bit AdamW (less optimizer memory; needs `pip install bitsandbytes`).",
     "logging_steps": "Log (and sync the host) every N optimizer steps.",
     "validation_image": "Reference image(s) for sample grids.",
     "validation_prompt": "Prompt(s) for sample grids (default: empty prompt, image only).",
@@ -415,6 +427,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         )
     if cfg.cache_dir is not None and os.path.exists(cfg.cache_dir):
         _require(os.path.isdir(cfg.cache_dir), f"--cache_dir: {cfg.cache_dir!r} exists and is not a folder")
+    speed.check_config(cfg)  # bitsandbytes present, torch.compile backend/mode known
     return cfg
 
 

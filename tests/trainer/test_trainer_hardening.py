@@ -156,7 +156,7 @@ def test_infinite_learning_rate_in_code_never_writes_a_checkpoint(train_args, tm
     """A non-finite step (here: an AdamW lr of inf set behind the config's back) is caught before a
     checkpoint or export is written, and no message calls a bad checkpoint good."""
     real = train_mod.make_optimizer
-    monkeypatch.setattr(train_mod, "make_optimizer", lambda params, lr, weight_decay: real(params, lr=float("inf"), weight_decay=weight_decay))
+    monkeypatch.setattr(train_mod, "make_optimizer", lambda params, lr, weight_decay, **kw: real(params, lr=float("inf"), weight_decay=weight_decay, **kw))
     out = tmp_path / "o"
     with pytest.raises(TrainingDivergedError) as e:
         train(train_args(output_dir=str(out), max_train_steps=3, save_steps=1, logging_steps=1))
