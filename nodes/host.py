@@ -245,3 +245,22 @@ def insightface_root() -> str:
     import folder_paths
 
     return os.path.join(folder_paths.models_dir, INSIGHTFACE_FOLDER)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Flux (nodes/patch_dit.py): the block layout and the diffusion-model wrapper.
+
+def flux_img_first(model) -> bool:
+    """comfy/ldm/flux/layers.py DoubleStreamBlock.flipped_img_txt: image tokens first in the joint attention."""
+    blocks = getattr(model.get_model_object("diffusion_model"), "double_blocks", None)
+    return bool(blocks and getattr(blocks[0], "flipped_img_txt", False))
+
+
+def add_diffusion_model_wrapper(model, key: str, wrapper) -> None:
+    """comfy/patcher_extension.py: ModelPatcher.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, key, wrapper); once
+    per key (a clone carries its source's wrappers)."""
+    from comfy.patcher_extension import WrappersMP
+
+    kind = WrappersMP.DIFFUSION_MODEL
+    if not model.wrappers.get(kind, {}).get(key):
+        model.add_wrapper_with_key(kind, key, wrapper)

@@ -14,6 +14,7 @@ from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.preprocess import MODES as CROP_MODES
 from ..ip_core.preprocess import preprocess_images
 from ..ip_core import tiles as tiling
+from .patch_dit import check_flux_encoder
 from .common import CATEGORY, LoadedAdapter, check_images, check_number, error_boundary, require
 
 TILE_MODES = ("off", "tiled", "enhance")
@@ -159,12 +160,19 @@ class IPAEncodeImagePrompt:
         progress = host.progress_bar(total)
         label = "the connected CLIP vision model"
         whole = _encode(clip_vision, image, crop, progress, masks, legacy=legacy)
+        if config.base_model == "flux":
+            check_flux_encoder(config, whole)
         if grid > 1:
             whole = _enhanced(clip_vision, image, whole, grid, enhance_ratio, crop, progress, legacy)
         cond = weight_references(features_for(config, whole, label), weights)
         if negative_image is not None:
             check_images(negative_image, "negative_image")
             uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress, legacy=legacy), label)
+        elif config.base_model == "flux":  # diffusers' Flux pipeline: a black image through the encoder
+            size = int(getattr(clip_vision, "image_size", 224))
+            black = torch.zeros(1, size, size, 3)
+            uncond = features_for(config, _encode(clip_vision, black, crop, progress, legacy=legacy), label)
+            uncond = uncond.expand(cond.shape[0], *uncond.shape[1:]).clone()
         elif legacy and config.encoder_output != "image_embeds":
             # the widely used pack's "no image" for plus / full-face: a black picture through clip_preprocess
             size = int(getattr(clip_vision, "image_size", 224))

@@ -1,0 +1,154 @@
+"""Flux IP-Adapters inside a real ComfyUI (COMFYUI_PATH):
+
+    python tests/integration/run_flux.py exact|detect OUT_DIR
+
+exact: the host's own Flux model code at reduced widths (hidden 64, 4 heads, context 32; 2 double + 2 single
+blocks), weights converted from a random diffusers FluxTransformer2DModel by the host's converter. One denoising
+call with the XLabs adapter applied by our Apply node equals diffusers' FluxIPAdapterAttnProcessor; weight 0 is
+bit-identical to the unpatched model; every patched block is counted (XLabs: double blocks; InstantX: all).
+detect: a real-width Flux (hidden 3072, context 4096; 1 double + 1 single block, bf16 storage) that the host
+detects from its keys, with a real-width XLabs adapter file loaded by Load IPAdapter: patched blocks counted,
+weight 0 bit-identical, a SD adapter / model refused. Prints `RESULT <json>`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import comfy_host  # noqa: E402
+
+COMFY = os.environ["COMFYUI_PATH"]
+SMALL = {"image_model": "flux", "in_channels": 16, "patch_size": 2, "out_channels": 16, "vec_in_dim": 24,
+         "context_in_dim": 32, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 4, "depth": 2,
+         "depth_single_blocks": 2, "axes_dim": [4, 6, 6], "theta": 10000, "qkv_bias": True, "guidance_embed": False}
+
+
+def _randomize(module, seed, scale=0.05):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return module
+
+
+def _host_flux(diffusers_sd, unet_config):
+    import comfy.model_detection
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = comfy.supported_models.Flux(dict(unet_config))
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    # the host's converter writes some converted tensors into its input's storage: give it copies
+    sd = comfy.model_detection.convert_diffusers_mmdit({k: v.clone() for k, v in diffusers_sd.items()}, "")
+    missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=False)
+    assert not unexpected and not [k for k in missing if "norm" not in k or "scale" in k], (missing[:5], unexpected[:5])
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def _call(patcher, x, sigma, context, y):
+    """One call of the host's diffusion model with the patcher's transformer_options, as the sampler makes it."""
+    options = dict(patcher.model_options.get("transformer_options", {}))
+    options.update(cond_or_uncond=[0] * 1, sigmas=sigma)
+    with torch.no_grad():
+        return patcher.model.diffusion_model(x, sigma, context, y=y, transformer_options=options)
+
+
+def _pack(x):
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def exact(out_dir):
+    from diffusers import FluxTransformer2DModel
+
+    host_nodes = comfy_host.boot(COMFY)
+    nodes = comfy_host.load_pack(host_nodes, os.path.join(out_dir, "ipadapter"))
+    flux = comfy_host.pack_module("ip_core.flux")
+    embeds_mod = comfy_host.pack_module("ip_core.embeds")
+    torch.manual_seed(0)
+    ref = _randomize(FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=2,
+                                            attention_head_dim=16, num_attention_heads=4, joint_attention_dim=32,
+                                            pooled_projection_dim=24, guidance_embeds=False, axes_dims_rope=(4, 6, 6)), 1).eval()
+    plain = _host_flux(ref.state_dict(), SMALL)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 16, 8, 6, generator=g)
+    context, y = torch.randn(2, 7, 32, generator=g), torch.randn(2, 24, generator=g)
+    sigma = torch.tensor([0.6, 0.6])
+    h, w = 4, 3
+    img_ids = torch.zeros(h, w, 3)
+    img_ids[..., 1] = torch.arange(h)[:, None]
+    img_ids[..., 2] = torch.arange(w)[None, :]
+    img_ids, txt_ids = img_ids.reshape(-1, 3), torch.zeros(7, 3)
+
+    def reference(**kw):
+        with torch.no_grad():
+            return ref(hidden_states=_pack(x), encoder_hidden_states=context, pooled_projections=y, timestep=sigma,
+                       img_ids=img_ids, txt_ids=txt_ids, **kw).sample
+
+    result = {}
+    base = _call(plain, x, sigma, context, y)
+    r0 = reference()
+    result["unpatched_rel_err"] = float((_pack(base) - r0).norm() / r0.norm())
+
+    # XLabs, 2 double blocks, 4 tokens; per-item references (batch 2), weight 0.7
+    xl = _randomize(flux.FluxIPAdapter(flux.make_flux_config("flux-xlabs", 2, 0, 64, 32, 768, 4)), 3, 0.2).eval()
+    loaded = comfy_host.pack_module("nodes.common").LoadedAdapter(xl, "xlabs-small.safetensors")
+    features = torch.randn(2, 768, generator=g)
+    embeds = embeds_mod.build_image_prompt(xl, features, torch.zeros_like(features), combine="batch", encoder_name="ViT-L/14")
+    apply = nodes["IPAApplyAdapter"]()
+    patched = apply.apply(plain, loaded, embeds, 0.7, 0.0, 1.0)[0]
+    out = _call(patched, x, sigma, context, y)
+    ref._load_ip_adapter_weights([{"image_proj": {k: v for k, v in xl.image_proj.state_dict().items()},
+                                   "ip_adapter": dict(xl.ip_layers.state_dict())}])
+    for proc in ref.attn_processors.values():
+        if hasattr(proc, "scale"):
+            proc.scale = [0.7]
+    r1 = reference(joint_attention_kwargs={"ip_hidden_states": [embeds.cond]})
+    result["xlabs_rel_err"] = float((_pack(out) - r1).norm() / r1.norm())
+    result["xlabs_changes_output"] = float((out - base).abs().max())
+    branches = {id(b): b for p in patched.model_options["transformer_options"]["patches_replace"]["dit"].values() for b, _ in p.branches}
+    result["xlabs_patched_keys"] = sorted(map(list, patched.model_options["transformer_options"]["patches_replace"]["dit"]))
+    result["xlabs_calls_per_call"] = sum(b.calls for b in branches.values())
+    zero = apply.apply(plain, loaded, embeds, 0.0, 0.0, 1.0)[0]
+    result["xlabs_weight0_identical"] = bool(torch.equal(_call(zero, x, sigma, context, y), base))
+    window = apply.apply(plain, loaded, embeds, 0.7, 0.9, 1.0)[0]  # sigma 0.6 is before the last 10%
+    result["xlabs_outside_window_identical"] = bool(torch.equal(_call(window, x, sigma, context, y), base))
+    # per-item: the second item alone gives the same numbers as in the batch of two
+    single = embeds_mod.build_image_prompt(xl, features[1:], torch.zeros_like(features[1:]), encoder_name="ViT-L/14")
+    one = _call(apply.apply(plain, loaded, single, 0.7, 0.0, 1.0)[0], x[1:], sigma[1:], context[1:], y[1:])
+    result["per_item_rel_err"] = float((one - out[1:]).norm() / one.norm())
+
+    # InstantX, 2 double + 2 single blocks (heads of 16 at this width); stacked on the XLabs model
+    ix = _randomize(flux.FluxIPAdapter(flux.make_flux_config("flux-instantx", 2, 2, 64, 32, 1152, 8, head_dim=16)), 4, 0.2).eval()
+    li = comfy_host.pack_module("nodes.common").LoadedAdapter(ix, "instantx-small.bin")
+    f2 = torch.randn(1, 1152, generator=g)
+    e2 = embeds_mod.build_image_prompt(ix, f2, torch.zeros_like(f2), encoder_name="SigLIP so400m-patch14-384")
+    stacked = apply.apply(patched, li, e2, 0.5, 0.0, 1.0)[0]
+    dit = stacked.model_options["transformer_options"]["patches_replace"]["dit"]
+    before = {id(b): b.calls for p in dit.values() for b, _ in p.branches}
+    out2 = _call(stacked, x, sigma, context, y)
+    after = {id(b): b for p in dit.values() for b, _ in p.branches}
+    result["stacked_keys"] = sorted(map(list, dit))
+    result["stacked_calls_per_call"] = sum(b.calls - before[i] for i, b in after.items())
+    result["instantx_changes_output"] = float((out2 - out).abs().max())
+    result["instantx_weight0_identical"] = bool(torch.equal(_call(apply.apply(plain, li, e2, 0.0, 0.0, 1.0)[0], x, sigma, context, y), base))
+    # an SD adapter on Flux is refused, naming both
+    sd15 = comfy_host.pack_module("ip_core.adapter").IPAdapter(comfy_host.pack_module("ip_core.config").make_config(
+        "base", comfy_host.pack_module("ip_core.layers").layer_specs("sd15"), 768, 1024))
+    sd_embeds = embeds_mod.build_image_prompt(sd15, torch.randn(1, 1024), torch.zeros(1, 1024))
+    try:
+        apply.apply(plain, comfy_host.pack_module("nodes.common").LoadedAdapter(sd15, "sd15.bin"), sd_embeds, 1.0, 0.0, 1.0)
+        result["sd_on_flux"] = "accepted"
+    except Exception as e:  # noqa: BLE001 (the message is the result)
+        result["sd_on_flux"] = f"{type(e).__name__}: {e}"
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    {"exact": exact}[sys.argv[1]](sys.argv[2])

@@ -1,0 +1,17 @@
+"""Flux IP-Adapters in a real ComfyUI (COMFYUI_PATH): run_flux.py. Skipped without COMFYUI_PATH, failed in CI."""
+from scenario import last_result
+
+SCRIPT = "run_flux.py"
+
+
+def test_flux_xlabs_equals_diffusers_in_the_host(tmp_path):
+    r = last_result(SCRIPT, ["exact"], tmp_path, timeout=1200)
+    assert r["unpatched_rel_err"] < 1e-5  # the host's Flux and diffusers' agree before any patch
+    assert r["xlabs_rel_err"] < 1e-4 and r["xlabs_changes_output"] > 1e-3
+    assert r["xlabs_patched_keys"] == [["double_block", 0], ["double_block", 1]] and r["xlabs_calls_per_call"] == 2
+    assert r["xlabs_weight0_identical"] and r["xlabs_outside_window_identical"] and r["instantx_weight0_identical"]
+    assert r["per_item_rel_err"] < 1e-5
+    # InstantX stacked on XLabs: 2 double + 2 single blocks patched, 2 + 4 image terms per call
+    assert r["stacked_keys"] == [["double_block", 0], ["double_block", 1], ["single_block", 0], ["single_block", 1]]
+    assert r["stacked_calls_per_call"] == 6 and r["instantx_changes_output"] > 1e-4
+    assert r["sd_on_flux"].startswith("AdapterMismatchError") and "SD1.5 adapter" in r["sd_on_flux"] and "Flux" in r["sd_on_flux"]
