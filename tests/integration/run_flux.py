@@ -6,7 +6,7 @@ exact: the host's own Flux model code at reduced widths (hidden 64, 4 heads, con
 blocks), weights converted from a random diffusers FluxTransformer2DModel by the host's converter. One denoising
 call with the XLabs adapter applied by our Apply node equals diffusers' FluxIPAdapterAttnProcessor; weight 0 is
 bit-identical to the unpatched model; every patched block is counted (XLabs: double blocks; InstantX: all).
-detect: a real-width Flux (hidden 3072, context 4096; 1 double + 1 single block, bf16 storage) that the host
+detect: a real-width Flux (hidden 3072, context 4096; 1 double block, bf16 storage) that the host
 detects from its keys, with a real-width XLabs adapter file loaded by Load IPAdapter: patched blocks counted,
 weight 0 bit-identical, a SD adapter / model refused. Prints `RESULT <json>`.
 """
@@ -54,9 +54,35 @@ def _host_flux(diffusers_sd, unet_config):
 def _call(patcher, x, sigma, context, y):
     """One call of the host's diffusion model with the patcher's transformer_options, as the sampler makes it."""
     options = dict(patcher.model_options.get("transformer_options", {}))
-    options.update(cond_or_uncond=[0] * 1, sigmas=sigma)
+    options.update(cond_or_uncond=[0], sigmas=sigma, wrappers=patcher.wrappers)  # sampler_helpers.py merges wrappers
     with torch.no_grad():
         return patcher.model.diffusion_model(x, sigma, context, y=y, transformer_options=options)
+
+
+class InstantXReference:
+    """The InstantX processor (IPAFluxAttnProcessor2_0) as read, around diffusers' own Flux processor: queries
+    after norm_q, before RoPE; K' RMS-normed per head (eps 1e-5); scale * SDPA added to the image part of the
+    attention output before to_out (double blocks; to_out is linear, so its weight is applied to the term),
+    to the whole joint sequence in single blocks."""
+
+    def __init__(self, base, to_k_ip, to_v_ip, tokens, scale):
+        self.base, self.wk, self.wv, self.tokens, self.scale = base, to_k_ip, to_v_ip, tokens, scale
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        import torch.nn.functional as F
+
+        out = self.base(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        b, length, _ = hidden_states.shape
+        heads, d = attn.heads, attn.head_dim
+        q = attn.norm_q(attn.to_q(hidden_states).unflatten(-1, (-1, d))).transpose(1, 2)
+        tokens = self.tokens.expand(b, -1, -1)
+        k = F.linear(tokens, self.wk).view(b, -1, heads, d).transpose(1, 2)
+        v = F.linear(tokens, self.wv).view(b, -1, heads, d).transpose(1, 2)
+        k = (k * torch.rsqrt(k.float().pow(2).mean(-1, keepdim=True) + 1e-5)).to(k.dtype)
+        ip = self.scale * F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, length, heads * d)
+        if encoder_hidden_states is not None:
+            return out[0] + F.linear(ip, attn.to_out[0].weight), out[1]
+        return out + ip
 
 
 def _pack(x):
@@ -138,6 +164,27 @@ def exact(out_dir):
     result["stacked_calls_per_call"] = sum(b.calls - before[i] for i, b in after.items())
     result["instantx_changes_output"] = float((out2 - out).abs().max())
     result["instantx_weight0_identical"] = bool(torch.equal(_call(apply.apply(plain, li, e2, 0.0, 0.0, 1.0)[0], x, sigma, context, y), base))
+    # InstantX alone against the reference processor on diffusers' model
+    from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+
+    procs = {}
+    for name in ref.attn_processors:
+        i = int(name.split(".")[1]) + (0 if name.startswith("transformer_blocks") else 2)
+        kv = ix.ip_layers[str(i)]
+        procs[name] = InstantXReference(FluxAttnProcessor(), kv.to_k_ip.weight, kv.to_v_ip.weight, e2.cond, 0.5)
+    ref.set_attn_processor(procs)
+    alone = _call(apply.apply(plain, li, e2, 0.5, 0.0, 1.0)[0], x, sigma, context, y)
+    r2 = reference()
+    result["instantx_rel_err"] = float((_pack(alone) - r2).norm() / r2.norm())
+    result["instantx_alone_changes_output"] = float((alone - base).abs().max())
+    # attn_mask: ones = no mask, zeros = no image prompt (both bit for bit); half a mask changes less
+    for name, a, e in (("xlabs", loaded, embeds), ("instantx", li, e2)):
+        free = _call(apply.apply(plain, a, e, 0.7, 0.0, 1.0)[0], x, sigma, context, y)
+        ones = _call(apply.apply(plain, a, e, 0.7, 0.0, 1.0, attn_mask=torch.ones(1, 64, 48))[0], x, sigma, context, y)
+        zeros = _call(apply.apply(plain, a, e, 0.7, 0.0, 1.0, attn_mask=torch.zeros(1, 64, 48))[0], x, sigma, context, y)
+        result[f"{name}_mask_ones_identical"] = bool(torch.equal(ones, free))
+        result[f"{name}_mask_zeros_identical_to_unpatched"] = bool(torch.equal(zeros, base)) if name == "xlabs" else \
+            float((zeros - base).abs().max())  # InstantX: text rows of single blocks have no place under a mask
     # an SD adapter on Flux is refused, naming both
     sd15 = comfy_host.pack_module("ip_core.adapter").IPAdapter(comfy_host.pack_module("ip_core.config").make_config(
         "base", comfy_host.pack_module("ip_core.layers").layer_specs("sd15"), 768, 1024))
@@ -150,5 +197,74 @@ def exact(out_dir):
     print("RESULT " + json.dumps(result))
 
 
+def _real_width_flux_sd(seed=0):
+    """A FLUX.1-dev-shaped state dict (the host's key names) with 1 double block and no single block (XLabs
+    patches double blocks only; 1.1 GB less than a single block more), random bf16."""
+    import comfy.ldm.flux.model
+    import comfy.ops
+
+    config = dict(SMALL, context_in_dim=4096, hidden_size=3072, num_heads=24, vec_in_dim=768, depth=1,
+                  depth_single_blocks=0, axes_dim=[16, 56, 56], guidance_embed=True)
+    config.pop("image_model")
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, **config).state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    return {k: (torch.randn(s, generator=g) * (0.02 if len(s) > 1 else 0.1) + (1.0 if k.endswith(".scale") else 0.0)).to(torch.bfloat16)
+            for k, s in shapes.items()}
+
+
+def detect(out_dir):
+    """Real widths: the host detects the model as Flux; Load IPAdapter reads a real-width XLabs file (1 block)."""
+    from safetensors.torch import save_file
+
+    host_nodes = comfy_host.boot(COMFY)
+    import comfy.sd
+
+    adapters = os.path.join(out_dir, "ipadapter")
+    os.makedirs(adapters, exist_ok=True)
+    nodes = comfy_host.load_pack(host_nodes, adapters)
+    flux = comfy_host.pack_module("ip_core.flux")
+    model = comfy.sd.load_diffusion_model_state_dict(_real_width_flux_sd(), model_options={"dtype": torch.bfloat16})
+    result = {"unet_config": {k: model.model.model_config.unet_config.get(k) for k in
+                              ("image_model", "hidden_size", "context_in_dim", "depth", "depth_single_blocks")}}
+    xl = flux.FluxIPAdapter(flux.make_flux_config("flux-xlabs", 1, 0, num_tokens=16))
+    g = torch.Generator().manual_seed(5)
+    flat = {}
+    with torch.no_grad():
+        for k, v in xl.image_proj.state_dict().items():
+            flat[f"ip_adapter_proj_model.{k}"] = (torch.randn(v.shape, generator=g) * 0.02 + (1.0 if k == "norm.weight" else 0.0)).to(torch.bfloat16)
+        for k, v in xl.ip_layers.state_dict().items():
+            i, name, part = k.split(".")
+            flat[f"double_blocks.{i}.processor.ip_adapter_double_stream_{name[3]}_proj.{part}"] = (torch.randn(v.shape, generator=g) * 0.02).to(torch.bfloat16)
+    del xl
+    save_file(flat, os.path.join(adapters, "flux-ip-adapter-v2.safetensors"))
+    loaded = nodes["IPALoadAdapter"]().load("flux-ip-adapter-v2.safetensors")
+    result["loaded_text"] = loaded["ui"]["text"][0]
+    adapter = loaded["result"][0]
+    vit_l = comfy_host.small_clip_vision(out_dir, hidden=1024, projection=768)
+    image = torch.rand(1, 96, 80, 3, generator=g)
+    (embeds,) = nodes["IPAEncodeImagePrompt"]().encode(adapter, vit_l, image)
+    vit_h = comfy_host.small_clip_vision(out_dir, hidden=1280, projection=1024)
+    try:
+        nodes["IPAEncodeImagePrompt"]().encode(adapter, vit_h, image)
+        result["vit_h"] = "accepted"
+    except Exception as e:  # noqa: BLE001 (the message is the result)
+        result["vit_h"] = f"{type(e).__name__}: {e}"
+    apply = nodes["IPAApplyAdapter"]()
+    x = torch.randn(1, 16, 8, 8, generator=g)
+    context, y = torch.randn(1, 6, 4096, generator=g), torch.randn(1, 768, generator=g)
+    sigma = torch.tensor([0.8])
+    base = _call(model, x, sigma, context, y)
+    patched = apply.apply(model, adapter, embeds, 1.0, 0.0, 1.0)[0]
+    dit = patched.model_options["transformer_options"]["patches_replace"]["dit"]
+    out = _call(patched, x, sigma, context, y)
+    result["patched_keys"] = sorted(map(list, dit))
+    result["calls"] = sum(b.calls for p in dit.values() for b, _ in p.branches)
+    result["changes_output"] = float((out.float() - base.float()).abs().max())
+    result["finite"] = bool(torch.isfinite(out).all())
+    result["weight0_identical"] = bool(torch.equal(_call(apply.apply(model, adapter, embeds, 0.0, 0.0, 1.0)[0], x, sigma, context, y), base))
+    print("RESULT " + json.dumps(result))
+
+
 if __name__ == "__main__":
-    {"exact": exact}[sys.argv[1]](sys.argv[2])
+    {"exact": exact, "detect": detect}[sys.argv[1]](sys.argv[2])

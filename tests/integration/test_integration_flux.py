@@ -14,4 +14,19 @@ def test_flux_xlabs_equals_diffusers_in_the_host(tmp_path):
     # InstantX stacked on XLabs: 2 double + 2 single blocks patched, 2 + 4 image terms per call
     assert r["stacked_keys"] == [["double_block", 0], ["double_block", 1], ["single_block", 0], ["single_block", 1]]
     assert r["stacked_calls_per_call"] == 6 and r["instantx_changes_output"] > 1e-4
+    assert r["instantx_rel_err"] < 1e-4 and r["instantx_alone_changes_output"] > 1e-4  # vs the InstantX processor as read
+    # attn_mask: all ones = no mask, all zeros = the unpatched model (InstantX under a mask leaves the single
+    # blocks' text rows alone, so its all-ones mask differs from no mask there)
+    assert r["xlabs_mask_ones_identical"] and r["xlabs_mask_zeros_identical_to_unpatched"]
+    assert r["instantx_mask_zeros_identical_to_unpatched"] == 0.0
     assert r["sd_on_flux"].startswith("AdapterMismatchError") and "SD1.5 adapter" in r["sd_on_flux"] and "Flux" in r["sd_on_flux"]
+
+
+def test_flux_real_width_model_is_detected_and_patched_in_the_host(tmp_path):
+    r = last_result(SCRIPT, ["detect"], tmp_path, timeout=1200)
+    assert r["unet_config"] == {"image_model": "flux", "hidden_size": 3072, "context_in_dim": 4096, "depth": 1, "depth_single_blocks": 0}
+    assert r["loaded_text"] == ("flux-ip-adapter-v2.safetensors: Flux XLabs flux-ip-adapter v2, 16 tokens, 1 double blocks, "
+                                "needs ViT-L/14 image_embeds (width 768)")
+    assert r["vit_h"].startswith("AdapterMismatchError") and "ViT-L/14" in r["vit_h"] and "(ViT-H/14)" in r["vit_h"]
+    assert r["patched_keys"] == [["double_block", 0]] and r["calls"] == 1
+    assert r["finite"] and r["changes_output"] > 1e-3 and r["weight0_identical"]
