@@ -23,9 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_host  # noqa: E402
 
 COMFY = os.environ["COMFYUI_PATH"]
-SMALL = {"image_model": "flux", "in_channels": 16, "patch_size": 2, "out_channels": 16, "vec_in_dim": 24,
-         "context_in_dim": 32, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 4, "depth": 2,
-         "depth_single_blocks": 2, "axes_dim": [4, 6, 6], "theta": 10000, "qkv_bias": True, "guidance_embed": False}
+SMALL = comfy_host.SMALL_FLUX
 
 
 def _randomize(module, seed, scale=0.05):
@@ -34,21 +32,6 @@ def _randomize(module, seed, scale=0.05):
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * scale)
     return module
-
-
-def _host_flux(diffusers_sd, unet_config):
-    import comfy.model_detection
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    config = comfy.supported_models.Flux(dict(unet_config))
-    config.set_inference_dtype(torch.float32, None)
-    model = config.get_model({})
-    # the host's converter writes some converted tensors into its input's storage: give it copies
-    sd = comfy.model_detection.convert_diffusers_mmdit({k: v.clone() for k, v in diffusers_sd.items()}, "")
-    missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=False)
-    assert not unexpected and not [k for k in missing if "norm" not in k or "scale" in k], (missing[:5], unexpected[:5])
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
 def _call(patcher, x, sigma, context, y):
@@ -91,17 +74,13 @@ def _pack(x):
 
 
 def exact(out_dir):
-    from diffusers import FluxTransformer2DModel
-
     host_nodes = comfy_host.boot(COMFY)
     nodes = comfy_host.load_pack(host_nodes, os.path.join(out_dir, "ipadapter"))
     flux = comfy_host.pack_module("ip_core.flux")
     embeds_mod = comfy_host.pack_module("ip_core.embeds")
     torch.manual_seed(0)
-    ref = _randomize(FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=2,
-                                            attention_head_dim=16, num_attention_heads=4, joint_attention_dim=32,
-                                            pooled_projection_dim=24, guidance_embeds=False, axes_dims_rope=(4, 6, 6)), 1).eval()
-    plain = _host_flux(ref.state_dict(), SMALL)
+    ref = comfy_host.small_flux_diffusers(seed=1)
+    plain = comfy_host.host_flux(ref.state_dict(), SMALL)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 16, 8, 6, generator=g)
     context, y = torch.randn(2, 7, 32, generator=g), torch.randn(2, 24, generator=g)
@@ -266,5 +245,90 @@ def detect(out_dir):
     print("RESULT " + json.dumps(result))
 
 
+class _Server:
+    """What PromptExecutor reports to (ComfyUI's server), silenced."""
+
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def send_sync(self, *args, **kwargs):
+        pass
+
+
+def workflow(out_dir):
+    """example_workflows/ipadapter_flux_xlabs.json through ComfyUI's validator and executor, its loaders swapped
+    for the small Flux (host code), a small XLabs file of the same widths, a small ViT-L CLIP vision model and a
+    random TAESD-shaped Flux VAE; 128 px, 2 steps. The image branch must run in both double blocks every step."""
+    import asyncio
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nodes"))
+    from workflow_api import ui_to_api
+
+    host_nodes = comfy_host.boot(COMFY)
+    adapters = os.path.join(out_dir, "ipadapter")
+    os.makedirs(adapters, exist_ok=True)
+    comfy_host.load_pack(host_nodes, adapters)
+    # FluxGuidance lives in comfy_extras/nodes_flux.py, loaded the way init_builtin_extra_nodes loads it
+    assert asyncio.run(host_nodes.load_custom_node(os.path.join(COMFY, "comfy_extras", "nodes_flux.py"), module_parent="comfy_extras"))
+    import execution
+
+    flux = comfy_host.pack_module("ip_core.flux")
+    xl = _randomize(flux.FluxIPAdapter(flux.make_flux_config("flux-xlabs", 2, 0, 64, 32, 768, 16)), 3, 0.2)
+    comfy_host.pack_module("ip_core.adapter").save_adapter(xl, os.path.join(adapters, "flux-ip-adapter-v2.safetensors"))
+    model = comfy_host.host_flux(comfy_host.small_flux_diffusers(seed=1).state_dict())
+    comfy_host.register_random_flux_loaders(host_nodes, model, comfy_host.small_flux_vae(),
+                                            comfy_host.small_clip_vision(out_dir, hidden=1024, projection=768))
+    in_dir, out_images = comfy_host.use_io_folders(out_dir)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(os.path.join(in_dir, "example.png"))
+    path = comfy_host.REPO / "example_workflows" / "ipadapter_flux_xlabs.json"
+    prompt = ui_to_api(json.loads(path.read_text()), lambda t: host_nodes.NODE_CLASS_MAPPINGS[t].INPUT_TYPES())
+    swap = {"UNETLoader": "TestRandomUNet", "DualCLIPLoader": "TestRandomFluxClip", "CLIPTextEncode": "TestRandomFluxText",
+            "VAELoader": "TestRandomVAE", "CLIPVisionLoader": "TestRandomClipVision"}
+    for entry in prompt.values():
+        entry["class_type"] = swap.get(entry["class_type"], entry["class_type"])
+        if entry["class_type"] == "TestRandomFluxClip":
+            entry["inputs"].pop("device", None)
+        if entry["class_type"] == "EmptyLatentImage":
+            entry["inputs"]["width"] = entry["inputs"]["height"] = 128
+        if entry["class_type"] == "KSampler":
+            entry["inputs"]["steps"] = 2
+    valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
+    result = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3]}
+    patch_dit = comfy_host.pack_module("nodes.patch_dit")
+    calls = []
+    original = patch_dit.FluxBlockPatch._run
+
+    def counted(self, args, block):
+        before = sum(b.calls for b, _ in self.branches)
+        out = original(self, args, block)
+        calls.append(sum(b.calls for b, _ in self.branches) - before)
+        return out
+
+    patch_dit.FluxBlockPatch._run = counted
+    decoded = []
+    vae_decode = host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode
+
+    def checked(self, vae, samples):
+        out = vae_decode(self, vae, samples)
+        decoded.append(bool(torch.isfinite(out[0]).all()) and bool(torch.isfinite(samples["samples"]).all()))
+        return out
+
+    host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode = checked
+    if valid[0]:
+        executor = execution.PromptExecutor(_Server())
+        executor.execute(prompt, path.stem, {}, valid[2])
+        errors = [m for m in executor.status_messages if m[0] == "execution_error"]
+        result.update(executed=executor.success, error=errors[0][1]["exception_message"] if errors else None,
+                      images=sorted(os.listdir(out_images)))
+    result["finite"] = decoded == [True]
+    result["block_calls"] = len(calls)
+    result["image_terms"] = sum(calls)
+    print("RESULT " + json.dumps(result))
+
+
 if __name__ == "__main__":
-    {"exact": exact, "detect": detect}[sys.argv[1]](sys.argv[2])
+    {"exact": exact, "detect": detect, "workflow": workflow}[sys.argv[1]](sys.argv[2])

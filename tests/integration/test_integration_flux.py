@@ -30,3 +30,10 @@ def test_flux_real_width_model_is_detected_and_patched_in_the_host(tmp_path):
     assert r["vit_h"].startswith("AdapterMismatchError") and "ViT-L/14" in r["vit_h"] and "(ViT-H/14)" in r["vit_h"]
     assert r["patched_keys"] == [["double_block", 0]] and r["calls"] == 1
     assert r["finite"] and r["changes_output"] > 1e-3 and r["weight0_identical"]
+
+
+def test_flux_example_workflow_executes_in_the_host(tmp_path):
+    r = last_result(SCRIPT, ["workflow"], tmp_path, timeout=1200)
+    assert r["valid"] and r["executed"] and r["error"] is None and r["finite"], r
+    assert r["images"] == ["ipadapter_flux_00001_.png"]
+    assert r["block_calls"] == r["image_terms"] == 2 * 2  # 2 steps x 2 double blocks (cfg 1: one batch chunk)
