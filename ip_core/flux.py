@@ -98,7 +98,8 @@ class FluxAdapterConfig(AdapterConfig):
         if self.variant == "flux-xlabs":
             name += " v2" if self.num_tokens == 16 else " v1" if self.num_tokens == 4 else ""
         blocks = f"{self.double_blocks} double" + (f" + {self.single_blocks} single" if self.single_blocks else "")
-        return f"Flux {name}, {self.num_tokens} tokens, {blocks} blocks, needs {self.encoder_requirement}"
+        plural = "s" if self.double_blocks + self.single_blocks > 1 else ""
+        return f"Flux {name}, {self.num_tokens} tokens, {blocks} block{plural}, needs {self.encoder_requirement}"
 
 
 def flux_layer_specs(double_blocks: int, single_blocks: int, hidden_size: int) -> tuple:

@@ -25,7 +25,7 @@ def test_flux_xlabs_equals_diffusers_in_the_host(tmp_path):
 def test_flux_real_width_model_is_detected_and_patched_in_the_host(tmp_path):
     r = last_result(SCRIPT, ["detect"], tmp_path, timeout=1200)
     assert r["unet_config"] == {"image_model": "flux", "hidden_size": 3072, "context_in_dim": 4096, "depth": 1, "depth_single_blocks": 0}
-    assert r["loaded_text"] == ("flux-ip-adapter-v2.safetensors: Flux XLabs flux-ip-adapter v2, 16 tokens, 1 double blocks, "
+    assert r["loaded_text"] == ("flux-ip-adapter-v2.safetensors: Flux XLabs flux-ip-adapter v2, 16 tokens, 1 double block, "
                                 "needs ViT-L/14 image_embeds (width 768)")
     assert r["vit_h"].startswith("AdapterMismatchError") and "ViT-L/14" in r["vit_h"] and "(ViT-H/14)" in r["vit_h"]
     assert r["patched_keys"] == [["double_block", 0]] and r["calls"] == 1
