@@ -138,7 +138,23 @@ def encode_pixels(clip_vision, pixel_values: torch.Tensor):
     mm.load_model_gpu(clip_vision.patcher)
     out = clip_vision.model(pixel_values=pixel_values.to(clip_vision.load_device).float(), intermediate_output=-2)
     device = mm.intermediate_device()
-    return EncoderOutput(image_embeds=out[2].to(device), penultimate_hidden_states=out[1].to(device))
+    embeds = out[2]
+    head = getattr(clip_vision, POOLING_HEAD, None)  # SigLIP (Load SigLIP Vision): the pooled embedding
+    if head is not None and embeds.ndim == 3:
+        with torch.no_grad():
+            embeds = head.to(embeds.device)(embeds.float())
+    hidden = out[1].to(device) if out[1] is not None else None  # a 1-layer tower has no layer -2
+    return EncoderOutput(image_embeds=embeds.to(device), penultimate_hidden_states=hidden)
+
+
+# The attribute Load SigLIP Vision (nodes_flux.py) sets on the host's CLIP vision object: ip_core.siglip's head.
+POOLING_HEAD = "ipadapter_pooling_head"
+
+
+def encoder_normalization(clip_vision):
+    """(mean, std) the host's CLIP vision model was configured with (comfy/clip_vision.py ClipVisionModel:
+    image_mean / image_std from its json: CLIP's, or 0.5 / 0.5 for SigLIP)."""
+    return getattr(clip_vision, "image_mean", None), getattr(clip_vision, "image_std", None)
 
 
 def clip_preprocess(images: torch.Tensor, size: int, crop: bool = True) -> torch.Tensor:

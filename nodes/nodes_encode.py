@@ -12,7 +12,7 @@ from ..ip_core.encoder_mask import apply_encoder_masks, encoder_masks
 from ..ip_core.encoder_table import EncoderOutput
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.preprocess import MODES as CROP_MODES
-from ..ip_core.preprocess import preprocess_images
+from ..ip_core.preprocess import preprocess_images, renormalize
 from ..ip_core import tiles as tiling
 from .patch_dit import check_flux_encoder
 from .common import CATEGORY, LoadedAdapter, check_images, check_number, error_boundary, require
@@ -38,6 +38,7 @@ def _encode(clip_vision, images, crop: str, progress, masks=None, legacy: bool =
     for start in range(0, images.shape[0], ENCODE_CHUNK):
         host.check_interrupt()
         pixels = _preprocess(images[start:start + ENCODE_CHUNK], crop, size, legacy)
+        pixels = renormalize(pixels, *host.encoder_normalization(clip_vision))  # SigLIP: mean / std 0.5
         if masks is not None:  # one mask for all, or one per reference
             pixels = apply_encoder_masks(pixels, masks if masks.shape[0] == 1 else masks[start:start + ENCODE_CHUNK])
         out = host.encode_pixels(clip_vision, pixels)

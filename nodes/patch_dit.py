@@ -196,4 +196,4 @@ def check_flux_encoder(config, encoded) -> None:
         raise Mismatch(
             f"{config.description}: ComfyUI's SigLIP CLIP vision model gives per-token states ({list(embeds.shape)}), "
             "not the pooled embedding (pooler_output, from SigLIP's attention-pooling head, which ComfyUI's loader does "
-            "not build). Encoding for InstantX Flux adapters inside ComfyUI is not supported yet.")
+            "not build). Load the SigLIP file with 'Load SigLIP Vision, pooled (IPAdapter)' instead of Load CLIP Vision.")

@@ -245,6 +245,96 @@ def detect(out_dir):
     print("RESULT " + json.dumps(result))
 
 
+def siglip(out_dir):
+    """InstantX's encoder in the host: Load SigLIP Vision (the host's SigLIP model + the file's pooling head) ->
+    Encode Image Prompt (squash) gives transformers' SiglipVisionModel pooler_output on SiglipImageProcessor's
+    pixels; Apply on the small Flux runs in every block. ComfyUI's plain SigLIP is refused with the remedy."""
+    from PIL import Image
+    from safetensors.torch import save_file
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+    try:  # transformers 5: the PIL processor (what InstantX's code ran: resize on the 8-bit PIL image)
+        from transformers import SiglipImageProcessorPil as SiglipImageProcessor
+    except ImportError:  # transformers 4: the PIL one is SiglipImageProcessor itself
+        from transformers import SiglipImageProcessor
+
+    host_nodes = comfy_host.boot(COMFY)
+    adapters = os.path.join(out_dir, "ipadapter")
+    os.makedirs(adapters, exist_ok=True)
+    nodes = comfy_host.load_pack(host_nodes, adapters)
+    import comfy.clip_vision
+    import folder_paths
+
+    torch.manual_seed(0)  # width 1152 (SigLIP so400m's, so the head's 16 heads are known), 2 layers, 56 px
+    cfg = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=2, num_attention_heads=16,
+                             image_size=56, patch_size=14, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
+    hf = SiglipVisionModel(cfg).eval()
+    sd = {k if k.startswith("vision_model.") else "vision_model." + k: v.contiguous() for k, v in hf.state_dict().items()}
+    cv_dir = os.path.join(out_dir, "clip_vision")
+    os.makedirs(cv_dir, exist_ok=True)
+    folder_paths.add_model_folder_path("clip_vision", cv_dir)
+    save_file(sd, os.path.join(cv_dir, "siglip-so400m-small.safetensors"))
+    json_path = os.path.join(out_dir, "siglip_small.json")
+    with open(json_path, "w") as f:
+        json.dump({"num_channels": 3, "hidden_act": "gelu_pytorch_tanh", "hidden_size": 1152, "image_size": 56,
+                   "intermediate_size": 4304, "model_type": "siglip_vision_model", "num_attention_heads": 16,
+                   "num_hidden_layers": 2, "patch_size": 14, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}, f)
+
+    def host_siglip(path=None):  # the host picks its json by layer count: a 2-layer model is built from ours
+        cv = comfy.clip_vision.ClipVisionModel(json_path)
+        cv.load_sd(dict(sd))
+        return cv
+
+    comfy_host.pack_module("nodes.host").load_clip_vision = host_siglip
+    (cv,) = nodes_by_id(host_nodes)["IPALoadSigLIPVision"]().load("siglip-so400m-small.safetensors")
+    flux = comfy_host.pack_module("ip_core.flux")
+    ix = _randomize(flux.FluxIPAdapter(flux.make_flux_config("flux-instantx", 2, 2, 64, 32, 1152, 8, head_dim=16)), 4, 0.2).eval()
+    li = comfy_host.pack_module("nodes.common").LoadedAdapter(ix, "ip-adapter.bin")
+    g = torch.Generator().manual_seed(3)
+    pixels = (torch.rand(1, 70, 90, 3, generator=g) * 255).round() / 255  # landscape: Pillow 12 and 13 agree (README)
+    (embeds,) = nodes["IPAEncodeImagePrompt"]().encode(li, cv, pixels, crop="squash")
+    image = Image.fromarray((pixels[0] * 255).round().byte().numpy())
+    processor = SiglipImageProcessor(size={"height": 56, "width": 56})
+    with torch.no_grad():
+        ref = hf(pixel_values=processor(images=image, return_tensors="pt").pixel_values).pooler_output
+    result = {"pooled_rel_err": float((embeds.cond_features - ref).norm() / ref.norm())}
+    with torch.no_grad():
+        result["tokens_rel_err"] = float((embeds.cond - ix.project(ref)).norm() / embeds.cond.norm())
+    try:
+        nodes["IPAEncodeImagePrompt"]().encode(li, host_siglip(), pixels, crop="squash")
+        result["plain_siglip"] = "accepted"
+    except Exception as e:  # noqa: BLE001 (the message is the result)
+        result["plain_siglip"] = f"{type(e).__name__}: {e}"
+    model = comfy_host.host_flux(comfy_host.small_flux_diffusers(seed=1).state_dict())
+    patched = nodes["IPAApplyAdapter"]().apply(model, li, embeds, 1.0, 0.0, 1.0)[0]
+    x = torch.randn(1, 16, 8, 8, generator=g)
+    out = _call(patched, x, torch.tensor([0.7]), torch.randn(1, 5, 32, generator=g), torch.randn(1, 24, generator=g))
+    dit = patched.model_options["transformer_options"]["patches_replace"]["dit"]
+    result["calls"] = sum({id(b): b.calls for p in dit.values() for b, _ in p.branches}.values())
+    result["finite"] = bool(torch.isfinite(out).all())
+    # where a difference comes from: the pixels, and the host's SigLIP tower vs transformers' on equal pixels
+    preprocess = comfy_host.pack_module("ip_core.preprocess")
+    ours = preprocess.renormalize(preprocess.preprocess_images(pixels, mode="squash", size=56), [0.5] * 3, [0.5] * 3)
+    theirs = processor(images=image, return_tensors="pt").pixel_values
+    result["pixels_max_diff"] = float((ours - theirs).abs().max())
+    with torch.no_grad():
+        host_pooled = getattr(cv, "ipadapter_pooling_head")(cv.model(pixel_values=theirs, intermediate_output=-2)[2])
+        result["tower_rel_err"] = float((host_pooled - ref).norm() / ref.norm())
+        # the host stores its CLIP vision weights in its text-encoder dtype and its SigLIP layers use LayerNorm's
+        # default eps 1e-5 (comfy/clip_model.py; SigLIP's is 1e-6): transformers' tower with the weights rounded the
+        # same way (computed in fp32, as the host's manual cast does) and eps 1e-5 in the tower gives the host's numbers
+        result["host_weight_dtype"] = str(cv.dtype).replace("torch.", "")
+        rounded = SiglipVisionModel(SiglipVisionConfig(**{**cfg.to_dict(), "layer_norm_eps": 1e-5})).eval()
+        rounded.head.layernorm.eps = 1e-6  # the head is ours, with SigLIP's own eps
+        rounded.load_state_dict({k: v.to(cv.dtype).float() for k, v in hf.state_dict().items()})
+        ref_rounded = rounded(pixel_values=theirs).pooler_output
+        result["tower_rel_err_as_host"] = float((host_pooled - ref_rounded).norm() / ref_rounded.norm())
+    print("RESULT " + json.dumps(result))
+
+
+def nodes_by_id(host_nodes):
+    return host_nodes.NODE_CLASS_MAPPINGS
+
+
 class _Server:
     """What PromptExecutor reports to (ComfyUI's server), silenced."""
 
@@ -331,4 +421,4 @@ def workflow(out_dir):
 
 
 if __name__ == "__main__":
-    {"exact": exact, "detect": detect, "workflow": workflow}[sys.argv[1]](sys.argv[2])
+    {"exact": exact, "detect": detect, "workflow": workflow, "siglip": siglip}[sys.argv[1]](sys.argv[2])

@@ -37,3 +37,13 @@ def test_flux_example_workflow_executes_in_the_host(tmp_path):
     assert r["valid"] and r["executed"] and r["error"] is None and r["finite"], r
     assert r["images"] == ["ipadapter_flux_00001_.png"]
     assert r["block_calls"] == r["image_terms"] == 2 * 2  # 2 steps x 2 double blocks (cfg 1: one batch chunk)
+
+
+def test_instantx_siglip_encoder_in_the_host(tmp_path):
+    r = last_result(SCRIPT, ["siglip"], tmp_path, timeout=1200)
+    assert r["pixels_max_diff"] < 1e-5  # our squash + 0.5 / 0.5 normalisation = SiglipImageProcessor (PIL)
+    # transformers' pooler_output vs ComfyUI's SigLIP tower (fp16-stored weights) + our pooling head: the
+    # difference is the host tower's own (tower_rel_err); our head on the host's tokens is exact (ip_core test)
+    assert r["pooled_rel_err"] < 2e-3 and abs(r["pooled_rel_err"] - r["tower_rel_err"]) < 1e-5
+    assert r["plain_siglip"].startswith("AdapterMismatchError") and "Load SigLIP Vision, pooled" in r["plain_siglip"]
+    assert r["calls"] == 4 and r["finite"]  # 2 double + 2 single blocks

@@ -151,3 +151,25 @@ def test_instantx_term_equals_the_reference_math():
     k2 = key_rms_norm(torch.randn(3, 7, HIDDEN), head)
     assert torch.allclose(k2.view(3, 7, HEADS, head).pow(2).mean(-1), torch.ones(3, 7, HEADS), atol=1e-3)
     assert math.isclose(float(make_flux_config("flux-instantx", 19, 38).head_dim), 128.0)
+
+
+def test_siglip_pooling_head_equals_transformers(tmp_path):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    from ip_core.siglip import pooling_head_from_state_dict, read_pooling_head
+
+    cfg = SiglipVisionConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+                             image_size=28, patch_size=14, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
+    torch.manual_seed(0)
+    model = SiglipVisionModel(cfg).eval()
+    sd = {k if k.startswith("vision_model.") else "vision_model." + k: v for k, v in model.state_dict().items()}
+    head = pooling_head_from_state_dict(sd, heads=4)
+    tokens = torch.randn(3, 4, 64)
+    with torch.no_grad():
+        ref = (model.head if hasattr(model, "head") else model.vision_model.head)(tokens)  # transformers 5 drops vision_model
+        assert torch.allclose(head(tokens), ref, atol=1e-6)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "siglip.safetensors"))
+    with pytest.raises(Exception, match="no known SigLIP model has that width"):
+        read_pooling_head(tmp_path / "siglip.safetensors")  # heads come from the encoder table: 64 wide is none
+    save_file({k: v.contiguous() for k, v in sd.items() if ".head." not in k}, str(tmp_path / "nohead.safetensors"))
+    assert read_pooling_head(tmp_path / "nohead.safetensors") is None
