@@ -319,9 +319,9 @@ def siglip(out_dir):
     with torch.no_grad():
         host_pooled = getattr(cv, "ipadapter_pooling_head")(cv.model(pixel_values=theirs, intermediate_output=-2)[2])
         result["tower_rel_err"] = float((host_pooled - ref).norm() / ref.norm())
-        # the host stores its CLIP vision weights in its text-encoder dtype and its SigLIP layers use LayerNorm's
-        # default eps 1e-5 (comfy/clip_model.py; SigLIP's is 1e-6): transformers' tower with the weights rounded the
-        # same way (computed in fp32, as the host's manual cast does) and eps 1e-5 in the tower gives the host's numbers
+        # part of the tower's difference: the host stores its CLIP vision weights in its text-encoder dtype, and its
+        # SigLIP layers use LayerNorm's default eps 1e-5 (comfy/clip_model.py; SigLIP's is 1e-6); transformers'
+        # tower made alike (weights rounded, computed in fp32 as the host's manual cast does, eps 1e-5), reported
         result["host_weight_dtype"] = str(cv.dtype).replace("torch.", "")
         rounded = SiglipVisionModel(SiglipVisionConfig(**{**cfg.to_dict(), "layer_norm_eps": 1e-5})).eval()
         rounded.head.layernorm.eps = 1e-6  # the head is ours, with SigLIP's own eps
