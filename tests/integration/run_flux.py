@@ -34,10 +34,11 @@ def _randomize(module, seed, scale=0.05):
     return module
 
 
-def _call(patcher, x, sigma, context, y):
-    """One call of the host's diffusion model with the patcher's transformer_options, as the sampler makes it."""
+def _call(patcher, x, sigma, context, y, cond_or_uncond=(0,)):
+    """One call of the host's diffusion model with the patcher's transformer_options, as the sampler makes it
+    (samplers.py _calc_cond_batch: one chunk per entry of cond_or_uncond, 0 = cond, 1 = uncond)."""
     options = dict(patcher.model_options.get("transformer_options", {}))
-    options.update(cond_or_uncond=[0], sigmas=sigma, wrappers=patcher.wrappers)  # sampler_helpers.py merges wrappers
+    options.update(cond_or_uncond=list(cond_or_uncond), sigmas=sigma, wrappers=patcher.wrappers)  # sampler_helpers.py merges wrappers
     with torch.no_grad():
         return patcher.model.diffusion_model(x, sigma, context, y=y, transformer_options=options)
 
@@ -128,6 +129,28 @@ def exact(out_dir):
     single = embeds_mod.build_image_prompt(xl, features[1:], torch.zeros_like(features[1:]), encoder_name="ViT-L/14")
     one = _call(apply.apply(plain, loaded, single, 0.7, 0.0, 1.0)[0], x[1:], sigma[1:], context[1:], y[1:])
     result["per_item_rel_err"] = float((one - out[1:]).norm() / one.norm())
+
+    # a CFG batch (cond chunk, uncond chunk): the uncond chunk attends to the uncond tokens (the XLabs pack's
+    # complaint: negatives never used), equal to a cond call with those tokens
+    neg = embeds_mod.build_image_prompt(xl, features[:1], torch.randn(1, 768, generator=g), encoder_name="ViT-L/14")
+    both = _call(apply.apply(plain, loaded, neg, 0.7, 0.0, 1.0)[0], x, sigma, context, y, cond_or_uncond=(0, 1))
+    as_cond = embeds_mod.build_image_prompt(xl, neg.uncond_features, neg.uncond_features, encoder_name="ViT-L/14")
+    alone_u = _call(apply.apply(plain, loaded, as_cond, 0.7, 0.0, 1.0)[0], x[1:], sigma[1:], context[1:], y[1:])
+    alone_c = _call(apply.apply(plain, loaded, neg, 0.7, 0.0, 1.0)[0], x[:1], sigma[:1], context[:1], y[:1])
+    result["cfg_uncond_rel_err"] = float((both[1:] - alone_u).norm() / alone_u.norm())
+    result["cfg_cond_rel_err"] = float((both[:1] - alone_c).norm() / alone_c.norm())
+    # another pack's block replacement at the same key is wrapped (it runs, ours runs inside it)
+    seen = []
+
+    def foreign(args, extra):
+        seen.append(1)
+        return extra["original_block"](args)
+
+    other = plain.clone()
+    other.set_model_patch_replace(foreign, "dit", "double_block", 0)
+    wrapped = _call(apply.apply(other, loaded, embeds, 0.7, 0.0, 1.0)[0], x, sigma, context, y)
+    result["foreign_patch_calls"] = len(seen)
+    result["foreign_wrapped_identical"] = bool(torch.equal(wrapped, out))
 
     # InstantX, 2 double + 2 single blocks (heads of 16 at this width); stacked on the XLabs model
     ix = _randomize(flux.FluxIPAdapter(flux.make_flux_config("flux-instantx", 2, 2, 64, 32, 1152, 8, head_dim=16)), 4, 0.2).eval()

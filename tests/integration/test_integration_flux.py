@@ -11,6 +11,8 @@ def test_flux_xlabs_equals_diffusers_in_the_host(tmp_path):
     assert r["xlabs_patched_keys"] == [["double_block", 0], ["double_block", 1]] and r["xlabs_calls_per_call"] == 2
     assert r["xlabs_weight0_identical"] and r["xlabs_outside_window_identical"] and r["instantx_weight0_identical"]
     assert r["per_item_rel_err"] < 1e-5
+    assert r["cfg_uncond_rel_err"] < 1e-5 and r["cfg_cond_rel_err"] < 1e-5  # the uncond chunk gets the uncond tokens
+    assert r["foreign_patch_calls"] == 1 and r["foreign_wrapped_identical"]  # another pack's dit patch is wrapped
     # InstantX stacked on XLabs: 2 double + 2 single blocks patched, 2 + 4 image terms per call
     assert r["stacked_keys"] == [["double_block", 0], ["double_block", 1], ["single_block", 0], ["single_block", 1]]
     assert r["stacked_calls_per_call"] == 6 and r["instantx_changes_output"] > 1e-4
