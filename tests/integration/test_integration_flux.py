@@ -49,3 +49,4 @@ def test_instantx_siglip_encoder_in_the_host(tmp_path):
     assert r["pooled_rel_err"] < 2e-3 and abs(r["pooled_rel_err"] - r["tower_rel_err"]) < 1e-5
     assert r["plain_siglip"].startswith("AdapterMismatchError") and "Load SigLIP Vision, pooled" in r["plain_siglip"]
     assert r["calls"] == 4 and r["finite"]  # 2 double + 2 single blocks
+    assert r["no_head"].startswith("AdapterFileError") and "no SigLIP attention-pooling head" in r["no_head"]
