@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import pickletools
+import re
 import struct
 import tempfile
 import zipfile

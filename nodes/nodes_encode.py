@@ -58,6 +58,13 @@ def _enhanced(clip_vision, image, whole, grid: int, ratio: float, crop: str, pro
     )
 
 
+def _black_image_features(config, clip_vision, crop: str, progress, label: str):
+    """Flux adapters' "no image": a black image through the encoder, as diffusers' Flux pipeline does when no
+    negative image is given (features [1, ...])."""
+    size = int(getattr(clip_vision, "image_size", 224))
+    return features_for(config, _encode(clip_vision, torch.zeros(1, size, size, 3), crop, progress), label)
+
+
 def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image, weights=None, legacy: bool = False):
     """One image prompt per tile (each tile's references combined as `combine` says) and the tiles' masks."""
     if combine == "batch":
@@ -77,6 +84,8 @@ def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image
     prompts = []
     for g in range(parts.shape[0]):
         cond = weight_references(features_for(config, _encode(clip_vision, parts[g], crop, progress, legacy=legacy), label), weights)
+        if neg is None and config.base_model == "flux":
+            neg = _black_image_features(config, clip_vision, crop, progress, label)
         if neg is None:  # the same "no image" for every tile
             neg = unconditional_features(
                 config, cond[:1], encode_pixels=lambda px: host.encode_pixels(clip_vision, px),
@@ -169,11 +178,8 @@ class IPAEncodeImagePrompt:
         if negative_image is not None:
             check_images(negative_image, "negative_image")
             uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress, legacy=legacy), label)
-        elif config.base_model == "flux":  # diffusers' Flux pipeline: a black image through the encoder
-            size = int(getattr(clip_vision, "image_size", 224))
-            black = torch.zeros(1, size, size, 3)
-            uncond = features_for(config, _encode(clip_vision, black, crop, progress, legacy=legacy), label)
-            uncond = uncond.expand(cond.shape[0], *uncond.shape[1:]).clone()
+        elif config.base_model == "flux":
+            uncond = _black_image_features(config, clip_vision, crop, progress, label).expand(cond.shape[0], -1).clone()
         elif legacy and config.encoder_output != "image_embeds":
             # the widely used pack's "no image" for plus / full-face: a black picture through clip_preprocess
             size = int(getattr(clip_vision, "image_size", 224))

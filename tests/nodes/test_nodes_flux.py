@@ -95,3 +95,12 @@ def test_flux_adapter_on_sd_model_and_sd_options_are_refused(host, xlabs):
         IPAApplyAdapter().apply(make_model("sd15"), xlabs, embeds, 1.0, 0.0, 1.0)
     with pytest.raises(AdapterMismatchError, match=r"Flux adapter but the model is SDXL"):
         IPAApplyAdapter().apply(make_model("sdxl"), xlabs, embeds, 1.0, 0.0, 1.0)
+
+
+def test_tiled_xlabs_references_get_the_black_image_negative_too(host, xlabs):
+    vit_l = comfy_standin.ClipVisionModel(1024, 768)
+    (emb,) = IPAEncodeImagePrompt().encode(xlabs, vit_l, torch.rand(1, 256, 600, 3), tiles="tiled")
+    with torch.no_grad():
+        black = xlabs.adapter.project(vit_l.model(preprocess_images(torch.zeros(1, 224, 224, 3)))[2])
+    assert emb.region_masks is not None and emb.uncond.shape[0] == emb.cond.shape[0] > 1
+    assert torch.allclose(emb.uncond, black.expand(emb.uncond.shape[0], -1, -1), atol=1e-6)
