@@ -41,16 +41,15 @@ from .projection import build_projection
 FLUX_CONTEXT_DIM = 4096  # T5-XXL width: what the projections make and K'/V' read
 FLUX_HIDDEN = 3072
 FLUX_HEAD_DIM = 128  # 24 heads of 128 in every released Flux
-FLUX_DOUBLE_BLOCKS = 19
-FLUX_SINGLE_BLOCKS = 38
 KEY_NORM_EPS = 1e-5  # InstantX: RMSNorm(128, eps=1e-5, no affine) on K'
 
+# Where the image term lands: the block's image output after its MLP (XLabs), or the attention output (InstantX).
+BLOCK_OUTPUT, ATTENTION_OUTPUT = "block output", "attention output"
 # variant -> (what users call it, where the term lands, K'/V' bias, RMSNorm on K')
 FLUX_VARIANTS = {
-    "flux-xlabs": ("XLabs flux-ip-adapter", "block output", True, False),
-    "flux-instantx": ("InstantX FLUX.1-dev IP-Adapter", "attention output", False, True),
+    "flux-xlabs": ("XLabs flux-ip-adapter", BLOCK_OUTPUT, True, False),
+    "flux-instantx": ("InstantX FLUX.1-dev IP-Adapter", ATTENTION_OUTPUT, False, True),
 }
-BLOCK_OUTPUT, ATTENTION_OUTPUT = "block output", "attention output"
 
 
 @dataclass(frozen=True)
@@ -60,10 +59,6 @@ class FluxAdapterConfig(AdapterConfig):
     double_blocks: int = 0
     single_blocks: int = 0
     head_dim: int = FLUX_HEAD_DIM
-
-    @property
-    def is_faceid(self) -> bool:
-        return False
 
     @property
     def placement(self) -> str:
