@@ -75,7 +75,8 @@ def _print_text(info: dict) -> None:
         print(f"  safe to load: {info.get('safe_to_load')}")
         return
     print(f"  variant:        {info['description']}")
-    print(f"  base model:     {info['base_model']} (context {info['context_dim']}, {info['layers']} cross-attention layers)")
+    layers = "patched blocks" if info["base_model"] == "Flux" else "cross-attention layers"  # DiT: no cross-attention
+    print(f"  base model:     {info['base_model']} (context {info['context_dim']}, {info['layers']} {layers})")
     print(f"  tokens:         {info['tokens']}")
     print(f"  parameters:     {info['parameters']:,} ({', '.join(info['dtypes'])})")
     print(f"  image encoder:  {info['encoder_requirement']}")

@@ -111,7 +111,8 @@ def load_adapter(path, device: Union[str, torch.device] = "cpu", dtype: Optional
         config = detect_config(sd)
     except IPAdapterError as e:
         raise type(e)(f"{path.name}: {e}") from None
-    adapter = IPAdapter.from_state_dict(sd, config, source=path.name)
+    adapter_class = getattr(config, "adapter_class", IPAdapter)  # other model families' modules (ip_core.flux)
+    adapter = adapter_class.from_state_dict(sd, config, source=path.name)
     return adapter.to(device=device, dtype=dtype).eval()
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import pickletools
+import re
 import struct
 import tempfile
 import zipfile
@@ -34,7 +35,11 @@ PREFIX_ALIASES = {
     # Some third-party exporters name the two halves after the official training wrapper's attributes.
     "image_proj_model.": "image_proj",
     "adapter_modules.": "ip_adapter",
+    "ip_adapter_proj_model.": "image_proj",  # XLabs Flux
 }
+# XLabs Flux block weights, renamed as diffusers' loader does: double_blocks.{i}.processor.
+# ip_adapter_double_stream_{k,v}_proj.{weight,bias} -> ip_adapter {i}.to_{k,v}_ip.{weight,bias}.
+XLABS_BLOCK_KEY = re.compile(r"^double_blocks\.(\d+)\.processor\.ip_adapter_double_stream_([kv])_proj\.(weight|bias)$")
 
 # Limits (documented in the README's Safety section). The largest released file a reader here meets is an
 # OpenCLIP ViT-bigG .bin (10 GB); real pickles are a few hundred KB with ~30 opcodes per tensor.
@@ -401,6 +406,10 @@ def _split_prefixed(flat: dict, path: Path) -> dict:
     out = {"image_proj": {}, "ip_adapter": {}}
     unknown = []
     for key, value in flat.items():
+        xlabs = XLABS_BLOCK_KEY.match(key) if isinstance(key, str) else None
+        if xlabs:
+            out["ip_adapter"][f"{xlabs.group(1)}.to_{xlabs.group(2)}_ip.{xlabs.group(3)}"] = value
+            continue
         for prefix, part in PREFIX_ALIASES.items():
             if key.startswith(prefix):
                 out[part][key[len(prefix):]] = value

@@ -236,6 +236,11 @@ def detect_config(sd: dict) -> AdapterConfig:
     detected layout is then checked against the shapes that layout needs (check_layout), so what passes
     here builds and runs.
     """
+    from .flux import detect_flux_config  # Flux layouts (XLabs, InstantX); flux builds on this module
+
+    flux = detect_flux_config(sd)
+    if flux is not None:
+        return flux
     proj = sd.get("image_proj") or {}
     ip = sd.get("ip_adapter") or {}
     lora = {k: t for k, t in ip.items() if _LORA_KEY.match(k)}

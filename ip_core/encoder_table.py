@@ -57,6 +57,7 @@ ENCODERS = (
                 "ViT-bigG-14", "CLIP-ViT-bigG-14-laion2B-39B-b160k"),
     # OpenAI's ViT-L/14 (quick GELU) is recognised by its widths only: no released adapter needs it built here.
     EncoderSpec("ViT-L/14", VisionDims(width=1024, layers=24, heads=16, mlp_dim=4096, output_dim=768)),
+    EncoderSpec("SigLIP so400m-patch14-384", VisionDims(width=1152, layers=27, heads=16, mlp_dim=4304, output_dim=1152, image_size=384, layer_norm_eps=1e-6)),
 )
 
 OPENCLIP_ARCHS = {e.openclip_arch: e for e in ENCODERS if e.openclip_arch}

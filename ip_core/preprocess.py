@@ -242,4 +242,14 @@ def preprocess_images(images, mode: str = "center", size: int = 224) -> torch.Te
     return out.contiguous().to(out_device)
 
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "MAX_IMAGE_SIDE", "MODES", "preprocess_images", "pil_bicubic_resize"]
+def renormalize(pixels: torch.Tensor, mean=None, std=None) -> torch.Tensor:
+    """CLIP-normalised pixels re-normalised for an encoder with another mean / std (SigLIP: 0.5, 0.5); the
+    same pixels when mean / std are CLIP's or not given."""
+    if mean is None or std is None or (tuple(mean) == CLIP_MEAN and tuple(std) == CLIP_STD):
+        return pixels
+    clip_mean, clip_std, new_mean, new_std = (torch.tensor(v, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+                                              for v in (CLIP_MEAN, CLIP_STD, mean, std))
+    return (pixels * clip_std + clip_mean - new_mean) / new_std
+
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "MAX_IMAGE_SIDE", "MODES", "preprocess_images", "pil_bicubic_resize", "renormalize"]

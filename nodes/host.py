@@ -138,7 +138,23 @@ def encode_pixels(clip_vision, pixel_values: torch.Tensor):
     mm.load_model_gpu(clip_vision.patcher)
     out = clip_vision.model(pixel_values=pixel_values.to(clip_vision.load_device).float(), intermediate_output=-2)
     device = mm.intermediate_device()
-    return EncoderOutput(image_embeds=out[2].to(device), penultimate_hidden_states=out[1].to(device))
+    embeds = out[2]
+    head = getattr(clip_vision, POOLING_HEAD, None)  # SigLIP (Load SigLIP Vision): the pooled embedding
+    if head is not None and embeds.ndim == 3:
+        with torch.no_grad():
+            embeds = head.to(embeds.device)(embeds.float())
+    hidden = out[1].to(device) if out[1] is not None else None  # a 1-layer tower has no layer -2
+    return EncoderOutput(image_embeds=embeds.to(device), penultimate_hidden_states=hidden)
+
+
+# The attribute Load SigLIP Vision (nodes_flux.py) sets on the host's CLIP vision object: ip_core.siglip's head.
+POOLING_HEAD = "ipadapter_pooling_head"
+
+
+def encoder_normalization(clip_vision):
+    """(mean, std) the host's CLIP vision model was configured with (comfy/clip_vision.py ClipVisionModel:
+    image_mean / image_std from its json: CLIP's, or 0.5 / 0.5 for SigLIP)."""
+    return getattr(clip_vision, "image_mean", None), getattr(clip_vision, "image_std", None)
 
 
 def clip_preprocess(images: torch.Tensor, size: int, crop: bool = True) -> torch.Tensor:
@@ -245,3 +261,22 @@ def insightface_root() -> str:
     import folder_paths
 
     return os.path.join(folder_paths.models_dir, INSIGHTFACE_FOLDER)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Flux (nodes/patch_dit.py): the block layout and the diffusion-model wrapper.
+
+def flux_img_first(model) -> bool:
+    """comfy/ldm/flux/layers.py DoubleStreamBlock.flipped_img_txt: image tokens first in the joint attention."""
+    blocks = getattr(model.get_model_object("diffusion_model"), "double_blocks", None)
+    return bool(blocks and getattr(blocks[0], "flipped_img_txt", False))
+
+
+def add_diffusion_model_wrapper(model, key: str, wrapper) -> None:
+    """comfy/patcher_extension.py: ModelPatcher.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, key, wrapper); once
+    per key (a clone carries its source's wrappers)."""
+    from comfy.patcher_extension import WrappersMP
+
+    kind = WrappersMP.DIFFUSION_MODEL
+    if not model.wrappers.get(kind, {}).get(key):
+        model.add_wrapper_with_key(kind, key, wrapper)

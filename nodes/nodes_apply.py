@@ -13,9 +13,10 @@ from .layer_weights import PRESETS
 from .layer_weights import layer_weights as resolve_layer_weights
 from .nodes_faceid import apply_faceid_lora, faceid_embeds_for
 from .patch import AdapterBranch, SigmaWindow, patch_model
+from .patch_dit import check_flux_options, patch_flux_model
 
 _CONTEXT_DIMS = {768: "sd15", 2048: "sdxl"}
-_FAMILY_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL"}
+_FAMILY_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux"}
 
 
 def _model_family(model):
@@ -24,6 +25,8 @@ def _model_family(model):
         unet_config = model.model.model_config.unet_config
     except AttributeError:
         return None
+    if unet_config.get("image_model") == "flux":  # comfy/model_detection.py (Chroma has its own name)
+        return "flux"
     ctx = unet_config.get("context_dim")
     if ctx is None:
         return "a model without UNet cross-attention (neither SD1.5 nor SDXL)"
@@ -169,6 +172,8 @@ class IPAApplyAdapter:
             raise with_advice(e, "Connect the same Load IPAdapter output to Encode Image Prompt and to Apply IPAdapter.") from None
         if not torch.isfinite(embeds.cond).all() or not torch.isfinite(embeds.uncond).all():
             raise IPAdapterError("the image prompt embeds contain NaN or infinite values; re-encode the image (check the CLIP vision model).")
+        if config.base_model == "flux":
+            check_flux_options(a, model, embeds_scaling, legacy)
         mask = _check_mask(attn_mask)
         per_layer = resolve_layer_weights(a.adapter.layers, layer_weights, layer_weights_custom, config.base_model_name)
         plan = _weight_plan(a, embeds, weight, weight_type, embeds_scaling, composition_embeds, weight_composition,
@@ -191,6 +196,9 @@ class IPAApplyAdapter:
                                    swap_layers=[i for i, p in enumerate(plan) if p.swap],
                                    composition_layers=[i for i, p in enumerate(plan) if p.composition],
                                    composition_embeds=composition_embeds, embeds_scaling=embeds_scaling)
-            patched, _ = patch_model(patched, branch, a.adapter.layers)
+            if config.base_model == "flux":  # DiT blocks through patches_replace["dit"] (nodes/patch_dit.py)
+                patched, _ = patch_flux_model(patched, branch, a.adapter.layers, config.placement)
+            else:
+                patched, _ = patch_model(patched, branch, a.adapter.layers)
         patched = apply_faceid_lora(patched, a, faceid_lora_strength)  # FaceID: the file's LoRA on the UNet weights
         return (patched,)

@@ -12,8 +12,9 @@ from ..ip_core.encoder_mask import apply_encoder_masks, encoder_masks
 from ..ip_core.encoder_table import EncoderOutput
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.preprocess import MODES as CROP_MODES
-from ..ip_core.preprocess import preprocess_images
+from ..ip_core.preprocess import preprocess_images, renormalize
 from ..ip_core import tiles as tiling
+from .patch_dit import check_flux_encoder
 from .common import CATEGORY, LoadedAdapter, check_images, check_number, error_boundary, require
 
 TILE_MODES = ("off", "tiled", "enhance")
@@ -37,6 +38,7 @@ def _encode(clip_vision, images, crop: str, progress, masks=None, legacy: bool =
     for start in range(0, images.shape[0], ENCODE_CHUNK):
         host.check_interrupt()
         pixels = _preprocess(images[start:start + ENCODE_CHUNK], crop, size, legacy)
+        pixels = renormalize(pixels, *host.encoder_normalization(clip_vision))  # SigLIP: mean / std 0.5
         if masks is not None:  # one mask for all, or one per reference
             pixels = apply_encoder_masks(pixels, masks if masks.shape[0] == 1 else masks[start:start + ENCODE_CHUNK])
         out = host.encode_pixels(clip_vision, pixels)
@@ -54,6 +56,13 @@ def _enhanced(clip_vision, image, whole, grid: int, ratio: float, crop: str, pro
         tiling.enhance(whole.image_embeds, tiling.merge_grid_embeds(split.image_embeds, grid), ratio),
         tiling.enhance(whole.penultimate_hidden_states, tiling.merge_grid_hidden(split.penultimate_hidden_states, grid), ratio),
     )
+
+
+def _black_image_features(config, clip_vision, crop: str, progress, label: str):
+    """Flux adapters' "no image": a black image through the encoder, as diffusers' Flux pipeline does when no
+    negative image is given (features [1, ...])."""
+    size = int(getattr(clip_vision, "image_size", 224))
+    return features_for(config, _encode(clip_vision, torch.zeros(1, size, size, 3), crop, progress), label)
 
 
 def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image, weights=None, legacy: bool = False):
@@ -75,6 +84,8 @@ def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image
     prompts = []
     for g in range(parts.shape[0]):
         cond = weight_references(features_for(config, _encode(clip_vision, parts[g], crop, progress, legacy=legacy), label), weights)
+        if neg is None and config.base_model == "flux":
+            neg = _black_image_features(config, clip_vision, crop, progress, label)
         if neg is None:  # the same "no image" for every tile
             neg = unconditional_features(
                 config, cond[:1], encode_pixels=lambda px: host.encode_pixels(clip_vision, px),
@@ -159,12 +170,16 @@ class IPAEncodeImagePrompt:
         progress = host.progress_bar(total)
         label = "the connected CLIP vision model"
         whole = _encode(clip_vision, image, crop, progress, masks, legacy=legacy)
+        if config.base_model == "flux":
+            check_flux_encoder(config, whole)
         if grid > 1:
             whole = _enhanced(clip_vision, image, whole, grid, enhance_ratio, crop, progress, legacy)
         cond = weight_references(features_for(config, whole, label), weights)
         if negative_image is not None:
             check_images(negative_image, "negative_image")
             uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress, legacy=legacy), label)
+        elif config.base_model == "flux":
+            uncond = _black_image_features(config, clip_vision, crop, progress, label).expand(cond.shape[0], -1).clone()
         elif legacy and config.encoder_output != "image_embeds":
             # the widely used pack's "no image" for plus / full-face: a black picture through clip_preprocess
             size = int(getattr(clip_vision, "image_size", 224))

@@ -9,6 +9,7 @@ from .nodes_animation import IPAFrameWeights, IPAFrameWeightsFromStrategy
 from .nodes_apply import IPAApplyAdapter
 from .nodes_encode import IPAEncodeImagePrompt
 from .nodes_faceid import IPAEncodeFace
+from .nodes_flux import IPALoadSigLIPVision
 from .nodes_load import IPAInspectAdapter, IPALoadAdapter
 from .nodes_toolkit import (IPAApplyRegions, IPACombineEmbeds, IPALoadEmbeds, IPANoise, IPARegion, IPASaveEmbeds,
                             IPAUnifiedLoader)
@@ -28,6 +29,7 @@ _NODES = (
     ("IPAEncodeFace", IPAEncodeFace, "Encode Face (IPAdapter FaceID, InsightFace)"),
     ("IPAFrameWeights", IPAFrameWeights, "IPAdapter Frame Weights"),
     ("IPAFrameWeightsFromStrategy", IPAFrameWeightsFromStrategy, "IPAdapter Frame Weights From Strategy"),
+    ("IPALoadSigLIPVision", IPALoadSigLIPVision, "Load SigLIP Vision, pooled (IPAdapter, InstantX Flux)"),
 )
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, cls, _ in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, _, name in _NODES}

@@ -260,3 +260,80 @@ def sd15_clip_and_vae(seed: int = 0):
     )
     vae = comfy.sd.VAE(sd=vae_model.state_dict())
     return clip, vae
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Flux (run_flux.py): the host's own Flux model code at reduced widths, and loader stand-ins for workflows.
+
+SMALL_FLUX = {"image_model": "flux", "in_channels": 16, "patch_size": 2, "out_channels": 16, "vec_in_dim": 24,
+              "context_in_dim": 32, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 4, "depth": 2,
+              "depth_single_blocks": 2, "axes_dim": [4, 6, 6], "theta": 10000, "qkv_bias": True, "guidance_embed": False}
+
+
+def small_flux_diffusers(seed: int = 1, depth: int = 2, depth_single: int = 2):
+    """A random diffusers FluxTransformer2DModel with SMALL_FLUX's shape (the reference for exactness)."""
+    from diffusers import FluxTransformer2DModel
+
+    model = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=depth, num_single_layers=depth_single,
+                                   attention_head_dim=16, num_attention_heads=4, joint_attention_dim=32,
+                                   pooled_projection_dim=24, guidance_embeds=False, axes_dims_rope=(4, 6, 6))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def host_flux(diffusers_sd: dict, unet_config: dict | None = None):
+    """The host's Flux (comfy.supported_models.Flux -> model_base.Flux -> comfy/ldm/flux/model.py) with
+    `unet_config` (default SMALL_FLUX: the host's file detection fixes Flux's widths, so reduced widths are
+    configured here), weights converted from diffusers by the host's own converter. A ModelPatcher on the CPU."""
+    import comfy.model_detection
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = comfy.supported_models.Flux(dict(unet_config or SMALL_FLUX))
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    # the converter writes some converted tensors into its input's storage: give it copies
+    sd = comfy.model_detection.convert_diffusers_mmdit({k: v.clone() for k, v in diffusers_sd.items()}, "")
+    missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"Flux weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def small_flux_vae(seed: int = 0):
+    """A random TAESD-shaped Flux VAE (16 latent channels) as the host's VAE object (comfy/sd.py detects it)."""
+    import comfy.sd
+    import comfy.taesd.taesd
+
+    # the host's layers skip weight init (comfy.ops.disable_weight_init): every tensor is filled here
+    g = torch.Generator().manual_seed(seed)
+    shapes = {k: v.shape for k, v in comfy.taesd.taesd.TAESD(latent_channels=16).state_dict().items()}
+    sd = {k: torch.randn(s, generator=g) * (0.1 if len(s) > 1 else 0.01) for k, s in shapes.items()}
+    sd["vae_scale"], sd["vae_shift"] = torch.tensor(1.0), torch.tensor(0.0)
+    return comfy.sd.VAE(sd=sd)
+
+
+def register_random_flux_loaders(host_nodes, model, vae, clip_vision, context_dim: int = 32, pooled_dim: int = 24) -> None:
+    """Stand-ins for Flux workflows: TestRandomUNet (UNETLoader), TestRandomFluxClip (DualCLIPLoader, no model),
+    TestRandomFluxText (CLIPTextEncode: seeded random T5 / pooled CLIP conditioning of the small widths),
+    TestRandomVAE (VAELoader), TestRandomClipVision (CLIPVisionLoader)."""
+
+    def node(name, returns, inputs, fn):
+        cls = type(name, (), {"RETURN_TYPES": returns, "FUNCTION": "run", "CATEGORY": "test",
+                              "INPUT_TYPES": classmethod(lambda c: {"required": inputs}),
+                              "run": lambda self, **kw: fn(**kw)})
+        host_nodes.NODE_CLASS_MAPPINGS[name] = cls
+
+    def text(text, clip):
+        g = torch.Generator().manual_seed(len(text))
+        return ([[torch.randn(1, 7, context_dim, generator=g), {"pooled_output": torch.randn(1, pooled_dim, generator=g)}]],)
+
+    node("TestRandomUNet", ("MODEL",), {"unet_name": ("STRING", {}), "weight_dtype": ("STRING", {})}, lambda **kw: (model,))
+    node("TestRandomFluxClip", ("CLIP",), {"clip_name1": ("STRING", {}), "clip_name2": ("STRING", {}), "type": ("STRING", {})},
+         lambda **kw: (object(),))
+    node("TestRandomFluxText", ("CONDITIONING",), {"text": ("STRING", {}), "clip": ("CLIP",)}, text)
+    node("TestRandomVAE", ("VAE",), {"vae_name": ("STRING", {})}, lambda **kw: (vae,))
+    node("TestRandomClipVision", ("CLIP_VISION",), {"clip_name": ("STRING", {})}, lambda **kw: (clip_vision,))

@@ -22,6 +22,12 @@ CORE_SCHEMAS = {
     "LoadImage": {"required": {"image": ([], {"image_upload": True})}},
     "ImageBatch": {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}},
     "LoadImageMask": {"required": {"image": ([], {"image_upload": True}), "channel": (["alpha", "red", "green", "blue"],)}},
+    # Flux (nodes.py UNETLoader, DualCLIPLoader, VAELoader; comfy_extras/nodes_flux.py FluxGuidance)
+    "UNETLoader": {"required": {"unet_name": ([],), "weight_dtype": (["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],)}},
+    "DualCLIPLoader": {"required": {"clip_name1": ([],), "clip_name2": ([],), "type": (["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"],)},
+                       "optional": {"device": (["default", "cpu"], {"advanced": True})}},
+    "VAELoader": {"required": {"vae_name": ([],)}},
+    "FluxGuidance": {"required": {"conditioning": ("CONDITIONING",), "guidance": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0})}},
 }
 
 
