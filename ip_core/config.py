@@ -28,6 +28,12 @@ _KINDS = {
     "faceid-portrait-unnorm": "FaceID portrait unnorm (raw face embedding Resampler)",
 }
 
+# Kwai Kolors: an SDXL-shaped UNet (2048-wide context) whose IP-Adapter-Plus has a 2048-wide Resampler over CLIP
+# ViT-L/14-336 hidden states (the widely used pack's rule: SDXL and the Resampler's to_out 2048 rows).
+KOLORS_NAME = "Kolors"
+KOLORS_ENCODER = "ViT-L/14-336"
+KOLORS_RESAMPLER_DIM = 2048
+
 # A ViT/14 at 224 px has 16 x 16 patches + CLS: the full-face projection keeps all of them.
 FULL_FACE_TOKENS = 257
 DEFAULT_TOKENS = {"base": 4, "plus": 16, "full-face": FULL_FACE_TOKENS}
@@ -61,6 +67,7 @@ class AdapterConfig:
     layer_hidden_sizes: tuple = field(default=(), repr=False)
     lora_rank: int = 0  # FaceID: rank of the per-layer LoRA on to_q/k/v/out (0: the file has none)
     clip_width: int = 0  # FaceID Plus: width of the CLIP penultimate hidden states it also takes
+    kolors: bool = False  # Kwai Kolors (SDXL-shaped UNet, CLIP ViT-L/14 at 336 px): see detect_config
 
     @property
     def is_faceid(self) -> bool:
@@ -86,7 +93,7 @@ class AdapterConfig:
 
     @property
     def base_model_name(self) -> str:
-        return BASE_MODEL_NAMES.get(self.base_model, self.base_model)
+        return KOLORS_NAME if self.kolors else BASE_MODEL_NAMES.get(self.base_model, self.base_model)
 
     @property
     def encoder_requirement(self) -> str:
@@ -103,7 +110,8 @@ class AdapterConfig:
     def signature(self) -> str:
         """Identifies which adapters can share image prompt embeddings (same tokens in, same layout)."""
         clip = f"+clip:{self.clip_width}" if self.clip_width else ""
-        return f"{self.base_model}/{self.variant}/{self.num_tokens}x{self.context_dim}/{self.encoder_output}:{self.encoder_width}{clip}"
+        kolors = "@kolors" if self.kolors else ""  # same widths as an SDXL ViT-L/14 plus, other encoder (336 px)
+        return f"{self.base_model}/{self.variant}/{self.num_tokens}x{self.context_dim}/{self.encoder_output}:{self.encoder_width}{clip}{kolors}"
 
     @property
     def description(self) -> str:
@@ -160,9 +168,10 @@ def make_config(
 
 
 def _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, key_numbers, hidden_sizes,
-            lora_rank=0, clip_width=0) -> AdapterConfig:
+            lora_rank=0, clip_width=0, kolors=False) -> AdapterConfig:
     out = ENCODER_OUTPUTS[variant]
     return AdapterConfig(
+        kolors=bool(kolors),
         variant=variant,
         projection=PROJECTIONS[variant],
         base_model=base_model,
@@ -171,7 +180,7 @@ def _config(variant, base_model, context_dim, num_tokens, encoder_width, resampl
         num_tokens=int(num_tokens),
         encoder_output=out,
         encoder_width=int(encoder_width),
-        encoder_name=encoder_name_for(out, encoder_width),
+        encoder_name=KOLORS_ENCODER if kolors else encoder_name_for(out, encoder_width),
         resampler=resampler,
         layer_key_numbers=tuple(int(n) for n in key_numbers),
         layer_hidden_sizes=tuple(int(h) for h in hidden_sizes),
@@ -330,8 +339,10 @@ def detect_config(sd: dict) -> AdapterConfig:
             f"numbered {expected[0].key_number}..{expected[-1].key_number}, but the file has {len(numbers)} layers "
             f"({numbers[:4]}...) with widths {sorted(set(hidden))}; the file is incomplete or damaged: download it again."
         )
+    kolors = (variant == "plus" and base_model == "sdxl" and resampler.dim == KOLORS_RESAMPLER_DIM
+              and encoder_name_for(PENULTIMATE, encoder_width) == "ViT-L/14")
     config = _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, numbers, hidden,
-                     lora_rank=lora_rank, clip_width=clip_width)
+                     lora_rank=lora_rank, clip_width=clip_width, kolors=kolors)
     check_layout(sd, config)
     return config
 

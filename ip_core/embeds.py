@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .config import AdapterConfig
-from .encoder_table import encoder_file_for, encoder_name_for
+from .encoder_table import PENULTIMATE, encoder_file_for, encoder_name_for, encoder_spec, hidden_tokens
 from .errors import AdapterMismatchError, IPAdapterError
 
 
@@ -45,7 +45,24 @@ def features_for(config: AdapterConfig, encoder_output, encoder_label: str = "th
     expected_ndim = 2 if config.encoder_output == "image_embeds" else 3
     if features.ndim != expected_ndim:
         raise AdapterMismatchError(f"{config.encoder_output} from {encoder_label} has shape {list(features.shape)}, expected {expected_ndim} dims")
+    _check_tokens(config, features, encoder_label)
     return features
+
+
+def _check_tokens(config: AdapterConfig, features: torch.Tensor, encoder_label: str) -> None:
+    """An encoder named by the adapter's layout at another resolution than 224 px (Kolors: ViT-L/14-336) has
+    the widths of its 224 px sibling: the token count tells them apart."""
+    spec = encoder_spec(config.encoder_name)
+    if spec is None or config.encoder_output != PENULTIMATE or spec.dims.image_size == 224:
+        return
+    want = hidden_tokens(spec.dims)
+    if features.shape[1] != want:
+        side = math.isqrt(max(int(features.shape[1]) - 1, 0)) * spec.dims.patch_size
+        raise AdapterMismatchError(
+            f"adapter/encoder mismatch: the adapter ({config.description}) needs {spec.name} hidden states "
+            f"({want} tokens, {spec.dims.image_size} px images), but {encoder_label} gives {features.shape[1]} tokens "
+            f"(a {side} px encoder, e.g. {encoder_name_for(PENULTIMATE, features.shape[-1])} at {side} px); {_remedy(config)}."
+        )
 
 
 def unconditional_features(

@@ -57,6 +57,9 @@ ENCODERS = (
                 "ViT-bigG-14", "CLIP-ViT-bigG-14-laion2B-39B-b160k"),
     # OpenAI's ViT-L/14 (quick GELU) is recognised by its widths only: no released adapter needs it built here.
     EncoderSpec("ViT-L/14", VisionDims(width=1024, layers=24, heads=16, mlp_dim=4096, output_dim=768)),
+    # The same widths at 336 px (577 tokens): Kolors' adapters. Named by the adapter's layout, never by width alone.
+    EncoderSpec("ViT-L/14-336", VisionDims(width=1024, layers=24, heads=16, mlp_dim=4096, output_dim=768, image_size=336),
+                file_name="clip-vit-large-patch14-336"),
     EncoderSpec("SigLIP so400m-patch14-384", VisionDims(width=1152, layers=27, heads=16, mlp_dim=4304, output_dim=1152, image_size=384, layer_norm_eps=1e-6)),
 )
 
@@ -79,6 +82,15 @@ def encoder_name_for_dims(hidden_size: int, projection_dim: int) -> str:
         if (e.dims.width, e.dims.output_dim) == (int(hidden_size), int(projection_dim)):
             return e.name
     return "unknown"
+
+
+def encoder_spec(name: str) -> Optional[EncoderSpec]:
+    return next((e for e in ENCODERS if e.name == name), None)
+
+
+def hidden_tokens(dims: VisionDims) -> int:
+    """Tokens of penultimate_hidden_states: the patches plus CLS (257 at 224 px, 577 at 336 px, patch 14)."""
+    return (dims.image_size // dims.patch_size) ** 2 + 1
 
 
 def encoder_file_for(name: str) -> Optional[str]:

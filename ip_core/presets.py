@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .checkpoint import _split_prefixed, load_adapter_state_dict, sniff_format
-from .config import AdapterConfig, detect_config
+from .config import KOLORS_ENCODER, AdapterConfig, detect_config
 from .encoder_table import ENCODERS, FACE_ENCODER, PENULTIMATE, encoder_file_for, encoder_name_for
 from .errors import AdapterMismatchError, IPAdapterError
 from .layers import BASE_MODEL_NAMES
@@ -94,6 +94,8 @@ PRESETS = (
     Preset("FACEID PLUS V2", {"sd15": _face("ip-adapter-faceid-plusv2_sd15", "faceid-plus", 4), "sdxl": _face("ip-adapter-faceid-plusv2_sdxl", "faceid-plus", 4)}, _H, plus_v2=True),
     Preset("FACEID PORTRAIT (style transfer)", {"sd15": _face(("ip-adapter-faceid-portrait-v11_sd15", "ip-adapter-faceid-portrait_sd15"), "faceid-portrait", 16), "sdxl": _face("ip-adapter-faceid-portrait_sdxl", "faceid-portrait", 16)}, _H),
     Preset("FACEID PORTRAIT UNNORM - SDXL only (strong)", {"sdxl": _face("ip-adapter-faceid-portrait_sdxl_unnorm", "faceid-portrait-unnorm", 16)}, _H),
+    # The pack's community loader; Kolors' UNet is SDXL-shaped, so its adapter is listed under "sdxl".
+    Preset("Kolors", {"sdxl": _r(("ip_adapter_plus_general", "Kolors-IP-Adapter-Plus"), "plus", 16, KOLORS_ENCODER)}),
 )
 PRESET_NAMES = tuple(p.name for p in PRESETS)
 _BY_NAME = {p.name: p for p in PRESETS}

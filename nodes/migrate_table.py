@@ -333,9 +333,12 @@ PACK = {
         "required": ("model:MODEL", "preset:COMBO"), "optional": ("ipadapter:IPADAPTER",), "outputs": ("MODEL", "IPADAPTER"),
         **_UNIFIED,
         "options": {**_UNIFIED["options"],
-                    "preset": [{"to": "load.adapter_name", "values": {"Composition": _PRESETS_SD15["Composition"], "Kolors": None},
-                                "approx": _PRESET_NOTE},
-                               {"to": "clip.clip_name", "values": {"Composition": _CLIP_H, "Kolors": None}}]},
+                    "preset": [{"to": "load.adapter_name", "values": {"Composition": _PRESETS_SD15["Composition"],
+                                                                      "Kolors": "ip_adapter_plus_general.bin"},
+                                "approx": "the pack finds files by name at run time; here the release names are written into "
+                                          "Load IPAdapter / Load CLIP Vision (Composition: the SD1.5 file; for an SDXL model "
+                                          "pick ip_plus_composition_sdxl)"},
+                               {"to": "clip.clip_name", "values": {"Composition": _CLIP_H, "Kolors": "clip-vit-large-patch14-336.bin"}}]},
     },
     "IPAdapterUnifiedLoaderFaceID": {
         "required": ("model:MODEL", "preset:COMBO", "lora_strength:FLOAT", "provider:COMBO"),

@@ -214,7 +214,8 @@ def comfy_model_from_unet(unet, dtype=None, share_weights: bool = False):
     return model
 
 
-def small_clip_vision(tmp_dir: str, hidden: int = 1280, projection: int = 1024, layers: int = 2, seed: int = 0):
+def small_clip_vision(tmp_dir: str, hidden: int = 1280, projection: int = 1024, layers: int = 2, seed: int = 0,
+                      image_size: int = 224):
     """ComfyUI's own ClipVisionModel class with a ViT-H-wide but 2-layer config and random weights.
 
     ComfyUI picks its config file from the layer count of a loaded file, so a small model cannot go
@@ -224,12 +225,12 @@ def small_clip_vision(tmp_dir: str, hidden: int = 1280, projection: int = 1024, 
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     cfg = {
-        "attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": hidden, "image_size": 224,
+        "attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": hidden, "image_size": image_size,
         "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": hidden * 4, "layer_norm_eps": 1e-5,
         "model_type": "clip_vision_model", "num_attention_heads": 16, "num_channels": 3, "num_hidden_layers": layers,
         "patch_size": 14, "projection_dim": projection, "torch_dtype": "float32",
     }
-    path = os.path.join(tmp_dir, "clip_vision_small.json")
+    path = os.path.join(tmp_dir, f"clip_vision_small_{hidden}_{image_size}.json")
     with open(path, "w") as f:
         json.dump(cfg, f)
     torch.manual_seed(seed)

@@ -44,8 +44,10 @@ RELEASED_ADAPTERS = [
     "ip-adapter-faceid_sd15.bin", "ip-adapter-faceid_sdxl.bin", "ip-adapter-faceid-plus_sd15.bin",
     "ip-adapter-faceid-plusv2_sd15.bin", "ip-adapter-faceid-plusv2_sdxl.bin", "ip-adapter-faceid-portrait-v11_sd15.bin",
     "ip-adapter-faceid-portrait_sd15.bin", "ip-adapter-faceid-portrait_sdxl.bin", "ip-adapter-faceid-portrait_sdxl_unnorm.bin",
+    "ip_adapter_plus_general.bin",  # Kolors
 ]
-RELEASED_ENCODERS = ["CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"]
+RELEASED_ENCODERS = ["CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors",
+                     "clip-vit-large-patch14-336.bin"]
 FOLDERS = {
     "released": (RELEASED_ADAPTERS, RELEASED_ENCODERS),
     "old light, bin and safetensors": (["ip-adapter_sd15_light.safetensors", "ip-adapter-plus_sd15.bin",

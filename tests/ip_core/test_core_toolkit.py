@@ -11,10 +11,11 @@ from ip_core.config import make_config
 from ip_core.embeds import ImagePromptEmbeds, combine_rows, parse_reference_weights, weight_references
 from ip_core.embeds_file import load_embeds, save_embeds
 from ip_core.encoder_mask import apply_encoder_masks, encoder_masks
+from ip_core.config import detect_config
 from ip_core.errors import AdapterFileError, AdapterMismatchError, IPAdapterError
 from ip_core.layers import layer_specs
 from ip_core.noise import make_noise
-from ip_core.presets import PRESET_NAMES, PRESETS, choose_adapter, choose_encoder, matches_release, vision_encoder_of_file
+from ip_core.presets import PRESET_NAMES, PRESETS, Choice, choose_adapter, choose_encoder, matches_release, vision_encoder_of_file
 
 SD15, SDXL = layer_specs("sd15"), layer_specs("sdxl")
 CONFIGS = {
@@ -32,7 +33,7 @@ CONFIGS = {
     "unnormxl": make_config("faceid-portrait-unnorm", SDXL, 2048, 512),
 }
 STANDARD, PLUS, LIGHT, VITG = PRESET_NAMES[1], PRESET_NAMES[3], PRESET_NAMES[0], PRESET_NAMES[2]
-FACEID, FPLUS, FPLUSV2, PORTRAIT, UNNORM = PRESET_NAMES[6:]
+FACEID, FPLUS, FPLUSV2, PORTRAIT, UNNORM, KOLORS = PRESET_NAMES[6:]
 
 
 def no_contents(name):
@@ -43,10 +44,22 @@ def test_preset_table_has_the_packs_labels_and_one_encoder_each():
     assert PRESET_NAMES == ("LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)", "VIT-G (medium strength)",
                             "PLUS (high strength)", "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)",
                             "FACEID", "FACEID PLUS - SD1.5 only", "FACEID PLUS V2", "FACEID PORTRAIT (style transfer)",
-                            "FACEID PORTRAIT UNNORM - SDXL only (strong)")
+                            "FACEID PORTRAIT UNNORM - SDXL only (strong)", "Kolors")
     # FaceID adapters take InsightFace; like the pack's loader, every FaceID preset returns ViT-H (Plus uses it)
-    assert [p.clip_vision_name for p in PRESETS] == ["ViT-H/14", "ViT-H/14", "ViT-bigG/14"] + ["ViT-H/14"] * 8
-    assert [p.plus_v2 for p in PRESETS] == [None] * 7 + [False, True, None, None]
+    assert [p.clip_vision_name for p in PRESETS] == ["ViT-H/14", "ViT-H/14", "ViT-bigG/14"] + ["ViT-H/14"] * 8 + ["ViT-L/14-336"]
+    assert [p.plus_v2 for p in PRESETS] == [None] * 7 + [False, True, None, None, None]
+
+
+def test_the_kolors_preset_finds_the_kolors_files_by_name_or_contents(kolors_plus_sd):
+    """The pack's community preset 'Kolors': ip_adapter_plus_general (SDXL-shaped UNet) and CLIP ViT-L/14-336."""
+    names = ["ip-adapter-plus_sdxl_vit-h.safetensors", "sub/ip_adapter_plus_general.bin"]
+    assert choose_adapter(KOLORS, "sdxl", names, no_contents) == Choice("sub/ip_adapter_plus_general.bin", "by name")
+    kolors = detect_config(kolors_plus_sd)
+    assert choose_adapter(KOLORS, "sdxl", ["mine.bin"], lambda n: kolors) == Choice("mine.bin", "by contents")
+    with pytest.raises(AdapterMismatchError, match="preset 'Kolors' has no SD1.5 adapter"):
+        choose_adapter(KOLORS, "sd15", names, no_contents)
+    clips = ["CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "clip-vit-large-patch14-336.bin", "clip-vit-large-patch14.bin"]
+    assert choose_encoder("ViT-L/14-336", clips, lambda n: None).name == "clip-vit-large-patch14-336.bin"
 
 
 def test_released_names_match_with_any_separator_in_sub_folders_not_other_releases():

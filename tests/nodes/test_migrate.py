@@ -147,6 +147,14 @@ def test_unified_loader_becomes_our_preset_loader():
     assert any(n.kind == "approximated" and "SDXL" in n.text for n in report.notes)  # Composition: by file name
 
 
+def test_the_community_loaders_kolors_preset_loads_the_kolors_files():
+    new, report = convert(pack_workflow("IPAdapterUnifiedLoaderCommunity", {"preset": "Kolors"}))
+    assert _values(new, "IPALoadAdapter")["adapter_name"] == "ip_adapter_plus_general.bin"
+    clips = [n["widgets_values"][0] for n in new["nodes"] if n["type"] == "CLIPVisionLoader"]
+    assert "clip-vit-large-patch14-336.bin" in clips  # beside the workflow's own ViT-H loader
+    assert not report.of("not supported")
+
+
 @pytest.mark.parametrize("value", ["ease in", "strong style transfer", "composition precise"])
 def test_weight_types_and_scalings_map_by_name(value):
     new, report = convert(pack_workflow("IPAdapterAdvanced", {"weight_type": value, "embeds_scaling": "K+V w/ C penalty"}))
@@ -610,3 +618,4 @@ def test_links_in_object_form_and_subgraphs():
     new, report = convert(wf)
     assert validate_ui(new) == [] and "IPAApplyAdapter" in _types(new)
     assert any("subgraph 'inner'" in n.text for n in report.of("problem"))
+
