@@ -160,8 +160,8 @@ class IPAApplyAdapter:
         if family is not None and family != config.base_model:
             have = _FAMILY_NAMES.get(family, family)
             raise AdapterMismatchError(
-                f"adapter/model mismatch: {a.name} is an {config.base_model_name} adapter but the model is {have}. "
-                f"Load an {have} IP-Adapter, or use an {config.base_model_name} checkpoint."
+                f"adapter/model mismatch: {a.name} is an adapter for {config.base_model_name} but the model is {have}. "
+                f"Load an IP-Adapter made for {have}, or use a {config.base_model_name} model."
             )
         # FaceID: face embeds only with FaceID adapters; PlusV2's shortcut scale.
         faceid_lora_strength = check_number(faceid_lora_strength, "faceid_lora_strength", 0.0, 2.0)
