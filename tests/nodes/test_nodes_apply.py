@@ -236,10 +236,10 @@ def test_bad_inputs_give_node_errors(host, base):
 
 
 def test_sd15_adapter_on_sdxl_model_and_back(host, base):
-    with pytest.raises(AdapterMismatchError, match="SD1.5 adapter but the model is SDXL"):
+    with pytest.raises(AdapterMismatchError, match="an adapter for SD1.5 but the model is SDXL"):
         _apply(make_model("sdxl"), base, _embeds(base))
     xl = LoadedAdapter(sdxl_adapter(), "xl.safetensors")
-    with pytest.raises(AdapterMismatchError, match="SDXL adapter but the model is SD1.5"):
+    with pytest.raises(AdapterMismatchError, match="an adapter for SDXL but the model is SD1.5"):
         _apply(make_model("sd15"), xl, _embeds(xl))
 
 

@@ -91,9 +91,9 @@ def test_hosts_siglip_tokens_are_refused_for_instantx(host, instantx):
 def test_flux_adapter_on_sd_model_and_sd_options_are_refused(host, xlabs):
     feats = torch.randn(1, 768)
     embeds = build_image_prompt(xlabs.adapter, feats, torch.zeros_like(feats))
-    with pytest.raises(AdapterMismatchError, match=r"Flux adapter but the model is SD1\.5"):
+    with pytest.raises(AdapterMismatchError, match=r"an adapter for Flux but the model is SD1\.5"):
         IPAApplyAdapter().apply(make_model("sd15"), xlabs, embeds, 1.0, 0.0, 1.0)
-    with pytest.raises(AdapterMismatchError, match=r"Flux adapter but the model is SDXL"):
+    with pytest.raises(AdapterMismatchError, match=r"an adapter for Flux but the model is SDXL"):
         IPAApplyAdapter().apply(make_model("sdxl"), xlabs, embeds, 1.0, 0.0, 1.0)
 
 
