@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DistributedType, ProjectConfiguration, gather_object
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, ProjectConfiguration, gather_object
 from tqdm.auto import tqdm
 
 from ip_core.adapter import IPAdapter, save_adapter
@@ -226,6 +226,7 @@ class Trainer:
         if resume_path:
             state = ck.load_state(resume_path)
             _check_resume_config(state["config"], cfg, resume_path)
+            _check_resume_world(state, accelerator.num_processes, resume_path)
             speed.check_resume(state["config"], cfg, resume_path)
             rng = ck.load_rng(resume_path, rank)
         if accelerator.is_main_process:
@@ -365,8 +366,9 @@ class Trainer:
     def resume(self, state: dict, rng: Optional[dict], path: str) -> None:
         """Weights, optimizer, grad scaler, counters, losses, data position and random streams of a checkpoint."""
         self.adapter.load_state_dict(state["adapter"])
-        if self.deepspeed:  # ZeRO partitions the optimizer state: each rank wrote its own part
-            self.optimizer.load_state_dict(ck.load_rank_file(path, f"optimizer_rank{self.rank}.pt"))
+        if self.deepspeed:  # ZeRO partitions the optimizer state: each rank wrote its part; DeepSpeed takes them all
+            allowed = ck.deepspeed_optimizer_classes()
+            self.optimizer.load_state_dict([ck.load_rank_file(path, f"optimizer_rank{r}.pt", allowed) for r in range(self.world)])
         else:
             self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler") is not None and self.accelerator.scaler is not None:
@@ -488,6 +490,7 @@ class Trainer:
             self.export(os.path.join(tmp, "ip_adapter"))
             payload = {
                 "format": 1,
+                "world": self.world,
                 "global_step": self.global_step,
                 "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch,
@@ -614,7 +617,13 @@ def _make_accelerator(cfg: TrainConfig) -> Accelerator:
     # another mixed precision. The distributed part (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
+    handlers = []
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and not torch.cuda.is_available():
+        # DeepSpeed on CPU: accelerate 1.15 only forms the process group for a named backend (else every rank
+        # believes it is the only one): gloo, as DeepSpeed's CPU accelerator uses
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
     return Accelerator(
+        kwargs_handlers=handlers,
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         log_with=None if cfg.report_to in ("none", "") else cfg.report_to,
@@ -624,19 +633,27 @@ def _make_accelerator(cfg: TrainConfig) -> Accelerator:
 
 def _check_process_group(accelerator: Accelerator) -> None:
     """Processes launched together must form one group; otherwise each would train alone, all writing the
-    same output folder (accelerate's DeepSpeed path on a machine without GPUs does exactly that)."""
+    same output folder (accelerate's GPU backends on a machine without GPUs do exactly that)."""
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if launched <= 1 or accelerator.num_processes == launched:
         return
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and not torch.cuda.is_available():
-        why = ("accelerate runs DeepSpeed only with GPUs (without one it forms no process group); on CPU drop DeepSpeed "
-               "(ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m trainer train ...)")
-    else:
-        why = "launch every process with torchrun or accelerate launch, and on CPU set ACCELERATE_USE_CPU=1"
+    why = "launch every process with torchrun or accelerate launch, and on CPU set ACCELERATE_USE_CPU=1 (DDP) or use DeepSpeed"
     raise TrainerConfigError(
         f"{launched} processes were launched (WORLD_SIZE={launched}) but they joined a group of "
         f"{accelerator.num_processes}: each would train alone and overwrite the others' checkpoints. {why[0].upper()}{why[1:]}"
     )
+
+
+def _check_resume_world(state: dict, world: int, path: str) -> None:
+    """The data position counts each process's batches, and DeepSpeed's optimizer is split per process: a
+    checkpoint continues under the number of processes that wrote it (older checkpoints do not say: accepted)."""
+    wrote = int(state.get("world", world))
+    if wrote != world:
+        raise TrainerConfigError(
+            f"--resume_from_checkpoint: {path!r} was written by {wrote} process(es) and this run has {world}; its data "
+            f"position and optimizer state belong to {wrote}. Resume with {wrote} process(es), or start a new --output_dir "
+            f"from its weights (--pretrained_ip_adapter_path {os.path.join(path, 'ip_adapter.safetensors')})"
+        )
 
 
 def _check_resume_config(old: dict, cfg: TrainConfig, path: str) -> None:

@@ -147,9 +147,10 @@ def prune(output_dir: str, keep: Optional[int]) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _load(path: str, what: str):
+def _load(path: str, what: str, allowed=()):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise TrainerConfigError(
             f"--resume_from_checkpoint: cannot read {what} {path!r} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
@@ -192,5 +193,16 @@ def load_rng(path: str, rank: int) -> Optional[dict]:
     return state
 
 
-def load_rank_file(path: str, name: str):
-    return _load(os.path.join(path, name), name)
+def load_rank_file(path: str, name: str, allowed=()):
+    """A per-rank file, read with the weights-only unpickler; `allowed`: classes it may rebuild besides tensors."""
+    return _load(os.path.join(path, name), name, allowed)
+
+
+def deepspeed_optimizer_classes() -> list:
+    """The DeepSpeed classes a ZeRO optimizer state holds besides tensors and numbers (deepspeed 0.19): allowed by
+    name to the weights-only unpickler, which rebuilds them from their fields and runs no other code."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]

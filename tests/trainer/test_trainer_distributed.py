@@ -76,6 +76,17 @@ def test_two_processes_stay_in_sync_write_once_and_resume_exactly(two_process_ru
     assert c0["digests"] == r0["digests"][2:] and c1["digests"] == c0["digests"]
 
 
+def test_a_checkpoint_resumes_only_under_the_process_count_that_wrote_it(two_process_run, train_args):
+    """Its data position counts per-process batches (and DeepSpeed splits the optimizer per process)."""
+    from trainer.errors import TrainerConfigError
+    from trainer.train import train
+
+    cut = two_process_run["tmp"] / "one_from_two"
+    shutil.copytree(os.path.join(two_process_run["dir"], "checkpoint-2"), cut / "checkpoint-2")
+    with pytest.raises(TrainerConfigError, match="written by 2 process\\(es\\) and this run has 1.*Resume with 2"):
+        train(train_args(**dict(two_process_run["base"], output_dir=str(cut), resume_from_checkpoint="latest")))
+
+
 @pytest.mark.slow
 def test_sigterm_on_one_rank_stops_both_after_a_checkpoint(two_process_run):
     """A preemption that reaches rank 1 only, right after step 1: the ranks agree on stopping at the next
@@ -128,12 +139,38 @@ def test_the_shipped_zero2_config_is_one_accelerate_reads():
 
 
 @pytest.mark.slow
-def test_processes_that_form_no_group_are_refused_before_training(two_process_run):
-    """accelerate 1.15 runs DeepSpeed only with GPU backends: on CPU each launched process comes up alone
-    (num_processes 1) and would overwrite the others' checkpoints. The trainer refuses that, naming the fix."""
+def test_deepspeed_zero2_on_two_cpu_processes_partitions_matches_ddp_and_resumes(two_process_run):
+    """DeepSpeed ZeRO-2 through accelerate's plugin, run for real (DeepSpeed's CPU accelerator, gloo): the AdamW
+    state is partitioned over the two ranks, the run equals the DDP run (hence one process at the global batch),
+    and a resume, each rank reading its partition, continues it exactly."""
     pytest.importorskip("deepspeed")
-    tmp, base = two_process_run["tmp"], two_process_run["base"]
+    tmp, base, full_dir = two_process_run["tmp"], two_process_run["base"], two_process_run["dir"]
     env = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_USE_CPU": "0"}
-    with pytest.raises(AssertionError, match="2 processes were launched .* joined a group of 1.*DeepSpeed only with GPUs"):
-        _run(tmp, "zero2_cpu", env_extra=env, **dict(base, output_dir=str(tmp / "zero2_cpu")))
-    assert not os.path.exists(tmp / "zero2_cpu" / "checkpoint-2")
+    ds_dir = str(tmp / "zero2")
+    d0, d1 = _run(tmp, "zero2", env_extra=env, **dict(base, output_dir=ds_dir))
+    assert d0["digests"] == d1["digests"] and d0["losses"] == d1["losses"] and (d0["exports"], d1["exports"]) == (3, 0)
+    for a, b in zip(d0["losses"], two_process_run["ranks"][0]["losses"]):
+        assert abs(a - b) <= 1e-5 * abs(b)
+    w_ds, w_ddp = _adapter(ds_dir), _adapter(full_dir)
+    for k in w_ddp:
+        torch.testing.assert_close(w_ds[k], w_ddp[k], rtol=1e-4, atol=1e-6, msg=k)
+    n_params = sum(t.numel() for t in w_ddp.values())
+    for r in (0, 1):
+        part = torch.load(os.path.join(ds_dir, "checkpoint-4", f"optimizer_rank{r}.pt"), weights_only=False)
+        held = sum(t.numel() for t in part["single_partition_of_fp32_groups"])
+        assert part["partition_count"] == [2] and int(part["zero_stage"]) == 2 and held < n_params <= 2 * held
+
+    cut_dir = str(tmp / "zero2_cut")
+    shutil.copytree(os.path.join(ds_dir, "checkpoint-2"), os.path.join(cut_dir, "checkpoint-2"))
+    e0, e1 = _run(tmp, "zero2_resumed", env_extra=env, **dict(base, output_dir=cut_dir, resume_from_checkpoint="latest"))
+    assert e0["losses"] == d0["losses"] and e0["digests"] == d0["digests"][2:] and e1["digests"] == e0["digests"]
+
+
+@pytest.mark.slow
+def test_processes_that_form_no_group_are_refused_before_training(two_process_run):
+    """Launched processes that come up alone (accelerate's GPU path on a machine without GPUs: each believes it
+    is the only process) would overwrite each other's checkpoints: refused before training, naming the fix."""
+    tmp, base = two_process_run["tmp"], two_process_run["base"]
+    with pytest.raises(AssertionError, match="2 processes were launched .* joined a group of 1.*ACCELERATE_USE_CPU=1"):
+        _run(tmp, "alone", env_extra={"ACCELERATE_USE_CPU": "0"}, **dict(base, output_dir=str(tmp / "alone")))
+    assert not os.path.exists(tmp / "alone" / "checkpoint-2")
