@@ -1,8 +1,9 @@
 """Command line: `python -m ip_core inspect FILE... [--json]` and `python -m ip_core example DIR`.
 
-Exit codes: 0 success; 1 an expected failure (a file that cannot be used, a folder that cannot be written: the
-message says why and what to do); 2 usage errors (argparse) and unexpected internal errors (a short message on
-stderr, the traceback in the log file it names).
+Exit codes (ip_core.errors, the same for every command line of the project): 0 success; 1 an expected failure
+(a file that cannot be used, a folder that cannot be written: the message says why and what to do); 2 a bad
+command line (argparse); 3 an unexpected internal error (a short message on stderr, the traceback in the log
+file it names); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from .checkpoint import load_adapter_state_dict, sniff_format
 from .config import detect_config, make_config
-from .errors import IPAdapterError, log_unexpected, unexpected_message
+from .errors import (EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, IPAdapterError, log_unexpected,
+                     unexpected_message)
 from .layers import layer_specs
 
 SAFETY = {
@@ -122,14 +124,14 @@ def main(argv=None) -> int:
         return _run(args)
     except IPAdapterError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:
         print(unexpected_message(f"python -m ip_core {args.command}", e, log_unexpected(e, f"python -m ip_core {args.command}")),
               file=sys.stderr)
-        return 2
+        return EXIT_INTERNAL
 
 
 def _run(args) -> int:
@@ -140,7 +142,7 @@ def _run(args) -> int:
             raise IPAdapterError(f"cannot write the example files to {args.dir} ({e.strerror or e}); give a writable folder.") from None
         for path in paths:
             print(path)
-        return 0
+        return EXIT_OK
     infos = []
     for f in args.files:
         info = inspect_file(f)
@@ -149,7 +151,7 @@ def _run(args) -> int:
             _print_text(info)  # as each file is read, so a long run shows progress
     if args.json:
         print(json.dumps(infos, indent=2))
-    return 0 if all(i["ok"] for i in infos) else 1
+    return EXIT_OK if all(i["ok"] for i in infos) else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -14,6 +14,13 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
+# Exit codes of every command line (python -m ip_core, python -m nodes.migrate, python -m trainer): one table.
+EXIT_OK = 0
+EXIT_FAILED = 1  # an expected failure: the message names the problem and the remedy
+EXIT_USAGE = 2  # a bad command line (argparse's own code)
+EXIT_INTERNAL = 3  # unexpected: a bug; one line on stderr, the traceback in the log file it names
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell's convention)
+
 LOG_DIR_ENV = "IPADAPTER_LOG_DIR"  # where log_unexpected writes; the system temp folder by default
 LOG_NAME = "ipadapter-errors.log"
 

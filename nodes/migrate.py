@@ -790,7 +790,7 @@ def convert(workflow: dict, legacy: bool = False):
     return new, report
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> int:  # exit codes: ip_core.errors (1 failed, 2 usage); not imported: no torch here
     parser = argparse.ArgumentParser(prog="python -m nodes.migrate", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="a workflow .json (UI or API format) using ComfyUI_IPAdapter_plus nodes")
     parser.add_argument("-o", "--output", help="where to write the converted workflow (default: IN.converted.json)")

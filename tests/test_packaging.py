@@ -47,3 +47,17 @@ def test_pyproject_declares_the_comfy_registry_entry():
 
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert {"PublisherId", "DisplayName"} <= set(meta["tool"]["comfy"])
+
+
+def test_every_command_line_uses_the_one_exit_code_table():
+    """python -m ip_core, python -m trainer (and its demo) return ip_core.errors' codes: 0 ok, 1 an expected
+    failure, 2 a bad command line, 3 a bug, 130 interrupted."""
+    from ip_core import errors
+
+    assert (errors.EXIT_OK, errors.EXIT_FAILED, errors.EXIT_USAGE, errors.EXIT_INTERNAL, errors.EXIT_INTERRUPTED) == (0, 1, 2, 3, 130)
+    from ip_core.__main__ import main as core
+    from trainer.cli import main as trainer
+
+    assert core(["inspect", "/nonexistent/adapter.safetensors"]) == errors.EXIT_FAILED
+    assert trainer(["frobnicate"]) == errors.EXIT_USAGE
+    assert trainer(["train", "--pretrained_model_name_or_path", "/nonexistent"]) == errors.EXIT_FAILED

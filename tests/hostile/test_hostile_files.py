@@ -187,7 +187,7 @@ def test_cli_boundary_expected_and_unexpected(tmp_path, capsys, monkeypatch):
     import ip_core.__main__ as cli
     monkeypatch.setenv("IPADAPTER_LOG_DIR", str(tmp_path))
     monkeypatch.setattr(cli, "write_examples", lambda d: [][1])
-    assert main(["example", str(tmp_path)]) == 2
+    assert main(["example", str(tmp_path)]) == 3
     err = capsys.readouterr().err
     assert "unexpected internal error (IndexError" in err and "Traceback" not in err
     assert "IndexError" in (tmp_path / "ipadapter-errors.log").read_text()

@@ -72,14 +72,14 @@ def test_real_weights_mismatch_is_a_clear_error(tiny_assets, tmp_path, capsys):
     rc = main(["--sd15", tiny_assets["sd"], "--image-encoder", tiny_assets["encoder"], "--ip-adapter", str(adapter),
                "--steps", "2", "--output-dir", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and "mismatch" in err and "48" in err and "24" in err
+    assert rc == 1 and "mismatch" in err and "48" in err and "24" in err
 
 
 def test_real_weights_needs_all_three_paths(tiny_assets, tmp_path, capsys):
     from trainer.demo import main
 
-    assert main(["--sd15", tiny_assets["sd"], "--output-dir", str(tmp_path)]) == 2
+    assert main(["--sd15", tiny_assets["sd"], "--output-dir", str(tmp_path)]) == 2  # usage: the other two are missing
     assert "needs all of --sd15, --image-encoder and --ip-adapter" in capsys.readouterr().err
     rc = main(["--sd15", str(tmp_path / "nope"), "--image-encoder", tiny_assets["encoder"], "--ip-adapter", str(tmp_path / "x"),
                "--output-dir", str(tmp_path)])
-    assert rc == 2 and "no such file" in capsys.readouterr().err
+    assert rc == 1 and "no such file" in capsys.readouterr().err

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ip_core.adapter import save_adapter
-from ip_core.errors import IPAdapterError
+from ip_core.errors import EXIT_FAILED, EXIT_USAGE, IPAdapterError
 
 from . import adapters as A
 from .adapters import AdapterTrainConfig
@@ -320,12 +320,12 @@ def main(argv=None) -> int:
     if any(real):
         if not all(real):
             print("error: real-weights generation needs all of --sd15, --image-encoder and --ip-adapter", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         try:
             out = run_real(args)
         except IPAdapterError as e:
             print(f"error: {e}", file=sys.stderr)
-            return 2
+            return EXIT_FAILED
         print(f"generated images: {out}")
         return 0
     cfg = quick_config(args.seed) if args.quick else full_config(args.seed)
