@@ -338,3 +338,14 @@ def register_random_flux_loaders(host_nodes, model, vae, clip_vision, context_di
     node("TestRandomFluxText", ("CONDITIONING",), {"text": ("STRING", {}), "clip": ("CLIP",)}, text)
     node("TestRandomVAE", ("VAE",), {"vae_name": ("STRING", {})}, lambda **kw: (vae,))
     node("TestRandomClipVision", ("CLIP_VISION",), {"clip_name": ("STRING", {})}, lambda **kw: (clip_vision,))
+
+
+class SilentServer:
+    """What ComfyUI's PromptExecutor reports progress to (its PromptServer), when nobody listens."""
+
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def send_sync(self, *args, **kwargs):
+        pass

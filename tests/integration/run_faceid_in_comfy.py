@@ -129,13 +129,6 @@ def faceid_parity(out_dir):
     }
 
 
-class _Server:
-    client_id = last_node_id = last_prompt_id = None
-
-    def send_sync(self, *args, **kwargs):
-        pass
-
-
 def faceid_workflow(out_dir):
     """example_workflows/ipadapter_faceid.json through ComfyUI's validator and executor, the checkpoint loader
     swapped for in-memory random SD1.5 models and InsightFace for the stand-in analyzer."""
@@ -169,7 +162,7 @@ def faceid_workflow(out_dir):
     res = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3],
            "classes": sorted({e["class_type"] for e in prompt.values()})}
     if valid[0]:
-        executor = execution.PromptExecutor(_Server())
+        executor = execution.PromptExecutor(comfy_host.SilentServer())
         t0 = time.time()
         executor.execute(prompt, path.stem, {}, valid[2])
         errors = [m for m in executor.status_messages if m[0] == "execution_error"]

@@ -361,17 +361,6 @@ def siglip(out_dir):
     print("RESULT " + json.dumps(result))
 
 
-class _Server:
-    """What PromptExecutor reports to (ComfyUI's server), silenced."""
-
-    client_id = None
-    last_node_id = None
-    last_prompt_id = None
-
-    def send_sync(self, *args, **kwargs):
-        pass
-
-
 def workflow(out_dir):
     """example_workflows/ipadapter_flux_xlabs.json through ComfyUI's validator and executor, its loaders swapped
     for the small Flux (host code), a small XLabs file of the same widths, a small ViT-L CLIP vision model and a
@@ -435,7 +424,7 @@ def workflow(out_dir):
 
     host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode = checked
     if valid[0]:
-        executor = execution.PromptExecutor(_Server())
+        executor = execution.PromptExecutor(comfy_host.SilentServer())
         executor.execute(prompt, path.stem, {}, valid[2])
         errors = [m for m in executor.status_messages if m[0] == "execution_error"]
         result.update(executed=executor.success, error=errors[0][1]["exception_message"] if errors else None,

@@ -276,17 +276,6 @@ def ksampler(out_dir):
     }
 
 
-class _Server:
-    """What execution.PromptExecutor needs of PromptServer when nobody listens."""
-
-    client_id = None
-    last_node_id = None
-    last_prompt_id = None
-
-    def send_sync(self, *args, **kwargs):
-        pass
-
-
 def workflows(out_dir):
     """Every example workflow through ComfyUI's validator and executor (UI -> API format first).
 
@@ -335,7 +324,7 @@ def workflows(out_dir):
         return host_nodes.NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
 
     results = {}
-    executor = execution.PromptExecutor(_Server())
+    executor = execution.PromptExecutor(comfy_host.SilentServer())
     for path in sorted((comfy_host.REPO / "example_workflows").glob("*.json")):
         if "faceid" in path.stem:
             continue  # needs a face analyzer: run_faceid_in_comfy.py executes it with the stand-in

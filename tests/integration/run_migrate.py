@@ -74,15 +74,6 @@ def table_check(out_dir):
             "clip_loader_matches": host_clip == list(clip["required"] + clip["optional"]), "ours_match": ours_real}
 
 
-class _Server:
-    client_id = None
-    last_node_id = None
-    last_prompt_id = None
-
-    def send_sync(self, *args, **kwargs):
-        pass
-
-
 def _harness(out_dir, host_nodes, pack_module, adapters):
     """Random models behind the loaders; inputs on disk; a node that keeps the final latent."""
     import folder_paths
@@ -180,7 +171,7 @@ def convert_all(out_dir):
 
     convert = migrate.convert
     _harness(out_dir, host_nodes, pack_module, adapters)
-    executor = execution.PromptExecutor(_Server())
+    executor = execution.PromptExecutor(comfy_host.SilentServer())
     results = {}
     for node_type in table.PACK:
         wf = pack_workflow(node_type)
@@ -208,7 +199,7 @@ def parity(out_dir):
     from pack_workflows import migrate, pack_workflow
 
     captured = _harness(out_dir, host_nodes, pack_module, adapters)
-    executor = execution.PromptExecutor(_Server())
+    executor = execution.PromptExecutor(comfy_host.SilentServer())
     cases = {
         "IPAdapter (Unified Loader, base)": pack_workflow("IPAdapter", {"weight": 0.8}),
         "IPAdapterAdvanced (plus, end_at 0.6)": pack_workflow("IPAdapterAdvanced", {"weight": 1.2, "end_at": 0.6}),

@@ -21,7 +21,7 @@ def test_flux_xlabs_equals_diffusers_in_the_host(tmp_path):
     # blocks' text rows alone, so its all-ones mask differs from no mask there)
     assert r["xlabs_mask_ones_identical"] and r["xlabs_mask_zeros_identical_to_unpatched"]
     assert r["instantx_mask_zeros_identical_to_unpatched"] == 0.0
-    assert r["sd_on_flux"].startswith("AdapterMismatchError") and "SD1.5 adapter" in r["sd_on_flux"] and "Flux" in r["sd_on_flux"]
+    assert r["sd_on_flux"].startswith("AdapterMismatchError") and "an adapter for SD1.5" in r["sd_on_flux"] and "Flux" in r["sd_on_flux"]
 
 
 def test_flux_real_width_model_is_detected_and_patched_in_the_host(tmp_path):
