@@ -37,7 +37,16 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert results["judges"]["colour_accuracy"] > 0.95
     assert 0 <= m["text_compat"]["1.0"]["both"] <= 1 and "concat" in m
     md = (out / "results.md").read_text()
-    assert "Lambda sweep" in md and "concatenated" in md
+    assert "Lambda sweep" in md and "concatenated" in md and "95% Wilson interval" in md
+
+    # every measured rate has its 95% interval, in the same nesting, around it
+    def pairs(rates, cis):
+        for k, v in rates.items():
+            yield from pairs(v, cis[k]) if isinstance(v, dict) else [(v, cis[k])]
+
+    assert set(results["intervals"]) == set(m) - {"chance"}
+    for rate, (lo, hi) in pairs({k: v for k, v in m.items() if k != "chance"}, results["intervals"]):
+        assert 0 <= lo <= rate <= hi <= 1
 
     # rerun: every stage comes from the cache, same numbers
     assert main(["--quick", "--output-dir", str(out), "--no-progress"]) == 0

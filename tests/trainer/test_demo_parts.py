@@ -81,3 +81,22 @@ def test_stage_cache_roundtrip_and_key(tmp_path):
     open(cache.path("x", k), "wb").write(b"junk")
     assert cache.load("x", k) is None
     assert StageCache(str(tmp_path), enabled=False).load("x", k) is None
+
+
+def test_wilson_intervals_are_the_standard_ones():
+    from trainer.demo.metrics import wilson
+
+    # scipy.stats.binomtest(49, 100).proportion_ci(method="wilson"): (0.394220, 0.586520)
+    lo, hi = wilson(0.49, 100)
+    assert abs(lo - 0.3942199893) < 1e-9 and abs(hi - 0.5865198807) < 1e-9
+    assert wilson(0.0, 45)[0] == 0.0 and wilson(1.0, 45)[1] == 1.0  # never outside 0..1
+    assert wilson(0.5, 385)[1] - 0.5 < 0.05  # 385 references: within +-5 points at the widest
+
+
+def test_every_rate_gets_an_interval_in_the_same_nesting():
+    from trainer.demo.metrics import intervals
+
+    metrics = {"base_text": {"colour": 0.9, "shape": 0.5}, "fidelity": {"0.5": {"both": 0.4}}, "chance": {"both": 0.07}}
+    ci = intervals(metrics, 45)
+    assert set(ci) == {"base_text", "fidelity"} and set(ci["fidelity"]["0.5"]) == {"both"}
+    assert ci["base_text"]["colour"][0] < 0.9 < ci["base_text"]["colour"][1]

@@ -11,6 +11,7 @@ All lambdas are sampled in one batch (ip_core's decoupled attention takes a per-
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -149,3 +150,25 @@ def evaluate(base, ip_model, concat_model, ref_features: torch.Tensor, refs: Sha
         images["concat_compat"] = (ccaps, img[n:])
     metrics["chance"] = dict(CHANCE)
     return metrics, images
+
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def wilson(rate: float, n: int, z: float = Z95) -> list:
+    """The 95% Wilson score interval of a rate measured on n references: [low, high], within 0..1 (unlike
+    the normal approximation, it stays sensible at rates near 0 or 1 and for small n)."""
+    if n <= 0:
+        return [0.0, 1.0]
+    denom = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denom
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denom
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def intervals(metrics: dict, n: int) -> dict:
+    """The 95% interval of every measured rate, in the same nesting as `metrics` (chance has none)."""
+    def walk(node):
+        return {k: walk(v) if isinstance(v, dict) else wilson(float(v), n) for k, v in node.items()}
+
+    return {k: walk(v) for k, v in metrics.items() if k != "chance"}

@@ -34,12 +34,21 @@ def save_grid(path: str, columns: list, rows: int, header: list, labels=None) ->
     return path
 
 
-def _pct(x) -> str:
-    return f"{100 * x:.0f}%"
+def _pct(x, ci=None) -> str:
+    """'49%', or with its 95% interval '49% (35-63)'."""
+    return f"{100 * x:.0f}%" if ci is None else f"{100 * x:.0f}% ({100 * ci[0]:.0f}-{100 * ci[1]:.0f})"
 
 
 def results_markdown(results: dict) -> str:
     m = results["metrics"]
+    ci = results.get("intervals", {})
+
+    def cell(*path):  # a rate with its interval
+        v, c = m, ci
+        for k in path:
+            v, c = v[k], (c or {}).get(k)
+        return _pct(v, c)
+
     ch = m["chance"]
     lam = list(m["fidelity"])
     hi = lam[-1]
@@ -62,25 +71,24 @@ def results_markdown(results: dict) -> str:
         "| model | fidelity colour | fidelity shape | fidelity both | text+image both | text attribute kept | image attribute kept |",
         "|---|---|---|---|---|---|---|",
     ]
-    f0, c0 = m["fidelity"][lam[0]], m["text_compat"][lam[0]]
-    lines.append(f"| no image prompt (lambda {lam[0]}) | {_pct(f0['colour'])} | {_pct(f0['shape'])} | {_pct(f0['both'])} | "
-                 f"{_pct(c0['both'])} | {_pct(c0['text_attribute'])} | {_pct(c0['image_attribute'])} |")
+    def row(label, fid, comp):
+        return (f"| {label} | {cell(*fid, 'colour')} | {cell(*fid, 'shape')} | {cell(*fid, 'both')} | {cell(*comp, 'both')} | "
+                f"{cell(*comp, 'text_attribute')} | {cell(*comp, 'image_attribute')} |")
+
+    lines.append(row(f"no image prompt (lambda {lam[0]})", ("fidelity", lam[0]), ("text_compat", lam[0])))
     for l in (mid, hi) if mid != hi else (hi,):
-        f, c = m["fidelity"][l], m["text_compat"][l]
-        lines.append(f"| IP-Adapter, decoupled (lambda {l}) | {_pct(f['colour'])} | {_pct(f['shape'])} | {_pct(f['both'])} | "
-                     f"{_pct(c['both'])} | {_pct(c['text_attribute'])} | {_pct(c['image_attribute'])} |")
+        lines.append(row(f"IP-Adapter, decoupled (lambda {l})", ("fidelity", l), ("text_compat", l)))
     if "concat" in m:
-        f, c = m["concat"]["fidelity"], m["concat"]["text_compat"]
-        lines.append(f"| ablation: tokens concatenated to text | {_pct(f['colour'])} | {_pct(f['shape'])} | {_pct(f['both'])} | "
-                     f"{_pct(c['both'])} | {_pct(c['text_attribute'])} | {_pct(c['image_attribute'])} |")
+        lines.append(row("ablation: tokens concatenated to text", ("concat", "fidelity"), ("concat", "text_compat")))
     lines.append(f"| chance | {_pct(ch['colour'])} | {_pct(ch['shape'])} | {_pct(ch['both'])} | {_pct(ch['both'])} | | |")
     lines += ["", "## Lambda sweep (decoupled IP-Adapter)", "",
               "| lambda | fidelity colour | fidelity shape | fidelity both | text+image both |", "|---|---|---|---|---|"]
     for l in lam:
-        f, c = m["fidelity"][l], m["text_compat"][l]
-        lines.append(f"| {l} | {_pct(f['colour'])} | {_pct(f['shape'])} | {_pct(f['both'])} | {_pct(c['both'])} |")
+        lines.append(f"| {l} | {cell('fidelity', l, 'colour')} | {cell('fidelity', l, 'shape')} | {cell('fidelity', l, 'both')} | "
+                     f"{cell('text_compat', l, 'both')} |")
     lines += ["", f"References: {results['n_refs']} held-out images ({results['eval']['refs_per_combination']} per colour x shape); "
-              f"DDIM {results['eval']['sample_steps']} steps, guidance {results['eval']['guidance']}.", ""]
+              f"DDIM {results['eval']['sample_steps']} steps, guidance {results['eval']['guidance']}. In brackets: the 95% "
+              f"Wilson interval of each rate over those {results['n_refs']} references.", ""]
     lines += ["## Stages", "", "| stage | seconds | cached | notes |", "|---|---|---|---|"]
     for s in results["stages"]:
         lines.append(f"| {s['name']} | {s['seconds']:.1f} | {'yes' if s['cached'] else 'no'} | {s.get('notes', '')} |")

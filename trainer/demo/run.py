@@ -28,7 +28,7 @@ from .adapters import AdapterTrainConfig
 from .base import BaseConfig, TinyBase, train_base
 from .encoder import build_encoder, encode_images, encoder_arch, linear_probe, pretrain_encoder
 from .judges import ShapeJudge, colour_judge_accuracy, train_shape_judge
-from .metrics import EvalConfig, evaluate, total_images
+from .metrics import EvalConfig, evaluate, intervals, total_images
 from .real import run_real
 from .report import results_markdown, save_grid
 from .shapes import COLOUR_NAMES, SHAPES, make_shapes
@@ -298,6 +298,7 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
         "concat": cc_meta,
         "eval": cfg.eval.to_dict(),
         "metrics": metrics,
+        "intervals": intervals(metrics, len(refs)),  # 95% Wilson intervals, one per rate, n = n_refs
         "stages": stages,
         "grids": grids,
         "config": {"base": cfg.base.to_dict(), "adapter": cfg.adapter.to_dict(), "train_images": cfg.train_images,
