@@ -25,7 +25,7 @@ CHANCE = {"colour": 1 / len(COLOUR_NAMES), "shape": 1 / len(SHAPES), "both": 1 /
 
 @dataclass(frozen=True)
 class EvalConfig:
-    refs_per_combination: int = 3
+    refs_per_combination: int = 26  # 390 references: every rate's 95% interval within +-5 points
     lambdas: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)
     sample_steps: int = 20
     guidance: float = 2.5

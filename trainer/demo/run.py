@@ -252,11 +252,15 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
     # 6. evaluation -----------------------------------------------------------------------------
     t0 = time.time()
     k = cfg.eval.refs_per_combination
-    refs = make_shapes(400, seed=seed + 999, size=S)  # held out: never trained on
+    # held out (never trained on); a pool large enough to hold k of every colour x shape (the quick run's 400 as before)
+    refs = make_shapes(400 if k <= 3 else 60 * k, seed=seed + 999, size=S)
     pick = []
     for c in range(len(COLOUR_NAMES)):
         for s in range(len(SHAPES)):
-            pick += torch.nonzero((refs.colour == c) & (refs.shape == s)).flatten()[:k].tolist()
+            found = torch.nonzero((refs.colour == c) & (refs.shape == s)).flatten()[:k].tolist()
+            if len(found) < k:
+                raise ValueError(f"the reference pool holds {len(found)} {COLOUR_NAMES[c]} {SHAPES[s]}s, fewer than {k}")
+            pick += found
     refs = refs.subset(torch.tensor(sorted(pick)))
     ref_features = encode_images(encoder, refs.images)
     ev_key = _hash({"eval": cfg.eval.to_dict(), "ip": ip_key, "concat": cc_key, "judge": key, "seed": seed})
