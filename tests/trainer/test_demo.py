@@ -20,7 +20,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     for name in ("results.md", "grid_fidelity.png", "grid_text_compat.png", "grid_base_text.png", "ip-adapter_demo.safetensors"):
         assert (out / name).stat().st_size > 0, name
     assert [s["name"] for s in results["stages"]] == [
-        "judges", "base model", "image encoder", "IP-Adapter", "ablation (concat)", "evaluation"]
+        "judges", "base model", "image encoder", "IP-Adapter", "ablation (concat)", "fine-tuned (image variations)", "evaluation"]
     assert not any(s["cached"] for s in results["stages"])
 
     # the trained adapter is a released-layout file the nodes can load
@@ -36,8 +36,11 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert f1["colour"] > f0["colour"] and f1["colour"] > m["chance"]["colour"]
     assert results["judges"]["colour_accuracy"] > 0.95
     assert 0 <= m["text_compat"]["1.0"]["both"] <= 1 and "concat" in m
+    # the Table 1 analogue: the fully fine-tuned image-prompt model, measured like the others, with its size
+    assert set(m["finetuned"]) == {"fidelity", "text_compat"} and set(m["finetuned"]["text_compat"]) >= {"both", "text_attribute"}
+    assert results["finetuned"]["trainable_parameters"] > results["base"]["unet_parameters"] > results["ip_adapter"]["trainable_parameters"]
     md = (out / "results.md").read_text()
-    assert "Lambda sweep" in md and "concatenated" in md and "95% Wilson interval" in md
+    assert "Lambda sweep" in md and "concatenated" in md and "95% Wilson interval" in md and "Table 1 analogue" in md
 
     # every measured rate has its 95% interval, in the same nesting, around it
     def pairs(rates, cis):

@@ -10,6 +10,10 @@ parameters only). Only the learning rate and step count differ from the paper: t
 Concatenation (ablation): the same projection (ip_core's ImageProjModel, 4 tokens) appended to the text
 tokens of the frozen UNet's existing cross-attention; only the projection trains, with the same recipe,
 steps and learning rate.
+
+Fully fine-tuned image-prompt model (the paper's Table 1 comparison, SD Image Variations' recipe): the image
+tokens (the same projection) replace the text tokens and the whole UNet trains with them, on the same data,
+steps and learning rate; it has no text input at all.
 """
 from __future__ import annotations
 
@@ -62,6 +66,30 @@ class ConcatTokensUNet(nn.Module):
             return self.unet(noisy_latents, timesteps, text_embeds).sample
         tokens = self.image_proj(image_features) * scale
         return self.unet(noisy_latents, timesteps, torch.cat([text_embeds, tokens.to(text_embeds.dtype)], dim=1)).sample
+
+
+class ImageVariationsUNet(nn.Module):
+    """The base UNet fine-tuned on image tokens in place of text (SD Image Variations): text is ignored.
+
+    Same call signature as IPAdapterUNet; scale multiplies the image tokens (1 = as trained)."""
+
+    def __init__(self, unet, image_proj: nn.Module):
+        super().__init__()
+        self.unet = unet.requires_grad_(True)
+        self.image_proj = image_proj
+
+    def trainable_parameters(self):
+        return list(self.unet.parameters()) + list(self.image_proj.parameters())
+
+    def forward(self, noisy_latents, timesteps, text_embeds, image_features=None, scale=1.0):
+        tokens = self.image_proj(image_features) * scale
+        return self.unet(noisy_latents, timesteps, tokens.to(text_embeds.dtype)).sample
+
+
+def build_image_variations_model(base, encoder_width: int, num_tokens: int = 4) -> ImageVariationsUNet:
+    unet = copy.deepcopy(base.unet)
+    proj = build_adapter(unet, encoder_width, "base", num_tokens).image_proj
+    return ImageVariationsUNet(unet, proj)
 
 
 def build_ip_model(base, encoder_width: int, num_tokens: int = 4) -> IPAdapterUNet:

@@ -95,11 +95,13 @@ def rates(pc, ps, want_c, want_s) -> dict:
     return {"colour": c.float().mean().item(), "shape": s.float().mean().item(), "both": (c & s).float().mean().item()}
 
 
-def total_images(n_refs: int, cfg: EvalConfig, with_concat: bool = True) -> int:
-    return n_refs * (1 + 2 * len(cfg.lambdas) + (2 if with_concat else 0))
+def total_images(n_refs: int, cfg: EvalConfig, others: int = 2) -> int:
+    """Images one evaluation samples: base text, (fidelity + compat) per lambda and per other model."""
+    return n_refs * (1 + 2 * len(cfg.lambdas) + 2 * others)
 
 
-def evaluate(base, ip_model, concat_model, ref_features: torch.Tensor, refs: ShapeBatch, judge, cfg: EvalConfig, seed: int, progress=None):
+def evaluate(base, ip_model, concat_model, ref_features: torch.Tensor, refs: ShapeBatch, judge, cfg: EvalConfig, seed: int, progress=None,
+             finetuned_model=None):
     """-> (metrics dict, images dict for the grids)."""
     gen = Generator(base, cfg, progress)
     n = len(refs)
@@ -137,17 +139,19 @@ def evaluate(base, ip_model, concat_model, ref_features: torch.Tensor, refs: Sha
     metrics["fidelity"] = fid
     metrics["text_compat"] = comp
 
-    # 4. the ablation: concatenated tokens in the existing cross-attention
-    if concat_model is not None:
-        img = gen.run(concat_model, [""] * n + ccaps, ref_features.repeat(2, 1), 1.0, noise=noise.repeat(2, 1, 1, 1))
+    # 4. the ablation (concatenated tokens in the existing cross-attention) and the fully fine-tuned model
+    for name, model in (("concat", concat_model), ("finetuned", finetuned_model)):
+        if model is None:
+            continue
+        img = gen.run(model, [""] * n + ccaps, ref_features.repeat(2, 1), 1.0, noise=noise.repeat(2, 1, 1, 1))
         pc, ps = judge_all(img, judge)
         r = rates(pc[n:], ps[n:], want_c, want_s)
         text_ok = torch.where(text_named_shape, ps[n:] == want_s, pc[n:] == want_c)
         image_ok = torch.where(text_named_shape, pc[n:] == want_c, ps[n:] == want_s)
         r.update(text_attribute=text_ok.float().mean().item(), image_attribute=image_ok.float().mean().item())
-        metrics["concat"] = {"fidelity": rates(pc[:n], ps[:n], refs.colour, refs.shape), "text_compat": r}
-        images["concat_fidelity"] = ([""] * n, img[:n])
-        images["concat_compat"] = (ccaps, img[n:])
+        metrics[name] = {"fidelity": rates(pc[:n], ps[:n], refs.colour, refs.shape), "text_compat": r}
+        images[f"{name}_fidelity"] = ([""] * n, img[:n])
+        images[f"{name}_compat"] = (ccaps, img[n:])
     metrics["chance"] = dict(CHANCE)
     return metrics, images
 

@@ -80,7 +80,19 @@ def results_markdown(results: dict) -> str:
         lines.append(row(f"IP-Adapter, decoupled (lambda {l})", ("fidelity", l), ("text_compat", l)))
     if "concat" in m:
         lines.append(row("ablation: tokens concatenated to text", ("concat", "fidelity"), ("concat", "text_compat")))
+    if "finetuned" in m:
+        lines.append(row("fully fine-tuned on image tokens (no text)", ("finetuned", "fidelity"), ("finetuned", "text_compat")))
     lines.append(f"| chance | {_pct(ch['colour'])} | {_pct(ch['shape'])} | {_pct(ch['both'])} | {_pct(ch['both'])} | | |")
+    if "finetuned" in m:  # the paper's Table 1, in miniature: what each approach trains, and what it gets
+        hi_l = lam[-1]
+        lines += ["", "## Table 1 analogue: trainable parameters against fidelity and text compatibility", "",
+                  "| model | trainable parameters | fidelity both | text+image both |", "|---|---|---|---|",
+                  f"| IP-Adapter, decoupled (lambda {hi_l}) | {results['ip_adapter']['trainable_parameters']:,} | "
+                  f"{cell('fidelity', hi_l, 'both')} | {cell('text_compat', hi_l, 'both')} |",
+                  f"| fully fine-tuned on image tokens (SD Image Variations recipe) | {results['finetuned']['trainable_parameters']:,} | "
+                  f"{cell('finetuned', 'fidelity', 'both')} | {cell('finetuned', 'text_compat', 'both')} |",
+                  f"| ablation: tokens concatenated to text | {results['concat']['trainable_parameters']:,} | "
+                  f"{cell('concat', 'fidelity', 'both')} | {cell('concat', 'text_compat', 'both')} |"]
     lines += ["", "## Lambda sweep (decoupled IP-Adapter)", "",
               "| lambda | fidelity colour | fidelity shape | fidelity both | text+image both |", "|---|---|---|---|---|"]
     for l in lam:

@@ -249,6 +249,24 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
     cc_model.eval().requires_grad_(False)
     stage("ablation (concat)", t0, bool(hit), f"{cc_meta['trainable_parameters']:,} trainable parameters, final loss {cc_meta['final_loss']:.4f}")
 
+    # 5b. the fully fine-tuned image-prompt model (Table 1's comparison): same data, steps, learning rate ---------
+    t0 = time.time()
+    ft_key = _hash({"finetuned": cfg.adapter.to_dict(), "base": base_key, "enc": enc_key, "seed": seed})
+    ft_model = A.build_image_variations_model(base, encoder.projection_dim, cfg.adapter.num_tokens)
+    hit = cache.load("finetuned", ft_key)
+    if hit:
+        ft_model.load_state_dict(hit[0])
+        ft_meta = hit[1]
+    else:
+        with bar("fully fine-tuned image-prompt model", cfg.adapter.steps) as pb:
+            losses = A.train_adapter(ft_model, base, data, features, cfg.adapter, seed + 1, progress=pb)
+        ft_meta = {"final_loss": sum(losses[-50:]) / len(losses[-50:]),
+                   "trainable_parameters": sum(p.numel() for p in ft_model.parameters())}
+        cache.save("finetuned", ft_key, ft_model.state_dict(), ft_meta)
+    ft_model.eval().requires_grad_(False)
+    stage("fine-tuned (image variations)", t0, bool(hit),
+          f"{ft_meta['trainable_parameters']:,} trainable parameters, final loss {ft_meta['final_loss']:.4f}")
+
     # 6. evaluation -----------------------------------------------------------------------------
     t0 = time.time()
     k = cfg.eval.refs_per_combination
@@ -263,14 +281,15 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
             pick += found
     refs = refs.subset(torch.tensor(sorted(pick)))
     ref_features = encode_images(encoder, refs.images)
-    ev_key = _hash({"eval": cfg.eval.to_dict(), "ip": ip_key, "concat": cc_key, "judge": key, "seed": seed})
+    ev_key = _hash({"eval": cfg.eval.to_dict(), "ip": ip_key, "concat": cc_key, "finetuned": ft_key, "judge": key, "seed": seed})
     hit = cache.load("evaluation", ev_key)
     if hit:
         metrics = hit[1]["metrics"]
         images = {name: (caps, hit[0][name]) for name, caps in hit[1]["captions"].items()}
     else:
         with bar("evaluation: sampling", total_images(len(refs), cfg.eval)) as pb:
-            metrics, images = evaluate(base, ip_model, cc_model, ref_features, refs, judge, cfg.eval, seed + 2, progress=pb)
+            metrics, images = evaluate(base, ip_model, cc_model, ref_features, refs, judge, cfg.eval, seed + 2, progress=pb,
+                                       finetuned_model=ft_model)
         cache.save("evaluation", ev_key, {k: v[1] for k, v in images.items()},
                    {"metrics": metrics, "captions": {k: v[0] for k, v in images.items()}})
     stage("evaluation", t0, bool(hit), f"{total_images(len(refs), cfg.eval)} images, DDIM {cfg.eval.sample_steps} steps")
@@ -280,11 +299,11 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
     lam = [str(l) for l in cfg.eval.lambdas]
     grids = [
         save_grid(os.path.join(output_dir, "grid_fidelity.png"),
-                  [refs.images] + [images[f"fidelity_{l}"][1] for l in lam] + [images["concat_fidelity"][1]], rows,
-                  ["ref"] + [f"l={l}" for l in lam] + ["concat"]),
+                  [refs.images] + [images[f"fidelity_{l}"][1] for l in lam] + [images["concat_fidelity"][1], images["finetuned_fidelity"][1]],
+                  rows, ["ref"] + [f"l={l}" for l in lam] + ["concat", "finetune"]),
         save_grid(os.path.join(output_dir, "grid_text_compat.png"),
-                  [refs.images] + [images[f"compat_{l}"][1] for l in lam] + [images["concat_compat"][1]], rows,
-                  ["ref"] + [f"l={l}" for l in lam] + ["concat"], labels=images[f"compat_{lam[0]}"][0]),
+                  [refs.images] + [images[f"compat_{l}"][1] for l in lam] + [images["concat_compat"][1], images["finetuned_compat"][1]],
+                  rows, ["ref"] + [f"l={l}" for l in lam] + ["concat", "finetune"], labels=images[f"compat_{lam[0]}"][0]),
         save_grid(os.path.join(output_dir, "grid_base_text.png"), [refs.images, images["base_text"][1]], rows,
                   ["same attr.", "base"], labels=images["base_text"][0]),
     ]
@@ -300,6 +319,7 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
         "base": base_meta,
         "ip_adapter": {**ip_meta, "file": adapter_file},
         "concat": cc_meta,
+        "finetuned": ft_meta,
         "eval": cfg.eval.to_dict(),
         "metrics": metrics,
         "intervals": intervals(metrics, len(refs)),  # 95% Wilson intervals, one per rate, n = n_refs
