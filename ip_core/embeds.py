@@ -57,7 +57,7 @@ def _check_tokens(config: AdapterConfig, features: torch.Tensor, encoder_label: 
         return
     want = hidden_tokens(spec.dims)
     if features.shape[1] != want:
-        side = math.isqrt(max(int(features.shape[1]) - 1, 0)) * spec.dims.patch_size
+        side = math.isqrt(max(int(features.shape[1]) - int(spec.dims.class_token), 0)) * spec.dims.patch_size
         raise AdapterMismatchError(
             f"adapter/encoder mismatch: the adapter ({config.description}) needs {spec.name} hidden states "
             f"({want} tokens, {spec.dims.image_size} px images), but {encoder_label} gives {features.shape[1]} tokens "

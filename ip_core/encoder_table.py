@@ -37,6 +37,7 @@ class VisionDims:
     patch_size: int = 14
     image_size: int = 224
     layer_norm_eps: float = 1e-5
+    class_token: bool = True  # CLIP prepends a CLS token to the patches; SigLIP has none
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ ENCODERS = (
     # The same widths at 336 px (577 tokens): Kolors' adapters. Named by the adapter's layout, never by width alone.
     EncoderSpec("ViT-L/14-336", VisionDims(width=1024, layers=24, heads=16, mlp_dim=4096, output_dim=768, image_size=336),
                 file_name="clip-vit-large-patch14-336"),
-    EncoderSpec("SigLIP so400m-patch14-384", VisionDims(width=1152, layers=27, heads=16, mlp_dim=4304, output_dim=1152, image_size=384, layer_norm_eps=1e-6)),
+    EncoderSpec("SigLIP so400m-patch14-384", VisionDims(width=1152, layers=27, heads=16, mlp_dim=4304, output_dim=1152, image_size=384, layer_norm_eps=1e-6, class_token=False)),
 )
 
 OPENCLIP_ARCHS = {e.openclip_arch: e for e in ENCODERS if e.openclip_arch}
@@ -89,8 +90,9 @@ def encoder_spec(name: str) -> Optional[EncoderSpec]:
 
 
 def hidden_tokens(dims: VisionDims) -> int:
-    """Tokens of penultimate_hidden_states: the patches plus CLS (257 at 224 px, 577 at 336 px, patch 14)."""
-    return (dims.image_size // dims.patch_size) ** 2 + 1
+    """Tokens of penultimate_hidden_states: the patches plus CLS where there is one (CLIP ViT/14: 257 at 224 px,
+    577 at 336 px; SigLIP so400m at 384 px: 729)."""
+    return (dims.image_size // dims.patch_size) ** 2 + int(dims.class_token)
 
 
 def encoder_file_for(name: str) -> Optional[str]:

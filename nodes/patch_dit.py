@@ -25,7 +25,7 @@ import torch
 
 from . import host
 from ..ip_core import flux as flux_math
-from ..ip_core.errors import AdapterMismatchError
+from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 
 LATENT_KEY = "ipadapter_flux_latent"  # transformer_options entry: (height, width) of this call's latent
 WRAPPER_KEY = "ipadapter_flux"
@@ -80,13 +80,15 @@ class FluxBlockPatch:
             q_img = q[:, :, rows]
             batch = q.shape[0]
             attention = _host_attention(func)
+            cloned = False
             for branch, placement in active:
                 k, v = branch.kv(layer_key, options.get("cond_or_uncond"), batch, q.device, q.dtype, options)
                 mask = _mask(branch, options, q_img.shape[2], latent_start, batch, q.device, q.dtype)
                 branch.calls += 1
                 term = flux_math.flux_image_term(q_img, k, v, branch.output_weight(layer_key), mask, attention)
                 if placement == flux_math.ATTENTION_OUTPUT:
-                    out = out.clone()
+                    if not cloned:  # the host's tensor is not ours to change in place
+                        out, cloned = out.clone(), True
                     out[:, rows] += term.to(out.dtype)
                 else:
                     after_block.append(term)
@@ -162,8 +164,6 @@ def patch_flux_model(model, branch, layers, placement: str):
 
 def check_flux_options(a, model, embeds_scaling: str, legacy: bool) -> None:
     """What Apply IPAdapter offers for SD only, refused for Flux adapters; the model's head width checked."""
-    from ..ip_core.errors import IPAdapterError
-
     if embeds_scaling != "V only":
         raise IPAdapterError(f"embeds_scaling {embeds_scaling!r} is defined for SD1.5 and SDXL; {a.name} is a Flux adapter. Use 'V only'.")
     if legacy:
@@ -189,11 +189,9 @@ def check_flux_encoder(config, encoded) -> None:
     """ComfyUI's SigLIP vision model (comfy/clip_model.py CLIPVision, model_type siglip_vision_model) returns the
     post-layernormed token states as image_embeds: it has no attention-pooling head, so no pooler_output, which is
     what InstantX's adapter projects. Say so instead of a shape error."""
-    from ..ip_core.errors import AdapterMismatchError as Mismatch
-
     embeds = encoded.image_embeds
     if config.encoder_width == 1152 and embeds.ndim == 3 and embeds.shape[-1] == 1152:
-        raise Mismatch(
+        raise AdapterMismatchError(
             f"{config.description}: ComfyUI's SigLIP CLIP vision model gives per-token states ({list(embeds.shape)}), "
             "not the pooled embedding (pooler_output, from SigLIP's attention-pooling head, which ComfyUI's loader does "
             "not build). Load the SigLIP file with 'Load SigLIP Vision, pooled (IPAdapter)' instead of Load CLIP Vision.")

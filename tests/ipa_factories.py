@@ -6,6 +6,15 @@ from ip_core.layers import layer_specs
 from ip_core.adapter import IPAdapter
 
 
+def randomize(module, seed: int = 0, scale: float = 0.2):
+    """Every parameter of `module` drawn anew, seeded (for modules whose init is zeros or copies)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return module
+
+
 def released_sd(variant, base, context_dim, encoder_width, device="meta", dtype=torch.float16):
     """A state dict with exactly the keys and shapes of a released file (random values off meta)."""
     torch.manual_seed(0)

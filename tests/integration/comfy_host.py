@@ -46,6 +46,17 @@ def load_pack(host_nodes, extra_ipadapter_dir: str | None = None):
     return {k: host_nodes.NODE_CLASS_MAPPINGS[k] for k in ("IPALoadAdapter", "IPAEncodeImagePrompt", "IPAApplyAdapter", "IPAInspectAdapter")}
 
 
+def boot_with_both_packs(comfy_path: str, out_dir: str):
+    """The host booted, this pack loaded with OUT_DIR/ipadapter as an adapter folder, the widely used pack beside
+    it: (host nodes module, our node classes, the pack's node classes, the pack's IPAdapterPlus module)."""
+    host_nodes = boot(comfy_path)
+    adapters = os.path.join(out_dir, "ipadapter")
+    os.makedirs(adapters, exist_ok=True)
+    ours = load_pack(host_nodes, adapters)
+    ref_classes, ref_module = load_reference_pack(host_nodes)
+    return host_nodes, ours, ref_classes, ref_module
+
+
 SHARED_HOSTS = Path(os.environ.get("IPA_HOSTS_DIR") or REPO.parent / "shared" / "hosts")  # .ci/run sets IPA_HOSTS_DIR
 
 

@@ -27,11 +27,8 @@ def _rel(a, b) -> float:
 
 
 def embeds(out_dir):
-    host_nodes = comfy_host.boot(COMFY)
+    _, ours, _, ref = comfy_host.boot_with_both_packs(COMFY, out_dir)
     adapters = os.path.join(out_dir, "ipadapter")
-    os.makedirs(adapters, exist_ok=True)
-    ours = comfy_host.load_pack(host_nodes, adapters)
-    _, ref = comfy_host.load_reference_pack(host_nodes)
     sys.path.insert(0, str(comfy_host.REPO))  # ip_core for building the random adapter file
     from ip_core.adapter import IPAdapter, save_adapter
     from ip_core.config import ResamplerConfig, make_config

@@ -20,15 +20,6 @@ import comfy_host  # noqa: E402
 COMFY = os.environ["COMFYUI_PATH"]
 
 
-def _setup(out_dir):
-    host_nodes = comfy_host.boot(COMFY)
-    adapters = os.path.join(out_dir, "ipadapter")
-    os.makedirs(adapters, exist_ok=True)
-    ours = comfy_host.load_pack(host_nodes, adapters)
-    ref_classes, ref_module = comfy_host.load_reference_pack(host_nodes)
-    return host_nodes, ours, ref_classes, ref_module
-
-
 def _ours(node_id):
     import nodes as host_nodes  # ComfyUI's nodes module (booted)
 
@@ -65,7 +56,7 @@ FOLDERS = {
 def presets(out_dir):
     """For folders of files named as released: the pack's get_ipadapter_file / get_clipvision_file against our
     choose_adapter / choose_encoder, every preset x SD1.5 / SDXL, on the same file lists."""
-    _, _, _, ref = _setup(out_dir)
+    _, _, _, ref = comfy_host.boot_with_both_packs(COMFY, out_dir)
     import folder_paths
     utils = sys.modules[ref.__name__.rsplit(".", 1)[0] + ".utils"]
     from ip_core.errors import IPAdapterError
@@ -111,7 +102,7 @@ def preset_node(out_dir):
     """The node in the host: released names, then the same files renamed (chosen by contents), then an error."""
     import shutil
 
-    host_nodes, ours, _, _ = _setup(out_dir)
+    host_nodes, ours, _, _ = comfy_host.boot_with_both_packs(COMFY, out_dir)
     import folder_paths
     from ip_core.adapter import IPAdapter, save_adapter
     from ip_core.config import make_config
@@ -157,7 +148,7 @@ def preset_node(out_dir):
 def combine(out_dir):
     """IPAdapterCombineEmbeds against COMBINE_METHODS on the same CLIP features (bit for bit), then our node:
     its tokens are the projection of the pack's combined features."""
-    host_nodes, ours, ref_classes, _ = _setup(out_dir)
+    host_nodes, ours, ref_classes, _ = comfy_host.boot_with_both_packs(COMFY, out_dir)
     from ip_core.embeds import COMBINE_METHODS, combine_rows
 
     theirs_node = ref_classes["IPAdapterCombineEmbeds"]()
@@ -194,7 +185,7 @@ def combine(out_dir):
 
 def encoder(out_dir):
     """IPAdapterEncoder's weight and mask against ours: the pixels the encoder sees and the features it gives."""
-    host_nodes, ours, ref_classes, _ = _setup(out_dir)
+    host_nodes, ours, ref_classes, _ = comfy_host.boot_with_both_packs(COMFY, out_dir)
     import comfy.clip_vision
     from ip_core.embeds import weight_references
     from ip_core.encoder_mask import apply_encoder_masks, encoder_masks
@@ -241,7 +232,7 @@ def encoder(out_dir):
 
 def noise(out_dir):
     """IPAdapterNoise against ip_core.noise.make_noise: every type, strengths, blurs, with and without an image."""
-    host_nodes, ours, ref_classes, _ = _setup(out_dir)
+    host_nodes, ours, ref_classes, _ = comfy_host.boot_with_both_packs(COMFY, out_dir)
     from ip_core.noise import NOISE_TYPES, make_noise
 
     g = torch.Generator().manual_seed(0)
@@ -268,7 +259,7 @@ def embeds_files(out_dir):
     """Save / Load through the host's output / input folders; the pack's .ipadpt pickle is refused."""
     import shutil
 
-    host_nodes, ours, ref_classes, _ = _setup(out_dir)
+    host_nodes, ours, ref_classes, _ = comfy_host.boot_with_both_packs(COMFY, out_dir)
     in_dir, out_images = comfy_host.use_io_folders(out_dir)
     _save = __import__("run_in_comfy")._save_random_adapter
     _save(os.path.join(out_dir, "ipadapter", "a.safetensors"), seed=1)

@@ -10,22 +10,15 @@ from safetensors.torch import save_file
 from ip_core.adapter import load_adapter
 from ip_core.config import detect_config
 from ip_core.errors import UnsupportedAdapterError
+from ipa_factories import randomize
 from ip_core.flux import (FluxIPAdapter, flux_image_term, key_rms_norm, make_flux_config, undo_rope)
 
 HIDDEN, HEADS, CTX = 64, 4, 32
 
 
-def _random(adapter, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in adapter.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return adapter
-
-
 def _xlabs_file(tmp_path, tokens=4, blocks=19):
     """A flat safetensors file with XLabs' key names (reduced widths)."""
-    a = _random(FluxIPAdapter(make_flux_config("flux-xlabs", blocks, 0, HIDDEN, CTX, 768, tokens)))
+    a = randomize(FluxIPAdapter(make_flux_config("flux-xlabs", blocks, 0, HIDDEN, CTX, 768, tokens)))
     sd = a.released_state_dict()
     flat = {f"ip_adapter_proj_model.{k}": v for k, v in sd["image_proj"].items()}
     for k, v in sd["ip_adapter"].items():
@@ -62,7 +55,7 @@ def test_released_shapes_are_detected_without_memory():
 
 def test_instantx_layout_keys_and_projection():
     c = make_flux_config("flux-instantx", 2, 4, HIDDEN, CTX, 1152, 8, head_dim=16)
-    a = _random(FluxIPAdapter(c))
+    a = randomize(FluxIPAdapter(c))
     sd = a.released_state_dict()
     assert sorted(sd["image_proj"]) == ["norm.bias", "norm.weight", "proj.0.bias", "proj.0.weight", "proj.2.bias", "proj.2.weight"]
     assert set(sd["ip_adapter"]) == {f"{i}.to_{kv}_ip.weight" for i in range(6) for kv in "kv"}
@@ -110,7 +103,7 @@ def test_xlabs_term_equals_diffusers_flux_ip_adapter_processor():
 
     torch.manual_seed(0)
     c = make_flux_config("flux-xlabs", 1, 0, HIDDEN, CTX, 768, 4)
-    a = _random(FluxIPAdapter(c), seed=3)
+    a = randomize(FluxIPAdapter(c), seed=3)
     proc = FluxIPAdapterAttnProcessor(hidden_size=HIDDEN, cross_attention_dim=CTX, num_tokens=(4,), scale=0.7)
     attn = FluxAttention(query_dim=HIDDEN, heads=HEADS, dim_head=HIDDEN // HEADS, added_kv_proj_dim=HIDDEN, bias=True,
                          context_pre_only=False, processor=proc)
@@ -137,7 +130,7 @@ def test_instantx_term_equals_the_reference_math():
     torch.manual_seed(0)
     head = 16
     c = make_flux_config("flux-instantx", 1, 2, HIDDEN, CTX, 1152, 8, head_dim=head)
-    a = _random(FluxIPAdapter(c), seed=5)
+    a = randomize(FluxIPAdapter(c), seed=5)
     tokens = a.project(torch.randn(2, 1152))
     q = torch.randn(2, HEADS, 20, head)
     kv = a.ip_layers["2"]

@@ -34,3 +34,10 @@ def test_adapter_descriptions_and_remedies_use_the_table():
         assert "ViT-H/14" in str(e) and encoder_file_for("ViT-bigG/14") in str(e)
     else:
         raise AssertionError("a ViT-H output was accepted by a bigG adapter")
+
+
+def test_hidden_state_tokens_come_from_the_table():
+    from ip_core.encoder_table import encoder_spec, hidden_tokens
+
+    # CLIP: patches + CLS; SigLIP (no class token): patches only, 27 x 27 at 384 px
+    assert [hidden_tokens(encoder_spec(n).dims) for n in ("ViT-H/14", "ViT-L/14-336", "SigLIP so400m-patch14-384")] == [257, 577, 729]

@@ -11,6 +11,7 @@ import comfy_standin
 from comfy_standin import make_model
 from ip_core.embeds import build_image_prompt
 from ip_core.errors import AdapterMismatchError
+from ipa_factories import randomize
 from ip_core.flux import FluxIPAdapter, make_flux_config
 from ip_core.preprocess import preprocess_images
 from nodes.common import LoadedAdapter
@@ -19,22 +20,14 @@ from nodes.nodes_encode import IPAEncodeImagePrompt
 from nodes.nodes_load import IPALoadAdapter
 
 
-def _random(adapter, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in adapter.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return adapter
-
-
 @pytest.fixture(scope="module")
 def xlabs():
-    return LoadedAdapter(_random(FluxIPAdapter(make_flux_config("flux-xlabs", 3, 0, 64, 32, 768, 16))), "flux-ip-adapter-v2.safetensors")
+    return LoadedAdapter(randomize(FluxIPAdapter(make_flux_config("flux-xlabs", 3, 0, 64, 32, 768, 16))), "flux-ip-adapter-v2.safetensors")
 
 
 @pytest.fixture(scope="module")
 def instantx():
-    return LoadedAdapter(_random(FluxIPAdapter(make_flux_config("flux-instantx", 1, 2, 64, 32, 1152, 8))), "ip-adapter.bin")
+    return LoadedAdapter(randomize(FluxIPAdapter(make_flux_config("flux-instantx", 1, 2, 64, 32, 1152, 8))), "ip-adapter.bin")
 
 
 def _images(n, seed=0):
