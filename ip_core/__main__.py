@@ -77,7 +77,8 @@ def _print_text(info: dict) -> None:
         print(f"  safe to load: {info.get('safe_to_load')}")
         return
     print(f"  variant:        {info['description']}")
-    layers = "patched blocks" if info["base_model"] == "Flux" else "cross-attention layers"  # DiT: no cross-attention
+    dit = info["base_model"] in ("Flux", "SD3.5")  # DiTs: no cross-attention layers, blocks are patched
+    layers = "patched blocks" if dit else "cross-attention layers"
     print(f"  base model:     {info['base_model']} (context {info['context_dim']}, {info['layers']} {layers})")
     print(f"  tokens:         {info['tokens']}")
     print(f"  parameters:     {info['parameters']:,} ({', '.join(info['dtypes'])})")

@@ -79,6 +79,12 @@ class AdapterConfig:
         return self.variant != "faceid-portrait-unnorm"
 
     @property
+    def zero_features_uncond(self) -> bool:
+        """"No image" is zero encoder features before the projection (base adapters, as the official code; SD3.5,
+        as diffusers' pipeline) instead of a blank image through the encoder."""
+        return self.encoder_output == IMAGE_EMBEDS
+
+    @property
     def clip_requirement(self) -> str:
         """FaceID Plus only: the CLIP output it takes besides the face embedding."""
         if not self.clip_width:
@@ -246,10 +252,12 @@ def detect_config(sd: dict) -> AdapterConfig:
     here builds and runs.
     """
     from .flux import detect_flux_config  # Flux layouts (XLabs, InstantX); flux builds on this module
+    from .sd3 import detect_sd3_config  # SD3.5 InstantX: a Resampler too, told apart by its timestep weights
 
-    flux = detect_flux_config(sd)
-    if flux is not None:
-        return flux
+    for family in (detect_sd3_config, detect_flux_config):
+        found = family(sd)
+        if found is not None:
+            return found
     proj = sd.get("image_proj") or {}
     ip = sd.get("ip_adapter") or {}
     lora = {k: t for k, t in ip.items() if _LORA_KEY.match(k)}

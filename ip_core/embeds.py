@@ -76,7 +76,7 @@ def unconditional_features(
     encode_pixels: maps normalised pixel values [B, 3, S, S] to an encoder output; needed for plus and
     full-face adapters, whose uncond goes through the encoder.
     """
-    if config.encoder_output == "image_embeds":
+    if config.zero_features_uncond:
         return torch.zeros_like(features)
     if encode_pixels is None:
         raise ValueError(f"{config.description}: the unconditional embedding needs the image encoder (encode_pixels)")

@@ -64,9 +64,13 @@ class PerceiverAttention(nn.Module):
         self.to_kv = nn.Linear(dim, inner * 2, bias=False)
         self.to_out = nn.Linear(inner, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, latents: torch.Tensor, shift=None, scale=None) -> torch.Tensor:
+        """shift / scale [B, dim]: an adaptive modulation of the normed latents (the timestep-conditioned
+        resampler of ip_core.sd3); None for the official Resampler."""
         x = self.norm1(x)
         latents = self.norm2(latents)
+        if scale is not None:
+            latents = latents * (1 + scale[:, None]) + shift[:, None]
         b, length, _ = latents.shape
         q = self.to_q(latents)
         k, v = self.to_kv(torch.cat((x, latents), dim=-2)).chunk(2, dim=-1)
@@ -180,4 +184,8 @@ def build_projection(config: AdapterConfig) -> nn.Module:
         r = config.resampler
         return FaceIDPlusProjModel(config.context_dim, config.encoder_width, config.clip_width, config.num_tokens,
                                    r.depth, r.dim_head, r.heads, r.ff_mult)
+    if config.projection == "time-resampler":
+        from .sd3 import TimeResampler  # SD3.5's resampler builds on this module's attention
+
+        return TimeResampler.from_config(config)
     raise ValueError(f"unknown projection {config.projection!r}")

@@ -272,11 +272,29 @@ def flux_img_first(model) -> bool:
     return bool(blocks and getattr(blocks[0], "flipped_img_txt", False))
 
 
-def add_diffusion_model_wrapper(model, key: str, wrapper) -> None:
-    """comfy/patcher_extension.py: ModelPatcher.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, key, wrapper); once
-    per key (a clone carries its source's wrappers)."""
+def add_diffusion_model_wrapper(model, key: str, wrapper, kind_name: str = "DIFFUSION_MODEL") -> None:
+    """comfy/patcher_extension.py: ModelPatcher.add_wrapper_with_key(WrappersMP.<kind_name>, key, wrapper); once
+    per key (a clone carries its source's wrappers). APPLY_MODEL wraps model_base.BaseModel.apply_model:
+    executor(x, sigma, c_concat, c_crossattn, control, transformer_options, **kwargs), executor.class_obj the
+    BaseModel (its model_sampling turns sigma into the diffusion model's timestep)."""
     from comfy.patcher_extension import WrappersMP
 
-    kind = WrappersMP.DIFFUSION_MODEL
+    kind = getattr(WrappersMP, kind_name)
     if not model.wrappers.get(kind, {}).get(key):
         model.add_wrapper_with_key(kind, key, wrapper)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SD3 / SD3.5 (nodes/patch_mmdit.py): the MMDiT's joint blocks.
+
+def is_sd3(model) -> bool:
+    """comfy/supported_models.py SD3 (SD3 Medium, SD3.5 Large / Medium): an MMDiT with joint_blocks."""
+    try:
+        return type(model.model.model_config).__name__ == "SD3"
+    except AttributeError:
+        return False
+
+
+def sd3_joint_blocks(model) -> list:
+    """The diffusion model's joint blocks (comfy/ldm/modules/diffusionmodules/mmdit.py JointBlock)."""
+    return list(getattr(model.get_model_object("diffusion_model"), "joint_blocks", ()))

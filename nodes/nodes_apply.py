@@ -14,9 +14,11 @@ from .layer_weights import layer_weights as resolve_layer_weights
 from .nodes_faceid import apply_faceid_lora, faceid_embeds_for
 from .patch import AdapterBranch, SigmaWindow, patch_model
 from .patch_dit import check_flux_options, patch_flux_model
+from .patch_mmdit import SD3Branch, check_sd3_options, patch_sd3_model
+from . import host
 
 _CONTEXT_DIMS = {768: "sd15", 2048: "sdxl"}
-_FAMILY_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux"}
+_FAMILY_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux", "sd3": "SD3 / SD3.5"}
 
 
 def _model_family(model):
@@ -27,6 +29,8 @@ def _model_family(model):
         return None
     if unet_config.get("image_model") == "flux":  # comfy/model_detection.py (Chroma has its own name)
         return "flux"
+    if host.is_sd3(model):
+        return "sd3"
     ctx = unet_config.get("context_dim")
     if ctx is None:
         return "a model without UNet cross-attention (neither SD1.5 nor SDXL)"
@@ -174,6 +178,8 @@ class IPAApplyAdapter:
             raise IPAdapterError("the image prompt embeds contain NaN or infinite values; re-encode the image (check the CLIP vision model).")
         if config.base_model == "flux":
             check_flux_options(a, model, embeds_scaling, legacy)
+        elif config.base_model == "sd3":
+            check_sd3_options(a, model, embeds_scaling, legacy)
         mask = _check_mask(attn_mask)
         per_layer = resolve_layer_weights(a.adapter.layers, layer_weights, layer_weights_custom, config.base_model_name)
         plan = _weight_plan(a, embeds, weight, weight_type, embeds_scaling, composition_embeds, weight_composition,
@@ -191,8 +197,13 @@ class IPAApplyAdapter:
         for r, (part, region) in enumerate(embeds.regions()):
             part_mask = mask if region is None else region_mask(region, mask)
             name = a.name if region is None else f"{a.name}, tile {r + 1}"
-            branch = AdapterBranch(a.adapter, part, [p.weight * w for p, w in zip(plan, per_layer)], window, part_mask,
-                                   label=f"Apply IPAdapter ({name})", frame_weights=frame_weights,
+            weights, label = [p.weight * w for p, w in zip(plan, per_layer)], f"Apply IPAdapter ({name})"
+            if config.base_model == "sd3":  # MMDiT joint blocks, tokens made per step (nodes/patch_mmdit.py)
+                branch = SD3Branch(a.adapter, part, weights, window, part_mask, label=label, frame_weights=frame_weights)
+                patched, _ = patch_sd3_model(patched, branch, a.adapter.layers)
+                continue
+            branch = AdapterBranch(a.adapter, part, weights, window, part_mask,
+                                   label=label, frame_weights=frame_weights,
                                    swap_layers=[i for i, p in enumerate(plan) if p.swap],
                                    composition_layers=[i for i, p in enumerate(plan) if p.composition],
                                    composition_embeds=composition_embeds, embeds_scaling=embeds_scaling)

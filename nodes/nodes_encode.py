@@ -180,7 +180,7 @@ class IPAEncodeImagePrompt:
             uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress, legacy=legacy), label)
         elif config.base_model == "flux":
             uncond = _black_image_features(config, clip_vision, crop, progress, label).expand(cond.shape[0], -1).clone()
-        elif legacy and config.encoder_output != "image_embeds":
+        elif legacy and not config.zero_features_uncond:
             # the widely used pack's "no image" for plus / full-face: a black picture through clip_preprocess
             size = int(getattr(clip_vision, "image_size", 224))
             black = torch.zeros(1, size, size, 3)

@@ -102,21 +102,12 @@ class AdapterBranch:
         tokens go to the uncond slot and the cond slot gets none (the precise weight types);
         composition_layers: where composition_embeds' cond tokens replace the reference's; embeds_scaling:
         where lambda enters (ip_core.attention.scaled_image_kv), folded into K'/V' here, once."""
-        self.label = label
-        self.window = window
-        self.mask = mask  # [M, H, W] float or None
-        self.frame_weights = None if frame_weights is None else torch.tensor(frame_weights, dtype=torch.float32)
-        self.per_item = embeds.cond.shape[0] > 1
-        self.references = embeds.cond.shape[0]
-        self.layer_of_key = {}
-        self.weight_of_layer = {}
-        self._output_weight = {}  # layer index -> the factor on Attn(q, K'', V'') (lambda for "V only", else 1)
+        self._start(label, window, mask, frame_weights, embeds)
         self._kv = {}  # layer index -> (k_cond, v_cond, k_uncond, v_uncond) as computed (fp32, adapter device)
         param = next(adapter.parameters())
         cond = embeds.cond.to(param.device, param.dtype)
         uncond = embeds.uncond.to(param.device, param.dtype)
         comp = cond if composition_embeds is None else composition_embeds.cond.to(param.device, param.dtype)
-        self._row = list(range(self.references))  # reference -> its row of the K'/V' tables
         if self.per_item:
             (cond, uncond, comp), self._row = _distinct_rows(cond, uncond, comp)
         swap_layers, composition_layers = set(swap_layers), set(composition_layers)
@@ -136,8 +127,21 @@ class AdapterBranch:
                 ku, vu, _ = scaled_image_kv(ku, vu, float(w), embeds_scaling)
                 self._output_weight[spec.index] = out_w
                 self._kv[spec.index] = (kc, vc, ku, vu)
-        self._on_device = {}  # (layer, device, dtype) -> 4 tensors
-        self._arranged = {}  # (layer, device, dtype, cond_or_uncond, batch, frames) -> (k, v)
+
+    def _start(self, label, window, mask, frame_weights, embeds):
+        """What every branch holds besides its image tokens: names, window, mask, the per-item layout, caches."""
+        self.label = label
+        self.window = window
+        self.mask = mask  # [M, H, W] float or None
+        self.frame_weights = None if frame_weights is None else torch.tensor(frame_weights, dtype=torch.float32)
+        self.per_item = embeds.cond.shape[0] > 1
+        self.references = embeds.cond.shape[0]
+        self._row = list(range(self.references))  # reference -> its row of the tables
+        self.layer_of_key = {}
+        self.weight_of_layer = {}
+        self._output_weight = {}  # layer index -> the factor on Attn(q, K'', V'') (lambda for "V only", else 1)
+        self._on_device = {}  # (table, device, dtype) -> the table's tensors there
+        self._arranged = {}  # (table, device, dtype, cond_or_uncond, batch, frames) -> rows per batch item
         self._masks = {}  # (tokens, original hw, device, dtype, cond_or_uncond, batch, frames) -> [B, tokens, 1]
         self._frames_held = None  # the per-frame window whose arrangements are kept
         self.calls = 0  # image-branch evaluations (tests count them per UNet call)
@@ -170,36 +174,39 @@ class AdapterBranch:
         return sum(t.numel() * t.element_size() for t in {id(t): t for t in held}.values())
 
     def kv(self, key, cond_or_uncond, batch: int, device, dtype, extra_options=None):
+        """(K', V') of layer `key` for this call's batch: each row the cond or uncond one of its chunk (and, per
+        item, its frame's reference)."""
         layer = self.layer_of_key[key]
+        return self.arranged(layer, self._kv[layer], cond_or_uncond, batch, device, dtype, extra_options)
+
+    def arranged(self, table, parts, cond_or_uncond, batch: int, device, dtype, extra_options=None) -> tuple:
+        """parts = (cond tensors..., uncond tensors...), each [references, ...]: the cond half's rows for the cond
+        chunks of the batch, the uncond half's for the uncond chunks; kept per (table, device, layout)."""
         chunks = tuple(cond_or_uncond) if cond_or_uncond else (0,)
         frames = None
         if self.per_item and batch % len(chunks) == 0:
             full, idxs = self._window(batch // len(chunks), extra_options)
             sources = frame_rules.frame_sources(self.references, full, f"references of {self.label}")
             frames = tuple(self._row[sources[i]] for i in idxs)
-        ck = (layer, device, dtype, chunks, batch, frames)
+        ck = (table, device, dtype, chunks, batch, frames)
         hit = self._arranged.get(ck)
         if hit is not None:
             return hit
-        dk = (layer, device, dtype)
-        parts = self._on_device.get(dk)
-        if parts is None:
-            parts = tuple(t.to(device=device, dtype=dtype) for t in self._kv[layer])
-            self._on_device[dk] = parts
+        dk = (table, device, dtype)
+        moved = self._on_device.get(dk)
+        if moved is None:
+            moved = tuple(t.to(device=device, dtype=dtype) for t in parts)
+            self._on_device[dk] = moved
         if batch % len(chunks):
             raise IPAdapterError(f"{self.label}: batch of {batch} does not split into {len(chunks)} cond/uncond chunks")
         per_chunk = batch // len(chunks)
+        half = len(moved) // 2
         pick = None if frames is None else torch.tensor(frames, device=device)
-        ks, vs = [], []
+        rows = [[] for _ in range(half)]
         for c in chunks:
-            k, v = (parts[0], parts[1]) if c == 0 else (parts[2], parts[3])
-            if pick is None:
-                ks.append(k.expand(per_chunk, -1, -1))
-                vs.append(v.expand(per_chunk, -1, -1))
-            else:
-                ks.append(k.index_select(0, pick))
-                vs.append(v.index_select(0, pick))
-        out = (torch.cat(ks).contiguous(), torch.cat(vs).contiguous())
+            for i, t in enumerate(moved[:half] if c == 0 else moved[half:]):
+                rows[i].append(t.expand(per_chunk, *t.shape[1:]) if pick is None else t.index_select(0, pick))
+        out = tuple(torch.cat(r).contiguous() for r in rows)
         self._arranged[ck] = out
         return out
 

