@@ -315,6 +315,29 @@ def host_flux(diffusers_sd: dict, unet_config: dict | None = None):
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
+def small_siglip(out_dir: str, image_size: int = 56, layers: int = 2, seed: int = 0):
+    """A random SigLIP so400m-wide vision tower (1152 wide, 16 heads, patch 14) with few layers: transformers'
+    SiglipVisionModel and the host's ClipVisionModel (comfy/clip_vision.py, siglip_vision_model) from the same
+    weights. The host picks its config file by layer count, so the host model is built from a json of ours.
+    Returns (transformers model, state dict in the file's key names, host model, config dict)."""
+    import comfy.clip_vision
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(seed)
+    cfg = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=layers, num_attention_heads=16,
+                             image_size=image_size, patch_size=14, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
+    hf = SiglipVisionModel(cfg).eval()
+    sd = {k if k.startswith("vision_model.") else "vision_model." + k: v.contiguous() for k, v in hf.state_dict().items()}
+    json_path = os.path.join(out_dir, f"siglip_small_{image_size}.json")
+    with open(json_path, "w") as f:
+        json.dump({"num_channels": 3, "hidden_act": "gelu_pytorch_tanh", "hidden_size": 1152, "image_size": image_size,
+                   "intermediate_size": 4304, "model_type": "siglip_vision_model", "num_attention_heads": 16,
+                   "num_hidden_layers": layers, "patch_size": 14, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}, f)
+    cv = comfy.clip_vision.ClipVisionModel(json_path)
+    cv.load_sd(dict(sd))
+    return hf, sd, cv, cfg
+
+
 def small_sd3(seed: int = 1):
     """A random diffusers SD3Transformer2DModel at reduced width (2 joint blocks of 128 = 2 heads of 64, RMSNorm on
     Q/K as SD3.5 Large; context 32, pooled 24) and the host's model from the same weights: the host's converter

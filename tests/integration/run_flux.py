@@ -287,20 +287,13 @@ def siglip(out_dir):
     import comfy.clip_vision
     import folder_paths
 
-    torch.manual_seed(0)  # width 1152 (SigLIP so400m's, so the head's 16 heads are known), 2 layers, 56 px
-    cfg = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=2, num_attention_heads=16,
-                             image_size=56, patch_size=14, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
-    hf = SiglipVisionModel(cfg).eval()
-    sd = {k if k.startswith("vision_model.") else "vision_model." + k: v.contiguous() for k, v in hf.state_dict().items()}
+    # width 1152 (SigLIP so400m's, so the head's 16 heads are known), 2 layers, 56 px
+    hf, sd, _, cfg = comfy_host.small_siglip(out_dir, image_size=56)
     cv_dir = os.path.join(out_dir, "clip_vision")
     os.makedirs(cv_dir, exist_ok=True)
     folder_paths.add_model_folder_path("clip_vision", cv_dir)
     save_file(sd, os.path.join(cv_dir, "siglip-so400m-small.safetensors"))
-    json_path = os.path.join(out_dir, "siglip_small.json")
-    with open(json_path, "w") as f:
-        json.dump({"num_channels": 3, "hidden_act": "gelu_pytorch_tanh", "hidden_size": 1152, "image_size": 56,
-                   "intermediate_size": 4304, "model_type": "siglip_vision_model", "num_attention_heads": 16,
-                   "num_hidden_layers": 2, "patch_size": 14, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}, f)
+    json_path = os.path.join(out_dir, "siglip_small_56.json")
 
     def host_siglip(path=None):  # the host picks its json by layer count: a 2-layer model is built from ours
         cv = comfy.clip_vision.ClipVisionModel(json_path)

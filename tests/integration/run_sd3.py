@@ -163,5 +163,85 @@ def exact(out_dir):
     print("RESULT " + json.dumps(result))
 
 
+def _real_width_sd3(num_blocks=1, seed=0):
+    """The host's SD3 class (supported_models.SD3 -> model_base.SD3 -> mmdit.py) at SD3.5 Large's widths (depth 38:
+    2432 wide, 38 heads of 64, RMSNorm on Q/K, context 4096, pooled 2048) with `num_blocks` joint blocks (the host
+    detects 38 from a real file's keys; one keeps this test's memory at ~0.5 GB), random bf16 weights."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    unet_config = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 38, "num_blocks": num_blocks,
+                   "input_size": None, "adm_in_channels": 2048, "pos_embed_max_size": 16, "num_patches": 256,
+                   "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 2432}},
+                   "qk_norm": "rms", "pos_embed_scaling_factor": None, "x_block_self_attn_layers": []}
+    config = comfy.supported_models.SD3(unet_config)
+    config.set_inference_dtype(torch.bfloat16, None)
+    model = config.get_model({})
+    g = torch.Generator().manual_seed(seed)
+    # the host's layers skip weight init (comfy.ops.disable_weight_init): every tensor is filled here
+    sd = {k: (torch.randn(v.shape, generator=g) * (0.02 if v.ndim > 1 else 0.1) + (1.0 if ".ln_" in k else 0.0)).to(v.dtype)
+          for k, v in model.diffusion_model.state_dict().items()}
+    model.diffusion_model.load_state_dict(sd)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def detect(out_dir):
+    """Real widths: a SD3.5-Large-shaped adapter file (1 joint block) read by Load IPAdapter; SigLIP so400m's
+    penultimate hidden states from the host's SigLIP (384 px, 729 tokens; 2 layers) through Encode Image Prompt
+    equal transformers' hidden_states[-2] on SiglipImageProcessor's pixels; Apply on the host's SD3 class at SD3.5
+    Large's widths: the block patched, finite, weight 0 bit-identical; a ViT-H encoder refused."""
+    from PIL import Image
+    try:  # transformers 5: the PIL processor; transformers 4: SiglipImageProcessor is the PIL one
+        from transformers import SiglipImageProcessorPil as SiglipImageProcessor
+    except ImportError:
+        from transformers import SiglipImageProcessor
+
+    host_nodes = comfy_host.boot(COMFY)
+    adapters = os.path.join(out_dir, "ipadapter")
+    os.makedirs(adapters, exist_ok=True)
+    nodes = comfy_host.load_pack(host_nodes, adapters)
+    sd3 = comfy_host.pack_module("ip_core.sd3")
+    a = sd3.SD3IPAdapter(sd3.make_sd3_config(1))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in a.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02 + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+    comfy_host.pack_module("ip_core.adapter").save_adapter(a.to(torch.bfloat16), os.path.join(adapters, "ip-adapter.bin"))
+    del a
+    loaded = nodes["IPALoadAdapter"]().load("ip-adapter.bin")
+    result = {"loaded_text": loaded["ui"]["text"][0]}
+    adapter = loaded["result"][0]
+    hf, _, siglip, _ = comfy_host.small_siglip(out_dir, image_size=384)
+    pixels = (torch.rand(1, 300, 420, 3, generator=g) * 255).round() / 255
+    (embeds,) = nodes["IPAEncodeImagePrompt"]().encode(adapter, siglip, pixels, crop="squash")
+    image = Image.fromarray((pixels[0] * 255).round().byte().numpy())
+    with torch.no_grad():
+        want = hf(pixel_values=SiglipImageProcessor(size={"height": 384, "width": 384})(images=image, return_tensors="pt").pixel_values,
+                  output_hidden_states=True).hidden_states[-2]
+    result["features_shape"] = list(embeds.cond_features.shape)
+    result["features_rel_err"] = float((embeds.cond_features - want).norm() / want.norm())
+    result["uncond_zero"] = bool(torch.equal(embeds.uncond, torch.zeros_like(embeds.uncond)))
+    try:
+        nodes["IPAEncodeImagePrompt"]().encode(adapter, comfy_host.small_clip_vision(out_dir), pixels)
+        result["vit_h"] = "accepted"
+    except Exception as e:  # noqa: BLE001 (the message is the result)
+        result["vit_h"] = f"{type(e).__name__}: {e}"
+    model = _real_width_sd3()
+    result["model_class"] = type(model.model).__name__
+    apply = nodes["IPAApplyAdapter"]()
+    x = torch.randn(1, 16, 8, 8, generator=g)
+    context, y = torch.randn(1, 6, 4096, generator=g), torch.randn(1, 2048, generator=g)
+    sigma = torch.tensor([0.8])
+    base = _apply_model(model, x, sigma, context, y)
+    patched = apply.apply(model, adapter, embeds, 1.0, 0.0, 1.0)[0]
+    out = _apply_model(patched, x, sigma, context, y)
+    result["patched_keys"] = sorted(map(list, _sd3_blocks(patched)))
+    result["calls"] = sum(b.calls for b in _branches(patched).values())
+    result["changes_output"] = float((out.float() - base.float()).abs().max())
+    result["finite"] = bool(torch.isfinite(out).all())
+    result["weight0_identical"] = bool(torch.equal(_apply_model(apply.apply(model, adapter, embeds, 0.0, 0.0, 1.0)[0], x, sigma, context, y), base))
+    print("RESULT " + json.dumps(result))
+
+
 if __name__ == "__main__":
-    {"exact": exact}[sys.argv[1]](sys.argv[2])
+    {"exact": exact, "detect": detect}[sys.argv[1]](sys.argv[2])

@@ -20,3 +20,15 @@ def test_sd35_instantx_equals_diffusers_in_the_host(tmp_path):
     assert r["sd_on_sd3"].startswith("AdapterMismatchError") and "an adapter for SD1.5" in r["sd_on_sd3"] and "SD3" in r["sd_on_sd3"]
     assert r["sd3_on_flux"].startswith("AdapterMismatchError") and "an adapter for SD3.5 but the model is Flux" in r["sd3_on_flux"]
     assert "Use 'V only'" in r["kv_scaling"]
+
+
+def test_sd35_real_widths_and_siglip_features_in_the_host(tmp_path):
+    r = last_result(SCRIPT, ["detect"], tmp_path, timeout=1200)
+    assert r["loaded_text"] == ("ip-adapter.bin: SD3.5 InstantX IP-Adapter (timestep-conditioned Resampler), 64 tokens, "
+                                "1 joint block, needs SigLIP so400m-patch14-384 penultimate_hidden_states (width 1152)")
+    # the host's SigLIP at 384 px: 729 tokens, transformers' hidden_states[-2]; the difference is the host tower's
+    # own (it stores CLIP vision weights in fp16 and uses LayerNorm eps 1e-5: see the Flux SigLIP test)
+    assert r["features_shape"] == [1, 729, 1152] and r["features_rel_err"] < 2e-3 and r["uncond_zero"]
+    assert r["vit_h"].startswith("AdapterMismatchError") and "(ViT-H/14)" in r["vit_h"] and "SigLIP so400m" in r["vit_h"]
+    assert r["model_class"] == "SD3" and r["patched_keys"] == [["double_block", 0]] and r["calls"] == 1
+    assert r["finite"] and r["changes_output"] > 1e-3 and r["weight0_identical"]
