@@ -372,7 +372,9 @@ def small_flux_vae(seed: int = 0):
 
 
 def register_random_flux_loaders(host_nodes, model, vae, clip_vision, context_dim: int = 32, pooled_dim: int = 24) -> None:
-    """Stand-ins for Flux workflows: TestRandomUNet (UNETLoader), TestRandomFluxClip (DualCLIPLoader, no model),
+    """Stand-ins for Flux and SD3.5 workflows: TestRandomUNet (UNETLoader), TestRandomCheckpoint
+    (CheckpointLoaderSimple: the model, no CLIP, the VAE), TestRandomFluxClip / TestRandomTripleClip (DualCLIPLoader /
+    TripleCLIPLoader, no model),
     TestRandomFluxText (CLIPTextEncode: seeded random T5 / pooled CLIP conditioning of the small widths),
     TestRandomVAE (VAELoader), TestRandomClipVision (CLIPVisionLoader)."""
 
@@ -392,6 +394,10 @@ def register_random_flux_loaders(host_nodes, model, vae, clip_vision, context_di
     node("TestRandomFluxText", ("CONDITIONING",), {"text": ("STRING", {}), "clip": ("CLIP",)}, text)
     node("TestRandomVAE", ("VAE",), {"vae_name": ("STRING", {})}, lambda **kw: (vae,))
     node("TestRandomClipVision", ("CLIP_VISION",), {"clip_name": ("STRING", {})}, lambda **kw: (clip_vision,))
+    # SD3.5 workflows: CheckpointLoaderSimple (model and VAE; text encoders come from TripleCLIPLoader)
+    node("TestRandomCheckpoint", ("MODEL", "CLIP", "VAE"), {"ckpt_name": ("STRING", {})}, lambda **kw: (model, object(), vae))
+    node("TestRandomTripleClip", ("CLIP",), {"clip_name1": ("STRING", {}), "clip_name2": ("STRING", {}), "clip_name3": ("STRING", {})},
+         lambda **kw: (object(),))
 
 
 class SilentServer:

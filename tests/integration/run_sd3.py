@@ -30,9 +30,9 @@ COMFY = os.environ["COMFYUI_PATH"]
 ENC, TOKENS = 48, 8  # a small encoder width (no released encoder has it: no token-count check) and token count
 
 
-def _adapter(seed, blocks=2):
+def _adapter(seed, blocks=2, encoder_width=ENC):
     sd3 = comfy_host.pack_module("ip_core.sd3")
-    a = sd3.SD3IPAdapter(sd3.make_sd3_config(blocks, 128, ENC, TOKENS, resampler_dim=128, depth=4, heads=2, timestep_in_dim=32))
+    a = sd3.SD3IPAdapter(sd3.make_sd3_config(blocks, 128, encoder_width, TOKENS, resampler_dim=128, depth=4, heads=2, timestep_in_dim=32))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in a.named_parameters():  # norm weights near 1, as trained ones are
@@ -243,5 +243,76 @@ def detect(out_dir):
     print("RESULT " + json.dumps(result))
 
 
+def workflow(out_dir):
+    """example_workflows/ipadapter_sd35.json through ComfyUI's validator and executor, its loaders swapped for the
+    small SD3 model (host code), a small adapter file of its widths, the host's SigLIP at 384 px (2 layers) and a
+    random TAESD-shaped 16-channel VAE; 128 px, 2 steps, cfg 4.5 (cond and uncond in one batch)."""
+    import asyncio
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nodes"))
+    from workflow_api import ui_to_api
+
+    host_nodes = comfy_host.boot(COMFY)
+    adapters = os.path.join(out_dir, "ipadapter")
+    os.makedirs(adapters, exist_ok=True)
+    comfy_host.load_pack(host_nodes, adapters)
+    # EmptySD3LatentImage lives in comfy_extras/nodes_sd3.py, loaded the way init_builtin_extra_nodes loads it
+    assert asyncio.run(host_nodes.load_custom_node(os.path.join(COMFY, "comfy_extras", "nodes_sd3.py"), module_parent="comfy_extras"))
+    import execution
+
+    comfy_host.pack_module("ip_core.adapter").save_adapter(_adapter(3, encoder_width=1152), os.path.join(adapters, "sd3.5-large-ip-adapter.bin"))
+    _, model = comfy_host.small_sd3(seed=1)
+    siglip = comfy_host.small_siglip(out_dir, image_size=384)[2]
+    comfy_host.register_random_flux_loaders(host_nodes, model, comfy_host.small_flux_vae(), siglip)
+    in_dir, out_images = comfy_host.use_io_folders(out_dir)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(os.path.join(in_dir, "example.png"))
+    path = comfy_host.REPO / "example_workflows" / "ipadapter_sd35.json"
+    prompt = ui_to_api(json.loads(path.read_text()), lambda t: host_nodes.NODE_CLASS_MAPPINGS[t].INPUT_TYPES())
+    swap = {"CheckpointLoaderSimple": "TestRandomCheckpoint", "TripleCLIPLoader": "TestRandomTripleClip",
+            "CLIPTextEncode": "TestRandomFluxText", "CLIPVisionLoader": "TestRandomClipVision"}
+    for entry in prompt.values():
+        entry["class_type"] = swap.get(entry["class_type"], entry["class_type"])
+        if entry["class_type"] == "EmptySD3LatentImage":
+            entry["inputs"]["width"] = entry["inputs"]["height"] = 128
+        if entry["class_type"] == "KSampler":
+            entry["inputs"]["steps"] = 2
+    valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
+    result = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3]}
+    patch_mmdit = comfy_host.pack_module("nodes.patch_mmdit")
+    calls = []
+    original = patch_mmdit.SD3BlockPatch._run
+
+    def counted(self, args, block):
+        before = sum(b.calls for b in self.branches)
+        out = original(self, args, block)
+        calls.append((sum(b.calls for b in self.branches) - before, int(args["img"].shape[0])))
+        return out
+
+    patch_mmdit.SD3BlockPatch._run = counted
+    decoded = []
+    vae_decode = host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode
+
+    def checked(self, vae, samples):
+        out = vae_decode(self, vae, samples)
+        decoded.append(bool(torch.isfinite(out[0]).all()) and bool(torch.isfinite(samples["samples"]).all()))
+        return out
+
+    host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode = checked
+    if valid[0]:
+        executor = execution.PromptExecutor(comfy_host.SilentServer())
+        executor.execute(prompt, path.stem, {}, valid[2])
+        errors = [m for m in executor.status_messages if m[0] == "execution_error"]
+        result.update(executed=executor.success, error=errors[0][1]["exception_message"] if errors else None,
+                      images=sorted(os.listdir(out_images)))
+    result["finite"] = decoded == [True]
+    result["block_calls"] = len(calls)
+    result["image_terms"] = sum(c for c, _ in calls)
+    result["batch_sizes"] = sorted({b for _, b in calls})
+    print("RESULT " + json.dumps(result))
+
+
 if __name__ == "__main__":
-    {"exact": exact, "detect": detect}[sys.argv[1]](sys.argv[2])
+    {"exact": exact, "detect": detect, "workflow": workflow}[sys.argv[1]](sys.argv[2])

@@ -32,3 +32,11 @@ def test_sd35_real_widths_and_siglip_features_in_the_host(tmp_path):
     assert r["vit_h"].startswith("AdapterMismatchError") and "(ViT-H/14)" in r["vit_h"] and "SigLIP so400m" in r["vit_h"]
     assert r["model_class"] == "SD3" and r["patched_keys"] == [["double_block", 0]] and r["calls"] == 1
     assert r["finite"] and r["changes_output"] > 1e-3 and r["weight0_identical"]
+
+
+def test_sd35_example_workflow_executes_in_the_host(tmp_path):
+    r = last_result(SCRIPT, ["workflow"], tmp_path, timeout=1200)
+    assert r["valid"] and r["executed"] and r["error"] is None and r["finite"], r
+    assert r["images"] == ["ipadapter_sd35_00001_.png"]
+    # 2 steps x 2 joint blocks, cond and uncond in one batch of 2 (cfg 4.5): one image term per block call
+    assert r["block_calls"] == r["image_terms"] == 2 * 2 and r["batch_sizes"] == [2]

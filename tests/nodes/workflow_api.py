@@ -28,6 +28,9 @@ CORE_SCHEMAS = {
                        "optional": {"device": (["default", "cpu"], {"advanced": True})}},
     "VAELoader": {"required": {"vae_name": ([],)}},
     "FluxGuidance": {"required": {"conditioning": ("CONDITIONING",), "guidance": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0})}},
+    # SD3.5 (comfy_extras/nodes_sd3.py TripleCLIPLoader, EmptySD3LatentImage)
+    "TripleCLIPLoader": {"required": {"clip_name1": ([],), "clip_name2": ([],), "clip_name3": ([],)}},
+    "EmptySD3LatentImage": {"required": {"width": ("INT", {}), "height": ("INT", {}), "batch_size": ("INT", {})}},
 }
 
 
