@@ -272,7 +272,7 @@ def flux_img_first(model) -> bool:
     return bool(blocks and getattr(blocks[0], "flipped_img_txt", False))
 
 
-def add_diffusion_model_wrapper(model, key: str, wrapper, kind_name: str = "DIFFUSION_MODEL") -> None:
+def add_model_wrapper(model, key: str, wrapper, kind_name: str = "DIFFUSION_MODEL") -> None:
     """comfy/patcher_extension.py: ModelPatcher.add_wrapper_with_key(WrappersMP.<kind_name>, key, wrapper); once
     per key (a clone carries its source's wrappers). APPLY_MODEL wraps model_base.BaseModel.apply_model:
     executor(x, sigma, c_concat, c_crossattn, control, transformer_options, **kwargs), executor.class_obj the

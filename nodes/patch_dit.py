@@ -158,7 +158,7 @@ def patch_flux_model(model, branch, layers, placement: str):
             new = FluxBlockPatch(key, ((branch, placement),), wrapped=existing, flipped=flipped)
         m.set_model_patch_replace(new, "dit", key[0], key[1])
         patched += 1
-    host.add_diffusion_model_wrapper(m, WRAPPER_KEY, _record_latent)
+    host.add_model_wrapper(m, WRAPPER_KEY, _record_latent)
     return m, patched
 
 

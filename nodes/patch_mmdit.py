@@ -33,8 +33,10 @@ STEP_KEY = "ipadapter_sd3_step"  # transformer_options entry: {"timestep", "late
 WRAPPER_KEY = "ipadapter_sd3"
 FEATURES = "features"  # the branch's table of encoder features (AdapterBranch.arranged)
 
-# adapter -> {(device, dtype): its copy there}: the per-step work runs where the model runs, one copy per adapter
+# adapter -> {(device, dtype): its copy there}: the per-step work runs where the model runs, one copy per adapter,
+# held while a sampler runs (released by the OUTER_SAMPLE wrapper: the real adapter is ~1.4 GB in fp16)
 _DEVICE_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+RELEASE_KEY = "ipadapter_sd3_release"
 
 
 def _adapter_on(adapter, device, dtype):
@@ -170,6 +172,14 @@ def _record_step(executor, *args, **kwargs):
     return executor(*args, **kwargs)
 
 
+def _release_after_sampling(executor, *args, **kwargs):
+    """OUTER_SAMPLE wrapper (samplers.py CFGGuider.sample): the adapters' device copies live for one sampling."""
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        _DEVICE_COPIES.clear()
+
+
 def _norms_of(block):
     """(ln_q, ln_k) of a joint block's image stream when they are RMSNorms with a weight; None without QK norm."""
     attn = block.x_block.attn
@@ -196,7 +206,8 @@ def patch_sd3_model(model, branch: SD3Branch, layers):
             new = SD3BlockPatch(key, (branch,), wrapped=existing, norms=_norms_of(blocks[key[1]]))
         m.set_model_patch_replace(new, "dit", key[0], key[1])
         patched += 1
-    host.add_diffusion_model_wrapper(m, WRAPPER_KEY, _record_step, kind_name="APPLY_MODEL")
+    host.add_model_wrapper(m, WRAPPER_KEY, _record_step, kind_name="APPLY_MODEL")
+    host.add_model_wrapper(m, RELEASE_KEY, _release_after_sampling, kind_name="OUTER_SAMPLE")
     return m, patched
 
 

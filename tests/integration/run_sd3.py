@@ -155,11 +155,34 @@ def exact(out_dir):
             result[name] = "accepted"
         except Exception as err:  # noqa: BLE001 (the message is the result)
             result[name] = f"{type(err).__name__}: {err}"
+    for name, kw in (("kv_scaling", {"embeds_scaling": "K+V"}), ("style_transfer", {"weight_type": "style transfer"})):
+        try:
+            apply.apply(plain, loaded, one, 1.0, 0.0, 1.0, **kw)
+            result[name] = "accepted"
+        except Exception as err:  # noqa: BLE001
+            result[name] = f"{type(err).__name__}: {err}"
+    # a block whose Q norm has a zero weight: the raw Q cannot be recovered from the host's normed one
+    ln_q = plain.get_model_object("diffusion_model").joint_blocks[1].x_block.attn.ln_q
+    kept = ln_q.weight.detach().clone()
+    with torch.no_grad():
+        ln_q.weight[3] = 0.0
     try:
-        apply.apply(plain, loaded, one, 1.0, 0.0, 1.0, embeds_scaling="K+V")
-        result["kv_scaling"] = "accepted"
+        apply.apply(plain, loaded, one, 1.0, 0.0, 1.0)
+        result["zero_norm_weight"] = "accepted"
     except Exception as err:  # noqa: BLE001
-        result["kv_scaling"] = f"{type(err).__name__}: {err}"
+        result["zero_norm_weight"] = f"{type(err).__name__}: {err}"
+    with torch.no_grad():
+        ln_q.weight.copy_(kept)
+    # a real-width (SD3.5 Large) adapter on this 128-wide model
+    sd3 = comfy_host.pack_module("ip_core.sd3")
+    with torch.device("meta"):
+        large = sd3.SD3IPAdapter(sd3.make_sd3_config(38))
+    try:
+        apply.apply(plain, loaded_cls(large, "ip-adapter-large.bin"), embeds_mod.ImagePromptEmbeds(
+            torch.zeros(1, 729, 1152), torch.zeros(1, 729, 1152), large.config.signature, large.config.description), 1.0, 0.0, 1.0)
+        result["large_on_small"] = "accepted"
+    except Exception as err:  # noqa: BLE001
+        result["large_on_small"] = f"{type(err).__name__}: {err}"
     print("RESULT " + json.dumps(result))
 
 
