@@ -34,7 +34,7 @@ WRAPPER_KEY = "ipadapter_sd3"
 FEATURES = "features"  # the branch's table of encoder features (AdapterBranch.arranged)
 
 # adapter -> {(device, dtype): its copy there}: the per-step work runs where the model runs, one copy per adapter,
-# held while a sampler runs (released by the OUTER_SAMPLE wrapper: the real adapter is ~1.4 GB in fp16)
+# held while a sampler runs (released by the OUTER_SAMPLE wrapper: the real adapter is 1.6 GB in fp16)
 _DEVICE_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 RELEASE_KEY = "ipadapter_sd3_release"
 

@@ -152,3 +152,13 @@ def test_image_prompt_keeps_features_and_no_image_is_zero_features():
     assert e.signature == f"sd3/sd35-instantx/{TOKENS}x{HIDDEN}/penultimate_hidden_states:{ENC}"
     batch = build_image_prompt(a, features, uncond, combine="batch")
     assert batch.cond.shape == (2, 20, ENC)
+
+
+def test_inspect_describes_the_file(tmp_path, capsys):
+    from ip_core.__main__ import main
+
+    path = save_adapter(_adapter(), tmp_path / "renamed.bin")
+    assert main(["inspect", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert f"SD3.5 InstantX IP-Adapter (timestep-conditioned Resampler), {TOKENS} tokens, 3 joint blocks" in text
+    assert "base model:     SD3.5 (context 128, 3 patched blocks)" in text

@@ -56,7 +56,7 @@ def test_sd35_adapter_on_sd_models_is_refused(host, sd35):
 
 def test_device_copies_live_for_one_sampling(sd35):
     """The per-step work runs in the model's device and dtype; the adapter's copy there is made once and released
-    when the sampler returns (the real adapter is ~1.4 GB in fp16)."""
+    when the sampler returns (the real adapter is 1.6 GB in fp16)."""
     a = sd35.adapter
     assert patch_mmdit._adapter_on(a, torch.device("cpu"), torch.float32) is a  # already there: no copy
     copy = patch_mmdit._adapter_on(a, torch.device("cpu"), torch.float64)
