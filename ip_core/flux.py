@@ -190,6 +190,10 @@ def detect_flux_config(sd: dict) -> Optional[FluxAdapterConfig]:
         raise UnsupportedAdapterError(
             f"{name}: the blocks must be numbered 0..N-1, found {numbers[:5]}... ({len(numbers)}); the file is "
             "incomplete or damaged: download it again.")
+    if not xlabs and hidden % FLUX_HEAD_DIM:  # InstantX's K' RMSNorm works per 128-wide head (Flux's)
+        raise UnsupportedAdapterError(
+            f"{name}: blocks {hidden} wide are not a whole number of Flux's {FLUX_HEAD_DIM}-wide heads; the file is "
+            "damaged or for another model: download it again.")
     count = len(numbers)
     if xlabs:
         double, single = count, 0

@@ -389,3 +389,63 @@ def test_clip_vision_reader_has_the_same_rules(tmp_path):
         load_openclip_visual_state_dict(tmp_path / "k.safetensors")
     with pytest.raises(AdapterFileError, match="refused before unpacking"):
         load_openclip_visual_state_dict(deflate_bomb(tmp_path / "bomb.bin", numel=4 * MB))
+
+
+def _dit_sd(family):
+    """Small state dicts of the DiT layouts (SD3.5 InstantX, Flux XLabs / InstantX), released key names."""
+    from ip_core.flux import FluxIPAdapter, make_flux_config
+    from ip_core.sd3 import SD3IPAdapter, make_sd3_config
+
+    torch.manual_seed(0)
+    if family == "sd3":
+        return SD3IPAdapter(make_sd3_config(2, 128, 24, 4, resampler_dim=64, depth=1, heads=1, timestep_in_dim=8)).released_state_dict()
+    variant, single = ("flux-xlabs", 0) if family == "flux-xlabs" else ("flux-instantx", 2)
+    return FluxIPAdapter(make_flux_config(variant, 1, single, 128, 16, 24, 2)).released_state_dict()
+
+
+@HOSTILE
+@given(
+    family=st.sampled_from(["sd3", "flux-xlabs", "flux-instantx"]),
+    changes=st.lists(st.tuples(
+        st.sampled_from(["image_proj", "ip_adapter"]),
+        st.integers(0, 10_000),
+        st.sampled_from(["drop", "reshape", "dtype", "nan", "rename"]),
+        st.lists(st.integers(0, 40), max_size=3),
+    ), max_size=3),
+    fmt=st.sampled_from(["safetensors", "bin"]),
+)
+def test_generated_dit_layouts(tmp_path_factory, family, changes, fmt):
+    """SD3.5 / Flux files with keys dropped, renamed, reshaped or of other dtypes: each loads and runs, or stops with
+    one of the project's errors saying what to do."""
+    sd = _dit_sd(family)
+    for part, i, kind, shape in changes:
+        if not sd[part]:
+            continue
+        key = sorted(sd[part])[i % len(sd[part])]
+        if kind == "drop":
+            del sd[part][key]
+        elif kind == "rename":
+            sd[part]["9" + key] = sd[part].pop(key)
+        elif kind == "reshape":
+            sd[part][key] = torch.zeros(shape)
+        elif kind == "dtype":
+            sd[part][key] = sd[part][key].to(torch.int8)
+        else:
+            sd[part][key] = torch.full_like(sd[part][key], float("nan"))
+    path = tmp_path_factory.mktemp("dit") / f"gen.{fmt}"
+    try:
+        save_adapter_state_dict(sd, path, format=fmt)
+    except Exception:  # a state dict safetensors cannot even write: nothing to load
+        return
+    r = _load_outcome(path)
+    if isinstance(r, IPAdapterError):
+        return
+    c = r.config
+    with torch.no_grad():
+        if c.base_model == "sd3":
+            tokens, t_emb = r.step_tokens(torch.zeros(1, 5, c.encoder_width), torch.tensor([500.0]))
+            k, v = r.layer_kv(0, tokens, t_emb)
+        else:
+            tokens = r.project(torch.zeros(1, c.encoder_width))
+            k, v = r.layer_kv(0, tokens)
+    assert torch.isfinite(k).all() and torch.isfinite(v).all()

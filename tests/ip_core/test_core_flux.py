@@ -59,7 +59,10 @@ def test_instantx_layout_keys_and_projection():
     sd = a.released_state_dict()
     assert sorted(sd["image_proj"]) == ["norm.bias", "norm.weight", "proj.0.bias", "proj.0.weight", "proj.2.bias", "proj.2.weight"]
     assert set(sd["ip_adapter"]) == {f"{i}.to_{kv}_ip.weight" for i in range(6) for kv in "kv"}
-    assert detect_config(sd) == c.__class__(**{**c.__dict__, "head_dim": 128})  # files do not say; Flux's is 128
+    wide = make_flux_config("flux-instantx", 2, 4, 128, CTX, 1152, 8)
+    assert detect_config(FluxIPAdapter(wide).released_state_dict()) == wide  # files do not say; Flux's heads are 128
+    with pytest.raises(UnsupportedAdapterError, match="not a whole number of Flux's 128-wide heads"):
+        detect_config(sd)  # 64 wide: no 128-wide head fits (it would fail at the first step)
     # InstantX's MLPProjModel: Linear(E, 2E), GELU, Linear(2E, N*ctx), reshape, LayerNorm(ctx)
     x = torch.randn(3, 1152)
     p = a.image_proj.state_dict()
@@ -77,7 +80,7 @@ def test_bad_flux_files_are_refused():
     unknown = {"image_proj": sd["image_proj"], "ip_adapter": {**sd["ip_adapter"], "0.to_q_ip.bias": torch.zeros(HIDDEN)}}
     with pytest.raises(UnsupportedAdapterError, match="new layout"):
         detect_config(unknown)
-    c = make_flux_config("flux-instantx", 2, 3, HIDDEN, CTX, 1152, 4)
+    c = make_flux_config("flux-instantx", 2, 3, 128, CTX, 1152, 4)
     with pytest.raises(UnsupportedAdapterError, match="19 \\+ 38"):
         detect_config(FluxIPAdapter(c).released_state_dict())
 
