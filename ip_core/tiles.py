@@ -185,14 +185,18 @@ def merge_grid_embeds(embeds: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def merge_grid_hidden(hidden: torch.Tensor, n: int) -> torch.Tensor:
-    """penultimate hidden states of B images' n*n tiles [B*n*n, 1 + P, C] -> [B, 1 + P, C]: patch tokens
-    laid out as the tiles and pooled back to P, class tokens averaged."""
-    side = math.isqrt(hidden.shape[1] - 1)
+    """penultimate hidden states of B images' n*n tiles [B*n*n, T, C] -> [B, T, C]: patch tokens laid out as
+    the tiles and pooled back to P, class tokens averaged. T = 1 + P for CLIP (a class token first), P for
+    SigLIP (patches only): P is a square, 1 + P never is."""
+    tokens = hidden.shape[1]
+    has_cls = math.isqrt(tokens) ** 2 != tokens
+    side = math.isqrt(tokens - has_cls)
     out = []
     for chunk in hidden.split(n * n):
-        cls = chunk[:, 0, :].mean(dim=0, keepdim=True)[None]
-        patches = _pool_grid(chunk[:, 1:, :].reshape(n * n, side, side, -1), n, side).reshape(1, side * side, -1)
-        out.append(torch.cat([cls, patches], dim=1))
+        patches = _pool_grid(chunk[:, int(has_cls):, :].reshape(n * n, side, side, -1), n, side).reshape(1, side * side, -1)
+        if has_cls:
+            patches = torch.cat([chunk[:, 0, :].mean(dim=0, keepdim=True)[None], patches], dim=1)
+        out.append(patches)
     return torch.cat(out)
 
 

@@ -9,7 +9,7 @@ from . import host
 from ..ip_core.embeds import (COMBINE_MODES, build_image_prompt, features_for, parse_reference_weights,
                               unconditional_features, weight_references)
 from ..ip_core.encoder_mask import apply_encoder_masks, encoder_masks
-from ..ip_core.encoder_table import EncoderOutput
+from ..ip_core.encoder_table import IMAGE_EMBEDS, EncoderOutput
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.preprocess import MODES as CROP_MODES
 from ..ip_core.preprocess import preprocess_images, renormalize
@@ -48,14 +48,16 @@ def _encode(clip_vision, images, crop: str, progress, masks=None, legacy: bool =
     return EncoderOutput(torch.cat(embeds), torch.cat(hidden))
 
 
-def _enhanced(clip_vision, image, whole, grid: int, ratio: float, crop: str, progress, legacy: bool = False):
-    """The whole-image encoding plus its grid tiles' encoding merged back (ip_core.tiles.enhance)."""
+def _enhanced(clip_vision, image, whole, grid: int, ratio: float, crop: str, progress, output: str, legacy: bool = False):
+    """The whole-image encoding plus its grid tiles' encoding merged back (ip_core.tiles.enhance), for the encoder
+    output the adapter reads (`output`); the other output is the whole image's."""
     parts = tiling.grid_tiles(image, grid)  # [B, grid*grid, h, w, C]
     split = _encode(clip_vision, parts.reshape(-1, *parts.shape[2:]), crop, progress, legacy=legacy)
-    return EncoderOutput(
-        tiling.enhance(whole.image_embeds, tiling.merge_grid_embeds(split.image_embeds, grid), ratio),
-        tiling.enhance(whole.penultimate_hidden_states, tiling.merge_grid_hidden(split.penultimate_hidden_states, grid), ratio),
-    )
+    if output == IMAGE_EMBEDS:
+        return EncoderOutput(tiling.enhance(whole.image_embeds, tiling.merge_grid_embeds(split.image_embeds, grid), ratio),
+                             whole.penultimate_hidden_states)
+    return EncoderOutput(whole.image_embeds, tiling.enhance(
+        whole.penultimate_hidden_states, tiling.merge_grid_hidden(split.penultimate_hidden_states, grid), ratio))
 
 
 def _black_image_features(config, clip_vision, crop: str, progress, label: str):
@@ -173,7 +175,7 @@ class IPAEncodeImagePrompt:
         if config.base_model == "flux":
             check_flux_encoder(config, whole)
         if grid > 1:
-            whole = _enhanced(clip_vision, image, whole, grid, enhance_ratio, crop, progress, legacy)
+            whole = _enhanced(clip_vision, image, whole, grid, enhance_ratio, crop, progress, config.encoder_output, legacy)
         cond = weight_references(features_for(config, whole, label), weights)
         if negative_image is not None:
             check_images(negative_image, "negative_image")

@@ -244,6 +244,9 @@ def detect(out_dir):
     result["features_shape"] = list(embeds.cond_features.shape)
     result["features_rel_err"] = float((embeds.cond_features - want).norm() / want.norm())
     result["uncond_zero"] = bool(torch.equal(embeds.uncond, torch.zeros_like(embeds.uncond)))
+    # enhance tiles on SigLIP's hidden states (patches only, no class token): the whole image and the merged grid
+    (enhanced,) = nodes["IPAEncodeImagePrompt"]().encode(adapter, siglip, pixels, crop="squash", tiles="enhance", enhance_tiles=2)
+    result["enhanced_shape"] = list(enhanced.cond.shape)
     try:
         nodes["IPAEncodeImagePrompt"]().encode(adapter, comfy_host.small_clip_vision(out_dir), pixels)
         result["vit_h"] = "accepted"

@@ -31,6 +31,7 @@ def test_sd35_real_widths_and_siglip_features_in_the_host(tmp_path):
     # the host's SigLIP at 384 px: 729 tokens, transformers' hidden_states[-2]; the difference is the host tower's
     # own (it stores CLIP vision weights in fp16 and uses LayerNorm eps 1e-5: see the Flux SigLIP test)
     assert r["features_shape"] == [1, 729, 1152] and r["features_rel_err"] < 2e-3 and r["uncond_zero"]
+    assert r["enhanced_shape"] == [1, 2 * 729, 1152]  # enhance: the whole image and its merged 2 x 2 grid, concatenated
     assert r["vit_h"].startswith("AdapterMismatchError") and "(ViT-H/14)" in r["vit_h"] and "SigLIP so400m" in r["vit_h"]
     assert r["model_class"] == "SD3" and r["patched_keys"] == [["double_block", 0]] and r["calls"] == 1
     assert r["finite"] and r["changes_output"] > 1e-3 and r["weight0_identical"]

@@ -163,6 +163,10 @@ def test_enhance_grid_and_merges():
     assert torch.allclose(merged[0, 0], torch.full((c,), 15.0))  # class tokens averaged
     patch = merged[0, 1:, 0].reshape(side, side)
     assert torch.allclose(patch[:2, :2], torch.tensor(1.0)) and torch.allclose(patch[2:, 2:], torch.tensor(4.0))
+    # SigLIP's hidden states have no class token (27 x 27 patches at 384 px): all tokens are patches
+    siglip = hidden[:, 1:]
+    merged = tiles.merge_grid_hidden(siglip, n)
+    assert merged.shape == (1, side * side, c) and torch.equal(merged[0, :, 0].reshape(side, side), patch)
     emb = torch.randn(2 * 4, 16)
     out = tiles.merge_grid_embeds(emb, 2)
     mosaic = emb[:4].reshape(2, 2, 4, 4).permute(0, 2, 1, 3).reshape(8, 8)

@@ -7,6 +7,9 @@ import comfy_standin
 from comfy_standin import make_model, run_context_windows, run_model
 from conftest import random_adapter
 from ip_core import tiles
+from ip_core.adapter import IPAdapter
+from ip_core.config import make_config
+from ip_core.layers import layer_specs
 from ip_core.embeds import build_image_prompt
 from ip_core.errors import IPAdapterError
 from ip_core.preprocess import preprocess_images
@@ -141,6 +144,19 @@ def test_enhance_adds_the_merged_grid_to_the_whole_image(host, base, vit_h):
     (off,) = IPAEncodeImagePrompt().encode(base, vit_h, image, tiles="enhance", enhance_tiles=1)
     (plain,) = IPAEncodeImagePrompt().encode(base, vit_h, image)
     assert torch.equal(off.cond, plain.cond)
+
+
+def test_enhance_merges_only_what_the_adapter_reads(host):
+    """A plus adapter on ViT-bigG (image_embeds 1280 wide, no square) enhances its hidden states; the image_embeds
+    it does not read are not merged (that merge needs a square width)."""
+    big_g = comfy_standin.ClipVisionModel(1664, 1280)
+    plus = LoadedAdapter(IPAdapter(make_config("plus", layer_specs("sdxl"), 2048, 1664)).eval(), "plus_vit-g.bin")
+    image = torch.rand(1, 224, 224, 3, generator=torch.Generator().manual_seed(7))
+    (emb,) = IPAEncodeImagePrompt().encode(plus, big_g, image, tiles="enhance", enhance_tiles=2, enhance_ratio=0.5)
+    with torch.no_grad():
+        whole = big_g.model(preprocess_images(image), intermediate_output=-2)[1]
+        split = big_g.model(preprocess_images(tiles.grid_tiles(image, 2)[0]), intermediate_output=-2)[1]
+        assert torch.allclose(emb.cond_features, torch.cat([whole * 0.5, tiles.merge_grid_hidden(split, 2)]), atol=1e-5)
 
 
 def test_frame_weights_nodes(host):
