@@ -31,28 +31,44 @@ LATENT_KEY = "ipadapter_flux_latent"  # transformer_options entry: (height, widt
 WRAPPER_KEY = "ipadapter_flux"
 
 
-class FluxBlockPatch:
-    """Replacement of one Flux block: the host's block with every branch's image term added.
+class BlockPatch:
+    """A patches_replace["dit"] replacement holding this pack's branches at one block key. One object per key
+    holds every Apply node's branch (stacked adapters add up); another pack's replacement that was there runs
+    around ours. Branches are immutable and shared between the host's copies of the model options."""
 
-    branches: (AdapterBranch, placement) pairs; placement is ip_core.flux ATTENTION_OUTPUT or BLOCK_OUTPUT."""
-
-    def __init__(self, key, branches=(), wrapped=None, flipped: bool = False):
+    def __init__(self, key, branches=(), wrapped=None):
         self.key = key  # ("double_block", i) / ("single_block", i)
         self.branches = tuple(branches)
         self.wrapped = wrapped  # another pack's replacement at this key: it runs around ours
-        self.flipped = flipped  # DoubleStreamBlock.flipped_img_txt: image tokens first in the joint sequence
 
-    def with_branch(self, branch, placement) -> "FluxBlockPatch":
-        return FluxBlockPatch(self.key, self.branches + ((branch, placement),), self.wrapped, self.flipped)
+    def with_branch(self, branch) -> "BlockPatch":
+        new = copy.copy(self)
+        new.branches = self.branches + (branch,)
+        return new
 
     def __deepcopy__(self, memo):
-        return FluxBlockPatch(self.key, self.branches, copy.deepcopy(self.wrapped, memo), self.flipped)
+        new = copy.copy(self)
+        new.wrapped = copy.deepcopy(self.wrapped, memo)
+        return new
 
     def __call__(self, args, extra):
         original = extra["original_block"]
         if self.wrapped is not None:
             return self.wrapped(args, {**extra, "original_block": lambda a: self._run(a, original)})
         return self._run(args, original)
+
+    def _run(self, args, original):
+        raise NotImplementedError
+
+
+class FluxBlockPatch(BlockPatch):
+    """Replacement of one Flux block: the host's block with every branch's image term added.
+
+    branches: (AdapterBranch, placement) pairs; placement is ip_core.flux ATTENTION_OUTPUT or BLOCK_OUTPUT."""
+
+    def __init__(self, key, branches=(), wrapped=None, flipped: bool = False):
+        super().__init__(key, branches, wrapped)
+        self.flipped = flipped  # DoubleStreamBlock.flipped_img_txt: image tokens first in the joint sequence
 
     def _run(self, args, original):
         options = args.get("transformer_options") or {}
@@ -79,7 +95,7 @@ class FluxBlockPatch:
                 latent_start = (options.get(LATENT_KEY) or (0, 0, 0))[2]
             q_img = q[:, :, rows]
             batch = q.shape[0]
-            attention = _host_attention(func)
+            attention = as_core_attention(func)
             cloned = False
             for branch, placement in active:
                 k, v = branch.kv(layer_key, options.get("cond_or_uncond"), batch, q.device, q.dtype, options)
@@ -119,7 +135,7 @@ def _mask(branch, options, rows: int, latent_start: int, batch, device, dtype):
     return full
 
 
-def _host_attention(func):
+def as_core_attention(func):
     """The host's attention function the override received, as ip_core's [B, L, H*D] attention."""
     def attention(q, k, v, heads, mask=None):
         return func(q, k, v, heads, mask=mask)
@@ -153,7 +169,7 @@ def patch_flux_model(model, branch, layers, placement: str):
         if branch.weight(spec.comfy_key) == 0 and existing is None:
             continue
         if isinstance(existing, FluxBlockPatch):
-            new = existing.with_branch(branch, placement)
+            new = existing.with_branch((branch, placement))
         else:
             new = FluxBlockPatch(key, ((branch, placement),), wrapped=existing, flipped=flipped)
         m.set_model_patch_replace(new, "dit", key[0], key[1])

@@ -26,6 +26,7 @@ import torch
 
 from . import host
 from .patch import AdapterBranch, _distinct_rows
+from .patch_dit import BlockPatch, as_core_attention
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.sd3 import renorm_heads, sd3_image_term
 
@@ -97,26 +98,12 @@ class SD3Branch(AdapterBranch):
         return sd3_image_term(qa, ka, v, ip_k, ip_v, heads, self.output_weight(key), mask, attention)
 
 
-class SD3BlockPatch:
+class SD3BlockPatch(BlockPatch):
     """Replacement of one joint block: the host's block with every branch's image term in its attention."""
 
     def __init__(self, key, branches=(), wrapped=None, norms=None):
-        self.key = key  # ("double_block", i)
-        self.branches = tuple(branches)
-        self.wrapped = wrapped  # another pack's replacement at this key: it runs around ours
+        super().__init__(key, branches, wrapped)
         self.norms = norms  # the host block's (ln_q, ln_k) modules of its image stream, or None (no QK norm)
-
-    def with_branch(self, branch) -> "SD3BlockPatch":
-        return SD3BlockPatch(self.key, self.branches + (branch,), self.wrapped, self.norms)
-
-    def __deepcopy__(self, memo):
-        return SD3BlockPatch(self.key, self.branches, copy.deepcopy(self.wrapped, memo), self.norms)
-
-    def __call__(self, args, extra):
-        original = extra["original_block"]
-        if self.wrapped is not None:
-            return self.wrapped(args, {**extra, "original_block": lambda a: self._run(a, original)})
-        return self._run(args, original)
 
     def _host_norms(self, device, dtype):
         if self.norms is None:
@@ -139,7 +126,7 @@ class SD3BlockPatch:
             q, k, v = (t.reshape(t.shape[0], t.shape[1], -1) for t in a[:3])
             heads = kw["heads"] if "heads" in kw else a[3]
             rows = slice(txt, q.shape[1])  # the image stream: after the context in the joint sequence
-            attention = _host_attention(func)
+            attention = as_core_attention(func)
             norms = self._host_norms(q.device, q.dtype)
             out = out.clone()  # the host's tensor is not ours to change in place
             for branch in active:
@@ -148,13 +135,6 @@ class SD3BlockPatch:
             return out
 
         return original({**args, "transformer_options": {**options, "optimized_attention_override": override}})
-
-
-def _host_attention(func):
-    """The host's attention function the override received, as ip_core's [B, L, H*D] attention."""
-    def attention(q, k, v, heads, mask=None):
-        return func(q, k, v, heads, mask=mask)
-    return attention
 
 
 def _record_step(executor, *args, **kwargs):

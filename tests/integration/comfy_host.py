@@ -400,6 +400,68 @@ def register_random_flux_loaders(host_nodes, model, vae, clip_vision, context_di
          lambda **kw: (object(),))
 
 
+def execute_example_workflow(host_nodes, file_name: str, swap: dict, latent_node: str, out_images: str,
+                             block_patch_class, calls_of) -> dict:
+    """example_workflows/<file_name> (UI format) converted as the frontend does, its loader nodes swapped for the
+    stand-ins in `swap` (inputs a stand-in does not declare dropped), `latent_node`'s size set to 128 px and the
+    KSampler to 2 steps, then validated and executed by ComfyUI's own executor. Each run of `block_patch_class`
+    is counted with its image terms (calls_of(patch): the calls its branches counted so far) and batch size.
+    Returns valid, validation_error, node_errors, executed, error, images, finite, block_calls, image_terms,
+    batch_sizes."""
+    import asyncio
+
+    import execution
+
+    sys.path.insert(0, str(REPO / "tests" / "nodes"))
+    from workflow_api import ui_to_api
+
+    path = REPO / "example_workflows" / file_name
+    prompt = ui_to_api(json.loads(path.read_text()), lambda t: host_nodes.NODE_CLASS_MAPPINGS[t].INPUT_TYPES())
+    for entry in prompt.values():
+        if entry["class_type"] in swap:
+            entry["class_type"] = swap[entry["class_type"]]
+            declared = host_nodes.NODE_CLASS_MAPPINGS[entry["class_type"]].INPUT_TYPES()["required"]
+            entry["inputs"] = {k: v for k, v in entry["inputs"].items() if k in declared}
+        if entry["class_type"] == latent_node:
+            entry["inputs"]["width"] = entry["inputs"]["height"] = 128
+        if entry["class_type"] == "KSampler":
+            entry["inputs"]["steps"] = 2
+    valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
+    result = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3]}
+    calls = []
+    original = block_patch_class._run
+
+    def counted(self, args, block):
+        before = calls_of(self)
+        out = original(self, args, block)
+        calls.append((calls_of(self) - before, int(args["img"].shape[0])))
+        return out
+
+    decoded = []
+    vae_decode = host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode
+
+    def checked(self, vae, samples):
+        out = vae_decode(self, vae, samples)
+        decoded.append(bool(torch.isfinite(out[0]).all()) and bool(torch.isfinite(samples["samples"]).all()))
+        return out
+
+    block_patch_class._run = counted
+    host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode = checked
+    try:
+        if valid[0]:
+            executor = execution.PromptExecutor(SilentServer())
+            executor.execute(prompt, path.stem, {}, valid[2])
+            errors = [m for m in executor.status_messages if m[0] == "execution_error"]
+            result.update(executed=executor.success, error=errors[0][1]["exception_message"] if errors else None,
+                          images=sorted(os.listdir(out_images)))
+    finally:
+        block_patch_class._run = original
+        host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode = vae_decode
+    result.update(finite=decoded == [True], block_calls=len(calls), image_terms=sum(c for c, _ in calls),
+                  batch_sizes=sorted({b for _, b in calls}))
+    return result
+
+
 class SilentServer:
     """What ComfyUI's PromptExecutor reports progress to (its PromptServer), when nobody listens."""
 

@@ -363,16 +363,12 @@ def workflow(out_dir):
     import numpy as np
     from PIL import Image
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nodes"))
-    from workflow_api import ui_to_api
-
     host_nodes = comfy_host.boot(COMFY)
     adapters = os.path.join(out_dir, "ipadapter")
     os.makedirs(adapters, exist_ok=True)
     comfy_host.load_pack(host_nodes, adapters)
     # FluxGuidance lives in comfy_extras/nodes_flux.py, loaded the way init_builtin_extra_nodes loads it
     assert asyncio.run(host_nodes.load_custom_node(os.path.join(COMFY, "comfy_extras", "nodes_flux.py"), module_parent="comfy_extras"))
-    import execution
 
     flux = comfy_host.pack_module("ip_core.flux")
     xl = _randomize(flux.FluxIPAdapter(flux.make_flux_config("flux-xlabs", 2, 0, 64, 32, 768, 16)), 3, 0.2)
@@ -382,49 +378,11 @@ def workflow(out_dir):
                                             comfy_host.small_clip_vision(out_dir, hidden=1024, projection=768))
     in_dir, out_images = comfy_host.use_io_folders(out_dir)
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(os.path.join(in_dir, "example.png"))
-    path = comfy_host.REPO / "example_workflows" / "ipadapter_flux_xlabs.json"
-    prompt = ui_to_api(json.loads(path.read_text()), lambda t: host_nodes.NODE_CLASS_MAPPINGS[t].INPUT_TYPES())
     swap = {"UNETLoader": "TestRandomUNet", "DualCLIPLoader": "TestRandomFluxClip", "CLIPTextEncode": "TestRandomFluxText",
             "VAELoader": "TestRandomVAE", "CLIPVisionLoader": "TestRandomClipVision"}
-    for entry in prompt.values():
-        entry["class_type"] = swap.get(entry["class_type"], entry["class_type"])
-        if entry["class_type"] == "TestRandomFluxClip":
-            entry["inputs"].pop("device", None)
-        if entry["class_type"] == "EmptyLatentImage":
-            entry["inputs"]["width"] = entry["inputs"]["height"] = 128
-        if entry["class_type"] == "KSampler":
-            entry["inputs"]["steps"] = 2
-    valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
-    result = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3]}
     patch_dit = comfy_host.pack_module("nodes.patch_dit")
-    calls = []
-    original = patch_dit.FluxBlockPatch._run
-
-    def counted(self, args, block):
-        before = sum(b.calls for b, _ in self.branches)
-        out = original(self, args, block)
-        calls.append(sum(b.calls for b, _ in self.branches) - before)
-        return out
-
-    patch_dit.FluxBlockPatch._run = counted
-    decoded = []
-    vae_decode = host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode
-
-    def checked(self, vae, samples):
-        out = vae_decode(self, vae, samples)
-        decoded.append(bool(torch.isfinite(out[0]).all()) and bool(torch.isfinite(samples["samples"]).all()))
-        return out
-
-    host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode = checked
-    if valid[0]:
-        executor = execution.PromptExecutor(comfy_host.SilentServer())
-        executor.execute(prompt, path.stem, {}, valid[2])
-        errors = [m for m in executor.status_messages if m[0] == "execution_error"]
-        result.update(executed=executor.success, error=errors[0][1]["exception_message"] if errors else None,
-                      images=sorted(os.listdir(out_images)))
-    result["finite"] = decoded == [True]
-    result["block_calls"] = len(calls)
-    result["image_terms"] = sum(calls)
+    result = comfy_host.execute_example_workflow(host_nodes, "ipadapter_flux_xlabs.json", swap, "EmptyLatentImage", out_images,
+                                                 patch_dit.FluxBlockPatch, lambda p: sum(b.calls for b, _ in p.branches))
     print("RESULT " + json.dumps(result))
 
 

@@ -278,16 +278,12 @@ def workflow(out_dir):
     import numpy as np
     from PIL import Image
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nodes"))
-    from workflow_api import ui_to_api
-
     host_nodes = comfy_host.boot(COMFY)
     adapters = os.path.join(out_dir, "ipadapter")
     os.makedirs(adapters, exist_ok=True)
     comfy_host.load_pack(host_nodes, adapters)
     # EmptySD3LatentImage lives in comfy_extras/nodes_sd3.py, loaded the way init_builtin_extra_nodes loads it
     assert asyncio.run(host_nodes.load_custom_node(os.path.join(COMFY, "comfy_extras", "nodes_sd3.py"), module_parent="comfy_extras"))
-    import execution
 
     comfy_host.pack_module("ip_core.adapter").save_adapter(_adapter(3, encoder_width=1152), os.path.join(adapters, "sd3.5-large-ip-adapter.bin"))
     _, model = comfy_host.small_sd3(seed=1)
@@ -295,48 +291,11 @@ def workflow(out_dir):
     comfy_host.register_random_flux_loaders(host_nodes, model, comfy_host.small_flux_vae(), siglip)
     in_dir, out_images = comfy_host.use_io_folders(out_dir)
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(os.path.join(in_dir, "example.png"))
-    path = comfy_host.REPO / "example_workflows" / "ipadapter_sd35.json"
-    prompt = ui_to_api(json.loads(path.read_text()), lambda t: host_nodes.NODE_CLASS_MAPPINGS[t].INPUT_TYPES())
     swap = {"CheckpointLoaderSimple": "TestRandomCheckpoint", "TripleCLIPLoader": "TestRandomTripleClip",
             "CLIPTextEncode": "TestRandomFluxText", "CLIPVisionLoader": "TestRandomClipVision"}
-    for entry in prompt.values():
-        entry["class_type"] = swap.get(entry["class_type"], entry["class_type"])
-        if entry["class_type"] == "EmptySD3LatentImage":
-            entry["inputs"]["width"] = entry["inputs"]["height"] = 128
-        if entry["class_type"] == "KSampler":
-            entry["inputs"]["steps"] = 2
-    valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
-    result = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3]}
     patch_mmdit = comfy_host.pack_module("nodes.patch_mmdit")
-    calls = []
-    original = patch_mmdit.SD3BlockPatch._run
-
-    def counted(self, args, block):
-        before = sum(b.calls for b in self.branches)
-        out = original(self, args, block)
-        calls.append((sum(b.calls for b in self.branches) - before, int(args["img"].shape[0])))
-        return out
-
-    patch_mmdit.SD3BlockPatch._run = counted
-    decoded = []
-    vae_decode = host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode
-
-    def checked(self, vae, samples):
-        out = vae_decode(self, vae, samples)
-        decoded.append(bool(torch.isfinite(out[0]).all()) and bool(torch.isfinite(samples["samples"]).all()))
-        return out
-
-    host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode = checked
-    if valid[0]:
-        executor = execution.PromptExecutor(comfy_host.SilentServer())
-        executor.execute(prompt, path.stem, {}, valid[2])
-        errors = [m for m in executor.status_messages if m[0] == "execution_error"]
-        result.update(executed=executor.success, error=errors[0][1]["exception_message"] if errors else None,
-                      images=sorted(os.listdir(out_images)))
-    result["finite"] = decoded == [True]
-    result["block_calls"] = len(calls)
-    result["image_terms"] = sum(c for c, _ in calls)
-    result["batch_sizes"] = sorted({b for _, b in calls})
+    result = comfy_host.execute_example_workflow(host_nodes, "ipadapter_sd35.json", swap, "EmptySD3LatentImage", out_images,
+                                                 patch_mmdit.SD3BlockPatch, lambda p: sum(b.calls for b in p.branches))
     print("RESULT " + json.dumps(result))
 
 
