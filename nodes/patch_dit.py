@@ -159,22 +159,29 @@ def _record_latent(executor, *args, **kwargs):
 def patch_flux_model(model, branch, layers, placement: str):
     """A clone of `model` with `branch` in every Flux block the adapter has (weight 0 blocks are left alone);
     placement: where the adapter's term lands (ip_core.flux FluxAdapterConfig.placement)."""
+    flipped = host.flux_img_first(model)
+    item = (branch, placement)
+    m, patched = patch_blocks(model, branch, item, layers, FluxBlockPatch,
+                              lambda key, existing: FluxBlockPatch(key, (item,), wrapped=existing, flipped=flipped))
+    host.add_model_wrapper(m, WRAPPER_KEY, _record_latent)
+    return m, patched
+
+
+def patch_blocks(model, branch, item, layers, patch_class, make):
+    """A clone of `model` with `item` (what a `patch_class` holds for `branch`) at the patches_replace["dit"] key of
+    every block in `layers`; blocks where the branch has weight 0 and nothing is patched are left alone. Our
+    patch at a key is extended; anything else there is wrapped by make(key, existing)."""
     m = model.clone()
     replace = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-    flipped = host.flux_img_first(m)
     patched = 0
     for spec in layers:
         key = spec.comfy_block
         existing = replace.get(key)
         if branch.weight(spec.comfy_key) == 0 and existing is None:
             continue
-        if isinstance(existing, FluxBlockPatch):
-            new = existing.with_branch((branch, placement))
-        else:
-            new = FluxBlockPatch(key, ((branch, placement),), wrapped=existing, flipped=flipped)
+        new = existing.with_branch(item) if isinstance(existing, patch_class) else make(key, existing)
         m.set_model_patch_replace(new, "dit", key[0], key[1])
         patched += 1
-    host.add_model_wrapper(m, WRAPPER_KEY, _record_latent)
     return m, patched
 
 

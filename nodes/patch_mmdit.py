@@ -26,7 +26,7 @@ import torch
 
 from . import host
 from .patch import AdapterBranch, _distinct_rows
-from .patch_dit import BlockPatch, as_core_attention
+from .patch_dit import BlockPatch, as_core_attention, patch_blocks
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.sd3 import renorm_heads, sd3_image_term
 
@@ -171,21 +171,9 @@ def _norms_of(block):
 
 def patch_sd3_model(model, branch: SD3Branch, layers):
     """A clone of `model` with `branch` in every joint block the adapter has (weight 0 blocks are left alone)."""
-    m = model.clone()
-    replace = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-    blocks = host.sd3_joint_blocks(m)
-    patched = 0
-    for spec in layers:
-        key = spec.comfy_block
-        existing = replace.get(key)
-        if branch.weight(spec.comfy_key) == 0 and existing is None:
-            continue
-        if isinstance(existing, SD3BlockPatch):
-            new = existing.with_branch(branch)
-        else:
-            new = SD3BlockPatch(key, (branch,), wrapped=existing, norms=_norms_of(blocks[key[1]]))
-        m.set_model_patch_replace(new, "dit", key[0], key[1])
-        patched += 1
+    blocks = host.sd3_joint_blocks(model)
+    m, patched = patch_blocks(model, branch, branch, layers, SD3BlockPatch, lambda key, existing: SD3BlockPatch(
+        key, (branch,), wrapped=existing, norms=_norms_of(blocks[key[1]])))
     host.add_model_wrapper(m, WRAPPER_KEY, _record_step, kind_name="APPLY_MODEL")
     host.add_model_wrapper(m, RELEASE_KEY, _release_after_sampling, kind_name="OUTER_SAMPLE")
     return m, patched

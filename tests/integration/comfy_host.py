@@ -400,6 +400,18 @@ def register_random_flux_loaders(host_nodes, model, vae, clip_vision, context_di
          lambda **kw: (object(),))
 
 
+def foreign_block_patch():
+    """Another pack's patches_replace["dit"] block replacement: (the patch, the list it appends to when it runs).
+    It runs the block it is given, so ours, when it wraps it, runs inside."""
+    seen = []
+
+    def foreign(args, extra):
+        seen.append(1)
+        return extra["original_block"](args)
+
+    return foreign, seen
+
+
 def execute_example_workflow(host_nodes, file_name: str, swap: dict, latent_node: str, out_images: str,
                              block_patch_class, calls_of) -> dict:
     """example_workflows/<file_name> (UI format) converted as the frontend does, its loader nodes swapped for the

@@ -140,12 +140,7 @@ def exact(out_dir):
     result["cfg_uncond_rel_err"] = float((both[1:] - alone_u).norm() / alone_u.norm())
     result["cfg_cond_rel_err"] = float((both[:1] - alone_c).norm() / alone_c.norm())
     # another pack's block replacement at the same key is wrapped (it runs, ours runs inside it)
-    seen = []
-
-    def foreign(args, extra):
-        seen.append(1)
-        return extra["original_block"](args)
-
+    foreign, seen = comfy_host.foreign_block_patch()
     other = plain.clone()
     other.set_model_patch_replace(foreign, "dit", "double_block", 0)
     wrapped = _call(apply.apply(other, loaded, embeds, 0.7, 0.0, 1.0)[0], x, sigma, context, y)

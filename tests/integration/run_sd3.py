@@ -133,12 +133,7 @@ def exact(out_dir):
     hook.remove()
     hook2.remove()
     # another pack's block replacement at the same key is wrapped (it runs, ours runs inside it)
-    seen = []
-
-    def foreign(args, extra):
-        seen.append(1)
-        return extra["original_block"](args)
-
+    foreign, seen = comfy_host.foreign_block_patch()
     other = plain.clone()
     other.set_model_patch_replace(foreign, "dit", "double_block", 0)
     wrapped = _apply_model(apply.apply(other, loaded, per_item, 0.7, 0.0, 1.0)[0], x, sigma, context, y)
