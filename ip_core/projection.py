@@ -178,6 +178,6 @@ def build_projection(config: AdapterConfig) -> nn.Module:
         return FaceIDProjModel(config.context_dim, config.encoder_width, config.num_tokens)
     if config.projection == "faceid-plus":
         r = config.resampler
-        return FaceIDPlusProjModel(config.context_dim, config.encoder_width, config.clip_width, config.num_tokens,
+        return FaceIDPlusProjModel(config.projection_dim, config.encoder_width, config.clip_width, config.num_tokens,
                                    r.depth, r.dim_head, r.heads, r.ff_mult)
     raise ValueError(f"unknown projection {config.projection!r}")
