@@ -60,11 +60,12 @@ OURS = {
         "optional": ("attn_mask:MASK", "layer_weights:COMBO", "layer_weights_custom:STRING", "weight_type:COMBO",
                      "embeds_scaling:COMBO", "composition_embeds:IPA_EMBEDS", "weight_composition:FLOAT",
                      "expand_style:BOOLEAN", "style_boost:FLOAT", "composition_boost:FLOAT",
-                     "faceid_lora_strength:FLOAT", "weight_faceidv2:FLOAT", "frame_weights:FLOAT", "legacy:BOOLEAN"),
+                     "faceid_lora_strength:FLOAT", "weight_faceidv2:FLOAT", "frame_weights:FLOAT", "legacy:BOOLEAN",
+                     "weight_kolors:FLOAT"),
         "defaults": {"weight": 1.0, "start_at": 0.0, "end_at": 1.0, "layer_weights": "all layers",
                      "layer_weights_custom": "", "weight_type": "linear", "embeds_scaling": "V only",
                      "weight_composition": 1.0, "expand_style": False, "style_boost": 1.0, "composition_boost": 0.0,
-                     "faceid_lora_strength": 1.0, "weight_faceidv2": 1.0, "legacy": False},
+                     "faceid_lora_strength": 1.0, "weight_faceidv2": 1.0, "legacy": False, "weight_kolors": 1.0},
         "links_only": ("frame_weights",),  # forceInput: a link input, no widget
         "outputs": ("MODEL",), "size": (320, 430),
         # value syntaxes that landed: the pack's "index:weight" strings, written "tINDEX:weight" (layer_weights.py)
