@@ -48,7 +48,7 @@ class IPAEncodeFace:
                 "clip_vision": ("CLIP_VISION", {"tooltip": "FaceID Plus / PlusV2 only: the CLIP vision model (ViT-H/14; Kolors FaceID: ViT-L/14-336)."}),
                 "insightface_model": (list(face_analysis.MODEL_FILES), {"default": "buffalo_l", "tooltip": "Face model pack in models/insightface/models/."}),
                 "combine": (list(COMBINE_MODES), {"default": "concat", "tooltip": "Several faces: concat = all faces' tokens side by side (official portrait); average / norm average = one blended face; batch = face i for batch item i."}),
-                "plus_version": (list(PLUS_VERSIONS), {"default": PLUS_VERSIONS[0], "tooltip": "FaceID Plus files only: PlusV2 files use the shortcut (x + weight_faceidv2 * r), Plus v1 files do not. The two share one file layout, so say which you loaded."}),
+                "plus_version": (list(PLUS_VERSIONS), {"default": PLUS_VERSIONS[0], "tooltip": "FaceID Plus files only: PlusV2 files use the shortcut (x + weight_faceidv2 * r), Plus v1 files do not. The two share one file layout, so say which you loaded. Kolors FaceID-Plus always uses the shortcut (its only recipe)."}),
             },
         }
 
@@ -94,7 +94,7 @@ class IPAEncodeFace:
         if config.clip_width:
             clip_hidden, uncond_hidden = _clip_hidden_states(a, clip_vision, crops)
         embeds = build_face_prompt(a.adapter, embeddings, clip_hidden, uncond_hidden, combine=combine,
-                                   shortcut=plus_version == PLUS_VERSIONS[0], encoder_name=analyzer.name)
+                                   shortcut=plus_version == PLUS_VERSIONS[0] or config.kolors, encoder_name=analyzer.name)
         text = f"{image.shape[0]} face(s) encoded for {a.name} with {analyzer.name}" + (f"; {'; '.join(notes)}" if notes else "")
         return {"ui": {"text": [text]}, "result": (embeds, crops)}
 
