@@ -235,5 +235,83 @@ def faceid(out_dir):
     print("RESULT " + json.dumps(result))
 
 
+def workflow(out_dir):
+    """example_workflows/ipadapter_kolors.json through the host's validator and executor: the checkpoint loader
+    retyped to a random full-shape SDXL-layout UNet (Kolors' UNet has SDXL's blocks and widths; 2.6B parameters,
+    stored fp16), the text encodes to random 2048-wide conditioning with a 1280-wide pooled output (what a Kolors
+    text node hands the sampler), a small ViT-L/14-336-shaped CLIP vision model; 128 px, 2 steps."""
+    import numpy as np
+    from PIL import Image
+    from workflow_api import ui_to_api
+
+    host_nodes, ours, _, _ = comfy_host.boot_with_both_packs(COMFY, out_dir)
+    import execution
+
+    adapters = os.path.join(out_dir, "ipadapter")
+    sys.path.append(str(comfy_host.REPO))
+    from ip_core.adapter import IPAdapter, save_adapter
+    from ip_core.config import ResamplerConfig, make_config
+    from ip_core.layers import layer_specs
+
+    torch.manual_seed(0)
+    resampler = ResamplerConfig(dim=2048, depth=4, dim_head=64, heads=12, num_queries=16, embedding_dim=1024, output_dim=2048)
+    save_adapter(IPAdapter.from_config(make_config("plus", layer_specs("sdxl"), 2048, 1024, resampler=resampler)),
+                 os.path.join(adapters, "Kolors-IP-Adapter-Plus.bin"))
+    t0 = time.time()
+    unet = comfy_host.sdxl_unet()
+    model = comfy_host.comfy_model_from_unet(unet, dtype=torch.float16, share_weights=True)
+    del unet
+    gc.collect()
+    _, vae = comfy_host.sd15_clip_and_vae()
+    cv = comfy_host.small_clip_vision(out_dir, hidden=1024, projection=768, image_size=336)
+    comfy_host.register_random_loaders(host_nodes, model, "kolors text encoder stand-in", vae, cv)
+
+    class TestRandomKolorsText:
+        RETURN_TYPES, FUNCTION, CATEGORY = ("CONDITIONING",), "encode", "test"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"clip": ("CLIP",), "text": ("STRING", {"multiline": True})}}
+
+        def encode(self, clip, text):
+            g = torch.Generator().manual_seed(len(text))
+            return ([[torch.randn(1, 77, 2048, generator=g), {"pooled_output": torch.randn(1, 1280, generator=g)}]],)
+
+    host_nodes.NODE_CLASS_MAPPINGS["TestRandomKolorsText"] = TestRandomKolorsText
+    in_dir, out_images = comfy_host.use_io_folders(out_dir)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(os.path.join(in_dir, "example.png"))
+    path = comfy_host.REPO / "example_workflows" / "ipadapter_kolors.json"
+    prompt = ui_to_api(json.loads(path.read_text()), lambda t: host_nodes.NODE_CLASS_MAPPINGS[t].INPUT_TYPES())
+    swap = {"CheckpointLoaderSimple": "TestRandomCheckpoint", "CLIPTextEncode": "TestRandomKolorsText",
+            "CLIPVisionLoader": "TestRandomClipVision"}
+    for entry in prompt.values():
+        entry["class_type"] = swap.get(entry["class_type"], entry["class_type"])
+        if entry["class_type"] == "EmptyLatentImage":
+            entry["inputs"]["width"] = entry["inputs"]["height"] = 128
+        if entry["class_type"] == "KSampler":
+            entry["inputs"]["steps"] = 2
+    patch = comfy_host.pack_module("nodes.patch")
+    calls = []
+    original = patch.AdapterBranch.kv
+
+    def counted(self, *args, **kw):
+        calls.append(self.label)
+        return original(self, *args, **kw)
+
+    patch.AdapterBranch.kv = counted
+    valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
+    result = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3],
+              "classes": sorted({e["class_type"] for e in prompt.values()}), "build_s": round(time.time() - t0, 1)}
+    if valid[0]:
+        executor = execution.PromptExecutor(comfy_host.SilentServer())
+        t0 = time.time()
+        executor.execute(prompt, path.stem, {}, valid[2])
+        errors = [m for m in executor.status_messages if m[0] == "execution_error"]
+        result.update(executed=executor.success, seconds=round(time.time() - t0, 1),
+                      error=errors[0][1]["exception_message"] if errors else None,
+                      images=sorted(os.listdir(out_images)), image_branch_calls=len(calls))
+    print("RESULT " + json.dumps(result, default=str))
+
+
 if __name__ == "__main__":
-    {"embeds": embeds, "faceid": faceid}[sys.argv[1]](sys.argv[2])
+    {"embeds": embeds, "faceid": faceid, "workflow": workflow}[sys.argv[1]](sys.argv[2])

@@ -32,3 +32,14 @@ def test_kolors_faceid_plus_equals_the_packs_faceid_kolors_node(tmp_path):
         assert c["face_image"] == [1, 336, 336, 3]
     assert r["plain_sdxl"].startswith("AdapterMismatchError: ") and "it is not a Kolors UNet" in r["plain_sdxl"]
     assert "Kolors-IP-Adapter-FaceID-Plus.bin needs a Kolors model" in r["plain_sdxl"]
+
+
+def test_the_kolors_example_workflow_executes(tmp_path):
+    """example_workflows/ipadapter_kolors.json validated and executed by the host (the loaders and text encodes
+    retyped to random stand-ins of Kolors' shapes); the image branch runs in all 70 layers on every UNet call."""
+    r = last_result("run_kolors.py", ["workflow"], tmp_path, timeout=3600)
+    assert r["valid"], r
+    assert {"IPALoadAdapter", "IPAEncodeImagePrompt", "IPAApplyAdapter", "KSampler"} <= set(r["classes"])
+    assert r["executed"] and r["error"] is None, r
+    assert len(r["images"]) == 1 and r["images"][0].startswith("ipadapter_kolors")
+    assert r["image_branch_calls"] > 0 and r["image_branch_calls"] % 70 == 0, r

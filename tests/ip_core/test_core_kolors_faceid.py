@@ -148,3 +148,22 @@ def test_the_clip_part_must_be_the_336_px_vit_l(tokens, ok):
             check_face_clip_tokens(config, hidden, "the CLIP vision model")
     assert face_crop_size(config) == KOLORS_FACE_CROP == 336
     assert face_crop_size(make_config("faceid-plus", layer_specs("sd15"), 768, 512, clip_width=1280, lora_rank=4)) == 224
+
+
+def test_inspect_describes_the_file(tmp_path, monkeypatch, capsys):
+    """`python -m ip_core inspect` on the released layout (shapes only: the real file is 2.4 GB)."""
+    from ip_core import __main__ as cli
+
+    sd = _meta_sd(_released_config())
+    path = tmp_path / "Kolors-IP-Adapter-FaceID-Plus.bin"
+    path.write_bytes(b"0")
+    monkeypatch.setattr(cli, "load_adapter_state_dict", lambda p: sd)
+    monkeypatch.setattr(cli, "sniff_format", lambda p: "torch-zip")
+    info = cli.inspect_file(path)
+    assert info["ok"] and info["token_dim"] == 4096 and info["context_dim"] == 2048 and info["tokens"] == 6
+    assert info["base_model"] == "Kolors" and info["lora_rank"] == 0 and info["parameters"] == 1_192_903_680
+    assert "ViT-L/14-336 penultimate_hidden_states (width 1024)" in info["needs_clip_vision"]
+    cli._print_text(info)
+    out = capsys.readouterr().out
+    assert "tokens:         6 x 4096, through the model's encoder_hid_proj to 2048 (a Kolors UNet)" in out
+    assert "FaceID LoRA:    none" in out
