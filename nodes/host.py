@@ -295,4 +295,3 @@ def add_diffusion_model_wrapper(model, key: str, wrapper) -> None:
     kind = WrappersMP.DIFFUSION_MODEL
     if not model.wrappers.get(kind, {}).get(key):
         model.add_wrapper_with_key(kind, key, wrapper)
-
