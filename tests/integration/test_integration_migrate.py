@@ -6,7 +6,7 @@ from scenario import last_result
 
 SCRIPT = "run_migrate.py"
 NOT_EXECUTED = ("IPAdapterFaceID", "IPAAdapterFaceIDBatch", "IPAdapterUnifiedLoaderFaceID", "IPAdapterInsightFaceLoader",
-                "IPAdapterLoadEmbeds", "IPAdapterClipVisionEnhancerBatch")  # as in run_migrate.py
+                "IPAdapterLoadEmbeds", "IPAdapterClipVisionEnhancerBatch", "IPAdapterFaceIDKolors")  # as in run_migrate.py
 
 
 def _run(scenario, tmp_path):
