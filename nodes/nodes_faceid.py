@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from . import face_analysis, host
+from ..ip_core.config import KOLORS_ENCODER
 from ..ip_core.embeds import COMBINE_MODES, ImagePromptEmbeds
 from ..ip_core.encoder_table import encoder_file_for
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
@@ -100,8 +101,9 @@ class IPAEncodeFace:
 
 
 def _clip_file(config) -> str:
-    name = "ViT-L/14-336" if config.kolors else "ViT-H/14"
-    return f"{name}, {encoder_file_for(name) if config.kolors else 'CLIP-ViT-H-14-laion2B-s32B-b79K'}"
+    """The CLIP vision model a FaceID-Plus adapter's CLIP part needs: name, file."""
+    name = KOLORS_ENCODER if config.kolors else "ViT-H/14"
+    return f"{name}, {encoder_file_for(name)}"
 
 
 def _clip_hidden_states(a: LoadedAdapter, clip_vision, crops):
