@@ -167,3 +167,21 @@ def test_inspect_describes_the_file(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "tokens:         6 x 4096, through the model's encoder_hid_proj to 2048 (a Kolors UNet)" in out
     assert "FaceID LoRA:    none" in out
+
+
+def test_the_official_file_layout_loads(tmp_path):
+    """Kwai-Kolors' ipa-faceid-plus.bin is a torch file {"image_proj": ..., "adapter_modules": ...} (the official
+    loader reads params["adapter_modules"]); adapter_modules is the ip_adapter half, as in flat files."""
+    from ip_core.checkpoint import load_adapter_state_dict
+    from ip_core.errors import AdapterFileError
+
+    adapter = _small()
+    sd = adapter.released_state_dict()
+    path = tmp_path / "ipa-faceid-plus.bin"
+    torch.save({"image_proj": sd["image_proj"], "adapter_modules": sd["ip_adapter"]}, path)
+    loaded = load_adapter_state_dict(path)
+    assert set(loaded) == {"image_proj", "ip_adapter"} and set(loaded["ip_adapter"]) == set(sd["ip_adapter"])
+    assert all(torch.equal(loaded["ip_adapter"][k], v) for k, v in sd["ip_adapter"].items())
+    torch.save({"image_proj": sd["image_proj"], "adapter_modules": sd["ip_adapter"], "ip_adapter": sd["ip_adapter"]}, path)
+    with pytest.raises(AdapterFileError, match="two top-level entries hold the ip_adapter weights"):
+        load_adapter_state_dict(path)
