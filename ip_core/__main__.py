@@ -64,6 +64,8 @@ def inspect_file(path) -> dict:
         encoder_requirement=config.encoder_requirement,
         lora_rank=config.lora_rank,
     )
+    if config.token_dim:  # Kolors FaceID-Plus: tokens wider than the context, mapped by the UNet's encoder_hid_proj
+        info["token_dim"] = config.token_dim
     if config.is_faceid:
         info["needs_insightface"] = True
         info["needs_clip_vision"] = config.clip_requirement or False
@@ -80,7 +82,9 @@ def _print_text(info: dict) -> None:
     dit = info["base_model"] in ("Flux", "SD3.5")  # DiTs: no cross-attention layers, blocks are patched
     layers = "patched blocks" if dit else "cross-attention layers"
     print(f"  base model:     {info['base_model']} (context {info['context_dim']}, {info['layers']} {layers})")
-    print(f"  tokens:         {info['tokens']}")
+    hid = (f" x {info['token_dim']}, through the model's encoder_hid_proj to {info['context_dim']} (a Kolors UNet)"
+           if info.get("token_dim") else "")
+    print(f"  tokens:         {info['tokens']}{hid}")
     print(f"  parameters:     {info['parameters']:,} ({', '.join(info['dtypes'])})")
     print(f"  image encoder:  {info['encoder_requirement']}")
     if info.get("needs_insightface"):

@@ -470,20 +470,24 @@ def load_adapter_state_dict(path) -> dict:
     if not isinstance(data, dict):
         raise AdapterFileError(f"{path.name}: holds a {type(data).__name__}, not a dict of weights; not an IP-Adapter file. Use an IP-Adapter file.")
     _check_keys(data, path.name, "the file")
-    if "image_proj" in data or "ip_adapter" in data:
-        extra = sorted(set(data) - {"image_proj", "ip_adapter"})
+    # nested files name the two halves as flat files prefix them (Kolors' ipa-faceid-plus.bin: adapter_modules)
+    parts = {prefix[:-1]: part for prefix, part in PREFIX_ALIASES.items()}
+    if any(name in data for name in parts):
+        extra = sorted(set(data) - set(parts))
         if extra:
             raise AdapterFileError(f"{path.name}: unexpected top-level entries {extra[:5]} beside image_proj / ip_adapter; use an IP-Adapter file in the released layout.")
-        sd = {}
-        for part in ("image_proj", "ip_adapter"):
-            value = data.get(part)
+        sd = {"image_proj": {}, "ip_adapter": {}}
+        for name, part in parts.items():
+            value = data.get(name)
             if value is None:
-                value = {}
+                continue
             if not isinstance(value, dict):
                 raise AdapterFileError(
-                    f"{path.name}: {part} is a {type(value).__name__}, not a dict of named tensors; the file is not in the "
+                    f"{path.name}: {name} is a {type(value).__name__}, not a dict of named tensors; the file is not in the "
                     "released layout. Use the original release, or save the weights as {name: tensor} dicts."
                 )
+            if sd[part]:
+                raise AdapterFileError(f"{path.name}: two top-level entries hold the {part} weights ({sorted(n for n in data if parts[n] == part)}); the file mixes two adapters: download it again.")
             sd[part] = dict(value)
         return _check_parts(sd, path)
     return _check_parts(_split_prefixed(data, path), path)

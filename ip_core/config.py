@@ -33,6 +33,10 @@ _KINDS = {
 KOLORS_NAME = "Kolors"
 KOLORS_ENCODER = "ViT-L/14-336"
 KOLORS_RESAMPLER_DIM = 2048
+# Kolors FaceID-Plus makes 4096-wide tokens (ChatGLM's width, the widely used pack's rule: the perceiver
+# resampler's to_out has 4096 rows); the Kolors UNet's own encoder_hid_proj (Linear 4096 -> 2048, the one that
+# maps the text) turns them into context before to_k_ip / to_v_ip (see ip_core/kolors.py).
+KOLORS_FACE_TOKEN_DIM = 4096
 
 # A ViT/14 at 224 px has 16 x 16 patches + CLS: the full-face projection keeps all of them.
 FULL_FACE_TOKENS = 257
@@ -68,6 +72,14 @@ class AdapterConfig:
     lora_rank: int = 0  # FaceID: rank of the per-layer LoRA on to_q/k/v/out (0: the file has none)
     clip_width: int = 0  # FaceID Plus: width of the CLIP penultimate hidden states it also takes
     kolors: bool = False  # Kwai Kolors (SDXL-shaped UNet, CLIP ViT-L/14 at 336 px): see detect_config
+    # Kolors FaceID-Plus: width of the projection's tokens (4096), which the model's encoder_hid_proj maps to
+    # context_dim; 0: the tokens are context_dim wide (every other adapter)
+    token_dim: int = 0
+
+    @property
+    def projection_dim(self) -> int:
+        """Width of the image prompt tokens the projection makes (embeds carry these)."""
+        return self.token_dim or self.context_dim
 
     @property
     def is_faceid(self) -> bool:
@@ -89,7 +101,7 @@ class AdapterConfig:
         """FaceID Plus only: the CLIP output it takes besides the face embedding."""
         if not self.clip_width:
             return ""
-        name = encoder_name_for(PENULTIMATE, self.clip_width)
+        name = KOLORS_ENCODER if self.kolors else encoder_name_for(PENULTIMATE, self.clip_width)
         return f"{name if name != 'unknown' else 'CLIP vision'} penultimate_hidden_states (width {self.clip_width})"
 
     def layer_specs(self) -> tuple[LayerSpec, ...]:
@@ -117,14 +129,16 @@ class AdapterConfig:
         """Identifies which adapters can share image prompt embeddings (same tokens in, same layout)."""
         clip = f"+clip:{self.clip_width}" if self.clip_width else ""
         kolors = "@kolors" if self.kolors else ""  # same widths as an SDXL ViT-L/14 plus, other encoder (336 px)
-        return f"{self.base_model}/{self.variant}/{self.num_tokens}x{self.context_dim}/{self.encoder_output}:{self.encoder_width}{clip}{kolors}"
+        return f"{self.base_model}/{self.variant}/{self.num_tokens}x{self.projection_dim}/{self.encoder_output}:{self.encoder_width}{clip}{kolors}"
 
     @property
     def description(self) -> str:
         lora = f", LoRA rank {self.lora_rank}" if self.lora_rank else ""
+        hid = (f"; its {self.token_dim}-wide tokens pass the model's encoder_hid_proj ({self.token_dim} -> "
+               f"{self.context_dim})" if self.token_dim else "")
         return (
             f"{self.base_model_name} {_KINDS[self.variant]}, {self.num_tokens} tokens, {self.num_layers} layers{lora}, "
-            f"needs {self.encoder_requirement}"
+            f"needs {self.encoder_requirement}{hid}"
         )
 
 
@@ -137,11 +151,13 @@ def make_config(
     resampler: Optional[ResamplerConfig] = None,
     lora_rank: int = 0,
     clip_width: int = 0,
+    token_dim: int = 0,
 ) -> AdapterConfig:
     """A config for a new adapter (the trainer's starting point, test fixtures), for released or custom UNets.
 
     FaceID variants: encoder_width is the face embedding width (512); `lora_rank` for faceid / faceid-plus
-    (released: 128); `clip_width` for faceid-plus (ViT-H: 1280)."""
+    (released: 128); `clip_width` for faceid-plus (ViT-H: 1280). `token_dim`: faceid-plus only, the Kolors layout
+    (released: 4096, no LoRA): tokens of that width, mapped to context_dim by the model's encoder_hid_proj."""
     if variant not in VARIANTS + FACEID_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS + FACEID_VARIANTS}")
     layers = tuple(layers)
@@ -157,27 +173,32 @@ def make_config(
         num_tokens = resampler.num_queries
     elif variant == "faceid-plus":
         num_tokens = 4 if num_tokens is None else num_tokens
+        width = token_dim or context_dim
         if resampler is None:
-            dim_head = 64 if context_dim >= 64 else context_dim
-            resampler = ResamplerConfig(dim=context_dim, depth=4, dim_head=dim_head, heads=context_dim // dim_head,
-                                        num_queries=num_tokens, embedding_dim=clip_width, output_dim=context_dim)
+            dim_head = 64 if width >= 64 else width
+            resampler = ResamplerConfig(dim=width, depth=4, dim_head=dim_head, heads=width // dim_head,
+                                        num_queries=num_tokens, embedding_dim=clip_width, output_dim=width)
     elif variant == "full-face":
         num_tokens = DEFAULT_TOKENS["full-face"] if num_tokens is None else num_tokens
     else:  # base, faceid, faceid-portrait
         num_tokens = (16 if variant == "faceid-portrait" else 4) if num_tokens is None else num_tokens
-    if variant in ("faceid", "faceid-plus") and not lora_rank:
+    if token_dim and variant != "faceid-plus":
+        raise ValueError(f"token_dim is the Kolors FaceID-Plus layout's; {variant} adapters make context_dim-wide tokens")
+    if variant in ("faceid", "faceid-plus") and not lora_rank and not token_dim:
         raise ValueError(f"{variant} adapters carry a LoRA: give lora_rank (released files: 128)")
     if variant == "faceid-plus" and not clip_width:
         raise ValueError("faceid-plus needs clip_width (the CLIP hidden width, 1280 for ViT-H)")
     return _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler,
-                   [s.key_number for s in layers], [s.hidden_size for s in layers], lora_rank, clip_width)
+                   [s.key_number for s in layers], [s.hidden_size for s in layers], lora_rank, clip_width,
+                   kolors=bool(token_dim), token_dim=token_dim)
 
 
 def _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, key_numbers, hidden_sizes,
-            lora_rank=0, clip_width=0, kolors=False) -> AdapterConfig:
+            lora_rank=0, clip_width=0, kolors=False, token_dim=0) -> AdapterConfig:
     out = ENCODER_OUTPUTS[variant]
     return AdapterConfig(
         kolors=bool(kolors),
+        token_dim=int(token_dim),
         variant=variant,
         projection=PROJECTIONS[variant],
         base_model=base_model,
@@ -186,7 +207,7 @@ def _config(variant, base_model, context_dim, num_tokens, encoder_width, resampl
         num_tokens=int(num_tokens),
         encoder_output=out,
         encoder_width=int(encoder_width),
-        encoder_name=KOLORS_ENCODER if kolors else encoder_name_for(out, encoder_width),
+        encoder_name=KOLORS_ENCODER if kolors and out == PENULTIMATE else encoder_name_for(out, encoder_width),
         resampler=resampler,
         layer_key_numbers=tuple(int(n) for n in key_numbers),
         layer_hidden_sizes=tuple(int(h) for h in hidden_sizes),
@@ -266,7 +287,7 @@ def detect_config(sd: dict) -> AdapterConfig:
         raise UnsupportedAdapterError(f"not a complete IP-Adapter: {_summary(sd)}. Expected both image_proj and ip_adapter weights: download the file again.")
 
     resampler = None
-    clip_width = 0
+    clip_width = token_dim = 0
     face = _shape(proj, "proj.0.weight")
     face_mlp = face is not None and len(face) == 2 and face[1] == FACE_EMBEDDING_WIDTH
     if face_mlp and "proj.2.weight" in proj and "norm.weight" in proj and "proj.3.weight" not in proj:
@@ -282,10 +303,13 @@ def detect_config(sd: dict) -> AdapterConfig:
                                           _dims(proj, "image_proj", "perceiver_resampler.proj_out.weight", 2, "FaceID Plus")[0])
         else:
             variant = "faceid" if lora else "faceid-portrait"
+        if variant == "faceid-plus" and context_dim == KOLORS_FACE_TOKEN_DIM and resampler.dim == KOLORS_FACE_TOKEN_DIM:
+            # Kolors FaceID-Plus: the tokens are 4096 wide, K'/V' read the UNet's 2048-wide context
+            token_dim, context_dim = context_dim, _kv_input_width(ip, sd)
         if context_dim not in CONTEXT_DIMS.values():
             raise UnsupportedAdapterError(
-                f"a FaceID file with {context_dim}-wide tokens (neither SD1.5's 768 nor SDXL's 2048, e.g. Kolors "
-                f"FaceID), which is not supported: {_summary(sd)}"
+                f"a FaceID file with {context_dim}-wide tokens (neither SD1.5's 768 nor SDXL's 2048, nor Kolors "
+                f"FaceID-Plus's {KOLORS_FACE_TOKEN_DIM}-wide tokens over 2048-wide K'/V'), which is not supported: {_summary(sd)}"
             )
     elif "proj.weight" in proj and "norm.weight" in proj:
         variant = "base"
@@ -349,10 +373,27 @@ def detect_config(sd: dict) -> AdapterConfig:
         )
     kolors = (variant == "plus" and base_model == "sdxl" and resampler.dim == KOLORS_RESAMPLER_DIM
               and encoder_name_for(PENULTIMATE, encoder_width) == "ViT-L/14")
+    if token_dim and (base_model != "sdxl" or lora):
+        found = "a FaceID LoRA" if lora else f"{len(numbers)} K'/V' layers that do not fit Kolors' SDXL-shaped UNet (70)"
+        raise UnsupportedAdapterError(
+            f"a FaceID-Plus file with {token_dim}-wide tokens (Kolors FaceID-Plus's layout) but {found}, which no "
+            f"released file has; the file is damaged or mixes two adapters: {_summary(sd)}"
+        )
     config = _config(variant, base_model, context_dim, num_tokens, encoder_width, resampler, numbers, hidden,
-                     lora_rank=lora_rank, clip_width=clip_width, kolors=kolors)
+                     lora_rank=lora_rank, clip_width=clip_width, kolors=kolors or bool(token_dim), token_dim=token_dim)
     check_layout(sd, config)
     return config
+
+
+def _kv_input_width(ip: dict, sd: dict) -> int:
+    """The width K'/V' read (to_k_ip's in-features): Kolors FaceID's tokens are wider, mapped by encoder_hid_proj."""
+    widths = {int(t.shape[1]) for k, t in ip.items() if _IP_KEY.match(k) and isinstance(t, torch.Tensor) and t.ndim == 2}
+    if len(widths) != 1:
+        raise UnsupportedAdapterError(
+            f"the to_k_ip / to_v_ip weights read {sorted(widths) or 'no'} widths; a Kolors FaceID-Plus file has one "
+            f"(2048). The file is damaged or mixes two adapters: {_summary(sd)}"
+        )
+    return widths.pop()
 
 
 def check_layout(sd: dict, config: AdapterConfig) -> None:

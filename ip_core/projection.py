@@ -182,7 +182,7 @@ def build_projection(config: AdapterConfig) -> nn.Module:
         return FaceIDProjModel(config.context_dim, config.encoder_width, config.num_tokens)
     if config.projection == "faceid-plus":
         r = config.resampler
-        return FaceIDPlusProjModel(config.context_dim, config.encoder_width, config.clip_width, config.num_tokens,
+        return FaceIDPlusProjModel(config.projection_dim, config.encoder_width, config.clip_width, config.num_tokens,
                                    r.depth, r.dim_head, r.heads, r.ff_mult)
     if config.projection == "time-resampler":
         from .sd3 import TimeResampler  # SD3.5's resampler builds on this module's attention

@@ -25,7 +25,7 @@ MODEL_FILES = {
 }
 # The official FaceID code detects at 640; smaller sizes find faces that fill most of the image.
 DETECTION_SIZES = tuple(range(640, 256, -64))  # 640, 576, ..., 320
-CROP_SIZE = 224  # official FaceID-Plus: face_align.norm_crop(image, landmark=face.kps, image_size=224)
+CROP_SIZE = 224  # official FaceID-Plus: face_align.norm_crop(image, landmark=face.kps, image_size=224); Kolors: 336
 PIP_PACKAGES = "pip install insightface onnxruntime   (onnxruntime-gpu for CUDA)"
 
 
@@ -36,7 +36,7 @@ class FaceAnalysisError(IPAdapterError):
 @dataclass
 class Face:
     embedding: np.ndarray  # [512] float32, raw (not normalised: ip_core normalises for the adapters that want it)
-    crop: np.ndarray  # [224, 224, 3] uint8 RGB, aligned on the 5 landmarks (ArcFace template)
+    crop: np.ndarray  # [S, S, 3] uint8 RGB (S = crop_size, 224 unless asked), aligned on the 5 landmarks (ArcFace template)
     faces_found: int  # how many faces the image had (the largest one is used)
     detection_size: int  # the detector input size that found it
 
@@ -44,7 +44,7 @@ class Face:
 class FaceAnalyzer(Protocol):
     name: str
 
-    def embed(self, image: np.ndarray) -> Optional[Face]:
+    def embed(self, image: np.ndarray, crop_size: int = CROP_SIZE) -> Optional[Face]:
         """image: [H, W, 3] uint8 RGB. The largest face, or None when no size in DETECTION_SIZES finds one."""
 
 
@@ -72,7 +72,7 @@ class InsightFaceAnalyzer:
                                  allowed_modules=["detection", "recognition"])
         self._app.prepare(ctx_id=0, det_size=(DETECTION_SIZES[0],) * 2)
 
-    def embed(self, image: np.ndarray) -> Optional[Face]:
+    def embed(self, image: np.ndarray, crop_size: int = CROP_SIZE) -> Optional[Face]:
         bgr = np.ascontiguousarray(image[:, :, ::-1])  # InsightFace's models read OpenCV (BGR) images
         for size in DETECTION_SIZES:
             self._app.det_model.input_size = (size, size)
@@ -80,7 +80,7 @@ class InsightFaceAnalyzer:
             if faces:
                 face = _largest(faces)
                 # Alignment is a warp, the same for any channel order: crop the RGB image for CLIP.
-                crop = self._align.norm_crop(image, landmark=face.kps, image_size=CROP_SIZE)
+                crop = self._align.norm_crop(image, landmark=face.kps, image_size=crop_size)
                 return Face(np.asarray(face.embedding, dtype=np.float32), crop, len(faces), size)
         return None
 

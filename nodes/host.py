@@ -264,6 +264,21 @@ def insightface_root() -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Kolors (FaceID-Plus): the UNet's own text projection.
+
+def encoder_hid_proj(model) -> tuple:
+    """(weight, bias) of the Kolors UNet's encoder_hid_proj (Linear 4096 -> 2048 that maps ChatGLM's states to
+    the context), or (None, None) when the UNet has none. ComfyUI has no Kolors model of its own: Kolors loaders
+    (ComfyUI-Kolors-MZ's UNet loader) give the host's UNetModel this layer as `diffusion_model.encoder_hid_proj`,
+    where ComfyUI_IPAdapter_plus also reads it."""
+    layer = getattr(getattr(model.model, "diffusion_model", None), "encoder_hid_proj", None)
+    weight, bias = getattr(layer, "weight", None), getattr(layer, "bias", None)
+    if not isinstance(weight, torch.Tensor):
+        return None, None
+    return weight.detach(), bias.detach() if isinstance(bias, torch.Tensor) else None
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Flux (nodes/patch_dit.py): the block layout and the diffusion-model wrapper.
 
 def flux_img_first(model) -> bool:

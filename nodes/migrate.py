@@ -416,7 +416,7 @@ class _Converter:
         if fmt == "text":
             new = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
         elif fmt == "plus version by file name":
-            new = "v2 (shortcut)" if "plusv2" in str(value).lower() else "v1"
+            new = "v2 (shortcut)" if any(s in str(value).lower() for s in ("plusv2", "kolors")) else "v1"  # Kolors: always
         elif fmt == "pack layer weights":
             new, note = pack_layer_weights(value)
             if note:

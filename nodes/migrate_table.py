@@ -60,11 +60,12 @@ OURS = {
         "optional": ("attn_mask:MASK", "layer_weights:COMBO", "layer_weights_custom:STRING", "weight_type:COMBO",
                      "embeds_scaling:COMBO", "composition_embeds:IPA_EMBEDS", "weight_composition:FLOAT",
                      "expand_style:BOOLEAN", "style_boost:FLOAT", "composition_boost:FLOAT",
-                     "faceid_lora_strength:FLOAT", "weight_faceidv2:FLOAT", "frame_weights:FLOAT", "legacy:BOOLEAN"),
+                     "faceid_lora_strength:FLOAT", "weight_faceidv2:FLOAT", "frame_weights:FLOAT", "legacy:BOOLEAN",
+                     "weight_kolors:FLOAT"),
         "defaults": {"weight": 1.0, "start_at": 0.0, "end_at": 1.0, "layer_weights": "all layers",
                      "layer_weights_custom": "", "weight_type": "linear", "embeds_scaling": "V only",
                      "weight_composition": 1.0, "expand_style": False, "style_boost": 1.0, "composition_boost": 0.0,
-                     "faceid_lora_strength": 1.0, "weight_faceidv2": 1.0, "legacy": False},
+                     "faceid_lora_strength": 1.0, "weight_faceidv2": 1.0, "legacy": False, "weight_kolors": 1.0},
         "links_only": ("frame_weights",),  # forceInput: a link input, no widget
         "outputs": ("MODEL",), "size": (320, 430),
         # value syntaxes that landed: the pack's "index:weight" strings, written "tINDEX:weight" (layer_weights.py)
@@ -132,7 +133,6 @@ _REGIONS_WHY = ("the pack's region params hold an image plus its own weight type
                 "ConditioningSetMask for the prompts")
 PENDING = {
     "IPARegionalParams": _REGIONS_WHY,
-    "IPAFaceIDKolors": "Kolors adapters are not supported here",
     "IPACombineFrameWeights": "IPAdapter Frame Weights has no combining node; join the weight lists by hand",
     "IPAPromptSchedule": "no prompt-schedule node here; write the schedule for your scheduler node by hand",
     "IPATiledBatch": ("Encode Image Prompt refuses tiles 'tiled' with combine 'batch' (each tile already maps to a part "
@@ -369,9 +369,11 @@ PACK = {
         wires={**_STYLE_COMP_WIRES, **_UNFOLD, "compose.combine": "=batch"}, needs=["apply.composition_embeds"],
         nodes=_COMPOSE),
     "IPAdapterFaceID": _FACEID_ENTRY,
-    "IPAdapterFaceIDKolors": {"required": _APPLY_REQ + ("weight:FLOAT", "weight_faceidv2:FLOAT", "weight_kolors:FLOAT")
-                              + _FACEID[5:], "optional": _FACEID_OPT, "outputs": ("MODEL", "IMAGE"),
-                              "counterpart": "IPAFaceIDKolors"},
+    "IPAdapterFaceIDKolors": {**_FACEID_ENTRY, "required": _APPLY_REQ + ("weight:FLOAT", "weight_faceidv2:FLOAT",
+                                                                          "weight_kolors:FLOAT") + _FACEID[5:],
+                              "options": {**_FACEID_ENTRY["options"], "weight_kolors": {"to": "apply.weight_kolors"}},
+                              "notes": [("mapped", "Kolors FaceID-Plus files carry no LoRA: faceid_lora_strength does "
+                                                   "nothing for them")]},
     "IPAAdapterFaceIDBatch": {**_FACEID_ENTRY, "wires": {**_FACEID_ENTRY["wires"], "face.combine": "=batch"},
                               "options": {**_FACEID_ENTRY["options"], "image": {"to": "face.image", **_UNFOLD_NOTE},
                                           "weight": _WEIGHT_BATCH, "combine_embeds": _BATCH_COMBINE}},

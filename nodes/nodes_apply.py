@@ -11,7 +11,7 @@ from ..ip_core.tiles import region_mask
 from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require, with_advice
 from .layer_weights import PRESETS
 from .layer_weights import layer_weights as resolve_layer_weights
-from .nodes_faceid import apply_faceid_lora, faceid_embeds_for
+from .nodes_faceid import apply_faceid_lora, faceid_embeds_for, kolors_context_for
 from .patch import AdapterBranch, SigmaWindow, patch_model
 from .patch_dit import check_flux_options, patch_flux_model
 from .patch_mmdit import SD3Branch, check_sd3_options, patch_sd3_model
@@ -144,6 +144,7 @@ class IPAApplyAdapter:
                 "weight_faceidv2": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 5.0, "step": 0.05, "tooltip": "FaceID PlusV2 only: scale of the CLIP refinement in the shortcut tokens = face + weight_faceidv2 * refinement (official s_scale)."}),
                 "frame_weights": ("FLOAT", {"forceInput": True, "tooltip": "One weight per frame (from IPAdapter Frame Weights), multiplying weight; fewer weights than frames repeat the last."}),
                 "legacy": ("BOOLEAN", {"default": False, "tooltip": "Reproduce ComfyUI_IPAdapter_plus: leave the middle block out (that pack registers it under a key the host never reads). Use with legacy on Encode Image Prompt. Set by python -m nodes.migrate --legacy."}),
+                "weight_kolors": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 5.0, "step": 0.05, "tooltip": "Kolors FaceID-Plus only: scales the Kolors UNet's encoder_hid_proj (weight and bias) that maps the 4096-wide face tokens to the context, as the widely used pack's IPAdapter FaceID Kolors (1 = the official pipeline). It scales K' and V'."}),
             },
         }
 
@@ -151,7 +152,7 @@ class IPAApplyAdapter:
     def apply(self, model, ipadapter, embeds, weight, start_at, end_at, attn_mask=None, layer_weights="all layers",
               layer_weights_custom="", weight_type="linear", embeds_scaling="V only", composition_embeds=None,
               weight_composition=1.0, expand_style=False, style_boost=1.0, composition_boost=0.0,
-              faceid_lora_strength=1.0, weight_faceidv2=1.0, frame_weights=None, legacy=False):
+              faceid_lora_strength=1.0, weight_faceidv2=1.0, frame_weights=None, legacy=False, weight_kolors=1.0):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
         config = a.config
@@ -174,6 +175,10 @@ class IPAApplyAdapter:
             check_embeds_fit(a.adapter, embeds)
         except AdapterMismatchError as e:
             raise with_advice(e, "Connect the same Load IPAdapter output to Encode Image Prompt and to Apply IPAdapter.") from None
+        if config.token_dim and composition_embeds is not None:
+            raise IPAdapterError(f"{a.name} ({config.description}) takes no composition_embeds; disconnect them.")
+        # Kolors FaceID-Plus: 4096-wide tokens -> context through the model's encoder_hid_proj (x weight_kolors)
+        embeds = kolors_context_for(model, a, embeds, check_number(weight_kolors, "weight_kolors", -1.0, 5.0))
         if not torch.isfinite(embeds.cond).all() or not torch.isfinite(embeds.uncond).all():
             raise IPAdapterError("the image prompt embeds contain NaN or infinite values; re-encode the image (check the CLIP vision model).")
         if config.base_model == "flux":

@@ -6,11 +6,14 @@ import numpy as np
 import torch
 
 from . import face_analysis, host
+from ..ip_core.config import KOLORS_ENCODER
 from ..ip_core.embeds import COMBINE_MODES, ImagePromptEmbeds
+from ..ip_core.encoder_table import encoder_file_for
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.faceid import FacePromptEmbeds, build_face_prompt, lora_targets
+from ..ip_core.kolors import check_face_clip_tokens, face_crop_size, kolors_context_embeds
 from ..ip_core.preprocess import preprocess_images
-from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, require
+from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, require, with_advice
 
 PLUS_VERSIONS = ("v2 (shortcut)", "v1")
 
@@ -23,15 +26,15 @@ class IPAEncodeFace:
     DESCRIPTION = (
         "Turns face photos into image prompt tokens for a FaceID adapter: InsightFace finds the largest face in each "
         "image (retrying smaller detection sizes), takes its 512-d identity embedding and, for FaceID Plus, an "
-        "aligned 224 px crop for the CLIP vision model. Unconditional tokens follow the official code (zero face "
-        "embedding, zero image for CLIP). Needs `pip install insightface onnxruntime` and the models in "
+        "aligned 224 px crop (Kolors: 336 px) for the CLIP vision model. Unconditional tokens follow the official code (zero face "
+        "embedding, zero image for CLIP; Kolors: a black image, as the widely used pack). Needs `pip install insightface onnxruntime` and the models in "
         "models/insightface/models/buffalo_l (or antelopev2)."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IPA_EMBEDS", "IMAGE")
     RETURN_NAMES = ("embeds", "faces")
     OUTPUT_TOOLTIPS = ("Face prompt tokens (cond and uncond) for the FaceID adapter they were made with.",
-                       "The aligned face crops (224 px), one per image.")
+                       "The aligned face crops (224 px; Kolors FaceID: 336 px), one per image.")
     FUNCTION = "encode"
 
     @classmethod
@@ -43,10 +46,10 @@ class IPAEncodeFace:
                 "provider": (list(face_analysis.PROVIDERS), {"default": "CPU", "tooltip": "onnxruntime execution provider for InsightFace."}),
             },
             "optional": {
-                "clip_vision": ("CLIP_VISION", {"tooltip": "FaceID Plus / PlusV2 only: the CLIP vision model (ViT-H/14)."}),
+                "clip_vision": ("CLIP_VISION", {"tooltip": "FaceID Plus / PlusV2 only: the CLIP vision model (ViT-H/14; Kolors FaceID: ViT-L/14-336)."}),
                 "insightface_model": (list(face_analysis.MODEL_FILES), {"default": "buffalo_l", "tooltip": "Face model pack in models/insightface/models/."}),
                 "combine": (list(COMBINE_MODES), {"default": "concat", "tooltip": "Several faces: concat = all faces' tokens side by side (official portrait); average / norm average = one blended face; batch = face i for batch item i."}),
-                "plus_version": (list(PLUS_VERSIONS), {"default": PLUS_VERSIONS[0], "tooltip": "FaceID Plus files only: PlusV2 files use the shortcut (x + weight_faceidv2 * r), Plus v1 files do not. The two share one file layout, so say which you loaded."}),
+                "plus_version": (list(PLUS_VERSIONS), {"default": PLUS_VERSIONS[0], "tooltip": "FaceID Plus files only: PlusV2 files use the shortcut (x + weight_faceidv2 * r), Plus v1 files do not. The two share one file layout, so say which you loaded. Kolors FaceID-Plus always uses the shortcut (its only recipe)."}),
             },
         }
 
@@ -67,15 +70,15 @@ class IPAEncodeFace:
             raise IPAdapterError(f"unknown plus_version {plus_version!r}; use one of {', '.join(PLUS_VERSIONS)}.")
         if config.clip_width and clip_vision is None:
             raise AdapterMismatchError(
-                f"{a.name} is a {config.description}: connect a Load CLIP Vision node (ViT-H/14, "
-                "CLIP-ViT-H-14-laion2B-s32B-b79K) to clip_vision."
+                f"{a.name} is a {config.description}: connect a Load CLIP Vision node ({_clip_file(config)}) to clip_vision."
             )
         analyzer = face_analysis.load_face_analyzer(provider, insightface_model)
         progress = host.progress_bar(image.shape[0])
         embeddings, crops, notes = [], [], []
+        crop_size = face_crop_size(config)
         for i in range(image.shape[0]):
             host.check_interrupt()
-            face = analyzer.embed(_to_uint8(image[i, :, :, :3]))
+            face = analyzer.embed(_to_uint8(image[i, :, :, :3]), crop_size=crop_size)
             if face is None:
                 raise face_analysis.FaceAnalysisError(
                     f"no face found in image {i} (of {image.shape[0]}) by {analyzer.name}, at detection sizes "
@@ -92,13 +95,21 @@ class IPAEncodeFace:
         if config.clip_width:
             clip_hidden, uncond_hidden = _clip_hidden_states(a, clip_vision, crops)
         embeds = build_face_prompt(a.adapter, embeddings, clip_hidden, uncond_hidden, combine=combine,
-                                   shortcut=plus_version == PLUS_VERSIONS[0], encoder_name=analyzer.name)
+                                   shortcut=plus_version == PLUS_VERSIONS[0] or config.kolors, encoder_name=analyzer.name)
         text = f"{image.shape[0]} face(s) encoded for {a.name} with {analyzer.name}" + (f"; {'; '.join(notes)}" if notes else "")
         return {"ui": {"text": [text]}, "result": (embeds, crops)}
 
 
+def _clip_file(config) -> str:
+    """The CLIP vision model a FaceID-Plus adapter's CLIP part needs: name, file."""
+    name = KOLORS_ENCODER if config.kolors else "ViT-H/14"
+    return f"{name}, {encoder_file_for(name)}"
+
+
 def _clip_hidden_states(a: LoadedAdapter, clip_vision, crops):
-    """CLIP penultimate hidden states of the aligned crops and of an all-zero normalised image (official uncond)."""
+    """CLIP penultimate hidden states of the aligned crops and of "no face": an all-zero normalised image (official
+    SD FaceID uncond); for Kolors a black image, as the widely used pack (the official Kolors pipeline zeroes the
+    CLIP states instead)."""
     if not host.can_encode_pixels(clip_vision):
         raise IPAdapterError(f"clip_vision is a {type(clip_vision).__name__}, not ComfyUI's CLIP vision model; connect a Load CLIP Vision node.")
     size = int(getattr(clip_vision, "image_size", 224))
@@ -107,10 +118,14 @@ def _clip_hidden_states(a: LoadedAdapter, clip_vision, crops):
     if width != a.config.clip_width:
         raise AdapterMismatchError(
             f"adapter/encoder mismatch: {a.name} ({a.config.description}) gets CLIP hidden states of width {width} from "
-            f"the connected CLIP vision model; load CLIP-ViT-H-14-laion2B-s32B-b79K as the CLIP vision model."
+            f"the connected CLIP vision model; load {_clip_file(a.config)} as the CLIP vision model."
         )
-    zeros = torch.zeros(1, 3, size, size)
-    uncond = host.encode_pixels(clip_vision, zeros).penultimate_hidden_states
+    check_face_clip_tokens(a.config, cond, "the connected CLIP vision model")
+    if a.config.kolors:
+        no_face = preprocess_images(torch.zeros(1, size, size, 3), mode="center", size=size)
+    else:
+        no_face = torch.zeros(1, 3, size, size)
+    uncond = host.encode_pixels(clip_vision, no_face).penultimate_hidden_states
     return cond, uncond
 
 
@@ -161,3 +176,16 @@ def apply_faceid_lora(model, a: LoadedAdapter, strength: float):
     if len(added) != len(pairs):
         raise IPAdapterError(f"{a.name}: the host accepted {len(added)} of {len(pairs)} LoRA weight patches.")
     return model
+
+
+def kolors_context_for(model, a: LoadedAdapter, embeds: ImagePromptEmbeds, weight_kolors: float) -> ImagePromptEmbeds:
+    """Kolors FaceID-Plus: the tokens through the model's own encoder_hid_proj, scaled by weight_kolors (the widely
+    used pack's IPAdapter FaceID Kolors). Other adapters: the embeds as they are."""
+    if not a.config.token_dim:
+        return embeds
+    weight, bias = host.encoder_hid_proj(model)
+    try:
+        return kolors_context_embeds(a.config, embeds, weight, bias, weight_kolors, model_label="the model's UNet")
+    except AdapterMismatchError as e:
+        raise with_advice(e, f"{a.name} needs a Kolors model: load the Kolors UNet with a Kolors loader that keeps "
+                             "its encoder_hid_proj (e.g. ComfyUI-Kolors-MZ's Kolors UNET loader).") from None

@@ -159,7 +159,7 @@ def _run(executor, prompt, name, execute=True):
 # converted and validated, but not executed here: FaceID needs InsightFace and its models, Load Embeds a file,
 # Enhancer Batch one frame per reference (one image enhanced gives two, the chain has one frame)
 NOT_EXECUTED = ("IPAdapterFaceID", "IPAAdapterFaceIDBatch", "IPAdapterUnifiedLoaderFaceID", "IPAdapterInsightFaceLoader",
-                "IPAdapterLoadEmbeds", "IPAdapterClipVisionEnhancerBatch")
+                "IPAdapterLoadEmbeds", "IPAdapterClipVisionEnhancerBatch", "IPAdapterFaceIDKolors")
 
 
 def convert_all(out_dir):

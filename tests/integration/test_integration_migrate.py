@@ -6,7 +6,7 @@ from scenario import last_result
 
 SCRIPT = "run_migrate.py"
 NOT_EXECUTED = ("IPAdapterFaceID", "IPAAdapterFaceIDBatch", "IPAdapterUnifiedLoaderFaceID", "IPAdapterInsightFaceLoader",
-                "IPAdapterLoadEmbeds", "IPAdapterClipVisionEnhancerBatch")  # as in run_migrate.py
+                "IPAdapterLoadEmbeds", "IPAdapterClipVisionEnhancerBatch", "IPAdapterFaceIDKolors")  # as in run_migrate.py
 
 
 def _run(scenario, tmp_path):
@@ -27,12 +27,12 @@ def test_every_pack_node_converts_validates_and_executes(tmp_path):
         assert res["ui"]["valid"], (node_type, res)  # kept nodes validate too (both packs are loaded)
         assert res["api"]["valid"] and res["api_same_nodes"], (node_type, res)
     complete = {t for t, res in r.items() if res["complete"]}
-    assert len(complete) == 30 and {"IPAdapter", "IPAdapterAdvanced", "IPAdapterBatch", "IPAdapterEmbeds",
+    assert len(complete) == 31 and {"IPAdapter", "IPAdapterAdvanced", "IPAdapterBatch", "IPAdapterEmbeds",
                                     "IPAdapterEncoder", "IPAdapterUnifiedLoader", "IPAdapterModelLoader",
                                     "PrepImageForClipVision", "IPAdapterMS", "IPAdapterFaceID", "IPAdapterTiled",
-                                    "IPAdapterStyleComposition", "IPAdapterWeights"} <= complete
+                                    "IPAdapterStyleComposition", "IPAdapterWeights", "IPAdapterFaceIDKolors"} <= complete
     # every node that converts and patches a model (with its providers), in one graph, executed once by the host;
-    # FaceID and Load Embeds (they need InsightFace / a file) and the nodes without a MODEL output are validated above
+    # FaceID and Load Embeds (they need InsightFace / a file; Kolors FaceID also a Kolors UNet) and the nodes without a MODEL output are validated above
     not_chained = set(NOT_EXECUTED) | {"IPAdapterCombineEmbeds", "IPAdapterNoise", "IPAdapterSaveEmbeds",
                                        "IPAdapterWeights", "IPAdapterWeightsFromStrategy"}
     assert set(chain["pack_nodes"]) == complete - not_chained and chain["problems"] == []

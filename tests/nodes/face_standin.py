@@ -26,7 +26,7 @@ class StandinFaceAnalyzer:
         self.projection = torch.randn(8 * 8 * 3, 512, generator=g)
         self.calls = 0
 
-    def embed(self, image: np.ndarray):
+    def embed(self, image: np.ndarray, crop_size: int = CROP_SIZE):
         self.calls += 1
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
         if image.max() == 0:
@@ -34,6 +34,6 @@ class StandinFaceAnalyzer:
         x = torch.from_numpy(image).float().permute(2, 0, 1)[None] / 255.0
         thumb = F.interpolate(x, size=(8, 8), mode="area").reshape(1, -1)
         embedding = (thumb - 0.5) @ self.projection  # raw: norm around 20 like ArcFace's
-        crop = F.interpolate(x, size=(CROP_SIZE, CROP_SIZE), mode="bilinear", align_corners=False)[0]
+        crop = F.interpolate(x, size=(crop_size, crop_size), mode="bilinear", align_corners=False)[0]
         crop = (crop.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         return Face(embedding[0].numpy().astype(np.float32), crop, self.faces_per_image, 640)

@@ -234,8 +234,9 @@ NEWLY_MAPPED = ("IPAdapterStyleComposition", "IPAdapterStyleCompositionBatch", "
                 "IPAdapterUnifiedLoader", "IPAdapterEncoder", "IPAdapterCombineEmbeds", "IPAdapterSaveEmbeds",
                 "IPAdapterLoadEmbeds", "IPAdapterNoise", "IPAdapterTiled",
                 "IPAdapterClipVisionEnhancer", "IPAdapterClipVisionEnhancerBatch", "IPAdapterBatch",
-                "IPAdapterEmbedsBatch", "IPAdapterWeights", "IPAdapterWeightsFromStrategy", "IPAdapterMS")
-STILL_MISSING = {"IPAdapterFaceIDKolors", "IPAdapterFromParams", "IPAdapterRegionalConditioning",
+                "IPAdapterEmbedsBatch", "IPAdapterWeights", "IPAdapterWeightsFromStrategy", "IPAdapterMS",
+                "IPAdapterFaceIDKolors")
+STILL_MISSING = {"IPAdapterFromParams", "IPAdapterRegionalConditioning",
                  "IPAdapterCombineParams", "IPAdapterCombineWeights", "IPAdapterPromptScheduleFromWeightsStrategy",
                  "IPAdapterTiledBatch"}
 
@@ -405,6 +406,20 @@ def test_faceid_with_the_model_loader_applies_no_lora_and_takes_insightface_sett
         _node(wf, "IPAdapterModelLoader")["widgets_values"] = [name]
         _, _, api = _both(wf)
         assert _api_node(api, "IPAEncodeFace")["plus_version"] == version
+
+
+def test_kolors_faceid_becomes_encode_face_and_apply_with_weight_kolors(host):
+    wf = pack_workflow("IPAdapterFaceIDKolors", {"weight_kolors": 1.7, "weight_faceidv2": 0.6, "weight": 0.9},
+                       connect_optional=True)
+    _node(wf, "IPAdapterModelLoader")["widgets_values"] = ["Kolors-IP-Adapter-FaceID-Plus.bin"]
+    new, report, api = _both(wf)
+    assert fits_our_nodes(new, api)
+    for face, apply in ((_values(new, "IPAEncodeFace"), _values(new, "IPAApplyAdapter")),
+                        (_api_node(api, "IPAEncodeFace"), _api_node(api, "IPAApplyAdapter"))):
+        assert (apply["weight"], apply["weight_faceidv2"], apply["weight_kolors"]) == (0.9, 0.6, 1.7)
+        assert apply["faceid_lora_strength"] == 0.0 and face["plus_version"] == "v2 (shortcut)"
+    assert "IPAdapterFaceIDKolors" not in _types(new)
+    assert not report.of("not supported yet") and any("carry no LoRA" in n.text for n in report.notes)
 
 
 def test_encoder_weight_and_mask(host):

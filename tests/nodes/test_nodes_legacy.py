@@ -49,9 +49,9 @@ def test_legacy_is_off_by_default(host, base):
     model = make_model("sd15")
     assert set(_apply(model, base, False).attn2_patches()) == set(IPAApplyAdapter().apply(
         model, base, build_image_prompt(base.adapter, torch.ones(1, 1024), torch.zeros(1, 1024)), 1.0, 0.0, 1.0)[0].attn2_patches())
-    for cls in (IPAApplyAdapter, IPAEncodeImagePrompt):
-        spec = cls.INPUT_TYPES()["optional"]
-        assert list(spec)[-1] == "legacy" and spec["legacy"][1]["default"] is False
+    for cls, after in ((IPAApplyAdapter, ["weight_kolors"]), (IPAEncodeImagePrompt, [])):
+        spec = cls.INPUT_TYPES()["optional"]  # appended later: Apply's weight_kolors (Kolors FaceID)
+        assert list(spec)[-1 - len(after):] == ["legacy"] + after and spec["legacy"][1]["default"] is False
 
 
 @pytest.mark.parametrize("crop, host_crop", [("center", True), ("squash", False), ("pad", None)])
