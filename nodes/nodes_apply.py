@@ -107,9 +107,10 @@ def _weight_plan(a, embeds, weight, weight_type, embeds_scaling, composition_emb
 
 class IPAApplyAdapter:
     DESCRIPTION = (
-        "Adds the image prompt to every cross-attention layer of the model (16 for SD1.5, 70 for SDXL, middle block "
-        "included): attention(text) + weight * attention(image tokens). Returns a patched copy; the input model is "
-        "unchanged. Chain several Apply nodes to stack adapters; they add up."
+        "Adds the image prompt to every cross-attention layer of the model (16 for SD1.5, 70 for SDXL and Kolors, "
+        "middle block included): attention(text) + weight * attention(image tokens); for Flux and SD3.5, to the "
+        "transformer blocks the adapter has, in its own form. Returns a patched copy; the input model is unchanged. "
+        "Chain several Apply nodes to stack adapters; they add up."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
@@ -121,7 +122,7 @@ class IPAApplyAdapter:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The SD1.5 or SDXL model to patch (matching the adapter)."}),
+                "model": ("MODEL", {"tooltip": "The model to patch: SD1.5, SDXL, Kolors, Flux or SD3.5 Large, matching the adapter."}),
                 "ipadapter": ("IPA_ADAPTER", {"tooltip": "The adapter from Load IPAdapter."}),
                 "embeds": ("IPA_EMBEDS", {"tooltip": "Image prompt tokens from Encode Image Prompt, made with this adapter."}),
                 "weight": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 5.0, "step": 0.05, "tooltip": "lambda: strength of the image prompt. 0 = text only (exactly the unpatched model), 1 = the paper's setting."}),
