@@ -2,8 +2,8 @@
 
 Stages (each cached in --output-dir/cache under a hash of its settings and its inputs' hashes, so a rerun
 reuses what is done): judges -> base model -> image encoder -> IP-Adapter -> ablation -> fully fine-tuned
-model -> derived model -> evaluation -> derived evaluation -> results.json / results.md / grids. With --sd15/--image-encoder/--ip-adapter it instead generates with
-real weights (see real.py).
+model -> derived model -> evaluation -> derived evaluation -> results.json / results.md / one grid per claim.
+With --sd15/--image-encoder/--ip-adapter it instead generates with real weights (see real.py).
 """
 from __future__ import annotations
 
