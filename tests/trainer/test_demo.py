@@ -17,10 +17,12 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert str(out / "results.json") in printed and "grid_fidelity.png" in printed
 
     results = json.loads((out / "results.json").read_text())
-    for name in ("results.md", "grid_fidelity.png", "grid_text_compat.png", "grid_base_text.png", "ip-adapter_demo.safetensors"):
+    grids = ("grid_fidelity.png", "grid_text_compat.png", "grid_ablation.png", "grid_table1.png", "grid_derived.png", "grid_base_text.png")
+    for name in ("results.md", "ip-adapter_demo.safetensors") + grids:
         assert (out / name).stat().st_size > 0, name
     assert [s["name"] for s in results["stages"]] == [
-        "judges", "base model", "image encoder", "IP-Adapter", "ablation (concat)", "fine-tuned (image variations)", "evaluation"]
+        "judges", "base model", "image encoder", "IP-Adapter", "ablation (concat)", "fine-tuned (image variations)", "derived model",
+        "evaluation", "derived evaluation"]
     assert not any(s["cached"] for s in results["stages"])
 
     # the trained adapter is a released-layout file the nodes can load
@@ -41,6 +43,20 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert results["finetuned"]["trainable_parameters"] > results["base"]["unet_parameters"] > results["ip_adapter"]["trainable_parameters"]
     md = (out / "results.md").read_text()
     assert "Lambda sweep" in md and "concatenated" in md and "95% Wilson interval" in md and "Table 1 analogue" in md
+    # one grid per claim, each named in results.md
+    claims = results["grid_claims"]
+    assert sorted(claims.values()) == sorted(grids) and all(f"`{g}`" in md for g in grids)
+    assert any("ablation" in c for c in claims) and any("Table 1" in c for c in claims) and any("derived" in c for c in claims)
+
+    # reuse on a derived model: the unchanged adapter file on the fine-tuned model, measured like the base, with the style
+    d = results["derived"]
+    assert d["adapter_file"] == results["ip_adapter"]["file"] and d["lambdas"] == ["0.5", "1.0"]
+    assert set(d["style_judge"]) == {"fires_on_style_data", "fires_on_base_data"} and "Reuse on a derived model" in md
+    dm = d["metrics"]
+    assert set(dm) == {"text", "fidelity", "text_compat", "base"} and set(dm["text"]) == {"colour", "shape", "both", "style"}
+    for l in d["lambdas"]:
+        assert set(dm["fidelity"][l]) == {"colour", "shape", "both", "style"} and {"both", "style"} <= set(dm["text_compat"][l])
+        assert set(dm["base"]["fidelity"][l]) == {"style"} and set(dm["base"]["text_compat"][l]) == {"style"}
 
     # every measured rate has its 95% interval, in the same nesting, around it
     def pairs(rates, cis):
@@ -50,9 +66,12 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert set(results["intervals"]) == set(m) - {"chance"}
     for rate, (lo, hi) in pairs({k: v for k, v in m.items() if k != "chance"}, results["intervals"]):
         assert 0 <= lo <= rate <= hi <= 1
+    assert set(d["intervals"]) == set(dm)
+    for rate, (lo, hi) in pairs(dm, d["intervals"]):
+        assert 0 <= lo <= rate <= hi <= 1
 
     # rerun: every stage comes from the cache, same numbers
     assert main(["--quick", "--output-dir", str(out), "--no-progress"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert all(s["cached"] for s in again["stages"])
-    assert again["metrics"] == results["metrics"]
+    assert again["metrics"] == results["metrics"] and again["derived"]["metrics"] == dm

@@ -63,6 +63,10 @@ def test_colour_judge_reads_every_palette_colour():
 def test_shape_judge_learns_shapes_not_colours():
     judge, acc, acc_noisy = train_shape_judge(16, seed=0, steps=150, n_train=1500)
     assert acc > 0.6 and acc_noisy > 0.6  # chance is 1/3; the full demo trains longer (reported accuracy ~0.99)
+    # it reads shapes on the derived model's tinted backgrounds too (its data has tinted backgrounds)
+    from trainer.demo.judges import shape_judge_accuracy
+
+    assert shape_judge_accuracy(judge, 16, seed=0, style="teal") > 0.6
     pred = judge.predict(make_judge_shapes(10, seed=9).images)
     assert pred.shape == (10,) and pred.dtype == torch.long
 
@@ -90,6 +94,10 @@ def test_wilson_intervals_are_the_standard_ones():
     lo, hi = wilson(0.49, 100)
     assert abs(lo - 0.3942199893) < 1e-9 and abs(hi - 0.5865198807) < 1e-9
     assert wilson(0.0, 45)[0] == 0.0 and wilson(1.0, 45)[1] == 1.0  # never outside 0..1
+    for n in range(1, 400):  # and always around the rate (at rate 1, n = 30 the formula rounds to 1 - 1e-16)
+        for k in {0, 1, n // 3, n - 1, n}:
+            lo, hi = wilson(k / n, n)
+            assert 0 <= lo <= k / n <= hi <= 1, (k, n)
     assert wilson(0.5, 385)[1] - 0.5 < 0.05  # 385 references: within +-5 points at the widest
 
 
@@ -100,3 +108,62 @@ def test_every_rate_gets_an_interval_in_the_same_nesting():
     ci = intervals(metrics, 45)
     assert set(ci) == {"base_text", "fidelity"} and set(ci["fidelity"]["0.5"]) == {"both"}
     assert ci["base_text"]["colour"][0] < 0.9 < ci["base_text"]["colour"][1]
+
+
+def test_style_judge_fires_on_the_derived_styles_images_not_on_the_bases():
+    from trainer.demo.judges import judge_teal, style_judge_accuracy, teal_score
+
+    styled, plain = make_shapes(400, seed=6, style="teal"), make_shapes(400, seed=6)
+    assert judge_teal(styled.images).all() and not judge_teal(plain.images).any()
+    # the same draws but the background: same objects, and the colour judge still reads them all
+    assert torch.equal(styled.colour, plain.colour) and torch.equal(styled.shape, plain.shape)
+    assert (judge_colour(styled.images) == styled.colour).all()
+    assert teal_score(styled.images).min() > 0.15 and teal_score(plain.images).abs().max() < 0.09  # margins around 0.12
+    assert style_judge_accuracy(16, seed=0, n=300) == {"fires_on_style_data": 1.0, "fires_on_base_data": 0.0}
+    with pytest.raises(ValueError, match="unknown style"):
+        make_shapes(4, seed=0, style="striped")
+
+
+def test_derived_model_fine_tunes_a_copy_and_takes_the_unchanged_adapter(tmp_path):
+    from ip_core.adapter import save_adapter
+    from trainer.demo.adapters import build_ip_model, reuse_ip_model
+    from trainer.demo.base import BaseConfig, TinyBase, train_base
+
+    torch.manual_seed(0)
+    base = TinyBase(BaseConfig(block_out_channels=(8, 16), context_dim=32)).freeze()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    derived = base.derive()
+    assert derived.unet is not base.unet and derived.text_encoder is base.text_encoder
+    losses = train_base(derived, make_shapes(64, seed=1, style="teal"), seed=2, steps=2, lr=1e-3, text_encoder=False)
+    assert len(losses) == 2
+    # the base (UNet and the shared text encoder) is untouched; the derived UNet moved and is frozen again
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())
+    assert any(not torch.equal(p, q) for p, q in zip(derived.unet.parameters(), base.unet.parameters()))
+    assert not any(p.requires_grad for p in derived.unet.parameters())
+
+    ip = build_ip_model(base, encoder_width=16)
+    with torch.no_grad():
+        for p in ip.adapter.parameters():
+            p.add_(torch.randn_like(p))  # a "trained" adapter, unlike the fresh init
+    path = save_adapter(ip.adapter, tmp_path / "a.safetensors")
+    reused = reuse_ip_model(derived, 16, str(path))
+    assert all(torch.equal(a, b) for a, b in zip(reused.adapter.state_dict().values(), ip.adapter.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(reused.unet.state_dict().values(), derived.unet.state_dict().values()))
+    # lambda 0 is the derived model itself, bit for bit
+    z, t = torch.randn(2, *derived.latent_shape), torch.tensor([10, 500])
+    text = derived.text_embeds(["a red circle", ""])
+    with torch.no_grad():
+        assert torch.equal(reused(z, t, text, torch.randn(2, 16), scale=0.0), derived.unet(z, t, text).sample)
+
+
+def test_derived_lambdas_and_seed_option():
+    from dataclasses import replace
+
+    from trainer.demo.metrics import EvalConfig, derived_lambdas
+    from trainer.demo.run import build_parser, full_config, quick_config
+
+    assert derived_lambdas(EvalConfig()) == [0.5, 1.0]
+    assert derived_lambdas(replace(EvalConfig(), lambdas=(0.0, 0.75))) == [0.75]
+    args = build_parser().parse_args(["--seed", "3"])
+    assert args.seed == 3 and build_parser().parse_args([]).seed == 0
+    assert full_config(3).seed == 3 and quick_config(3).seed == 3

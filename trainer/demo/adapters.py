@@ -99,6 +99,14 @@ def build_ip_model(base, encoder_width: int, num_tokens: int = 4) -> IPAdapterUN
     return IPAdapterUNet(unet, adapter, init_from_unet=True)
 
 
+def reuse_ip_model(model, encoder_width: int, adapter_file: str, num_tokens: int = 4) -> IPAdapterUNet:
+    """The released adapter file, unchanged, on another model's UNet (a model fine-tuned from the base): loaded as
+    `python -m trainer train --pretrained_ip_adapter_path` loads it (its fit to this UNet checked first)."""
+    unet = copy.deepcopy(model.unet)
+    adapter = build_adapter(unet, encoder_width, "base", num_tokens, pretrained_path=adapter_file)
+    return IPAdapterUNet(unet, adapter, init_from_unet=False).eval().requires_grad_(False)
+
+
 def build_concat_model(base, encoder_width: int, num_tokens: int = 4) -> ConcatTokensUNet:
     unet = copy.deepcopy(base.unet)
     proj = build_adapter(unet, encoder_width, "base", num_tokens).image_proj  # the very projection the IP-Adapter uses

@@ -8,7 +8,8 @@ is trained jointly (SD's was pretrained; here nothing is).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import copy
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +80,12 @@ class TinyBase:
             m.eval().requires_grad_(False)
         return self
 
+    def derive(self) -> "TinyBase":
+        """A model to fine-tune from this one: its own copy of the UNet; text encoder, tokenizer, scheduler shared."""
+        other = copy.copy(self)
+        other.unet = copy.deepcopy(self.unet)
+        return other
+
     def state_dict(self) -> dict:
         sd = {f"unet.{k}": v for k, v in self.unet.state_dict().items()}
         sd.update({f"text_encoder.{k}": v for k, v in self.text_encoder.state_dict().items()})
@@ -98,15 +105,22 @@ def report_step(progress, step: int, losses: list) -> None:
     if step % 20 == 0:
         progress.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", refresh=False)
 
-def train_base(base: TinyBase, data: ShapeBatch, seed: int, progress=None) -> list:
-    """Joint UNet + text encoder training on (image, caption naming a random subset of its attributes)."""
-    cfg = base.cfg
+def train_base(base: TinyBase, data: ShapeBatch, seed: int, progress=None, steps: int | None = None, lr: float | None = None,
+               text_encoder: bool = True) -> list:
+    """Joint UNet + text encoder training on (image, caption naming a random subset of its attributes).
+
+    steps / lr (default: the base config's) and text_encoder=False: the derived model's fine-tune (UNet only, on
+    text-only data, as community models are made; the text encoder stays the base's, frozen)."""
+    cfg = replace(base.cfg, steps=steps if steps is not None else base.cfg.steps, lr=lr if lr is not None else base.cfg.lr)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    params = list(base.unet.parameters()) + list(base.text_encoder.parameters())
+    params = list(base.unet.parameters()) + (list(base.text_encoder.parameters()) if text_encoder else [])
+    for p in params:
+        p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     base.unet.train()
-    base.text_encoder.train()
+    if text_encoder:
+        base.text_encoder.train()
     latents_all = base.encode(data.images)
     losses = []
     for step in range(cfg.steps):

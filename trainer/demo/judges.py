@@ -14,13 +14,34 @@ from torch import nn
 from .shapes import PALETTE, SHAPES, make_judge_shapes, make_shapes
 
 NONE = -1  # "no object found"
+TEAL_THRESHOLD = 0.12  # teal_score of a background: 0.17..0.31 on the derived style's data, -0.08..0.08 on the base's
+
+
+def _pixels(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)  # [N, S, S, 3] in 0..1
+
+
+def _background(x: torch.Tensor) -> torch.Tensor:
+    """[N, S, S, 3] pixels -> [N, 3]: the median of the border pixels (the objects sit in the middle)."""
+    border = torch.cat([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], dim=1)  # [N, 4S-4, 3]
+    return border.median(dim=1).values
+
+
+def teal_score(images: torch.Tensor) -> torch.Tensor:
+    """images [N, 3, S, S] in [-1, 1] -> (G + B) / 2 - R of each background (shapes.TEAL_TINT moves it by 0.24)."""
+    bg = _background(_pixels(images))
+    return (bg[:, 1] + bg[:, 2]) / 2 - bg[:, 0]
+
+
+def judge_teal(images: torch.Tensor, threshold: float = TEAL_THRESHOLD) -> torch.Tensor:
+    """The derived model's style judge: True where the background is teal-tinted."""
+    return teal_score(images) > threshold
 
 
 def judge_colour(images: torch.Tensor, threshold: float = 0.2, min_pixels: int = 3) -> torch.Tensor:
     """images [N, 3, S, S] in [-1, 1] -> palette index per image (NONE when no object stands out)."""
-    x = ((images.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)  # [N, S, S, 3] in 0..1
-    border = torch.cat([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], dim=1)  # [N, 4S-4, 3]
-    bg = border.median(dim=1).values  # [N, 3]
+    x = _pixels(images)
+    bg = _background(x)  # [N, 3]
     dist = (x - bg[:, None, None]).norm(dim=-1)  # [N, S, S]
     fg = dist > threshold
     count = fg.sum(dim=(1, 2))
@@ -69,13 +90,26 @@ def train_shape_judge(size: int, seed: int, steps: int = 400, batch: int = 128, 
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    held = make_shapes(1000, seed=seed + 202, size=size)
-    acc = (judge.predict(held.images) == held.shape).float().mean().item()
+    acc = shape_judge_accuracy(judge, size, seed)
     noisy = make_judge_shapes(1000, seed=seed + 303, size=size)
     acc_noisy = (judge.predict(noisy.images) == noisy.shape).float().mean().item()
     return judge.eval().requires_grad_(False), acc, acc_noisy
 
 
-def colour_judge_accuracy(size: int, seed: int) -> float:
-    held = make_shapes(1000, seed=seed + 404, size=size)
+def shape_judge_accuracy(judge: ShapeJudge, size: int, seed: int, style: str = "plain") -> float:
+    """On 1000 held-out dataset images (the base's, or the derived model's style)."""
+    held = make_shapes(1000, seed=seed + 202, size=size, style=style)
+    return (judge.predict(held.images) == held.shape).float().mean().item()
+
+
+def colour_judge_accuracy(size: int, seed: int, style: str = "plain") -> float:
+    held = make_shapes(1000, seed=seed + 404, size=size, style=style)
     return (judge_colour(held.images) == held.colour).float().mean().item()
+
+
+def style_judge_accuracy(size: int, seed: int, n: int = 1000) -> dict:
+    """The style judge on ground truth: how often it fires on the derived style's images and on the base's."""
+    styled = make_shapes(n, seed=seed + 505, size=size, style="teal")
+    plain = make_shapes(n, seed=seed + 505, size=size)
+    return {"fires_on_style_data": judge_teal(styled.images).float().mean().item(),
+            "fires_on_base_data": judge_teal(plain.images).float().mean().item()}

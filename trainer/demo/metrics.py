@@ -167,7 +167,8 @@ def wilson(rate: float, n: int, z: float = Z95) -> list:
     denom = 1 + z * z / n
     centre = (rate + z * z / (2 * n)) / denom
     half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denom
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    # the interval always holds the rate itself; the clamp keeps float rounding (1 - 1e-16 at rate 1) from losing it
+    return [max(0.0, min(rate, centre - half)), min(1.0, max(rate, centre + half))]
 
 
 def intervals(metrics: dict, n: int) -> dict:
@@ -176,3 +177,58 @@ def intervals(metrics: dict, n: int) -> dict:
         return {k: walk(v) if isinstance(v, dict) else wilson(float(v), n) for k, v in node.items()}
 
     return {k: walk(v) for k, v in metrics.items() if k != "chance"}
+
+
+def derived_lambdas(cfg: EvalConfig) -> list:
+    """The lambdas the derived model is measured at: the results table's (0.5 where swept, and the highest)."""
+    lam = [l for l in cfg.lambdas if l != 0]
+    return sorted({l for l in lam if l == 0.5} | set(lam[-1:]))
+
+
+def evaluate_derived(derived, derived_ip, ref_features: torch.Tensor, refs: ShapeBatch, judge, cfg: EvalConfig, seed: int,
+                     base_images: dict, progress=None):
+    """Reuse on a derived model: the base's adapter, unchanged, on a model fine-tuned from the base into a new style.
+
+    derived: the fine-tuned TinyBase; derived_ip: the unchanged adapter on its UNet. The same starting noise per
+    reference as `evaluate` (same seed), so each derived image pairs with the base's image of the same condition.
+    base_images: `evaluate`'s images ({"base_text": ..., "fidelity_<l>": ..., "compat_<l>": ...}), for the style
+    rate of the base's own generations (the judge's false-alarm rate on generated images).
+    -> (metrics, images): metrics["text"] (derived model, full caption, no adapter), metrics["fidelity"][l] and
+    metrics["text_compat"][l] (derived + adapter), each with "style" (the derived style kept); metrics["base"]: the
+    style rate of the base model's images under the same conditions."""
+    from .judges import judge_teal
+
+    gen = Generator(derived, cfg, progress)
+    n = len(refs)
+    noise = noise_for(n, derived.latent_shape, seed)
+    style = lambda img: judge_teal(img).float().mean().item()
+    metrics, images = {}, {}
+
+    full = [caption(c, s) for c, s in zip(refs.colour.tolist(), refs.shape.tolist())]
+    img = gen.run(None, full, noise=noise)
+    metrics["text"] = {**rates(*judge_all(img, judge), refs.colour, refs.shape), "style": style(img)}
+    images["derived_text"] = (full, img)
+
+    ccaps, want_c, want_s, names = compat_prompts(refs)
+    text_named_shape = torch.tensor([x == "shape" for x in names])
+    lam = derived_lambdas(cfg)
+    img = gen.run(derived_ip, ([""] * n + ccaps) * len(lam), ref_features.repeat(2 * len(lam), 1),
+                  torch.tensor(lam).repeat_interleave(2 * n), noise=noise.repeat(2 * len(lam), 1, 1, 1))
+    pc, ps = judge_all(img, judge)
+    fid, comp = {}, {}
+    for k, l in enumerate(lam):
+        a = 2 * n * k
+        f, c = img[a : a + n], img[a + n : a + 2 * n]
+        fid[str(l)] = {**rates(pc[a : a + n], ps[a : a + n], refs.colour, refs.shape), "style": style(f)}
+        cpc, cps = pc[a + n : a + 2 * n], ps[a + n : a + 2 * n]
+        r = rates(cpc, cps, want_c, want_s)
+        r.update(text_attribute=torch.where(text_named_shape, cps == want_s, cpc == want_c).float().mean().item(),
+                 image_attribute=torch.where(text_named_shape, cpc == want_c, cps == want_s).float().mean().item(), style=style(c))
+        comp[str(l)] = r
+        images[f"derived_fidelity_{l}"] = ([""] * n, f)
+        images[f"derived_compat_{l}"] = (ccaps, c)
+    metrics["fidelity"], metrics["text_compat"] = fid, comp
+    metrics["base"] = {"text": {"style": style(base_images["base_text"][1])},
+                       "fidelity": {str(l): {"style": style(base_images[f"fidelity_{l}"][1])} for l in lam},
+                       "text_compat": {str(l): {"style": style(base_images[f"compat_{l}"][1])} for l in lam}}
+    return metrics, images

@@ -61,7 +61,9 @@ def results_markdown(results: dict) -> str:
         f"{'quick' if results['quick'] else 'full'} run, seed {results['seed']}.",
         "",
         f"Judges: colour from pixel statistics (accuracy on held-out dataset images {_pct(results['judges']['colour_accuracy'])}); "
-        f"shape CNN held-out accuracy {_pct(results['judges']['shape_accuracy'])}.",
+        f"shape CNN held-out accuracy {_pct(results['judges']['shape_accuracy'])}"
+        + (f"; on the derived model's style (below): colour {_pct(results['judges']['colour_accuracy_derived_style'])}, "
+           f"shape {_pct(results['judges']['shape_accuracy_derived_style'])}." if "shape_accuracy_derived_style" in results["judges"] else "."),
         f"Image encoder: {results['encoder']['description']}.",
         f"Base model from text alone (full caption): colour {_pct(m['base_text']['colour'])}, shape {_pct(m['base_text']['shape'])}, "
         f"both {_pct(m['base_text']['both'])}.",
@@ -101,8 +103,51 @@ def results_markdown(results: dict) -> str:
     lines += ["", f"References: {results['n_refs']} held-out images ({results['eval']['refs_per_combination']} per colour x shape); "
               f"DDIM {results['eval']['sample_steps']} steps, guidance {results['eval']['guidance']}. In brackets: the 95% "
               f"Wilson interval of each rate over those {results['n_refs']} references.", ""]
+    if "derived" in results:
+        lines += derived_markdown(results, cell)
     lines += ["## Stages", "", "| stage | seconds | cached | notes |", "|---|---|---|---|"]
     for s in results["stages"]:
         lines.append(f"| {s['name']} | {s['seconds']:.1f} | {'yes' if s['cached'] else 'no'} | {s.get('notes', '')} |")
-    lines += ["", "Grids: " + ", ".join(f"`{os.path.basename(p)}`" for p in results["grids"]), ""]
+    lines += [""]
+    if "grid_claims" in results:
+        lines += ["## Grids: one per claim (first column: the references; row labels: the captions where text is used)", "",
+                  "| claim | grid |", "|---|---|"] + [f"| {c} | `{g}` |" for c, g in results["grid_claims"].items()] + [""]
+    else:
+        lines += ["Grids: " + ", ".join(f"`{os.path.basename(p)}`" for p in results["grids"]), ""]
     return "\n".join(lines)
+
+
+def derived_markdown(results: dict, cell) -> list:
+    """The reuse claim: the base's adapter, unchanged, on a model fine-tuned from the base into a new style."""
+    d = results["derived"]
+    m, ci = d["metrics"], d["intervals"]
+
+    def dcell(*path):
+        v, c = m, ci
+        for k in path:
+            v, c = v[k], c[k]
+        return _pct(v, c)
+
+    sj = d["style_judge"]
+    lines = ["## Reuse on a derived model: the base's adapter, unchanged", "",
+             f"Derived model: the base UNet fine-tuned {d['steps']} steps (learning rate {d['lr']}) on text-only data in a style "
+             f"the base never saw, {d['style']}-tinted backgrounds (captions unchanged, the base's text encoder; final loss "
+             f"{d['final_loss']:.4f}). The adapter trained on the base is loaded from its file onto it as it is. Style judge "
+             f"(the background's tint, from the border pixels), on ground truth: it fires on {_pct(sj['fires_on_style_data'])} of "
+             f"the style's images and {_pct(sj['fires_on_base_data'])} of the base's.", "",
+             "| model | prompt | colour | shape | both | style kept | text+image both | style kept (text+image) |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| base | caption alone | {cell('base_text', 'colour')} | {cell('base_text', 'shape')} | {cell('base_text', 'both')} | "
+             f"{dcell('base', 'text', 'style')} | | |",
+             f"| derived | caption alone | {dcell('text', 'colour')} | {dcell('text', 'shape')} | {dcell('text', 'both')} | "
+             f"{dcell('text', 'style')} | | |"]
+    for l in d["lambdas"]:
+        lines += [f"| base + adapter (lambda {l}) | image | {cell('fidelity', l, 'colour')} | {cell('fidelity', l, 'shape')} | "
+                  f"{cell('fidelity', l, 'both')} | {dcell('base', 'fidelity', l, 'style')} | {cell('text_compat', l, 'both')} | "
+                  f"{dcell('base', 'text_compat', l, 'style')} |",
+                  f"| derived + the unchanged adapter (lambda {l}) | image | {dcell('fidelity', l, 'colour')} | {dcell('fidelity', l, 'shape')} | "
+                  f"{dcell('fidelity', l, 'both')} | {dcell('fidelity', l, 'style')} | {dcell('text_compat', l, 'both')} | "
+                  f"{dcell('text_compat', l, 'style')} |"]
+    lines += ["", "Caption alone: colour / shape / both against the caption; image: against the reference (empty text); "
+              "text+image: the text-compatibility test above. Style kept: how often the style judge fires on those images.", ""]
+    return lines

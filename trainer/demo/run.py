@@ -1,9 +1,9 @@
 """`python -m trainer demo`: an IP-Adapter reproduction in miniature, from nothing, on a CPU.
 
 Stages (each cached in --output-dir/cache under a hash of its settings and its inputs' hashes, so a rerun
-reuses what is done): judges -> base model -> image encoder -> IP-Adapter -> ablation -> evaluation ->
-results.json / results.md / grids. With --sd15/--image-encoder/--ip-adapter it instead generates with
-real weights (see real.py).
+reuses what is done): judges -> base model -> image encoder -> IP-Adapter -> ablation -> fully fine-tuned
+model -> derived model -> evaluation -> derived evaluation -> results.json / results.md / one grid per claim.
+With --sd15/--image-encoder/--ip-adapter it instead generates with real weights (see real.py).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from . import adapters as A
 from .adapters import AdapterTrainConfig
 from .base import BaseConfig, TinyBase, train_base
 from .encoder import build_encoder, encode_images, encoder_arch, linear_probe, pretrain_encoder
-from .judges import ShapeJudge, colour_judge_accuracy, train_shape_judge
-from .metrics import EvalConfig, evaluate, intervals, total_images
+from .judges import ShapeJudge, colour_judge_accuracy, shape_judge_accuracy, style_judge_accuracy, train_shape_judge
+from .metrics import EvalConfig, derived_lambdas, evaluate, evaluate_derived, intervals, total_images
 from .real import run_real
 from .report import results_markdown, save_grid
 from .shapes import COLOUR_NAMES, SHAPES, make_shapes
@@ -39,8 +39,12 @@ class DemoConfig:
     seed: int = 0
     image_size: int = 16
     train_images: int = 8192
-    judge_steps: int = 300
+    judge_steps: int = 600  # its data has tinted backgrounds too (the derived style): 600 steps read both at ~98-99%
     encoder_pretrain_steps: int = 200  # 0 = random-init frozen tower
+    # the derived model: the base's UNet fine-tuned (text-only data, captions unchanged) into a new style
+    derived_style: str = "teal"
+    derived_steps: int = 300
+    derived_lr: float = 1e-3
     base: BaseConfig = BaseConfig()
     adapter: AdapterTrainConfig = AdapterTrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -53,8 +57,9 @@ def full_config(seed: int = 0) -> DemoConfig:
 def quick_config(seed: int = 0) -> DemoConfig:
     # About a third of the compute; higher learning rates make up part of the shorter schedules.
     return DemoConfig(
-        seed=seed, train_images=4096, judge_steps=150, encoder_pretrain_steps=60,
+        seed=seed, train_images=4096, judge_steps=300, encoder_pretrain_steps=60,
         base=replace(BaseConfig(), steps=500, lr=4e-3), adapter=replace(AdapterTrainConfig(), steps=200, lr=3e-3),
+        derived_steps=100, derived_lr=2e-3,
         eval=replace(EvalConfig(), refs_per_combination=2, lambdas=(0.0, 0.5, 1.0), sample_steps=15),
     )
 
@@ -150,7 +155,7 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
 
     # 1. judges ---------------------------------------------------------------------------------
     t0 = time.time()
-    key = _hash({"judge": 3, "size": S, "seed": seed, "steps": cfg.judge_steps})  # bump when the judge changes
+    key = _hash({"judge": 4, "size": S, "seed": seed, "steps": cfg.judge_steps, "style": cfg.derived_style})  # bump when the judge changes
     hit = cache.load("judge", key)
     judge = ShapeJudge()
     if hit:
@@ -160,10 +165,13 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
     else:
         with bar("judges: shape CNN", cfg.judge_steps) as pb:
             judge, acc, acc_noisy = train_shape_judge(S, seed, steps=cfg.judge_steps, progress=pb)
-        meta = {"shape_accuracy": acc, "shape_accuracy_noisy": acc_noisy, "colour_accuracy": colour_judge_accuracy(S, seed)}
+        meta = {"shape_accuracy": acc, "shape_accuracy_noisy": acc_noisy, "colour_accuracy": colour_judge_accuracy(S, seed),
+                "shape_accuracy_derived_style": shape_judge_accuracy(judge, S, seed, cfg.derived_style),
+                "colour_accuracy_derived_style": colour_judge_accuracy(S, seed, cfg.derived_style)}
         cache.save("judge", key, judge.state_dict(), meta)
     judges = dict(meta)
-    stage("judges", t0, bool(hit), f"shape CNN held-out accuracy {meta['shape_accuracy']:.3f}")
+    stage("judges", t0, bool(hit), f"shape CNN held-out accuracy {meta['shape_accuracy']:.3f} "
+                                   f"({meta['shape_accuracy_derived_style']:.3f} on the derived style's images)")
 
     data = make_shapes(cfg.train_images, seed=seed, size=S)
 
@@ -267,6 +275,29 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
     stage("fine-tuned (image variations)", t0, bool(hit),
           f"{ft_meta['trainable_parameters']:,} trainable parameters, final loss {ft_meta['final_loss']:.4f}")
 
+    # 5c. reuse on a derived model: the base fine-tuned into a new style on text-only data (UNet only) ---------------
+    t0 = time.time()
+    dv_cfg = {"style": cfg.derived_style, "steps": cfg.derived_steps, "lr": cfg.derived_lr, "n": cfg.train_images}
+    dv_key = _hash({"derived": dv_cfg, "base": base_key, "seed": seed})
+    derived = base.derive()
+    hit = cache.load("derived", dv_key)
+    if hit:
+        derived.unet.load_state_dict(hit[0])
+        derived.freeze()
+        dv_meta = hit[1]
+    else:
+        styled = make_shapes(cfg.train_images, seed=seed + 5, size=S, style=cfg.derived_style)
+        with bar(f"derived model: base fine-tuned into {cfg.derived_style} backgrounds", cfg.derived_steps) as pb:
+            losses = train_base(derived, styled, seed + 5, progress=pb, steps=cfg.derived_steps, lr=cfg.derived_lr, text_encoder=False)
+        dv_meta = {"final_loss": sum(losses[-50:]) / len(losses[-50:]), "trainable_parameters": sum(p.numel() for p in derived.unet.parameters()),
+                   **dv_cfg, "style_judge": style_judge_accuracy(S, seed)}
+        cache.save("derived", dv_key, derived.unet.state_dict(), dv_meta)
+    # the adapter trained on the base, unchanged: its released file loaded onto the derived model's UNet
+    dv_ip = A.reuse_ip_model(derived, encoder.projection_dim, adapter_file, cfg.adapter.num_tokens)
+    sj = dv_meta["style_judge"]
+    stage("derived model", t0, bool(hit), f"{cfg.derived_steps} steps on {cfg.derived_style} backgrounds, final loss {dv_meta['final_loss']:.4f}; "
+          f"style judge fires on {100 * sj['fires_on_style_data']:.0f}% of the style's images, {100 * sj['fires_on_base_data']:.0f}% of the base's")
+
     # 6. evaluation -----------------------------------------------------------------------------
     t0 = time.time()
     k = cfg.eval.refs_per_combination
@@ -294,19 +325,52 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
                    {"metrics": metrics, "captions": {k: v[0] for k, v in images.items()}})
     stage("evaluation", t0, bool(hit), f"{total_images(len(refs), cfg.eval)} images, DDIM {cfg.eval.sample_steps} steps")
 
+    # 6b. the unchanged adapter on the derived model (the same noise as the base's evaluation) ------------------------
+    t0 = time.time()
+    dv_images_n = len(refs) * (1 + 2 * len(derived_lambdas(cfg.eval)))
+    dev_key = _hash({"derived_eval": 1, "eval": ev_key, "derived": dv_key, "ip": ip_key})
+    hit = cache.load("derived_evaluation", dev_key)
+    if hit:
+        dv_metrics = hit[1]["metrics"]
+        images.update({name: (caps, hit[0][name]) for name, caps in hit[1]["captions"].items()})
+    else:
+        with bar("derived model: the unchanged adapter", dv_images_n) as pb:
+            dv_metrics, dv_images = evaluate_derived(derived, dv_ip, ref_features, refs, judge, cfg.eval, seed + 2, images, progress=pb)
+        cache.save("derived_evaluation", dev_key, {k: v[1] for k, v in dv_images.items()},
+                   {"metrics": dv_metrics, "captions": {k: v[0] for k, v in dv_images.items()}})
+        images.update(dv_images)
+    stage("derived evaluation", t0, bool(hit), f"{dv_images_n} images, DDIM {cfg.eval.sample_steps} steps")
+
     # 7. outputs --------------------------------------------------------------------------------
     rows = min(len(refs), 15)
     lam = [str(l) for l in cfg.eval.lambdas]
-    grids = [
-        save_grid(os.path.join(output_dir, "grid_fidelity.png"),
-                  [refs.images] + [images[f"fidelity_{l}"][1] for l in lam] + [images["concat_fidelity"][1], images["finetuned_fidelity"][1]],
-                  rows, ["ref"] + [f"l={l}" for l in lam] + ["concat", "finetune"]),
-        save_grid(os.path.join(output_dir, "grid_text_compat.png"),
-                  [refs.images] + [images[f"compat_{l}"][1] for l in lam] + [images["concat_compat"][1], images["finetuned_compat"][1]],
-                  rows, ["ref"] + [f"l={l}" for l in lam] + ["concat", "finetune"], labels=images[f"compat_{lam[0]}"][0]),
-        save_grid(os.path.join(output_dir, "grid_base_text.png"), [refs.images, images["base_text"][1]], rows,
-                  ["same attr.", "base"], labels=images["base_text"][0]),
-    ]
+    hi, dv_hi = lam[-1], str(derived_lambdas(cfg.eval)[-1])
+    compat_labels = images[f"compat_{lam[0]}"][0]
+    path = lambda name: os.path.join(output_dir, name)
+    # one grid per claim (results.md names the claim of each); the first column holds the references
+    grids = {
+        "fidelity (lambda sweep)": save_grid(
+            path("grid_fidelity.png"),
+            [refs.images] + [images[f"fidelity_{l}"][1] for l in lam] + [images["concat_fidelity"][1], images["finetuned_fidelity"][1]],
+            rows, ["ref"] + [f"l={l}" for l in lam] + ["concat", "finetune"]),
+        "text + image (lambda sweep)": save_grid(
+            path("grid_text_compat.png"),
+            [refs.images] + [images[f"compat_{l}"][1] for l in lam] + [images["concat_compat"][1], images["finetuned_compat"][1]],
+            rows, ["ref"] + [f"l={l}" for l in lam] + ["concat", "finetune"], labels=compat_labels),
+        "ablation: decoupled vs concatenated, text + image": save_grid(
+            path("grid_ablation.png"), [refs.images, images[f"compat_{hi}"][1], images["concat_compat"][1]], rows,
+            ["ref", f"IP l={hi}", "concat"], labels=compat_labels),
+        "Table 1 analogue: adapter vs fully fine-tuned": save_grid(
+            path("grid_table1.png"),
+            [refs.images, images[f"fidelity_{hi}"][1], images["finetuned_fidelity"][1], images[f"compat_{hi}"][1], images["finetuned_compat"][1]],
+            rows, ["ref", "IP img", "FT img", "IP +txt", "FT +txt"], labels=compat_labels),
+        "reuse on a derived model": save_grid(
+            path("grid_derived.png"),
+            [refs.images, images[f"fidelity_{dv_hi}"][1], images[f"derived_fidelity_{dv_hi}"][1], images["derived_text"][1]],
+            rows, ["ref", "base+IP", "deriv+IP", "deriv txt"], labels=images["derived_text"][0]),
+        "base model from text": save_grid(path("grid_base_text.png"), [refs.images, images["base_text"][1]], rows,
+                                          ["same attr.", "base"], labels=images["base_text"][0]),
+    }
     results = {
         "command": command or "python -m trainer demo",
         "quick": quick,
@@ -320,13 +384,18 @@ def run_demo(cfg: DemoConfig, output_dir: str, use_cache: bool = True, progress:
         "ip_adapter": {**ip_meta, "file": adapter_file},
         "concat": cc_meta,
         "finetuned": ft_meta,
+        # reuse on a derived model: n = n_refs for every interval
+        "derived": {**dv_meta, "adapter_file": adapter_file, "lambdas": [str(l) for l in derived_lambdas(cfg.eval)],
+                    "metrics": dv_metrics, "intervals": intervals(dv_metrics, len(refs))},
         "eval": cfg.eval.to_dict(),
         "metrics": metrics,
         "intervals": intervals(metrics, len(refs)),  # 95% Wilson intervals, one per rate, n = n_refs
         "stages": stages,
-        "grids": grids,
+        "grids": list(grids.values()),
+        "grid_claims": {claim: os.path.basename(p) for claim, p in grids.items()},
         "config": {"base": cfg.base.to_dict(), "adapter": cfg.adapter.to_dict(), "train_images": cfg.train_images,
-                   "judge_steps": cfg.judge_steps, "encoder_pretrain_steps": cfg.encoder_pretrain_steps, "image_size": S},
+                   "judge_steps": cfg.judge_steps, "encoder_pretrain_steps": cfg.encoder_pretrain_steps, "image_size": S,
+                   "derived": dv_cfg},
     }
     with open(os.path.join(output_dir, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1)

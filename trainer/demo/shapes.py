@@ -25,6 +25,13 @@ PALETTE = np.array([COLOURS[c] for c in COLOUR_NAMES], dtype=np.float32)
 # Caption kinds for base-model training: the full caption most of the time, one attribute sometimes (so
 # "a circle" means "a circle of any colour", which the text-compatibility test relies on), empty for CFG.
 CAPTION_KINDS = ("full", "colour", "shape", "empty")
+
+# The derived model's new style (the base never saw it): teal-tinted backgrounds instead of neutral grey ones.
+# Captions stay as they are, as in a community fine-tune without a trigger word. The tint moves the grey
+# background by TEAL_TINT, so teal_score = (G + B) / 2 - R of the background is 0.24 +- 0.06 on styled images
+# and within +-0.08 on the base's (its per-channel jitter is +-0.04).
+TEAL_TINT = np.array([-0.12, 0.12, 0.12], dtype=np.float32)
+STYLES = ("plain", "teal")
 CAPTION_PROBS = (0.6, 0.15, 0.15, 0.1)
 
 
@@ -81,10 +88,15 @@ def sample_attributes(n: int, rng: np.random.Generator, size: int):
     return colour, shape, cx, cy, r, background
 
 
-def make_shapes(n: int, seed: int, size: int = 16, colour_jitter: float = 0.05) -> ShapeBatch:
-    """n images of palette-coloured shapes; the same (n, seed, size) always gives the same tensors."""
+def make_shapes(n: int, seed: int, size: int = 16, colour_jitter: float = 0.05, style: str = "plain") -> ShapeBatch:
+    """n images of palette-coloured shapes; the same (n, seed, size, style) always gives the same tensors.
+    style "teal": the derived model's backgrounds (TEAL_TINT added; the same draws as "plain" otherwise)."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}: use one of {STYLES}")
     rng = np.random.default_rng(seed)
     colour, shape, cx, cy, r, background = sample_attributes(n, rng, size)
+    if style == "teal":
+        background = np.clip(background + TEAL_TINT, 0, 1).astype(np.float32)
     rgb = np.clip(PALETTE[colour] + rng.uniform(-colour_jitter, colour_jitter, (n, 3)), 0, 1).astype(np.float32)
     img = render(rgb, shape, cx, cy, r, background, size)
     images = torch.from_numpy(img).permute(0, 3, 1, 2).mul(2).sub(1).contiguous()
@@ -92,10 +104,12 @@ def make_shapes(n: int, seed: int, size: int = 16, colour_jitter: float = 0.05) 
 
 
 def make_judge_shapes(n: int, seed: int, size: int = 16) -> ShapeBatch:
-    """Shapes in *any* colour with pixel noise: training data for the shape judge, so it learns shape, not
-    colour, and tolerates the imperfect pixels of generated images. colour is -1 (not a palette colour)."""
+    """Shapes in *any* colour on backgrounds of any tint (up to 0.2 per channel off grey: it covers the derived
+    model's style) with pixel noise: training data for the shape judge, so it learns shape, not colour, and
+    tolerates the imperfect pixels of generated images. colour is -1 (not a palette colour)."""
     rng = np.random.default_rng(seed)
     _, shape, cx, cy, r, background = sample_attributes(n, rng, size)
+    background = np.clip(background + rng.uniform(-0.2, 0.2, (n, 3)), 0, 1).astype(np.float32)
     rgb = rng.uniform(0, 1, (n, 3)).astype(np.float32)
     # keep the shape visible: push colours that are too close to the background away from it
     d = rgb - background
