@@ -17,6 +17,20 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
+# Example workflows that need other models than the SD1.5 run's: the scenario that executes each instead (by a
+# word of the file name). run_in_comfy.py's `workflows` executes all the others.
+EXECUTED_ELSEWHERE = {
+    "faceid": "run_faceid_in_comfy.py (a face analyzer stand-in)",
+    "flux": "run_flux.py (small Flux stand-ins)",
+    "kolors": "run_kolors.py (Kolors text conditioning, ViT-L/14-336)",
+    "sd35": "run_sd3.py (a small MMDiT, SigLIP at 384 px)",
+}
+
+
+def executed_elsewhere(stem: str) -> bool:
+    return any(word in stem for word in EXECUTED_ELSEWHERE)
+
+
 def boot(comfy_path: str, cpu: bool = True):
     """Import the host headless, on the CPU unless told otherwise (REFERENCE.md section 6).
     Returns ComfyUI's `nodes` module."""

@@ -326,12 +326,8 @@ def workflows(out_dir):
     results = {}
     executor = execution.PromptExecutor(comfy_host.SilentServer())
     for path in sorted((comfy_host.REPO / "example_workflows").glob("*.json")):
-        if "faceid" in path.stem:
-            continue  # needs a face analyzer: run_faceid_in_comfy.py executes it with the stand-in
-        if "flux" in path.stem:
-            continue  # Flux loaders and text encoders: run_flux.py executes it with small Flux stand-ins
-        if "kolors" in path.stem:
-            continue  # Kolors text conditioning and ViT-L/14-336: run_kolors.py executes it
+        if comfy_host.executed_elsewhere(path.stem):
+            continue  # other models than SD1.5's: comfy_host.EXECUTED_ELSEWHERE names the scenario that runs it
         prompt = ui_to_api(json.loads(path.read_text()), schema)
         sdxl = "sdxl" in path.stem
         for entry in prompt.values():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import comfy_host
 from scenario import run_scenario
 
 SCRIPT = "run_in_comfy.py"
@@ -64,10 +65,10 @@ def test_load_encode_apply_ksampler(sd15):
 
 def test_example_workflows_execute_headless(sd15):
     r = sd15["workflows"]
-    # every example but the FaceID one, which needs a face analyzer (test_integration_faceid.py runs it), and the
-    # Flux one (test_integration_flux.py runs it with small Flux models), the Kolors one (test_integration_kolors.py)
+    # every example but those of other models (FaceID, Flux, Kolors, SD3.5: comfy_host.EXECUTED_ELSEWHERE names
+    # the scenario that executes each)
     expected = [p for p in (Path(__file__).resolve().parents[2] / "example_workflows").glob("*.json")
-                if "faceid" not in p.stem and "flux" not in p.stem and "kolors" not in p.stem]
+                if not comfy_host.executed_elsewhere(p.stem)]
     assert sorted(r) == sorted(p.stem for p in expected)
     for name, res in r.items():
         assert res["valid"], (name, res)
