@@ -21,19 +21,19 @@ def random_adapter(variant="base", base="sd15", encoder_width=None, seed=0):
     return IPAdapter.from_config(make_config(variant, layer_specs(base), ctx, width)).eval()
 
 
-def sdxl_adapter(seed=0):
-    """An SDXL base adapter whose 140 K'/V' matrices are stride-0 views of one column each: the real layout
-    and layer table (70 layers) without allocating 1.3 GB of random weights."""
-    cfg = make_config("base", layer_specs("sdxl"), 2048, 1280)
+def sdxl_adapter(seed=0, config=None, proj_scale=0.02, kv_scale=0.02):
+    """An SDXL adapter (base unless `config` says otherwise) whose 140 K'/V' matrices are stride-0 views of one
+    column each: the real layout and layer table (70 layers) without allocating 1.3 GB of random weights."""
+    cfg = config or make_config("base", layer_specs("sdxl"), 2048, 1280)
     with torch.device("meta"):
         a = IPAdapter.from_config(cfg)
     g = torch.Generator().manual_seed(seed)
     a.image_proj.to_empty(device="cpu")
     for p in a.image_proj.parameters():
-        p.data = torch.randn(p.shape, generator=g) * 0.02
+        p.data = torch.randn(p.shape, generator=g) * proj_scale
     for layer in a.ip_layers.values():
         for lin in (layer.to_k_ip, layer.to_v_ip):
-            col = torch.randn(lin.out_features, 1, generator=g) * 0.02
+            col = torch.randn(lin.out_features, 1, generator=g) * kv_scale
             lin.weight = torch.nn.Parameter(col.expand(lin.out_features, lin.in_features), requires_grad=False)
     return a.eval()
 

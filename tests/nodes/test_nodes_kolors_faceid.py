@@ -7,8 +7,8 @@ import torch
 
 import comfy_standin
 from comfy_standin import make_model, run_model
+from conftest import sdxl_adapter
 from face_standin import StandinFaceAnalyzer
-from ip_core.adapter import IPAdapter
 from ip_core.config import make_config
 from ip_core.errors import AdapterMismatchError, IPAdapterError
 from ip_core.faceid import build_face_prompt
@@ -25,17 +25,7 @@ TOKEN_DIM = 64
 
 def _kolors_faceid(seed=0):
     config = make_config("faceid-plus", layer_specs("sdxl"), 2048, 512, num_tokens=6, clip_width=1024, token_dim=TOKEN_DIM)
-    with torch.device("meta"):
-        a = IPAdapter.from_config(config)
-    g = torch.Generator().manual_seed(seed)
-    a.image_proj.to_empty(device="cpu")
-    for p in a.image_proj.parameters():
-        p.data = torch.randn(p.shape, generator=g) * 0.1
-    for layer in a.ip_layers.values():
-        for lin in (layer.to_k_ip, layer.to_v_ip):
-            col = torch.randn(lin.out_features, 1, generator=g) * 0.05
-            lin.weight = torch.nn.Parameter(col.expand(lin.out_features, lin.in_features), requires_grad=False)
-    return a.eval()
+    return sdxl_adapter(seed, config, proj_scale=0.1, kv_scale=0.05)
 
 
 @pytest.fixture(scope="module")
