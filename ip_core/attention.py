@@ -15,6 +15,16 @@ import torch.nn.functional as F
 AttentionFn = Callable[..., torch.Tensor]
 
 
+def rms_heads(x: torch.Tensor, head_dim: int, weight: Optional[torch.Tensor] = None, eps: float = 1e-6) -> torch.Tensor:
+    """RMSNorm of x [..., H*D] per head of head_dim, times weight [D] when given (diffusers RMSNorm: the mean of
+    squares in fp32); the result in x's dtype. The adapters of the DiT families norm their queries / keys so."""
+    h = x.reshape(*x.shape[:-1], -1, head_dim).float()
+    out = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    if weight is not None:
+        out = out * weight.float()
+    return out.to(x.dtype).reshape(x.shape)
+
+
 def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Scaled dot-product attention over `heads` heads; [B, L, H*D] in and out, scale 1/sqrt(D)."""
     b, lq, inner = q.shape

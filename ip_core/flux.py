@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .adapter import IPAdapter
-from .attention import AttentionFn, image_attention, multihead_attention
+from .attention import AttentionFn, image_attention, multihead_attention, rms_heads
 from .config import AdapterConfig, _dims, _summary, check_layout
 from .encoder_table import IMAGE_EMBEDS, encoder_name_for
 from .errors import UnsupportedAdapterError
@@ -216,14 +216,6 @@ class FluxKV(nn.Module):
         self.to_v_ip = nn.Linear(context_dim, hidden_size, bias=bias)
 
 
-def key_rms_norm(k: torch.Tensor, head_dim: int, eps: float = KEY_NORM_EPS) -> torch.Tensor:
-    """InstantX's RMSNorm on K' per head (diffusers RMSNorm without weight: mean of squares in fp32)."""
-    shape = k.shape
-    h = k.reshape(*shape[:-1], -1, head_dim)
-    variance = h.to(torch.float32).pow(2).mean(-1, keepdim=True)
-    return (h * torch.rsqrt(variance + eps)).to(k.dtype).reshape(shape)
-
-
 def undo_rope(x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
     """x [B, H, L, D] before the rotation the host applied with `pe` [B, 1, L, D/2, 2, 2] (comfy/ldm/flux/math.py:
     out_i = pe[..., i, 0] x_0 + pe[..., i, 1] x_1). Each 2x2 block is a rotation, so its transpose undoes it; the
@@ -259,6 +251,6 @@ class FluxIPAdapter(IPAdapter):
         w = self.ip_layers[str(self.layers[layer_index].key_number)]
         k, v = w.to_k_ip(tokens), w.to_v_ip(tokens)
         if self.config.key_norm:  # depends on K' alone: done once per apply, not per step
-            k = key_rms_norm(k, self.config.head_dim)
+            k = rms_heads(k, self.config.head_dim, eps=KEY_NORM_EPS)  # InstantX: no weight
         return k, v
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapter import IPAdapter
-from .attention import AttentionFn, image_attention, multihead_attention
+from .attention import AttentionFn, image_attention, multihead_attention, rms_heads
 from .config import AdapterConfig, ResamplerConfig, _dims, _summary, check_layout
 from .encoder_table import PENULTIMATE, encoder_name_for
 from .errors import UnsupportedAdapterError
@@ -248,20 +248,13 @@ class SD3BlockWeights(nn.Module):
         self.norm_ip_k = _Scale(head_dim)
 
 
-def rms_heads(x: torch.Tensor, weight: torch.Tensor, head_dim: int, eps: float = NORM_EPS) -> torch.Tensor:
-    """RMSNorm per head of x [..., H*D] with weight [D] (diffusers RMSNorm: mean of squares in fp32)."""
-    h = x.reshape(*x.shape[:-1], -1, head_dim)
-    out = h.float() * torch.rsqrt(h.float().pow(2).mean(-1, keepdim=True) + eps) * weight.float()
-    return out.to(x.dtype).reshape(x.shape)
-
-
 def renorm_heads(x: torch.Tensor, weight: torch.Tensor, head_dim: int, host_weight: Optional[torch.Tensor] = None,
                  eps: float = NORM_EPS) -> torch.Tensor:
     """The adapter's RMSNorm (weight) of a block's raw Q or K, from what the host's attention receives: the raw
     values (host_weight None: the host has no QK norm) or their RMSNorm with host_weight (SD3.5: the same eps, so
     dividing by host_weight gives the raw values' unit-RMS form exactly; host_weight must have no zero)."""
     if host_weight is None:
-        return rms_heads(x, weight, head_dim, eps)
+        return rms_heads(x, head_dim, weight, eps)
     h = x.reshape(*x.shape[:-1], -1, head_dim).float()
     out = h / host_weight.float() * weight.float()
     return out.to(x.dtype).reshape(x.shape)
@@ -309,4 +302,4 @@ class SD3IPAdapter(IPAdapter):
         w = self.block(layer_index)
         shift, scale = w.norm_ip.linear(F.silu(t_emb)).chunk(2, dim=1)
         h = F.layer_norm(tokens, tokens.shape[-1:], eps=NORM_EPS) * (1 + scale[:, None]) + shift[:, None]
-        return rms_heads(w.to_k_ip(h), w.norm_ip_k.weight, self.config.head_dim), w.to_v_ip(h)
+        return rms_heads(w.to_k_ip(h), self.config.head_dim, w.norm_ip_k.weight, NORM_EPS), w.to_v_ip(h)

@@ -13,8 +13,8 @@ from .layer_weights import PRESETS
 from .layer_weights import layer_weights as resolve_layer_weights
 from .nodes_faceid import apply_faceid_lora, faceid_embeds_for, kolors_context_for
 from .patch import AdapterBranch, SigmaWindow, patch_model
-from .patch_dit import check_flux_options, patch_flux_model
-from .patch_mmdit import SD3Branch, check_sd3_options, patch_sd3_model
+from .patch_dit import check_flux_model, patch_flux_model
+from .patch_mmdit import SD3Branch, check_sd3_model, patch_sd3_model
 from . import host
 
 _CONTEXT_DIMS = {768: "sd15", 2048: "sdxl"}
@@ -65,8 +65,9 @@ def _check_mask(mask):
 
 
 def _weight_plan(a, embeds, weight, weight_type, embeds_scaling, composition_embeds, weight_composition, expand_style,
-                 style_boost, composition_boost):
-    """Checks the weight-type inputs and returns ip_core's per-layer plan (one LayerPlan per adapter layer)."""
+                 style_boost, composition_boost, legacy=False):
+    """Checks the weight-type inputs and returns ip_core's per-layer plan (one LayerPlan per adapter layer). The
+    options the widely used pack defines for SD1.5 / SDXL layers are refused for the other families."""
     weight_types.check_weight_type(weight_type)
     weight_types.check_embeds_scaling(embeds_scaling)
     weight_composition = check_number(weight_composition, "weight_composition", -1.0, 5.0)
@@ -94,11 +95,16 @@ def _weight_plan(a, embeds, weight, weight_type, embeds_scaling, composition_emb
             )
     family = a.config.base_model
     if family not in weight_types.HOST_TRANSFORMER_INDEX:
+        name = a.config.base_model_name
         if weight_type != "linear" or expand_style:
             raise IPAdapterError(
                 f"weight_type {weight_type!r} is defined for SD1.5 and SDXL layers; {a.name} is for "
-                f"{a.config.base_model_name}. Use weight_type 'linear'."
+                f"{name}. Use weight_type 'linear'."
             )
+        if embeds_scaling != "V only":
+            raise IPAdapterError(f"embeds_scaling {embeds_scaling!r} is defined for SD1.5 and SDXL; {a.name} is for {name}. Use 'V only'.")
+        if legacy:
+            raise IPAdapterError(f"legacy reproduces the widely used SD1.5 / SDXL pack; {a.name} is for {name}. Turn legacy off.")
         return [weight_types.LayerPlan(weight=weight)] * len(a.adapter.layers)
     return weight_types.layer_plan(family, a.adapter.layers, weight_type, weight, weight_composition=weight_composition,
                                    expand_style=expand_style, style_boost=style_boost,
@@ -183,13 +189,13 @@ class IPAApplyAdapter:
         if not torch.isfinite(embeds.cond).all() or not torch.isfinite(embeds.uncond).all():
             raise IPAdapterError("the image prompt embeds contain NaN or infinite values; re-encode the image (check the CLIP vision model).")
         if config.base_model == "flux":
-            check_flux_options(a, model, embeds_scaling, legacy)
+            check_flux_model(a, model)
         elif config.base_model == "sd3":
-            check_sd3_options(a, model, embeds_scaling, legacy)
+            check_sd3_model(a, model)
         mask = _check_mask(attn_mask)
         per_layer = resolve_layer_weights(a.adapter.layers, layer_weights, layer_weights_custom, config.base_model_name)
         plan = _weight_plan(a, embeds, weight, weight_type, embeds_scaling, composition_embeds, weight_composition,
-                            expand_style, style_boost, composition_boost)
+                            expand_style, style_boost, composition_boost, legacy)
         if legacy:  # the widely used pack's middle block never runs: weight 0 there, as if unpatched
             per_layer = [0.0 if spec.comfy_key and spec.comfy_key[0] == "middle" else w
                          for spec, w in zip(a.adapter.layers, per_layer)]

@@ -25,7 +25,7 @@ import torch
 
 from . import host
 from ..ip_core import flux as flux_math
-from ..ip_core.errors import AdapterMismatchError, IPAdapterError
+from ..ip_core.errors import AdapterMismatchError
 
 LATENT_KEY = "ipadapter_flux_latent"  # transformer_options entry: (height, width) of this call's latent
 WRAPPER_KEY = "ipadapter_flux"
@@ -185,12 +185,8 @@ def patch_blocks(model, branch, item, layers, patch_class, make):
     return m, patched
 
 
-def check_flux_options(a, model, embeds_scaling: str, legacy: bool) -> None:
-    """What Apply IPAdapter offers for SD only, refused for Flux adapters; the model's head width checked."""
-    if embeds_scaling != "V only":
-        raise IPAdapterError(f"embeds_scaling {embeds_scaling!r} is defined for SD1.5 and SDXL; {a.name} is a Flux adapter. Use 'V only'.")
-    if legacy:
-        raise IPAdapterError(f"legacy reproduces the widely used SD1.5 / SDXL pack; {a.name} is a Flux adapter. Turn legacy off.")
+def check_flux_model(a, model) -> None:
+    """The model's Flux blocks against the adapter's: width, head width, block counts."""
     blocks = getattr(model.get_model_object("diffusion_model"), "double_blocks", None)
     if blocks is not None and len(blocks):
         b = blocks[0]

@@ -179,12 +179,8 @@ def patch_sd3_model(model, branch: SD3Branch, layers):
     return m, patched
 
 
-def check_sd3_options(a, model, embeds_scaling: str, legacy: bool) -> None:
-    """What Apply IPAdapter offers for SD only, refused; the model's blocks checked against the adapter's."""
-    if embeds_scaling != "V only":
-        raise IPAdapterError(f"embeds_scaling {embeds_scaling!r} is defined for SD1.5 and SDXL; {a.name} is an SD3.5 adapter. Use 'V only'.")
-    if legacy:
-        raise IPAdapterError(f"legacy reproduces the widely used SD1.5 / SDXL pack; {a.name} is an SD3.5 adapter. Turn legacy off.")
+def check_sd3_model(a, model) -> None:
+    """The model's joint blocks against the adapter's: width, head width, count, attention form, QK norms."""
     blocks = host.sd3_joint_blocks(model)
     if not blocks:
         return

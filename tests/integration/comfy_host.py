@@ -426,6 +426,26 @@ def foreign_block_patch():
     return foreign, seen
 
 
+def validate_and_execute(prompt: dict, name: str, out_images: str, executor=None, execute: bool = True) -> dict:
+    """An API-format prompt through ComfyUI's validator, then (valid, and `execute`) its executor (a fresh one
+    unless given): valid, validation_error, node_errors, and when run executed, seconds, error (the first
+    execution error's message) and the images in out_images."""
+    import time
+
+    import execution
+
+    valid = asyncio.run(execution.validate_prompt(name, prompt, None))
+    result = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3]}
+    if valid[0] and execute:
+        executor = executor or execution.PromptExecutor(SilentServer())
+        t0 = time.time()
+        executor.execute(prompt, name, {}, valid[2])
+        errors = [m for m in executor.status_messages if m[0] == "execution_error"]
+        result.update(executed=executor.success, seconds=round(time.time() - t0, 1),
+                      error=errors[0][1]["exception_message"] if errors else None, images=sorted(os.listdir(out_images)))
+    return result
+
+
 def execute_example_workflow(host_nodes, file_name: str, swap: dict, latent_node: str, out_images: str,
                              block_patch_class, calls_of) -> dict:
     """example_workflows/<file_name> (UI format) converted as the frontend does, its loader nodes swapped for the
@@ -434,10 +454,6 @@ def execute_example_workflow(host_nodes, file_name: str, swap: dict, latent_node
     is counted with its image terms (calls_of(patch): the calls its branches counted so far) and batch size.
     Returns valid, validation_error, node_errors, executed, error, images, finite, block_calls, image_terms,
     batch_sizes."""
-    import asyncio
-
-    import execution
-
     sys.path.insert(0, str(REPO / "tests" / "nodes"))
     from workflow_api import ui_to_api
 
@@ -452,8 +468,6 @@ def execute_example_workflow(host_nodes, file_name: str, swap: dict, latent_node
             entry["inputs"]["width"] = entry["inputs"]["height"] = 128
         if entry["class_type"] == "KSampler":
             entry["inputs"]["steps"] = 2
-    valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
-    result = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3]}
     calls = []
     original = block_patch_class._run
 
@@ -474,12 +488,7 @@ def execute_example_workflow(host_nodes, file_name: str, swap: dict, latent_node
     block_patch_class._run = counted
     host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode = checked
     try:
-        if valid[0]:
-            executor = execution.PromptExecutor(SilentServer())
-            executor.execute(prompt, path.stem, {}, valid[2])
-            errors = [m for m in executor.status_messages if m[0] == "execution_error"]
-            result.update(executed=executor.success, error=errors[0][1]["exception_message"] if errors else None,
-                          images=sorted(os.listdir(out_images)))
+        result = validate_and_execute(prompt, path.stem, out_images)
     finally:
         block_patch_class._run = original
         host_nodes.NODE_CLASS_MAPPINGS["VAEDecode"].decode = vae_decode

@@ -7,12 +7,10 @@ Prints one line `RESULT <json>`. Random full-shape SD1.5 models; the face analys
 """
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -137,8 +135,6 @@ def faceid_workflow(out_dir):
     from workflow_api import ui_to_api
 
     host_nodes, adapters = _setup(out_dir)
-    import execution
-
     _save_faceid_adapter(os.path.join(adapters, FACEID_FILE))
     analyzer = use_standin_analyzer()
     model = comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
@@ -158,17 +154,10 @@ def faceid_workflow(out_dir):
             entry["inputs"]["width"] = entry["inputs"]["height"] = 256
         elif entry["class_type"] == "KSampler":
             entry["inputs"]["steps"] = 2
-    valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
-    res = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3],
-           "classes": sorted({e["class_type"] for e in prompt.values()})}
-    if valid[0]:
-        executor = execution.PromptExecutor(comfy_host.SilentServer())
-        t0 = time.time()
-        executor.execute(prompt, path.stem, {}, valid[2])
-        errors = [m for m in executor.status_messages if m[0] == "execution_error"]
-        res.update(executed=executor.success, seconds=round(time.time() - t0, 1),
-                   error=errors[0][1]["exception_message"] if errors else None,
-                   images=sorted(os.listdir(out_images)), faces_analyzed=analyzer.calls)
+    res = {"classes": sorted({e["class_type"] for e in prompt.values()})}
+    res.update(comfy_host.validate_and_execute(prompt, path.stem, out_images))
+    if res["valid"]:
+        res["faces_analyzed"] = analyzer.calls
     return res
 
 

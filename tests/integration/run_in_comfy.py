@@ -283,8 +283,6 @@ def workflows(out_dir):
     saved, with sizes and steps reduced for the CPU. The SDXL workflow needs a 2.6B-parameter UNet: it is
     validated by the host but not executed.
     """
-    import asyncio
-
     import numpy as np
     from PIL import Image
     from workflow_api import ui_to_api
@@ -340,17 +338,7 @@ def workflows(out_dir):
                 inp["width"], inp["height"] = 128, 128  # a 16x16 latent: every UNet level still runs
             elif ct == "KSampler":
                 inp["steps"] = 2
-        valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
-        res = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3]}
-        if valid[0] and not sdxl:
-            t0 = time.time()
-            executor.execute(prompt, path.stem, {}, valid[2])
-            res["executed"] = executor.success
-            res["seconds"] = round(time.time() - t0, 1)
-            errors = [m for m in executor.status_messages if m[0] == "execution_error"]
-            res["error"] = errors[0][1]["exception_message"] if errors else None
-            res["images"] = sorted(os.listdir(out_images))
-        results[path.stem] = res
+        results[path.stem] = comfy_host.validate_and_execute(prompt, path.stem, out_images, executor, execute=not sdxl)
     return results
 
 

@@ -20,7 +20,6 @@ Prints one line `RESULT <json>` that test_integration_kolors.py checks.
 """
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import os
@@ -245,7 +244,6 @@ def workflow(out_dir):
     from workflow_api import ui_to_api
 
     host_nodes, ours, _, _ = comfy_host.boot_with_both_packs(COMFY, out_dir)
-    import execution
 
     adapters = os.path.join(out_dir, "ipadapter")
     sys.path.append(str(comfy_host.REPO))
@@ -299,17 +297,8 @@ def workflow(out_dir):
         return original(self, *args, **kw)
 
     patch.AdapterBranch.kv = counted
-    valid = asyncio.run(execution.validate_prompt(path.stem, prompt, None))
-    result = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3],
-              "classes": sorted({e["class_type"] for e in prompt.values()}), "build_s": round(time.time() - t0, 1)}
-    if valid[0]:
-        executor = execution.PromptExecutor(comfy_host.SilentServer())
-        t0 = time.time()
-        executor.execute(prompt, path.stem, {}, valid[2])
-        errors = [m for m in executor.status_messages if m[0] == "execution_error"]
-        result.update(executed=executor.success, seconds=round(time.time() - t0, 1),
-                      error=errors[0][1]["exception_message"] if errors else None,
-                      images=sorted(os.listdir(out_images)), image_branch_calls=len(calls))
+    result = {"classes": sorted({e["class_type"] for e in prompt.values()}), "build_s": round(time.time() - t0, 1)}
+    result.update(comfy_host.validate_and_execute(prompt, path.stem, out_images), image_branch_calls=len(calls))
     print("RESULT " + json.dumps(result, default=str))
 
 

@@ -150,7 +150,8 @@ def exact(out_dir):
             result[name] = "accepted"
         except Exception as err:  # noqa: BLE001 (the message is the result)
             result[name] = f"{type(err).__name__}: {err}"
-    for name, kw in (("kv_scaling", {"embeds_scaling": "K+V"}), ("style_transfer", {"weight_type": "style transfer"})):
+    for name, kw in (("kv_scaling", {"embeds_scaling": "K+V"}), ("style_transfer", {"weight_type": "style transfer"}),
+                     ("legacy", {"legacy": True})):
         try:
             apply.apply(plain, loaded, one, 1.0, 0.0, 1.0, **kw)
             result[name] = "accepted"

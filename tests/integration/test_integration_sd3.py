@@ -20,6 +20,7 @@ def test_sd35_instantx_equals_diffusers_in_the_host(tmp_path):
     assert r["sd_on_sd3"].startswith("AdapterMismatchError") and "an adapter for SD1.5" in r["sd_on_sd3"] and "SD3" in r["sd_on_sd3"]
     assert r["sd3_on_flux"].startswith("AdapterMismatchError") and "an adapter for SD3.5 but the model is Flux" in r["sd3_on_flux"]
     assert "Use 'V only'" in r["kv_scaling"] and "Use weight_type 'linear'" in r["style_transfer"]
+    assert "Turn legacy off" in r["legacy"]
     assert "Q/K norm has zero weights" in r["zero_norm_weight"]
     assert r["large_on_small"].startswith("AdapterMismatchError") and "2432 wide" in r["large_on_small"] and "128 wide" in r["large_on_small"]
 

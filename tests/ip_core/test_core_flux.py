@@ -11,7 +11,8 @@ from ip_core.adapter import load_adapter
 from ip_core.config import detect_config
 from ip_core.errors import UnsupportedAdapterError
 from ipa_factories import randomize
-from ip_core.flux import (FluxIPAdapter, flux_image_term, key_rms_norm, make_flux_config, undo_rope)
+from ip_core.attention import rms_heads
+from ip_core.flux import (KEY_NORM_EPS, FluxIPAdapter, flux_image_term, make_flux_config, undo_rope)
 
 HIDDEN, HEADS, CTX = 64, 4, 32
 
@@ -144,7 +145,7 @@ def test_instantx_term_equals_the_reference_math():
     ours = flux_image_term(q, *a.layer_kv(2, tokens), weight=0.6)
     err = ((ours - ref).norm() / ref.norm()).item()
     assert err < 1e-5, err
-    k2 = key_rms_norm(torch.randn(3, 7, HIDDEN), head)
+    k2 = rms_heads(torch.randn(3, 7, HIDDEN), head, eps=KEY_NORM_EPS)
     assert torch.allclose(k2.view(3, 7, HEADS, head).pow(2).mean(-1), torch.ones(3, 7, HEADS), atol=1e-3)
     assert math.isclose(float(make_flux_config("flux-instantx", 19, 38).head_dim), 128.0)
 
