@@ -6,6 +6,7 @@ relies on (ComfyUI a125cd84, 2025-10).
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from types import SimpleNamespace
@@ -41,6 +42,13 @@ def register_model_folder() -> None:
     else:
         paths, exts = [default], set(EXTENSIONS)
     folder_paths.folder_names_and_paths[FOLDER] = (paths, exts)
+    if not os.path.isdir(default):  # a manual clone runs no install script: the folder is there from the first start
+        try:
+            os.makedirs(default, exist_ok=True)
+        except OSError as e:  # e.g. a read-only models folder; extra_model_paths.yaml folders still work
+            logging.getLogger(__name__).warning(
+                "IP-Adapter: could not create %s (%s); create it yourself, or name a folder under 'ipadapter:' "
+                "in extra_model_paths.yaml.", default, e.strerror or e)
 
 
 def adapter_files() -> list:
