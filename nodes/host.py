@@ -219,6 +219,34 @@ def input_directory() -> str:
     return folder_paths.get_input_directory()
 
 
+EXAMPLE_INPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_inputs")
+
+
+def provide_example_inputs() -> list:
+    """Copy the reference images the example workflows load (example_inputs/*.png, drawn by the project) into
+    the host's input folder, where Load Image lists files, so the examples run as shipped. A file of the same
+    name already there is the user's and stays. Returns the paths written."""
+    import shutil
+
+    if not os.path.isdir(EXAMPLE_INPUTS):
+        return []
+    target = input_directory()
+    written = []
+    for name in sorted(os.listdir(EXAMPLE_INPUTS)):
+        dst = os.path.join(target, name)
+        if not name.endswith(".png") or os.path.exists(dst):
+            continue
+        try:
+            os.makedirs(target, exist_ok=True)
+            shutil.copyfile(os.path.join(EXAMPLE_INPUTS, name), dst)
+            written.append(dst)
+        except OSError as e:  # a read-only input folder: the examples then need the user's own images
+            logging.getLogger(__name__).warning(
+                "IP-Adapter: could not copy the example image %s to %s (%s); copy it yourself or pick another "
+                "image in the examples' Load Image nodes.", name, target, e.strerror or e)
+    return written
+
+
 def save_path(filename_prefix: str, output_dir: str):
     """folder_paths.get_save_image_path: (folder, file name, counter, subfolder, prefix), as SaveImage uses it;
     it refuses prefixes that leave the output folder."""
