@@ -6,6 +6,7 @@ relies on (ComfyUI a125cd84, 2025-10).
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from types import SimpleNamespace
@@ -41,6 +42,13 @@ def register_model_folder() -> None:
     else:
         paths, exts = [default], set(EXTENSIONS)
     folder_paths.folder_names_and_paths[FOLDER] = (paths, exts)
+    if not os.path.isdir(default):  # a manual clone runs no install script: the folder is there from the first start
+        try:
+            os.makedirs(default, exist_ok=True)
+        except OSError as e:  # e.g. a read-only models folder; extra_model_paths.yaml folders still work
+            logging.getLogger(__name__).warning(
+                "IP-Adapter: could not create %s (%s); create it yourself, or name a folder under 'ipadapter:' "
+                "in extra_model_paths.yaml.", default, e.strerror or e)
 
 
 def adapter_files() -> list:
@@ -209,6 +217,34 @@ def input_directory() -> str:
     import folder_paths
 
     return folder_paths.get_input_directory()
+
+
+EXAMPLE_INPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_inputs")
+
+
+def provide_example_inputs() -> list:
+    """Copy the reference images the example workflows load (example_inputs/*.png, drawn by the project) into
+    the host's input folder, where Load Image lists files, so the examples run as shipped. A file of the same
+    name already there is the user's and stays. Returns the paths written."""
+    import shutil
+
+    if not os.path.isdir(EXAMPLE_INPUTS):
+        return []
+    target = input_directory()
+    written = []
+    for name in sorted(os.listdir(EXAMPLE_INPUTS)):
+        dst = os.path.join(target, name)
+        if not name.endswith(".png") or os.path.exists(dst):
+            continue
+        try:
+            os.makedirs(target, exist_ok=True)
+            shutil.copyfile(os.path.join(EXAMPLE_INPUTS, name), dst)
+            written.append(dst)
+        except OSError as e:  # a read-only input folder: the examples then need the user's own images
+            logging.getLogger(__name__).warning(
+                "IP-Adapter: could not copy the example image %s to %s (%s); copy it yourself or pick another "
+                "image in the examples' Load Image nodes.", name, target, e.strerror or e)
+    return written
 
 
 def save_path(filename_prefix: str, output_dir: str):

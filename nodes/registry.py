@@ -34,7 +34,8 @@ _NODES = (
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, cls, _ in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, _, name in _NODES}
 
-try:  # inside ComfyUI: make models/ipadapter a model folder as soon as the pack loads
+try:  # inside ComfyUI: make models/ipadapter a model folder as soon as the pack loads, and give the examples their images
     host.register_model_folder()
+    host.provide_example_inputs()
 except ImportError:  # no host (tests, tools): registration happens on first use
     pass

@@ -187,4 +187,4 @@ def test_center_resize_is_pils_horizontal_then_vertical_two_pass(h, w):
     out_h, out_w = (int(224 * h / w), 224) if w <= h else (224, int(224 * w / h))
     two_pass = Image.fromarray(a).resize((out_w, h), Image.BICUBIC).resize((out_w, out_h), Image.BICUBIC)
     ours = pil_bicubic_resize(torch.from_numpy(a).permute(2, 0, 1)[None].double(), out_h, out_w)
-    assert torch.equal(ours[0].permute(1, 2, 0), torch.from_numpy(np.asarray(two_pass)).double())
+    assert torch.equal(ours[0].permute(1, 2, 0), torch.from_numpy(np.array(two_pass)).double())

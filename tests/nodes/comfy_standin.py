@@ -374,6 +374,8 @@ def make_host_modules(models_dir: str) -> dict:
 
     fp.add_model_folder_path, fp.get_folder_paths = add_model_folder_path, get_folder_paths
     fp.get_filename_list, fp.get_full_path = get_filename_list, get_full_path
+    # folder_paths.py: input/ beside models/ in the ComfyUI folder
+    fp.get_input_directory = lambda: os.path.join(os.path.dirname(models_dir), "input")
 
     comfy = types.ModuleType("comfy")
     comfy.__path__ = []

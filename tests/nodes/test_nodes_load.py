@@ -25,6 +25,23 @@ def test_registers_models_ipadapter_with_adapter_extensions(host):
     assert exts == {".safetensors", ".bin", ".pt", ".pth"}
 
 
+def test_creates_models_ipadapter_on_disk_at_registration(host):
+    folder = os.path.join(host.models_dir, "ipadapter")
+    os.rmdir(folder)  # a manual clone into a fresh ComfyUI: no install script made it
+    host_mod.register_model_folder()  # what the pack does when ComfyUI loads it (nodes/registry.py)
+    assert os.path.isdir(folder)
+
+
+def test_a_folder_that_cannot_be_created_is_named_with_the_remedy(host, caplog):
+    blocker = os.path.join(host.models_dir, "ipadapter")
+    os.rmdir(blocker)
+    with open(blocker, "w") as f:  # a file where the folder should be: makedirs fails, as on a read-only disk
+        f.write("x")
+    host_mod.register_model_folder()
+    assert os.path.isfile(blocker)
+    assert f"could not create {blocker}" in caplog.text and "extra_model_paths.yaml" in caplog.text
+
+
 def test_keeps_extra_model_paths_entries_and_other_packs_extensions(host, tmp_path):
     # extra_model_paths.yaml is read before custom nodes: add_model_folder_path makes an entry with no extensions
     host.folder_paths.add_model_folder_path("ipadapter", str(tmp_path / "shared"))

@@ -6,6 +6,7 @@ by its control value; a node with an image_upload input has the upload widget's 
 widgets. Linked inputs become [source node id, output slot].
 """
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+FRONTEND_ONLY = {"Note", "MarkdownNote"}  # nodes of the frontend alone: graphToPrompt leaves them out
 
 # Widget inputs of the core nodes the examples use (ComfyUI nodes.py, a125cd84), for checks without ComfyUI.
 CORE_SCHEMAS = {
@@ -20,6 +21,8 @@ CORE_SCHEMAS = {
     "SaveImage": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {})}},
     "PreviewImage": {"required": {"images": ("IMAGE",)}},
     "LoadImage": {"required": {"image": ([], {"image_upload": True})}},
+    # the frontend's own Note node (a text box, never sent to the server)
+    "Note": {"required": {"text": ("STRING", {"multiline": True})}},
     "ImageBatch": {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}},
     "LoadImageMask": {"required": {"image": ([], {"image_upload": True}), "channel": (["alpha", "red", "green", "blue"],)}},
     # Flux (nodes.py UNETLoader, DualCLIPLoader, VAELoader; comfy_extras/nodes_flux.py FluxGuidance)
@@ -76,7 +79,7 @@ def ui_to_api(workflow: dict, schema_of) -> dict:
     links = {l[0]: l for l in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
-        if node.get("mode", 0) in (2, 4):  # muted / bypassed
+        if node.get("mode", 0) in (2, 4) or node["type"] in FRONTEND_ONLY:  # muted / bypassed, or never sent
             continue
         schema = schema_of(node["type"])
         layout = widget_layout(schema)

@@ -179,7 +179,7 @@ def test_sdxl_mismatches_are_refused_before_training(sdxl_args, tiny_sdxl, tiny_
     shutil.copytree(tiny_sdxl, wrong)
     old = CLIPTextConfig.from_pretrained(str(wrong / "text_encoder")).to_dict()
     CLIPTextModel(CLIPTextConfig(**{**old, "hidden_size": 16})).save_pretrained(str(wrong / "text_encoder"))  # 16 + 32 != 64
-    with pytest.raises(TrainerConfigError, match="16 \+ 32 = 48 channels but the UNet's cross_attention_dim is 64"):
+    with pytest.raises(TrainerConfigError, match=r"16 \+ 32 = 48 channels but the UNet's cross_attention_dim is 64"):
         load_sd(str(wrong))
     # choices SDXL training does not offer fail before any weight is loaded
     for over, flag in ((dict(variant="full-face"), "--variant"), (dict(cache_dir=str(tmp_path / "c")), "--cache_dir"),
