@@ -241,7 +241,8 @@ def save_path(filename_prefix: str, output_dir: str):
     import folder_paths
 
     with refusals(f"filename_prefix {filename_prefix!r}",
-                  "Give a relative prefix inside the output folder, such as ipadapter/embeds (no '..', no drive or leading '/')."):
+                  "Give a relative prefix inside the output folder, such as ipadapter/embeds: no '..', no drive or "
+                  "leading '/', no folder named like an existing file."):
         return folder_paths.get_save_image_path(filename_prefix, output_dir)
 
 
