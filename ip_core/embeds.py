@@ -286,7 +286,7 @@ def combine_embeds(adapter, embeds: Sequence[ImagePromptEmbeds], method: str) ->
     if not embeds:
         raise IPAdapterError("nothing to combine: give at least one image prompt (embeds_1).")
     for i, e in enumerate(embeds, 1):
-        check_embeds_fit(adapter, e)
+        check_embeds_fit(adapter, e, f"embeds_{i}")
         if e.cond_features is None:
             raise IPAdapterError(
                 f"embeds_{i} carries no encoder features ({e.description}), so it cannot be combined before the "
