@@ -299,6 +299,26 @@ def embeds_files(out_dir):
             res[label] = None
         except Exception as e:
             res[label] = f"{type(e).__name__}: {e}"
+    # the host's own refusals (folder_paths.get_save_image_path) and names outside the input folder: user errors
+    from safetensors.torch import save_file
+
+    wide = torch.randn(1, 4, 769)
+    meta = {"format": "ipadapter-image-prompt-embeds", "format_version": "1", "note": "", **emb.metadata()}
+    save_file({"cond": wide, "uncond": wide.clone()}, os.path.join(in_dir, "wide.safetensors"), metadata=meta)
+    escape = os.path.join(out_dir, "escape")
+    for label, call in {
+        "save_dotdot": lambda: _ours("IPASaveEmbeds")().save(emb, "../../../escape/x"),
+        "save_absolute": lambda: _ours("IPASaveEmbeds")().save(emb, os.path.join(escape, "x")),
+        "load_dotdot": lambda: _ours("IPALoadEmbeds")().load("../ipadapter/a.safetensors"),
+        "load_wide": lambda: _ours("IPALoadEmbeds")().load("wide.safetensors", ipadapter=a),
+        "apply_wide": lambda: ours["IPAApplyAdapter"]().apply(patched, a, _ours("IPALoadEmbeds")().load("wide.safetensors")["result"][0], 1.0, 0.0, 1.0),
+    }.items():
+        try:
+            call()
+            res[label] = None
+        except Exception as e:
+            res[label] = f"{type(e).__name__}: {e}"
+    res["escaped"] = os.path.exists(escape)
     return res
 
 
