@@ -82,6 +82,12 @@ class AdapterConfig:
         return self.token_dim or self.context_dim
 
     @property
+    def prompt_tokens(self) -> tuple:
+        """(tokens per reference, width) of the image prompt embeds this adapter makes and takes; a family whose
+        embeds stay encoder features until sampling (SD3.5) says (0: any count, the features' width)."""
+        return self.num_tokens, self.projection_dim
+
+    @property
     def is_faceid(self) -> bool:
         return self.variant in FACEID_VARIANTS
 

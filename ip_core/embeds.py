@@ -286,7 +286,7 @@ def combine_embeds(adapter, embeds: Sequence[ImagePromptEmbeds], method: str) ->
     if not embeds:
         raise IPAdapterError("nothing to combine: give at least one image prompt (embeds_1).")
     for i, e in enumerate(embeds, 1):
-        check_embeds_fit(adapter, e)
+        check_embeds_fit(adapter, e, f"embeds_{i}")
         if e.cond_features is None:
             raise IPAdapterError(
                 f"embeds_{i} carries no encoder features ({e.description}), so it cannot be combined before the "
@@ -310,8 +310,49 @@ def combine_embeds(adapter, embeds: Sequence[ImagePromptEmbeds], method: str) ->
     return _project(adapter, merged, uncond.contiguous(), "concat", embeds[0].encoder_name)
 
 
-def check_embeds_fit(adapter, embeds: ImagePromptEmbeds) -> None:
-    """Embeds must come from this adapter's projection: same layout, and (given an IPAdapter) same weights."""
+def _kind(t) -> str:
+    return "missing" if t is None else f"{str(t.dtype).replace('torch.', '')} {list(t.shape)}"
+
+
+def check_embeds_values(embeds: ImagePromptEmbeds, label: str = "the image prompt embeds") -> None:
+    """What any embeds must be, whatever the adapter: float tensors of consistent shapes, finite values.
+
+    cond / uncond: equal [R >= 1, tokens >= 1, width >= 1]; cond_features / uncond_features: both or neither,
+    equal shapes after the first dim; region_masks: None or [R, H, W] within 0..1.
+    """
+    remedy = "encode the reference image again (a saved file was damaged or written by other code)."
+    for name in ("cond", "uncond", "cond_features", "uncond_features", "region_masks"):
+        t = getattr(embeds, name)
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise IPAdapterError(f"{label}: {name} holds {_kind(t) if isinstance(t, torch.Tensor) else type(t).__name__} "
+                                 f"values, but embeds are float numbers; {remedy}")
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            raise IPAdapterError(f"{label}: {name} contains NaN or infinite values; {remedy}")
+    cond, uncond = embeds.cond, embeds.uncond
+    if cond.ndim != 3 or uncond.shape != cond.shape or 0 in cond.shape:
+        raise IPAdapterError(f"{label}: cond {list(cond.shape)} and uncond {list(uncond.shape)} must be equal "
+                             f"[references, tokens, width], none of them 0; {remedy}")
+    cf, uf = embeds.cond_features, embeds.uncond_features
+    if (cf is None) != (uf is None):
+        raise IPAdapterError(f"{label}: cond_features is {_kind(cf)} but uncond_features is {_kind(uf)}; they come "
+                             f"together; {remedy}")
+    if cf is not None and (cf.ndim not in (2, 3) or uf.shape[1:] != cf.shape[1:] or 0 in cf.shape
+                           or uf.shape[0] not in (1, cf.shape[0])):
+        raise IPAdapterError(f"{label}: cond_features {list(cf.shape)} and uncond_features {list(uf.shape)} must be "
+                             f"[references, width] or [references, tokens, width] of the same shape; {remedy}")
+    masks = embeds.region_masks
+    if masks is not None and (masks.ndim != 3 or masks.shape[0] != cond.shape[0] or 0 in masks.shape
+                              or float(masks.min()) < 0 or float(masks.max()) > 1):
+        raise IPAdapterError(f"{label}: region_masks {list(masks.shape)} must be one [H, W] mask within 0..1 per "
+                             f"reference ({cond.shape[0]}); {remedy}")
+
+
+def check_embeds_fit(adapter, embeds: ImagePromptEmbeds, label: str = "these image prompt embeds") -> None:
+    """Embeds must come from this adapter's projection: same layout, and (given an IPAdapter) same weights;
+    then their tensors must have the shapes that layout makes (widths, token and feature counts), float and
+    finite. The one check before any matmul, for Apply, Combine and a loaded file alike."""
     config = adapter if isinstance(adapter, AdapterConfig) else adapter.config
     other_weights = (
         not isinstance(adapter, AdapterConfig)
@@ -321,6 +362,36 @@ def check_embeds_fit(adapter, embeds: ImagePromptEmbeds) -> None:
     if embeds.signature != config.signature or other_weights:
         same = " (same layout, other weights)" if embeds.signature == config.signature else ""
         raise AdapterMismatchError(
-            f"these image prompt embeds were made for another adapter{same} ({embeds.description}); this adapter is "
+            f"{label} were made for another adapter{same} ({embeds.description}); this adapter is "
             f"{config.description}. Encode the image with the same adapter you apply."
         )
+    check_embeds_values(embeds, label)
+    _check_embeds_shapes(config, embeds, label)
+
+
+def _check_embeds_shapes(config: AdapterConfig, embeds: ImagePromptEmbeds, label: str) -> None:
+    """The widths and counts the adapter's layout makes, against the tensors themselves (the metadata can say one
+    thing and the tensors another in an edited file)."""
+    per_reference, width = config.prompt_tokens
+    remedy = "encode the reference image again with this adapter (the embeds were changed or written by other code)."
+    cond = embeds.cond
+    tokens = cond.shape[1]
+    if cond.shape[-1] != width or (per_reference and tokens % per_reference):
+        count = f"a multiple of {per_reference}" if per_reference else "any number of"
+        raise AdapterMismatchError(
+            f"{label} hold tokens {list(cond.shape)} ([references, tokens, width]), but this adapter "
+            f"({config.description}) makes {count} tokens of width {width}; {remedy}")
+    cf = embeds.cond_features
+    if cf is None:
+        return
+    want_ndim = 2 if config.encoder_output == "image_embeds" else 3
+    if cf.shape[-1] != config.encoder_width or cf.ndim != want_ndim:
+        actual = encoder_name_for(config.encoder_output, int(cf.shape[-1]))
+        raise AdapterMismatchError(
+            f"{label} carry encoder features {list(cf.shape)} ({actual if actual != 'unknown' else 'no known encoder'}), "
+            f"but this adapter ({config.description}) projects {config.encoder_output} of width "
+            f"{config.encoder_width} ({want_ndim} dims); {remedy}")
+    if per_reference and cf.shape[0] * per_reference != cond.shape[0] * tokens:
+        raise AdapterMismatchError(
+            f"{label} carry encoder features of {cf.shape[0]} references but tokens {list(cond.shape)}, which this "
+            f"adapter ({config.description}) makes from {cond.shape[0] * tokens // per_reference}; {remedy}")

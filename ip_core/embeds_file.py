@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 
 from .checkpoint import _atomic_write, sniff_format
-from .embeds import ImagePromptEmbeds
-from .errors import AdapterFileError
+from .embeds import ImagePromptEmbeds, check_embeds_values
+from .errors import AdapterFileError, IPAdapterError
 
 FORMAT = "ipadapter-image-prompt-embeds"
 FORMAT_VERSION = "1"
-_TENSORS = ("cond", "uncond", "cond_features", "uncond_features")
+_TENSORS = ("cond", "uncond", "cond_features", "uncond_features", "region_masks")  # ImagePromptEmbeds.state_dict
 _REQUIRED_META = ("signature", "description", "encoder_name", "adapter_fingerprint")
 
 
@@ -61,14 +61,16 @@ def load_embeds(path) -> ImagePromptEmbeds:
     if ("cond_features" in tensors) != ("uncond_features" in tensors):
         missing.append("uncond_features" if "cond_features" in tensors else "cond_features")
     if missing or keys - set(_TENSORS):
-        raise AdapterFileError(f"{path.name}: damaged embeds file (missing {missing}, unexpected {sorted(keys - set(_TENSORS))}).")
-    cond, uncond = tensors["cond"], tensors["uncond"]
-    if cond.ndim != 3 or uncond.shape != cond.shape or cond.shape[0] == 0:
-        raise AdapterFileError(f"{path.name}: damaged embeds file (cond {list(cond.shape)}, uncond {list(uncond.shape)}; expected equal [R, tokens, width]).")
-    if not all(torch.isfinite(t).all() for t in tensors.values()):
-        raise AdapterFileError(f"{path.name}: the embeds contain NaN or infinite values; encode the images again.")
-    return ImagePromptEmbeds(cond.float(), uncond.float(), meta["signature"], meta["description"], meta["encoder_name"],
-                             meta["adapter_fingerprint"], tensors.get("cond_features"), tensors.get("uncond_features"))
+        raise AdapterFileError(f"{path.name}: damaged embeds file (missing {missing}, unexpected {sorted(keys - set(_TENSORS))}); "
+                               "encode the images again and save them with Save Image Prompt Embeds.")
+    embeds = ImagePromptEmbeds(tensors["cond"], tensors["uncond"], meta["signature"], meta["description"],
+                               meta["encoder_name"], meta["adapter_fingerprint"], tensors.get("cond_features"),
+                               tensors.get("uncond_features"), tensors.get("region_masks"))
+    try:  # before any conversion: int8 or bool tensors are damage, not numbers to cast
+        check_embeds_values(embeds, path.name)
+    except IPAdapterError as e:
+        raise AdapterFileError(str(e)) from None
+    return embeds.to(dtype=torch.float32)
 
 
 def note_of(path) -> str:

@@ -20,6 +20,10 @@ from .errors import IPAdapterError
 
 TIMINGS = ("custom", "linear", "ease_in_out", "ease_in", "ease_out", "random")
 METHODS = ("full batch", "shift batches", "alternate batches")
+# Bounds on a schedule, whatever the caller checked: each frame setting (the widely used pack's widget maximum)
+# and the whole schedule (one Python float per frame; a reference batch times 9999 frames could ask for 10**8).
+MAX_FRAME_SETTING = 9999
+MAX_SCHEDULE_FRAMES = 100_000
 
 
 def frame_sources(count: int, frames: int, what: str = "references") -> list:
@@ -75,6 +79,8 @@ def parse_weights(text: str) -> list:
         if not math.isfinite(value):
             raise IPAdapterError(f"weights: {part.strip()} is not a finite number.")
         out.append(value)
+        if len(out) > MAX_SCHEDULE_FRAMES:
+            raise IPAdapterError(f"weights: more than {MAX_SCHEDULE_FRAMES} numbers; give at most {MAX_SCHEDULE_FRAMES} (one per frame).")
     return out
 
 
@@ -121,8 +127,10 @@ def frame_schedule(weights="1.0, 0.0", timing="linear", frames=0, start_frame=0,
         raise IPAdapterError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
     for name, v in (("frames", frames), ("start_frame", start_frame), ("end_frame", end_frame),
                     ("add_starting_frames", add_starting_frames), ("add_ending_frames", add_ending_frames), ("images", images)):
-        if not isinstance(v, int) or v < 0:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise IPAdapterError(f"{name} must be a whole number >= 0, got {v!r}.")
+        if name != "images" and v > MAX_FRAME_SETTING:
+            raise IPAdapterError(f"{name} is {v}; give at most {MAX_FRAME_SETTING}.")
     values = parse_weights(weights) if isinstance(weights, str) else [float(w) for w in weights]
     rng = random.Random(seed)
     if timing != "custom":
@@ -144,9 +152,14 @@ def frame_schedule(weights="1.0, 0.0", timing="linear", frames=0, start_frame=0,
         values = [0.0]
     span = len(values)
     image_1 = image_2 = None
+    if images and images < 2 and method != "full batch":
+        raise IPAdapterError(f"method {method!r} fades between images and needs at least 2; got {images}.")
+    total = schedule_length(span, images, method, add_starting_frames, add_ending_frames)
+    if total > MAX_SCHEDULE_FRAMES:
+        raise IPAdapterError(
+            f"the schedule would be {total} frames long ({span} per transition, {images} images, method {method!r}); "
+            f"at most {MAX_SCHEDULE_FRAMES} frames are made. Give fewer frames or images.")
     if images:
-        if images < 2 and method != "full batch":
-            raise IPAdapterError(f"method {method!r} fades between images and needs at least 2; got {images}.")
         first, last = 0, images - 1
         if method == "shift batches":
             # each consecutive pair (i, i+1) over one span of frames: a cross-fade with weights rising
@@ -181,6 +194,19 @@ def frame_schedule(weights="1.0, 0.0", timing="linear", frames=0, start_frame=0,
             if image_2 is not None:
                 image_2 = image_2 + [last] * add_ending_frames
     return FrameSchedule(values, values[::-1], image_1, image_2)
+
+
+def schedule_length(span: int, images: int, method: str, add_starting_frames: int = 0, add_ending_frames: int = 0) -> int:
+    """Frames of frame_schedule's result for a transition (or custom list) of `span` frames, before making it."""
+    if not images:
+        return span
+    if method == "shift batches":
+        body = span * (images - 1)
+    elif method == "alternate batches":  # pairs there and back, plus one more way when the count is even
+        body = 2 * span * ((images + 1) // 2 - 1) + (span if images % 2 == 0 else 0)
+    else:
+        body = span * images
+    return body + add_starting_frames + add_ending_frames
 
 
 def check_frame_weights(weights: Sequence[float]) -> list:

@@ -64,6 +64,7 @@ def _shuffle(image, strength):
     return image * (1 - noise) + noise
 
 
+MAX_BLUR = 32  # the widely used pack's maximum; a kernel must also stay below the 224 px image's size
 _MAKERS = {"fade": _fade, "dissolve": _dissolve, "gaussian": _gaussian, "shuffle": _shuffle}
 
 
@@ -78,8 +79,8 @@ def make_noise(kind: str, strength: float, blur: int, image: Optional[torch.Tens
         raise IPAdapterError(f"unknown noise type {kind!r}; use one of {', '.join(NOISE_TYPES)}.")
     if not 0.0 <= float(strength) <= 1.0:
         raise IPAdapterError(f"strength is {strength}, outside 0..1; set it within that range.")
-    if int(blur) < 0:
-        raise IPAdapterError(f"blur is {blur}; give 0 (no blur) or a positive kernel size in pixels.")
+    if not 0 <= int(blur) <= MAX_BLUR:
+        raise IPAdapterError(f"blur is {blur}; give 0 (no blur) or a kernel size in pixels up to {MAX_BLUR}.")
     prepared = _prepare(image)
     seed = image_seed(prepared) if seed is None else int(seed)
     with torch.random.fork_rng(devices=[]):

@@ -75,6 +75,10 @@ class SD3AdapterConfig(AdapterConfig):
     def zero_features_uncond(self) -> bool:
         return True
 
+    @property
+    def prompt_tokens(self) -> tuple:
+        return 0, self.encoder_width  # the embeds are encoder features; tokens are made per step (step_tokens)
+
     def layer_specs(self) -> tuple:
         return sd3_layer_specs(self.blocks, self.hidden_size)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 
 import torch
 
@@ -80,6 +81,23 @@ def check_number(value, name: str, low: float, high: float) -> float:
         raise IPAdapterError(f"{name} must be a number, got {value!r}.") from None
     if not math.isfinite(value):
         raise IPAdapterError(f"{name} is {value}; give a finite number between {low} and {high}.")
+    if not low <= value <= high:
+        raise IPAdapterError(f"{name} is {value}, outside {low}..{high}; set it within that range.")
+    return value
+
+
+def check_int(value, name: str, low: int, high: int) -> int:
+    """A whole number within low..high. The node's own bound: ComfyUI checks a widget's min / max only for a typed-in
+    value, not for one linked from another node (a linked frames of 10**9 would size memory by it)."""
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        value = int(value)
+    elif not isinstance(value, bool) and hasattr(value, "__index__"):  # int, numpy / torch integer scalars
+        try:
+            value = operator.index(value)
+        except TypeError:  # a tensor of several values or of floats: refused below
+            pass
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise IPAdapterError(f"{name} must be a whole number from {low} to {high}, got {value!r}; set it within that range.")
     if not low <= value <= high:
         raise IPAdapterError(f"{name} is {value}, outside {low}..{high}; set it within that range.")
     return value

@@ -6,6 +6,7 @@ relies on (ComfyUI a125cd84, 2025-10).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ import torch
 
 from ..ip_core import attention as _attention
 from ..ip_core.encoder_table import EncoderOutput
+from ..ip_core.errors import IPAdapterError
 
 multihead_attention = _attention.multihead_attention
 
@@ -247,19 +249,56 @@ def provide_example_inputs() -> list:
     return written
 
 
+class InputRefusedError(IPAdapterError):
+    """The host or the operating system refused something the user typed (a save prefix, a file name): an input
+    error shown with their words, not a bug."""
+
+
+@contextlib.contextmanager
+def refusals(what: str, remedy: str):
+    """Turn the host's refusal of the user's input into an InputRefusedError naming `what`, the refusal's own
+    words and `remedy`. Refusals are what folder_paths raises on purpose (a plain Exception, as
+    get_save_image_path does for a path outside the output folder) and what the OS says about a name (OSError:
+    too long, not a folder, permission denied; ValueError: a NUL character); any other exception type stays a bug."""
+    try:
+        yield
+    except IPAdapterError:
+        raise
+    except Exception as e:
+        if type(e) is not Exception and not isinstance(e, (OSError, ValueError)):
+            raise
+        words = " ".join(str(e).replace("*", " ").split()) or type(e).__name__
+        raise InputRefusedError(f"{what} was refused: {words}. {remedy}") from e
+
+
 def save_path(filename_prefix: str, output_dir: str):
     """folder_paths.get_save_image_path: (folder, file name, counter, subfolder, prefix), as SaveImage uses it;
-    it refuses prefixes that leave the output folder."""
+    it refuses prefixes that leave the output folder (an absolute path, '..'): that refusal is the user's error."""
     import folder_paths
 
-    return folder_paths.get_save_image_path(filename_prefix, output_dir)
+    with refusals(f"filename_prefix {filename_prefix!r}",
+                  "Give a relative prefix inside the output folder, such as ipadapter/embeds: no '..', no drive or "
+                  "leading '/', no folder named like an existing file."):
+        return folder_paths.get_save_image_path(filename_prefix, output_dir)
 
 
 def annotated_input_path(name: str) -> str:
-    """folder_paths.get_annotated_filepath: 'name', 'name [input]' / '[output]' / '[temp]' -> a full path."""
+    """folder_paths.get_annotated_filepath: 'name', 'name [input]' / '[output]' / '[temp]' -> a full path, which must
+    stay inside that folder: the host lists the input folder's files, but a linked or edited name can say '../x'."""
     import folder_paths
 
-    return folder_paths.get_annotated_filepath(name)
+    path = folder_paths.get_annotated_filepath(name)
+    annotated = getattr(folder_paths, "annotated_filepath", None)
+    base = (annotated(name)[1] if annotated else None) or folder_paths.get_input_directory()
+    base, full = os.path.abspath(base), os.path.abspath(path)
+    try:
+        inside = os.path.commonpath((base, full)) == base
+    except ValueError:  # another drive (Windows)
+        inside = False
+    if not inside:
+        raise InputRefusedError(f"'{name}' points outside its folder ({base}); choose a file listed in the node "
+                                "(files in ComfyUI's input folder).")
+    return path
 
 
 # ---- FaceID: the UNet's weights, LoRA patches, the InsightFace models folder ---------------------------------

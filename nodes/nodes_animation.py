@@ -8,12 +8,15 @@ from __future__ import annotations
 import torch
 
 from ..ip_core.errors import IPAdapterError
-from ..ip_core.frames import METHODS, TIMINGS, frame_schedule
-from .common import CATEGORY, check_images, error_boundary
+from ..ip_core.frames import MAX_FRAME_SETTING, MAX_SCHEDULE_FRAMES, METHODS, TIMINGS, frame_schedule
+from .common import CATEGORY, check_images, check_int, error_boundary
 
 STRATEGY = "IPA_WEIGHTS_STRATEGY"
 _FIELDS = ("weights", "timing", "frames", "start_frame", "end_frame", "add_starting_frames", "add_ending_frames",
            "method", "seed")
+_FRAME_FIELDS = ("frames", "start_frame", "end_frame", "add_starting_frames", "add_ending_frames")
+MAX_SEED = 2 ** 32 - 1
+_BOUND = f" 0 to {MAX_FRAME_SETTING}; the whole schedule is at most {MAX_SCHEDULE_FRAMES} frames."
 
 
 def _gather(image, order):
@@ -21,6 +24,9 @@ def _gather(image, order):
 
 
 def _run(strategy: dict, image):
+    # The node's own bounds (linked values skip the host's widget check; a strategy may come from anywhere)
+    strategy = dict(strategy, **{f: check_int(strategy[f], f, 0, MAX_FRAME_SETTING) for f in _FRAME_FIELDS},
+                    seed=check_int(strategy["seed"], "seed", 0, MAX_SEED))
     images = 0
     if image is not None:
         check_images(image, "image")
@@ -60,24 +66,23 @@ class IPAFrameWeights:
             "required": {
                 "weights": ("STRING", {"default": "1.0, 0.0", "multiline": True, "tooltip": "Numbers separated by commas or new lines. custom: the weights themselves; other timings: from the first to the last."}),
                 "timing": (list(TIMINGS), {"default": "linear", "tooltip": "custom: the list as given; otherwise the curve of the transition."}),
-                "frames": ("INT", {"default": 0, "min": 0, "max": 9999, "tooltip": "Frames of one transition (at least 2)."}),
-                "start_frame": ("INT", {"default": 0, "min": 0, "max": 9999, "tooltip": "Frames held at the first weight before the transition."}),
-                "end_frame": ("INT", {"default": 9999, "min": 0, "max": 9999, "tooltip": "Frame where the transition ends (at most frames); the rest hold the last weight."}),
-                "add_starting_frames": ("INT", {"default": 0, "min": 0, "max": 9999, "tooltip": "With images: extra frames at the start showing the first image."}),
-                "add_ending_frames": ("INT", {"default": 0, "min": 0, "max": 9999, "tooltip": "With images: extra frames at the end showing the last image."}),
+                "frames": ("INT", {"default": 0, "min": 0, "max": MAX_FRAME_SETTING, "tooltip": "Frames of one transition (at least 2)." + _BOUND}),
+                "start_frame": ("INT", {"default": 0, "min": 0, "max": MAX_FRAME_SETTING, "tooltip": "Frames held at the first weight before the transition." + _BOUND}),
+                "end_frame": ("INT", {"default": MAX_FRAME_SETTING, "min": 0, "max": MAX_FRAME_SETTING, "tooltip": "Frame where the transition ends (at most frames); the rest hold the last weight." + _BOUND}),
+                "add_starting_frames": ("INT", {"default": 0, "min": 0, "max": MAX_FRAME_SETTING, "tooltip": "With images: extra frames at the start showing the first image." + _BOUND}),
+                "add_ending_frames": ("INT", {"default": 0, "min": 0, "max": MAX_FRAME_SETTING, "tooltip": "With images: extra frames at the end showing the last image." + _BOUND}),
                 "method": (list(METHODS), {"default": "full batch", "tooltip": "With images: full batch = the schedule once per image; shift = cross-fade each image into the next; alternate = pairs fading back and forth."}),
             },
             "optional": {
                 "image": ("IMAGE", {"tooltip": "Reference images the schedule walks through (image_1 / image_2 outputs)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1, "tooltip": "random timing: the seed of the draws (the same seed gives the same weights)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "tooltip": f"random timing: the seed of the draws (the same seed gives the same weights); 0 to {MAX_SEED}."}),
             },
         }
 
     @error_boundary
     def schedule(self, weights="1.0, 0.0", timing="linear", frames=0, start_frame=0, end_frame=9999, add_starting_frames=0,
                  add_ending_frames=0, method="full batch", image=None, seed=0):
-        values = (weights, timing, int(frames), int(start_frame), int(end_frame), int(add_starting_frames),
-                  int(add_ending_frames), method, int(seed))
+        values = (weights, timing, frames, start_frame, end_frame, add_starting_frames, add_ending_frames, method, seed)
         return _run(dict(zip(_FIELDS, values)), image)
 
 

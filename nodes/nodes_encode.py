@@ -15,7 +15,7 @@ from ..ip_core.preprocess import MODES as CROP_MODES
 from ..ip_core.preprocess import preprocess_images, renormalize
 from ..ip_core import tiles as tiling
 from .patch_dit import check_flux_encoder
-from .common import CATEGORY, LoadedAdapter, check_images, check_number, error_boundary, require
+from .common import CATEGORY, LoadedAdapter, check_images, check_int, check_number, error_boundary, require
 
 TILE_MODES = ("off", "tiled", "enhance")
 ENCODE_CHUNK = 16  # references per encoder call: bounds memory, gives the progress bar steps
@@ -131,7 +131,7 @@ class IPAEncodeImagePrompt:
                 "reference_weights": ("STRING", {"default": "", "tooltip": "One weight per reference image ('1, 0.5'), or one for all; empty = all 1. Scales each reference's CLIP features before the projection (the widely used pack's encoder weight), -1..3."}),
                 "mask": ("MASK", {"tooltip": "Optional mask over the CLIP input: the encoder sees the reference only where the mask is 1 (it follows the crop mode). One mask, or one per reference."}),
                 "tiles": (list(TILE_MODES), {"default": "off", "tooltip": "tiled: cut the reference into 256 px squares (short side one tile, up to 4 along the long side), each acting on its own part of the image; enhance: also encode an enhance_tiles x enhance_tiles grid and add it to the whole-image encoding."}),
-                "enhance_tiles": ("INT", {"default": 2, "min": 1, "max": tiling.MAX_ENHANCE_GRID, "tooltip": "enhance: tiles per side of the grid (1 = off)."}),
+                "enhance_tiles": ("INT", {"default": 2, "min": 1, "max": tiling.MAX_ENHANCE_GRID, "tooltip": f"enhance: tiles per side of the grid (1 = off); 1 to {tiling.MAX_ENHANCE_GRID}."}),
                 "enhance_ratio": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "enhance: scale of the whole-image encoding (one image: added beside the tiles; several: blended with them)."}),
                 "legacy": ("BOOLEAN", {"default": False, "tooltip": "Reproduce ComfyUI_IPAdapter_plus: the host's clip_preprocess instead of the exact official preprocessing (crop center / squash), and for plus / full-face adapters a black image as the unconditional input instead of the official zero (normalised) image. Set by the workflow converter (python -m nodes.migrate --legacy)."}),
             },
@@ -165,7 +165,7 @@ class IPAEncodeImagePrompt:
         if mask is not None:
             masks = encoder_masks(mask, image.shape[0], tuple(image.shape[1:3]), crop, int(getattr(clip_vision, "image_size", 224)))
         enhance_ratio = check_number(enhance_ratio, "enhance_ratio", 0.0, 1.0)
-        grid = int(enhance_tiles) if tiles == "enhance" else 1
+        grid = check_int(enhance_tiles, "enhance_tiles", 1, tiling.MAX_ENHANCE_GRID) if tiles == "enhance" else 1
         if grid > 1:
             tiling.check_grid(grid, image.shape[1], image.shape[2])
         total = image.shape[0] * (1 + grid * grid * (grid > 1)) + (negative_image.shape[0] if isinstance(negative_image, torch.Tensor) else 1)

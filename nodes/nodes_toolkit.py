@@ -12,13 +12,14 @@ from ..ip_core.adapter import load_adapter
 from ..ip_core.embeds import COMBINE_METHODS, ImagePromptEmbeds, check_embeds_fit, combine_embeds
 from ..ip_core.embeds_file import load_embeds, note_of, save_embeds
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
-from ..ip_core.noise import NOISE_TYPES, make_noise
+from ..ip_core.noise import MAX_BLUR, NOISE_TYPES, make_noise
 from ..ip_core.presets import PRESET_NAMES, adapter_config_of_file, choose_adapter, choose_encoder, vision_encoder_of_file
 from ..ip_core.presets import preset as find_preset
-from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require
+from .common import CATEGORY, LoadedAdapter, check_int, check_number, error_boundary, require, with_advice
 from .nodes_apply import IPAApplyAdapter, _model_family
 from .nodes_faceid import PLUS_VERSIONS
 
+MAX_NOISE_SEED = 0xFFFFFFFFFFFFFFFF  # torch.manual_seed's range
 EMBEDS_EXTENSIONS = (".safetensors", ".ipadpt")  # .ipadpt (the other pack's pickles) are listed to be refused clearly
 
 
@@ -133,9 +134,13 @@ class IPASaveEmbeds:
     @error_boundary
     def save(self, embeds, filename_prefix, description=""):
         embeds = require(embeds, "IPA_EMBEDS", "embeds", ImagePromptEmbeds)
+        if not isinstance(filename_prefix, str) or not isinstance(description, str):
+            raise IPAdapterError("filename_prefix and description must be text; connect STRING values or type them in.")
         folder, filename, counter, subfolder, _ = host.save_path(filename_prefix, host.output_directory())
         name = f"{filename}_{counter:05}_.safetensors"
-        save_embeds(embeds, os.path.join(folder, name), description)
+        with host.refusals(f"saving {os.path.join(subfolder, name)}", "Choose a shorter filename_prefix, or free space "
+                           "or permission in the output folder."):
+            save_embeds(embeds, os.path.join(folder, name), description)
         return {"ui": {"text": [f"saved {os.path.join(subfolder, name)} ({embeds.description})"]}, "result": ()}
 
 
@@ -173,7 +178,9 @@ class IPALoadEmbeds:
             try:
                 check_embeds_fit(a.adapter, embeds)
             except AdapterMismatchError as e:
-                raise AdapterMismatchError(f"{embeds_file}: {e}") from None
+                raise with_advice(AdapterMismatchError(f"{embeds_file}: {e}"),
+                                  f"Connect the Load IPAdapter that made this file, or encode the reference with {a.name} "
+                                  "(Encode Image Prompt) and save it again with Save Image Prompt Embeds.") from None
         note = note_of(path)
         text = f"{embeds_file}: {embeds.description}" + (f"; {note}" if note else "")
         return {"ui": {"text": [text]}, "result": (embeds,)}
@@ -197,19 +204,20 @@ class IPANoise:
             "required": {
                 "type": (list(NOISE_TYPES), {"default": "fade", "tooltip": "fade: blend with uniform noise; dissolve: replace random pixels; gaussian: add Gaussian noise; shuffle: elastic warp, flips and noise."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "How much noise (0 = the image itself)."}),
-                "blur": ("INT", {"default": 0, "min": 0, "max": 32, "step": 1, "tooltip": "Gaussian blur kernel in pixels after the noise (0 = none; even sizes become the next odd one)."}),
+                "blur": ("INT", {"default": 0, "min": 0, "max": MAX_BLUR, "step": 1, "tooltip": f"Gaussian blur kernel in pixels after the noise (0 = none; even sizes become the next odd one); 0 to {MAX_BLUR}."}),
             },
             "optional": {
                 "image": ("IMAGE", {"tooltip": "Optional image to disturb (centre-cropped, resized to 224); none = black."}),
-                "seed_override": ("INT", {"default": -1, "min": -1, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "-1: the seed is derived from the image (the widely used pack's behaviour); otherwise this seed."}),
+                "seed_override": ("INT", {"default": -1, "min": -1, "max": MAX_NOISE_SEED, "tooltip": f"-1: the seed is derived from the image (the widely used pack's behaviour); otherwise this seed, 0 to {MAX_NOISE_SEED}."}),
             },
         }
 
     @error_boundary
     def make(self, type, strength, blur, image=None, seed_override=-1):
         strength = check_number(strength, "strength", 0.0, 1.0)
-        blur = int(check_number(blur, "blur", 0, 1 << 16))
-        return (make_noise(type, strength, blur, image, None if int(seed_override) < 0 else int(seed_override)),)
+        blur = check_int(blur, "blur", 0, MAX_BLUR)
+        seed = check_int(seed_override, "seed_override", -1, MAX_NOISE_SEED)
+        return (make_noise(type, strength, blur, image, None if seed < 0 else seed),)
 
 
 class _Regions(tuple):

@@ -19,6 +19,8 @@ import shutil
 import numpy as np
 import torch
 
+from ip_core.text import read_text
+
 from .datasets import expand_shards
 from .errors import TrainerConfigError
 
@@ -58,8 +60,7 @@ def read_meta(cache_dir: str):
     path = os.path.join(cache_dir, META)
     if not os.path.isfile(path):
         return None
-    with open(path, "r", encoding="utf-8") as fh:
-        return json.load(fh)
+    return json.loads(read_text(path))
 
 
 def check_ready(cache_dir: str, fp: dict) -> bool:

@@ -25,6 +25,8 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor
 
+from ip_core.text import decode_text, read_text
+
 from .errors import TrainerConfigError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # webdataset members read as the image
@@ -117,8 +119,7 @@ def load_json_items(path: str) -> list:
 
     The first EAGER_CHECK entries are checked here; the others as the loader reaches them (ImageTextDataset)."""
     try:
-        with open(path, "r", encoding="utf-8") as fh:
-            raw = fh.read()
+        raw = read_text(path)
     except UnicodeDecodeError as e:
         raise TrainerConfigError(
             f"--data_json_file: {path!r} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8 JSON"
@@ -310,7 +311,7 @@ def _expand_one(s: str) -> list:
 
 def _caption_from(name: str, data: bytes) -> Optional[str]:
     if name.endswith(".txt"):
-        return data.decode("utf-8", errors="replace").strip()
+        return decode_text(data, errors="replace").strip()
     if name.endswith(".json"):
         try:
             d = json.loads(data)

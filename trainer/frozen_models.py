@@ -17,6 +17,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 
 from ip_core import encoders
 from ip_core.errors import IPAdapterError
+from ip_core.text import read_text
 
 from .errors import TrainerConfigError
 from .train_config import TrainConfig
@@ -129,8 +130,7 @@ def image_encoder_arch(arch: str, flag: str = "--image_encoder_arch"):
     """An open_clip architecture name, or a JSON open_clip model config file (custom towers) read as a dict."""
     if arch.endswith(".json"):
         try:
-            with open(arch, "r", encoding="utf-8") as fh:
-                return json.load(fh)
+            return json.loads(read_text(arch))
         except (OSError, ValueError, RecursionError) as e:
             raise TrainerConfigError(f"{flag}: cannot read the open_clip model config {arch!r} ({e}); give an open_clip name such as ViT-H-14 or a JSON model config") from None
     return arch

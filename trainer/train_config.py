@@ -20,6 +20,7 @@ import yaml
 
 from ip_core.config import DEFAULT_TOKENS
 from ip_core.encoder_table import OPENCLIP_ARCHS
+from ip_core.text import read_text
 
 from . import speed
 from .datasets import expand_shards, open_rgb
@@ -198,14 +199,11 @@ def read_config_file(path: str) -> dict:
     suffix = os.path.splitext(path)[1].lower()
     try:
         if suffix == ".toml":
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
+            data = tomllib.loads(read_text(path))
         elif suffix in (".yaml", ".yml"):
-            with open(path, "r", encoding="utf-8") as fh:
-                data = yaml.safe_load(fh) or {}
+            data = yaml.safe_load(read_text(path)) or {}
         elif suffix == ".json":
-            with open(path, "r", encoding="utf-8") as fh:
-                data = json.load(fh)
+            data = json.loads(read_text(path))
         else:
             raise TrainerConfigError(f"--config: {path!r} has suffix {suffix!r}; use .yaml, .yml, .toml or .json")
     except TrainerConfigError:

@@ -255,6 +255,18 @@ def noise(out_dir):
             "seeded_repeatable": bool(torch.equal(seeded, seeded_again)), "seeded_differs": not torch.equal(seeded, theirs)}
 
 
+def _errors(calls: dict) -> dict:
+    """label -> "ErrorType: message" of what each call raised, or None when it returned."""
+    out = {}
+    for label, call in calls.items():
+        try:
+            call()
+            out[label] = None
+        except Exception as e:
+            out[label] = f"{type(e).__name__}: {e}"
+    return out
+
+
 def embeds_files(out_dir):
     """Save / Load through the host's output / input folders; the pack's .ipadpt pickle is refused."""
     import shutil
@@ -278,27 +290,33 @@ def embeds_files(out_dir):
            "round_trip": all(torch.equal(x, y) for x, y in zip(emb.state_dict().values(), le.state_dict().values()))}
     (patched,) = ours["IPAApplyAdapter"]().apply(comfy_host.comfy_model_from_unet(comfy_host.sd15_unet()), a, le, 1.0, 0.0, 1.0)
     res["applies_with_its_adapter"] = patched is not None
-    for label, call in {
+    res.update(_errors({
         "other_adapter_apply": lambda: ours["IPAApplyAdapter"]().apply(patched, b, le, 1.0, 0.0, 1.0),
         "other_adapter_load": lambda: _ours("IPALoadEmbeds")().load("test.safetensors", ipadapter=b),
-    }.items():
-        try:
-            call()
-            res[label] = None
-        except Exception as e:
-            res[label] = f"{type(e).__name__}: {e}"
+    }))
     # the pack's own Save Embeds writes a torch.save pickle (.ipadpt) into the output folder
     theirs_node = ref_classes["IPAdapterSaveEmbeds"]()
     theirs_node.save(torch.randn(1, 1024), "theirs")
     pickles = sorted(Path(out_images).glob("theirs*.ipadpt"))
     shutil.copy(pickles[0], os.path.join(in_dir, "theirs.ipadpt"))
     Path(in_dir, "model.safetensors").write_bytes(Path(out_dir, "ipadapter", "a.safetensors").read_bytes())
-    for label, name in {"pickle": "theirs.ipadpt", "foreign": "model.safetensors"}.items():
-        try:
-            _ours("IPALoadEmbeds")().load(name)
-            res[label] = None
-        except Exception as e:
-            res[label] = f"{type(e).__name__}: {e}"
+    res.update(_errors({label: (lambda name=name: _ours("IPALoadEmbeds")().load(name))
+                        for label, name in {"pickle": "theirs.ipadpt", "foreign": "model.safetensors"}.items()}))
+    # the host's own refusals (folder_paths.get_save_image_path) and names outside the input folder: user errors
+    from safetensors.torch import save_file
+
+    wide = torch.randn(1, 4, 769)
+    meta = {"format": "ipadapter-image-prompt-embeds", "format_version": "1", "note": "", **emb.metadata()}
+    save_file({"cond": wide, "uncond": wide.clone()}, os.path.join(in_dir, "wide.safetensors"), metadata=meta)
+    escape = os.path.join(out_dir, "escape")
+    res.update(_errors({
+        "save_dotdot": lambda: _ours("IPASaveEmbeds")().save(emb, "../../../escape/x"),
+        "save_absolute": lambda: _ours("IPASaveEmbeds")().save(emb, os.path.join(escape, "x")),
+        "load_dotdot": lambda: _ours("IPALoadEmbeds")().load("../ipadapter/a.safetensors"),
+        "load_wide": lambda: _ours("IPALoadEmbeds")().load("wide.safetensors", ipadapter=a),
+        "apply_wide": lambda: ours["IPAApplyAdapter"]().apply(patched, a, _ours("IPALoadEmbeds")().load("wide.safetensors")["result"][0], 1.0, 0.0, 1.0),
+    }))
+    res["escaped"] = os.path.exists(escape)
     return res
 
 

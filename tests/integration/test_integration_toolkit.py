@@ -56,3 +56,9 @@ def test_toolkit_save_and_load_embeds_in_the_host(tmp_path):
     assert "test.safetensors" in r["listed"] and "two references" in r["loaded_text"]
     assert "AdapterMismatchError" in r["other_adapter_apply"] and "another adapter" in r["other_adapter_load"]
     assert "a pickle" in r["pickle"] and "not an image prompt embeds file" in r["foreign"]
+    for label in ("save_dotdot", "save_absolute"):  # the host's refusal, in its words, as the user's error
+        assert r[label].startswith("InputRefusedError: filename_prefix") and "outside the output folder" in r[label], r[label]
+    assert not r["escaped"]
+    assert r["load_dotdot"].startswith("InputRefusedError") and "points outside its folder" in r["load_dotdot"]
+    for label in ("load_wide", "apply_wide"):  # before any matmul: both widths named, never "This is a bug"
+        assert r[label].startswith("AdapterMismatchError") and "769" in r[label] and "width 768" in r[label], r[label]

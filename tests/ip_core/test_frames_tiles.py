@@ -78,6 +78,34 @@ def test_schedule_bad_input():
         frames.check_frame_weights([])
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(frames=10 ** 9), "frames is 1000000000; give at most 9999"),
+    (dict(frames=9, end_frame=10 ** 5), "end_frame is 100000; give at most 9999"),
+    (dict(frames=9, add_starting_frames=10 ** 4, images=2), "add_starting_frames is 10000"),
+    (dict(frames=True), "frames must be a whole number"),
+    (dict(frames=9999, images=11), "109989 frames long .* at most 100000 frames are made"),
+    (dict(frames=9999, images=21, method="alternate batches"), "at most 100000"),
+])
+def test_schedules_are_bounded_before_they_are_made(kwargs, match):
+    with pytest.raises(IPAdapterError, match=match):
+        frames.frame_schedule("0, 1", "linear", **kwargs)
+    assert len(frames.frame_schedule("0, 1", "linear", frames=9999, images=10).weights) == 99_990  # under the bound
+    with pytest.raises(IPAdapterError, match="more than 100000 numbers"):
+        frames.frame_schedule(",".join(["0.5"] * 100_001), "custom")
+
+
+@pytest.mark.parametrize("method", frames.METHODS)
+@pytest.mark.parametrize("timing, weights", [("custom", "0, 0.5, 1, 0.2"), ("linear", "0, 1"), ("random", "0, 1")])
+def test_the_length_is_known_before_the_schedule_is_made(method, timing, weights):
+    for images in range(0, 7):
+        for n, adds in ((2, (0, 0)), (5, (3, 1)), (7, (0, 2))):
+            if images == 1 and method != "full batch":
+                continue
+            s = frames.frame_schedule(weights, timing, n, 0, 9999, *adds, method=method, images=images, seed=1)
+            span = 4 if timing == "custom" else n
+            assert s.total_frames == frames.schedule_length(span, images, method, *adds), (images, n, adds)
+
+
 # ---------------------------------------------------------------- tiles
 
 @pytest.mark.parametrize("hw, resized, crop, origins", [

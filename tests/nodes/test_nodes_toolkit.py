@@ -225,6 +225,43 @@ def test_save_and_load_embeds(folders, base, other, vit_h):
         IPALoadEmbeds().load("theirs.ipadpt")
 
 
+def test_load_embeds_checks_the_tensors_against_the_adapter(folders, base):
+    """A file whose metadata names this adapter but whose tokens are 769 wide: refused at Load (with the adapter) and
+    at Apply, naming the file, both widths and what to do, before any matmul."""
+    from safetensors.torch import save_file
+
+    _, in_dir = folders
+    (e,) = IPAEncodeImagePrompt().encode(base, comfy_standin.ClipVisionModel(1280, 1024), _images(1))
+    meta = {"format": "ipadapter-image-prompt-embeds", "format_version": "1", "note": "", **e.metadata()}
+    wide = torch.randn(1, 4, 769)
+    save_file({"cond": wide, "uncond": wide.clone()}, str(in_dir / "wide.safetensors"), metadata=meta)
+    with pytest.raises(AdapterMismatchError, match=r"wide.safetensors: .*tokens \[1, 4, 769\].*of width 768.*"
+                                                   r"Connect the Load IPAdapter that made this file") as err:
+        IPALoadEmbeds().load("wide.safetensors", ipadapter=base)
+    assert "base.safetensors" in str(err.value)
+    loaded = IPALoadEmbeds().load("wide.safetensors")["result"][0]
+    with pytest.raises(AdapterMismatchError, match=r"tokens \[1, 4, 769\].*of width 768.*Connect the same Load IPAdapter"):
+        IPAApplyAdapter().apply(comfy_standin.make_model("sd15"), base, loaded, 1.0, 0.0, 1.0)
+    save_file({"cond": wide.to(torch.int8), "uncond": wide.to(torch.int8).clone()}, str(in_dir / "int8.safetensors"), metadata=meta)
+    with pytest.raises(AdapterFileError, match="int8.safetensors: cond holds int8"):
+        IPALoadEmbeds().load("int8.safetensors")
+
+
+def test_tiled_embeds_survive_save_and_load(folders, base, vit_h):
+    out_dir, in_dir = folders
+    (e,) = IPAEncodeImagePrompt().encode(base, vit_h, torch.rand(1, 256, 512, 3), tiles="tiled")
+    assert e.region_masks is not None and e.cond.shape[0] > 1
+    IPASaveEmbeds().save(e, "tiles", "")
+    shutil.copy(out_dir / "tiles_00001_.safetensors", in_dir / "tiles.safetensors")
+    back = IPALoadEmbeds().load("tiles.safetensors", ipadapter=base)["result"][0]
+    assert torch.equal(back.region_masks, e.region_masks) and torch.equal(back.cond, e.cond)
+    x, ctx = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 768)
+    model = comfy_standin.make_model("sd15")
+    (ours,) = IPAApplyAdapter().apply(model, base, back, 1.0, 0.0, 1.0)
+    (theirs,) = IPAApplyAdapter().apply(model, base, e, 1.0, 0.0, 1.0)
+    assert torch.equal(comfy_standin.run_model(ours, x, 5.0, ctx, ctx), comfy_standin.run_model(theirs, x, 5.0, ctx, ctx))
+
+
 # ------------------------------------------------------------------ Noise, regions
 def test_noise_node(host):
     img = _images(1)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ip_core.adapter import save_adapter
 from ip_core.errors import EXIT_FAILED, EXIT_USAGE, IPAdapterError
+from ip_core.text import read_text
 
 from . import adapters as A
 from .adapters import AdapterTrainConfig
@@ -117,8 +118,7 @@ class StageCache:
         if not (self.enabled and os.path.exists(p) and os.path.exists(m)):
             return None
         try:
-            with open(m) as fh:
-                meta = json.load(fh)
+            meta = json.loads(read_text(m))
             return load_file(p), meta
         except Exception:  # a torn or foreign file: recompute rather than fail
             return None
