@@ -79,7 +79,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert again["metrics"] == results["metrics"] and again["derived"]["metrics"] == dm
     # the rerun keeps the times measured when the stages were computed, and reports its own beside them
     assert [s["computed_seconds"] for s in again["stages"]] == [s["seconds"] for s in results["stages"]]
-    assert again["wall_time_s"] - sum(s["computed_seconds"] for s in again["stages"]) < again["run_wall_time_s"]
+    assert again["wall_time_s"] >= sum(s["seconds"] for s in results["stages"])
     assert "this rerun took" in (out / "results.md").read_text() and "this rerun took" not in md
     # the environment the figures came from
     env = results["environment"]
