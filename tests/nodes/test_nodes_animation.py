@@ -5,7 +5,6 @@ import torch
 
 import comfy_standin
 from comfy_standin import make_model, run_context_windows, run_model
-from conftest import random_adapter
 from ip_core import tiles
 from ip_core.adapter import IPAdapter
 from ip_core.config import make_config
@@ -19,16 +18,6 @@ from nodes.nodes_apply import IPAApplyAdapter
 from nodes.nodes_encode import IPAEncodeImagePrompt
 
 F = 8  # frames
-
-
-@pytest.fixture(scope="module")
-def base():
-    return LoadedAdapter(random_adapter("base", seed=1), "base.safetensors")
-
-
-@pytest.fixture(scope="module")
-def vit_h():
-    return comfy_standin.ClipVisionModel(1280, 1024)
 
 
 def _features(n, seed=0):

@@ -18,9 +18,27 @@ def test_public_ids_inputs_outputs(host):
         assert NODE_DISPLAY_NAME_MAPPINGS[node_id] == display
         assert list(cls.INPUT_TYPES()["required"]) == required
         assert cls.RETURN_TYPES == outputs
-    # The pack's entry point exports exactly this registry (ComfyUI reads the mappings from it).
-    entry = (Path(__file__).resolve().parents[2] / "__init__.py").read_text()
-    assert "from .nodes.registry import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS" in entry
+
+
+def test_the_pack_entry_point_exports_the_registry(host, monkeypatch):
+    """ComfyUI imports the pack's folder as a package and reads the mappings and WEB_DIRECTORY from it."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("ipa_pack_entry", root / "__init__.py", submodule_search_locations=[str(root)])
+    pack = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "ipa_pack_entry", pack)
+    try:
+        spec.loader.exec_module(pack)
+        # the pack's own copy of the registry (relative imports under the package name ComfyUI gives it): the same nodes
+        assert pack.NODE_DISPLAY_NAME_MAPPINGS == NODE_DISPLAY_NAME_MAPPINGS
+        assert {k: (c.__name__, c.RETURN_TYPES, list(c.INPUT_TYPES()["required"])) for k, c in pack.NODE_CLASS_MAPPINGS.items()} == {
+            k: (c.__name__, c.RETURN_TYPES, list(c.INPUT_TYPES()["required"])) for k, c in NODE_CLASS_MAPPINGS.items()}
+        assert set(pack.__all__) == {"NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"}
+        assert list((root / pack.WEB_DIRECTORY).glob("*.js"))  # the frontend extension ComfyUI serves
+    finally:
+        for name in [m for m in sys.modules if m.startswith("ipa_pack_entry.")]:
+            del sys.modules[name]
 
 
 def test_every_input_has_a_tooltip_and_every_node_a_description(host):

@@ -15,11 +15,6 @@ from nodes.nodes_apply import IPAApplyAdapter
 from nodes.patch import IPAttentionPatch
 
 
-@pytest.fixture(scope="module")
-def base():
-    return LoadedAdapter(random_adapter("base", seed=1), "base.safetensors")
-
-
 def _embeds(adapter, n=1, seed=0, combine="concat"):
     g = torch.Generator().manual_seed(seed)
     cfg = adapter.config

@@ -3,11 +3,9 @@ import pytest
 import torch
 
 from comfy_standin import make_model, run_model
-from conftest import random_adapter
 from ip_core.embeds import build_image_prompt
 from ip_core.errors import IPAdapterError
 from ip_core.layers import layer_specs
-from nodes.common import LoadedAdapter
 from nodes.layer_weights import layer_weights
 from nodes.nodes_apply import IPAApplyAdapter
 
@@ -16,11 +14,6 @@ CTX = torch.randn(2, 8, 768, generator=torch.Generator().manual_seed(2))
 UNCTX = torch.randn(2, 8, 768, generator=torch.Generator().manual_seed(3))
 SD15 = layer_specs("sd15")
 SDXL = layer_specs("sdxl")
-
-
-@pytest.fixture(scope="module")
-def base():
-    return LoadedAdapter(random_adapter("base", seed=1), "base.safetensors")
 
 
 def _embeds(adapter, seed=0):

@@ -3,7 +3,9 @@ runs and connects, the files appear, the exported adapter loads through ip_core,
 no-image baseline and chance, and a rerun reuses the cached stages and reproduces the numbers."""
 import json
 
+import numpy as np
 import pytest
+import torch
 
 
 @pytest.mark.slow
@@ -75,3 +77,11 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     assert all(s["cached"] for s in again["stages"])
     assert again["metrics"] == results["metrics"] and again["derived"]["metrics"] == dm
+    # the rerun keeps the times measured when the stages were computed, and reports its own beside them
+    assert [s["computed_seconds"] for s in again["stages"]] == [s["seconds"] for s in results["stages"]]
+    assert again["wall_time_s"] >= sum(s["seconds"] for s in results["stages"])
+    assert "this rerun took" in (out / "results.md").read_text() and "this rerun took" not in md
+    # the environment the figures came from
+    env = results["environment"]
+    assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__ and env["cpu_count"] >= 1
+    assert f"torch {torch.__version__}" in md and f"numpy {np.__version__}" in md

@@ -167,3 +167,53 @@ def test_derived_lambdas_and_seed_option():
     args = build_parser().parse_args(["--seed", "3"])
     assert args.seed == 3 and build_parser().parse_args([]).seed == 0
     assert full_config(3).seed == 3 and quick_config(3).seed == 3
+
+
+def test_stages_run_in_order_load_or_train_once_and_a_rerun_keeps_the_computed_time(tmp_path):
+    from trainer.demo.run import DemoRun, Progress, StageCache, environment, full_config, run_stages
+
+    trained = []
+
+    def make_stage(name, value):
+        def stage(r):
+            def train():
+                trained.append(name)
+                return {"w": torch.full((2,), value)}, {"value": value}
+
+            r.out = getattr(r, "out", []) + [r.load_or_train(name, "k", lambda t: r.loaded.append((name, t["w"])), train)]
+            return f"{name} notes"
+        return stage
+
+    stages = [("first", make_stage("first", 1.0)), ("second", make_stage("second", 2.0)), ("no cache", lambda r: "plain")]
+
+    def run():
+        r = DemoRun(full_config(), str(tmp_path), StageCache(str(tmp_path)), Progress(False))
+        r.loaded = []
+        return r, run_stages(r, stages)
+
+    r, records = run()
+    assert trained == ["first", "second"] and r.out == [{"value": 1.0}, {"value": 2.0}] and r.loaded == []
+    assert [(s["name"], s["cached"], s["notes"]) for s in records] == [
+        ("first", False, "first notes"), ("second", False, "second notes"), ("no cache", False, "plain")]
+    assert all(s["computed_seconds"] == s["seconds"] for s in records)
+
+    again, rerun = run()
+    assert trained == ["first", "second"]  # nothing trained twice
+    assert again.out == r.out and [(n, w.tolist()) for n, w in again.loaded] == [("first", [1.0, 1.0]), ("second", [2.0, 2.0])]
+    assert [s["cached"] for s in rerun] == [True, True, False]
+    # a cached stage reports the seconds it took when it was computed, not its loading time
+    assert [s["computed_seconds"] for s in rerun[:2]] == [s["seconds"] for s in records[:2]]
+    assert not any("computed_environment" in s for s in rerun)  # computed here
+
+    # computed elsewhere: the rerun names that environment; a cache without the record has no computed time
+    cache = StageCache(str(tmp_path))
+    cache.save_computed("first", "k", {"seconds": 7.5, "environment": {"torch": "0.0"}})
+    import os
+    os.remove(cache.path("second", "k", ".computed.json"))
+    _, third = run()
+    assert third[0]["computed_seconds"] == 7.5 and third[0]["computed_environment"] == {"torch": "0.0"}
+    assert third[1]["computed_seconds"] is None
+
+    env = environment()
+    assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__ and env["cpu_count"] == os.cpu_count()
+    assert {"python", "pillow", "diffusers", "transformers", "cpu", "torch_cpu_capability"} <= set(env)

@@ -39,6 +39,28 @@ def _pct(x, ci=None) -> str:
     return f"{100 * x:.0f}%" if ci is None else f"{100 * x:.0f}% ({100 * ci[0]:.0f}-{100 * ci[1]:.0f})"
 
 
+def _wall_time(results: dict) -> str:
+    """The time the results took to compute; a rerun that took stages from the cache says so, and its own time."""
+    wall, stages = results.get("wall_time_s"), results.get("stages", [])
+    text = f"{wall:.0f} s" if wall is not None else "unknown (stages cached before their times were recorded)"
+    text += f" ({results['threads']} torch threads)"
+    cached = sum(bool(s.get("cached")) for s in stages)
+    if cached and "run_wall_time_s" in results:
+        text += (f", as measured when the stages were computed; this rerun took {results['run_wall_time_s']:.0f} s "
+                 f"with {cached} of {len(stages)} stages from the cache")
+    return text
+
+
+def _environment(env) -> str:
+    if not env:
+        return "not recorded"
+    packages = ", ".join(f"{name} {env.get(key)}" for name, key in (
+        ("Python", "python"), ("torch", "torch"), ("numpy", "numpy"), ("Pillow", "pillow"), ("diffusers", "diffusers"),
+        ("transformers", "transformers"), ("open_clip", "open_clip")) if env.get(key))
+    return (f"{packages}; CPU {env.get('cpu')} ({env.get('cpu_count')} logical cores, torch kernels "
+            f"{env.get('torch_cpu_capability')}); {env.get('platform')}")
+
+
 def results_markdown(results: dict) -> str:
     m = results["metrics"]
     ci = results.get("intervals", {})
@@ -57,8 +79,9 @@ def results_markdown(results: dict) -> str:
         "# IP-Adapter in miniature: results",
         "",
         f"Command: `{results['command']}`  ",
-        f"Wall time: {results['wall_time_s']:.0f} s ({results['threads']} torch threads); "
-        f"{'quick' if results['quick'] else 'full'} run, seed {results['seed']}.",
+        f"Wall time: {_wall_time(results)}; "
+        f"{'quick' if results['quick'] else 'full'} run, seed {results['seed']}.  ",
+        f"Environment: {_environment(results.get('environment'))}.",
         "",
         f"Judges: colour from pixel statistics (accuracy on held-out dataset images {_pct(results['judges']['colour_accuracy'])}); "
         f"shape CNN held-out accuracy {_pct(results['judges']['shape_accuracy'])}"
