@@ -126,6 +126,43 @@ OURS = {
                          "size": (320, 60)},
 }
 
+# What our inputs accept (their INPUT_TYPES min/max and choice lists): a value outside is reported, never
+# written. tests/nodes/test_migrate.py checks both against the real INPUT_TYPES, so they cannot drift.
+RANGES = {
+    "IPAEncodeImagePrompt.enhance_tiles": (1, 16), "IPAEncodeImagePrompt.enhance_ratio": (0.0, 1.0),
+    "IPAApplyAdapter.weight": (-1.0, 5.0), "IPAApplyAdapter.start_at": (0.0, 1.0), "IPAApplyAdapter.end_at": (0.0, 1.0),
+    "IPAApplyAdapter.weight_composition": (-1.0, 5.0), "IPAApplyAdapter.style_boost": (-5.0, 5.0),
+    "IPAApplyAdapter.composition_boost": (-5.0, 5.0), "IPAApplyAdapter.faceid_lora_strength": (0.0, 2.0),
+    "IPAApplyAdapter.weight_faceidv2": (-1.0, 5.0), "IPAApplyAdapter.weight_kolors": (-1.0, 5.0),
+    "IPANoise.strength": (0.0, 1.0), "IPANoise.blur": (0, 32), "IPARegion.weight": (-1.0, 5.0),
+    "IPAApplyRegions.start_at": (0.0, 1.0), "IPAApplyRegions.end_at": (0.0, 1.0),
+    **{f"IPAFrameWeights.{n}": (0, 9999) for n in ("frames", "start_frame", "end_frame", "add_starting_frames",
+                                                   "add_ending_frames")},
+}
+_COMBINES = ("concat", "average", "norm average", "batch", "add", "subtract", "max", "min")
+CHOICES = {
+    "IPAEncodeImagePrompt.crop": ("center", "pad", "squash"), "IPAEncodeImagePrompt.combine": _COMBINES,
+    "IPAEncodeImagePrompt.tiles": ("off", "tiled", "enhance"),
+    "IPAApplyAdapter.layer_weights": ("all layers", "style only", "composition only", "style and composition"),
+    "IPAApplyAdapter.weight_type": ("linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input",
+                                    "weak output", "weak middle", "strong middle", "style transfer", "composition",
+                                    "strong style transfer", "style and composition", "style transfer precise",
+                                    "composition precise"),
+    "IPAApplyAdapter.embeds_scaling": ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty"),
+    "IPAUnifiedLoader.preset": ("LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)",
+                                "VIT-G (medium strength)", "PLUS (high strength)", "PLUS FACE (portraits)",
+                                "FULL FACE - SD1.5 only (portraits stronger)", "FACEID", "FACEID PLUS - SD1.5 only",
+                                "FACEID PLUS V2", "FACEID PORTRAIT (style transfer)",
+                                "FACEID PORTRAIT UNNORM - SDXL only (strong)", "Kolors"),
+    "IPACombineEmbeds.method": ("concat", "add", "subtract", "average", "norm average", "max", "min"),
+    "IPANoise.type": ("fade", "dissolve", "gaussian", "shuffle"),
+    "IPAEncodeFace.provider": ("CPU", "CUDA", "ROCM", "DirectML", "OpenVINO", "CoreML"),
+    "IPAEncodeFace.insightface_model": ("buffalo_l", "antelopev2"), "IPAEncodeFace.combine": _COMBINES,
+    "IPAEncodeFace.plus_version": ("v2 (shortcut)", "v1"),
+    "IPAFrameWeights.timing": ("custom", "linear", "ease_in_out", "ease_in", "ease_out", "random"),
+    "IPAFrameWeights.method": ("full batch", "shift batches", "alternate batches"),
+}
+
 # Nodes and options with no counterpart here (yet): why, and what to do instead. Reported, never dropped.
 _REGIONS_WHY = ("the pack's region params hold an image plus its own weight type, start/end and prompt masking, "
                 "encoded later by From Params; ours hold encoded embeds, with one start/end for all regions: rebuild "
@@ -140,10 +177,8 @@ PENDING = {
 }
 
 # ---------------------------------------------------------------------------------------------- shared rules
-WEIGHT_TYPES = ("linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input", "weak output",
-                "weak middle", "strong middle", "style transfer", "composition", "strong style transfer",
-                "style and composition", "style transfer precise", "composition precise")
-_SCALINGS = ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty")
+WEIGHT_TYPES = CHOICES["IPAApplyAdapter.weight_type"]
+_SCALINGS = CHOICES["IPAApplyAdapter.embeds_scaling"]
 
 _MODEL = {"to": "apply.model"}
 _ADAPTER = {"to": ["encode.ipadapter", "apply.ipadapter"], "part": "adapter"}

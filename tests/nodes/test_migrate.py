@@ -59,6 +59,12 @@ def test_our_table_matches_our_nodes(host):
             for n, s in types.get(section, {}).items():
                 if n in spec["defaults"] and len(s) > 1 and "default" in s[1]:
                     assert spec["defaults"][n] == s[1]["default"], (node_type, n)
+                key, opts = f"{node_type}.{n}", s[1] if len(s) > 1 else {}
+                if isinstance(s[0], (list, tuple)) and s[0]:  # a fixed choice list (not a file list)
+                    assert tuple(table.CHOICES[key]) == tuple(s[0]), key
+                elif s[0] in ("INT", "FLOAT") and "min" in opts and n not in spec.get("links_only", ()) and n != "seed" \
+                        and not n.endswith("_override"):
+                    assert table.RANGES[key] == (opts["min"], opts["max"]), key
         assert list(cls.RETURN_TYPES) == list(spec["outputs"])
         assert set(spec["defaults"]) == set(migrate.our_widgets(node_type)) - {"adapter_name"} | (
             {"adapter_name"} if node_type == "IPALoadAdapter" else set())
@@ -364,7 +370,7 @@ def _faceid_with_unified_loader(preset, lora_strength, provider, batch=False):
     g = _Graph()
     uni = g.b.node("IPAdapterUnifiedLoaderFaceID", {"preset": preset, "lora_strength": lora_strength, "provider": provider})
     g.b.link(g.ids["CheckpointLoaderSimple"], 0, uni, "model")
-    face = g.add("IPAAdapterFaceIDBatch" if batch else "IPAdapterFaceID", {"weight_faceidv2": 1.5}, skip=("ipadapter",))
+    face = g.add("IPAAdapterFaceIDBatch" if batch else "IPAdapterFaceID", {"weight_faceidv2": 1.5}, skip=("ipadapter", "model"))
     g.b.link(uni, 1, face, "ipadapter")
     g.b.link(uni, 0, face, "model")
     g.b.link(face, 0, g.ids["KSampler"], "model")
