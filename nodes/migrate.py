@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import copy
+import functools
 import heapq
 import itertools
 import json
@@ -85,7 +86,15 @@ def _names(specs):
 
 def pack_inputs(entry):
     """[(name, type)] in the pack's INPUT_TYPES order (required, then optional)."""
-    return [tuple(s.split(":")) for s in entry["required"] + entry["optional"]]
+    required, optional = entry["required"], entry["optional"]
+    if isinstance(required, tuple) and isinstance(optional, tuple):
+        return list(_parsed(required + optional))
+    return [tuple(s.split(":")) for s in list(required) + list(optional)]
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(specs):  # the tables are read once per node, not once per node and input
+    return tuple(tuple(s.split(":")) for s in specs)
 
 
 def pack_widgets(entry):
