@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from . import migrate_table as table
 
 TITLE_H = 30  # LiteGraph draws the title above `pos`
+REROUTE = "Reroute"  # the frontend's Reroute node: one input, one output, passes its value on
+PRIMITIVE = "PrimitiveNode"  # the frontend's Primitive: a widget value shown as a node (absent from API prompts)
 GAP = 20
 KINDS = ("converted", "mapped", "approximated", "not needed", "not supported yet", "not supported", "kept", "problem")
 
@@ -203,6 +205,7 @@ class _Link:
     src: str
     slot: int
     type: str = "*"
+    via: tuple = None  # (node id, slot, type) of the Reroute it passed last, if any: new links start there
 
 
 @dataclass
@@ -602,8 +605,9 @@ class _Space:
         return placed
 
 
-def _ui_given(node, entry, links_by_id):
-    """Pack node -> (given inputs by name, problems)."""
+def _ui_given(node, entry, links_by_id, follow, types):
+    """Pack node -> (given inputs by name, problems). Links through Reroutes are followed to their source;
+    a widget fed by a Primitive keeps the value the node stores for it (the frontend keeps both in step)."""
     problems, given = [], {}
     widgets = pack_widgets(entry)
     values = node.get("widgets_values")
@@ -631,8 +635,13 @@ def _ui_given(node, entry, links_by_id):
                             f"(its inputs: {', '.join(sorted(names))}); renamed in another version of the pack?")
             continue
         link = links_by_id.get(link_id)
+        if link is not None and types.get(str(link[1])) == PRIMITIVE and inp["name"] in widgets and inp["name"] in given:
+            continue
         if link is not None:
-            given[inp["name"]] = _Link(str(link[1]), link[2], link[5])
+            source = follow(link)
+            if source is not None:
+                via = (link[1], link[2], link[5]) if source is not link else None
+                given[inp["name"]] = _Link(str(source[1]), source[2], source[5] if source[5] != "*" else link[5], via)
     return given, problems
 
 
@@ -791,18 +800,34 @@ def _convert_ui(wf, legacy):
     last_node_id = _counter(wf.get("last_node_id"), "last_node_id", report)
     last_link_id = _counter(wf.get("last_link_id"), "last_link_id", report)
     links_by_id = {link[0]: link for link in links}
+    into = {(str(l[3]), l[4]): l for l in links}
+
+    def follow(link):
+        """The link that feeds a Reroute chain (or the link itself); None if the chain is unfed or a loop."""
+        seen = set()
+        while conv.types.get(str(link[1])) == REROUTE and str(link[1]) not in seen:
+            seen.add(str(link[1]))
+            link = into.get((str(link[1]), 0))
+            if link is None:
+                return None
+        return None if str(link[1]) in seen else link
+
     nodes_info, given_of = {}, {}
     for node in nodes:
         nid = str(node["id"])
         entry = table.PACK.get(node["type"])
-        given, problems = _ui_given(node, entry, links_by_id) if entry and nid not in frozen else ({}, [])
+        given, problems = _ui_given(node, entry, links_by_id, follow, conv.types) if entry and nid not in frozen else ({}, [])
         if entry and nid in frozen:
             problems = ["its inputs or outputs cannot be read"]
         given_of[nid] = given
         props = node.get("properties") if isinstance(node.get("properties"), dict) else None
         nodes_info[nid] = (node["type"], given, problems, props)
     pack, keep = conv.classify(nodes_info)
-    pack_links = [(str(l[1]), str(l[3])) for l in links if l[5] in table.PACK_TYPES]
+    pack_links = []  # pack-type links between pack nodes, through Reroutes
+    for l in links:
+        source = follow(l) if conv.types.get(str(l[3])) != REROUTE else None
+        if source is not None and table.PACK_TYPES.count(l[5]) + table.PACK_TYPES.count(source[5]):
+            pack_links.append((str(source[1]), str(l[3])))
     conv.close_kept(pack, keep, pack_links)
     conv.next_id = 1 + max([int(n) for n in by_id if n.lstrip("-").isdigit()] + [last_node_id])
     converted = [n for n in nodes if str(n["id"]) in pack - keep]
@@ -823,21 +848,32 @@ def _convert_ui(wf, legacy):
         node = new_ui[nid]
         for name, ref in spec["links"].items():
             slot = _ui_input_slot(node, name, spec["type"])
-            final_links.append([next_link, _node_id(ref.src, by_id), ref.slot, int(nid), slot, ref.type])
+            src, src_slot, ty = ref.via if ref.via else (_node_id(ref.src, by_id), ref.slot, ref.type)
+            final_links.append([next_link, src, src_slot, int(nid), slot, ty])
             next_link += 1
+    unfed = []  # inputs of other nodes that a converted node fed with something ours has no output for
     for link in links:
         src, dst = str(link[1]), str(link[3])
         if src in conv.instances and dst not in conv.instances:
             ref = conv.resolve(_Link(src, link[2], link[5]))
             if not isinstance(ref, _Link):
-                report.add(f"{dst} {conv.types[dst]}", "problem", f"input slot {link[4]} was fed by {src} "
-                           f"{conv.types[src]}, which has no counterpart for it; left unconnected")
+                unfed.append((dst, link[4], src))
                 continue
             final_links.append([next_link, _node_id(ref.src, by_id), ref.slot, link[3], link[4],
                                 ref.type if ref.type != "*" else link[5]])
             next_link += 1
+    gone = _drop_idle_reroutes(conv, links, final_links)
+    for dst, slot, src in unfed:
+        if dst not in gone:
+            report.add(f"{dst} {conv.types[dst]}", "problem", f"input slot {slot} was fed by {src} {conv.types[src]}, "
+                       "which has no counterpart for it; left unconnected")
+    for link in links:
+        src, dst = str(link[1]), str(link[3])
+        if conv.types.get(src) == PRIMITIVE and dst in conv.instances:
+            report.add(f"{src} {PRIMITIVE}", "not needed", f"it fed a widget of {conv.instances[dst].label}, whose "
+                       "value the converted node now holds (see that node's lines)")
     # nodes: kept and foreign as they were, converted ones replaced, new ones placed without overlaps
-    kept_nodes = [n for n in nodes if str(n["id"]) not in conv.instances]
+    kept_nodes = [n for n in nodes if str(n["id"]) not in conv.instances and str(n["id"]) not in gone]
     space = _Space()
     for n in kept_nodes:
         space.add(node_rect(n))
@@ -855,6 +891,44 @@ def _convert_ui(wf, legacy):
     out["last_node_id"] = max([last_node_id] + [int(n["id"]) for n in out["nodes"] if str(n["id"]).lstrip("-").isdigit()])
     out["last_link_id"] = max([last_link_id] + [l[0] for l in final_links])
     return out, report
+
+
+def _drop_idle_reroutes(conv, links, final_links):
+    """Reroutes behind converted nodes that now feed nothing (their consumers were converted and are wired
+    directly to the source): removed, each with a line; final_links loses the links into them. -> their ids."""
+    reroutes = {n for n, t in conv.types.items() if t == REROUTE}
+    if not reroutes:
+        return set()
+    feeds = {}
+    for l in links:
+        if str(l[3]) in reroutes:
+            feeds.setdefault(str(l[1]), []).append(str(l[3]))
+    behind, queue = set(), deque(r for src in conv.instances for r in feeds.get(src, ()))
+    while queue:  # reroutes reached from converted nodes through reroutes only
+        r = queue.popleft()
+        if r not in behind:
+            behind.add(r)
+            queue.extend(feeds.get(r, ()))
+    consumers, fed_by = {}, {}
+    for l in final_links:
+        consumers[str(l[1])] = consumers.get(str(l[1]), 0) + 1
+        if str(l[3]) in behind:
+            fed_by.setdefault(str(l[3]), []).append(str(l[1]))
+    idle = deque(r for r in behind if not consumers.get(r))
+    gone = set()
+    while idle:
+        r = idle.popleft()
+        gone.add(r)
+        conv.report.add(f"{r} {REROUTE}", "not needed", "it carried a value of a converted node to nodes that were "
+                        "converted too, which are now wired directly; removed")
+        for src in fed_by.get(r, ()):
+            if src in behind:
+                consumers[src] -= 1
+                if not consumers[src] and src not in gone:
+                    idle.append(src)
+    if gone:
+        final_links[:] = [l for l in final_links if str(l[3]) not in gone]
+    return gone
 
 
 def _node_id(nid: str, by_id):
