@@ -779,6 +779,99 @@ def _counter(value, name, report):
     return 0
 
 
+SUBGRAPH_IN, SUBGRAPH_OUT = -10, -20  # the frontend's ids of a subgraph's input and output nodes
+
+
+def _ids_in(nodes, counter):
+    return max([counter] + [int(n["id"]) for n in nodes if isinstance(n, dict) and isinstance(n.get("id"), int)
+                            and not isinstance(n["id"], bool)])
+
+
+def _subgraph_problem(sub):
+    if not isinstance(sub, dict):
+        return f"a subgraph definition {_short(sub)} is not an object"
+    if not isinstance(sub.get("nodes"), list) or not isinstance(sub.get("links", []), list):
+        return f"subgraph {_short(sub.get('name') or sub.get('id'))} has no list of nodes and links"
+    for key in ("inputs", "outputs"):
+        slots = sub.get(key, [])
+        if not isinstance(slots, list) or not all(isinstance(x, dict) and isinstance(x.get("linkIds", []), list)
+                                                    for x in slots):
+            return f"subgraph {_short(sub.get('name') or sub.get('id'))}: its {key} are not a list of slots"
+    try:
+        workflow_format({"nodes": sub["nodes"], "links": []})
+    except NotAWorkflow as e:
+        return f"subgraph {_short(sub.get('name') or sub.get('id'))}: {e}"
+    return None
+
+
+def _convert_subgraphs(out, legacy, report):
+    """The pack nodes inside the frontend's subgraphs (`definitions.subgraphs`), converted like the graph's:
+    the subgraph's input and output nodes stand in as two nodes whose slots are the subgraph's inputs and
+    outputs. New node and link ids follow every id of the file. Each line names its subgraph."""
+    definitions = out.get("definitions")
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    if subgraphs is None:
+        return
+    if not isinstance(subgraphs, list):
+        report.add("", "problem", f"definitions.subgraphs is a {type(subgraphs).__name__}, not a list; kept as is")
+        return
+    next_node = _ids_in(out["nodes"], out["last_node_id"])
+    next_link = max([out["last_link_id"]] + [l[0] for l in out["links"]])
+    for sub in subgraphs:
+        if isinstance(sub, dict) and isinstance(sub.get("nodes"), list):
+            next_node = _ids_in(sub["nodes"], next_node)
+            next_link = max([next_link] + [l.get("id") for l in sub.get("links") or [] if isinstance(l, dict)
+                                           and isinstance(l.get("id"), int) and not isinstance(l.get("id"), bool)])
+    converted = []
+    for sub in subgraphs:
+        problem = _subgraph_problem(sub)
+        has_pack = problem is None and any(n["type"] in table.PACK for n in sub["nodes"])
+        if problem:
+            report.add("", "problem", problem + "; kept as is")
+        if not has_pack:
+            converted.append(sub)
+            continue
+        name = _short(sub.get("name") or sub.get("id"), 40)
+        new_sub, sub_report, next_node, next_link = _convert_subgraph(sub, legacy, next_node, next_link)
+        for n in sub_report.notes:
+            report.add(f"subgraph {name}: {n.node}" if n.node else f"subgraph {name}", n.kind, n.text)
+        converted.append(new_sub)
+    out["definitions"] = {**definitions, "subgraphs": converted}
+    out["last_node_id"], out["last_link_id"] = next_node, next_link
+
+
+def _convert_subgraph(sub, legacy, last_node, last_link):
+    ins, outs = sub.get("inputs") or [], sub.get("outputs") or []
+    ids = lambda slot: [i for i in slot.get("linkIds") or [] if isinstance(i, int) and not isinstance(i, bool)]  # noqa: E731
+    far = [-1e9, -1e9]
+    io_in = {"id": SUBGRAPH_IN, "type": "subgraph inputs", "pos": far, "size": [0, 0], "inputs": [],
+             "outputs": [{"name": s.get("name"), "type": s.get("type", "*"), "links": ids(s)} for s in ins]}
+    io_out = {"id": SUBGRAPH_OUT, "type": "subgraph outputs", "pos": far, "size": [0, 0], "outputs": [],
+              "inputs": [{"name": s.get("name"), "type": s.get("type", "*"), "link": (ids(s) or [None])[0]} for s in outs]}
+    inner = {"nodes": [n for n in sub["nodes"] if str(n["id"]) not in (str(SUBGRAPH_IN), str(SUBGRAPH_OUT))] + [io_in, io_out],
+             "links": sub.get("links") or [], "last_node_id": last_node, "last_link_id": last_link}
+    new, report = _convert_ui(inner, legacy)
+    problems = validate_ui(new)
+    if problems:
+        raise Inconsistent("a converted subgraph is inconsistent: " + "; ".join(problems[:5]))
+    original = {l.get("id"): l for l in sub.get("links") or [] if isinstance(l, dict)}
+    keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+    links = []
+    for l in new["links"]:
+        old = original.get(l[0])
+        same = isinstance(old, dict) and [old.get(k) for k in keys[:5]] == l[:5]
+        links.append(old if same else dict(zip(keys, l)))
+    by_id = {n["id"]: n for n in new["nodes"]}
+    new_sub = {**sub, "nodes": [n for n in new["nodes"] if n["id"] not in (SUBGRAPH_IN, SUBGRAPH_OUT)], "links": links}
+    new_sub["inputs"] = [{**s, "linkIds": list(by_id[SUBGRAPH_IN]["outputs"][i]["links"])} for i, s in enumerate(ins)]
+    new_sub["outputs"] = [{**s, "linkIds": [x for x in [by_id[SUBGRAPH_OUT]["inputs"][i]["link"]] if x is not None]}
+                          for i, s in enumerate(outs)]
+    state = sub.get("state") if isinstance(sub.get("state"), dict) else {}
+    if "state" in sub or state:
+        new_sub["state"] = {**state, "lastNodeId": new["last_node_id"], "lastLinkId": new["last_link_id"]}
+    return new_sub, report, new["last_node_id"], new["last_link_id"]
+
+
 def _convert_ui(wf, legacy):
     out = dict(wf)  # shallow: only nodes, their slots and the links are rewritten, each copied first
     conv = _Converter(legacy)
@@ -786,16 +879,6 @@ def _convert_ui(wf, legacy):
     nodes, by_id, frozen = _read_ui_nodes(wf, report)
     for nid, node in by_id.items():
         conv.types[nid] = node["type"]
-    subgraphs = wf.get("definitions").get("subgraphs") if isinstance(wf.get("definitions"), dict) else None
-    for sub in subgraphs if isinstance(subgraphs, list) else []:
-        if not isinstance(sub, dict) or not isinstance(sub.get("nodes") or [], list):
-            report.add("", "problem", f"a subgraph definition {_short(sub)} is not an object with a list of nodes; kept as is")
-            continue
-        inner = [n.get("type") for n in sub.get("nodes") or [] if isinstance(n, dict) and isinstance(n.get("type"), str)
-                 and n["type"] in table.PACK]
-        if inner:
-            report.add("", "problem", f"subgraph {sub.get('name') or sub.get('id')!r} holds pack nodes {inner}, which "
-                       "are not converted: convert the subgraph's nodes back into the graph first")
     links = _read_ui_links(wf, by_id, frozen, report)
     last_node_id = _counter(wf.get("last_node_id"), "last_node_id", report)
     last_link_id = _counter(wf.get("last_link_id"), "last_link_id", report)
@@ -890,6 +973,7 @@ def _convert_ui(wf, legacy):
     _sync_slots(out, frozen)
     out["last_node_id"] = max([last_node_id] + [int(n["id"]) for n in out["nodes"] if str(n["id"]).lstrip("-").isdigit()])
     out["last_link_id"] = max([last_link_id] + [l[0] for l in final_links])
+    _convert_subgraphs(out, legacy, report)
     return out, report
 
 

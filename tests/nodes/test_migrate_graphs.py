@@ -168,3 +168,92 @@ def test_muted_and_bypassed_pack_nodes_stay_muted_and_bypassed():
         new, report = convert(wf)
         assert validate_ui(new) == [] and not report.of("problem")
         assert {_node(new, t)["mode"] for t in ("IPAEncodeImagePrompt", "IPAApplyAdapter")} == {mode}
+
+
+def _subgraph_workflow():
+    """The main graph: checkpoint, image -> [subgraph 'style': IPAdapter Advanced with its own loader and
+    CLIP vision loader] -> KSampler. The subgraph's inputs are model and image, its output the model."""
+    inner = pack_workflow("IPAdapterAdvanced")
+    by_id = {n["id"]: n for n in inner["nodes"]}
+    adv = _node(inner, "IPAdapterAdvanced")
+    keep = {"IPAdapterAdvanced", "IPAdapterModelLoader", "CLIPVisionLoader"}
+    kept_ids = {n["id"] for n in inner["nodes"] if n["type"] in keep}
+    links = [l for l in inner["links"] if l[1] in kept_ids and l[3] in kept_ids]
+    model_in = next(i for i, x in enumerate(adv["inputs"]) if x["name"] == "model")
+    image_in = next(i for i, x in enumerate(adv["inputs"]) if x["name"] == "image")
+    links += [[900, -10, 0, adv["id"], model_in, "MODEL"], [901, -10, 1, adv["id"], image_in, "IMAGE"],
+              [902, adv["id"], 0, -20, 0, "MODEL"]]
+    adv["inputs"][model_in]["link"], adv["inputs"][image_in]["link"] = 900, 901
+    adv["outputs"][0]["links"] = [902]
+    keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+    sub = {"id": "5b0d-style", "version": 1, "name": "style", "state": {"lastNodeId": inner["last_node_id"],
+                                                                          "lastLinkId": 902},
+           "inputNode": {"id": -10, "bounding": [0, 0, 100, 60]}, "outputNode": {"id": -20, "bounding": [900, 0, 100, 60]},
+           "inputs": [{"id": "i1", "name": "model", "type": "MODEL", "linkIds": [900]},
+                      {"id": "i2", "name": "image", "type": "IMAGE", "linkIds": [901]}],
+           "outputs": [{"id": "o1", "name": "MODEL", "type": "MODEL", "linkIds": [902]}],
+           "widgets": [], "nodes": [by_id[i] for i in sorted(kept_ids)],
+           "links": [dict(zip(keys, l)) for l in links]}
+    main = pack_workflow("IPAdapterAdvanced")  # reuse its core nodes; replace the pack nodes by the subgraph
+    main["nodes"] = [n for n in main["nodes"] if n["type"] not in keep]
+    ids = {n["id"] for n in main["nodes"]}
+    main["links"] = [l for l in main["links"] if l[1] in ids and l[3] in ids]
+    for n in main["nodes"]:
+        for i in n["inputs"]:
+            if i["link"] is not None and i["link"] not in {l[0] for l in main["links"]}:
+                i["link"] = None
+        for o in n["outputs"]:
+            o["links"] = [x for x in o["links"] if x in {l[0] for l in main["links"]}]
+    main_by_id = {n["id"]: n for n in main["nodes"]}
+    main["last_node_id"] += 1
+    inst = main["last_node_id"]
+    main["nodes"].append({"id": inst, "type": sub["id"], "pos": [400, 600], "size": [200, 80], "flags": {}, "order": 0,
+                          "mode": 0, "inputs": [{"name": "model", "type": "MODEL", "link": None},
+                                                {"name": "image", "type": "IMAGE", "link": None}],
+                          "outputs": [{"name": "MODEL", "type": "MODEL", "links": []}], "properties": {}})
+    main_by_id[inst] = main["nodes"][-1]
+    _link(main, main_by_id, _node(main, "CheckpointLoaderSimple")["id"], 0, inst, 0, "MODEL")
+    _link(main, main_by_id, _node(main, "LoadImage")["id"], 0, inst, 1, "IMAGE")
+    _link(main, main_by_id, inst, 0, _node(main, "KSampler")["id"], 0, "MODEL")
+    main["definitions"] = {"subgraphs": [sub]}
+    return main
+
+
+def test_pack_nodes_inside_a_subgraph_convert_too(host):
+    wf = _subgraph_workflow()
+    new, report = convert(wf)
+    assert validate_ui(new) == [] and not report.of("problem"), report.text()
+    sub = new["definitions"]["subgraphs"][0]
+    types = [n["type"] for n in sub["nodes"]]
+    assert "IPAApplyAdapter" in types and "IPAEncodeImagePrompt" in types and not [t for t in types if t in table.PACK]
+    assert all(n.node.startswith("subgraph 'style': ") for n in report.notes)
+    # the subgraph's own bookkeeping: its input and output slots name the links that now reach our nodes
+    links = {l["id"]: l for l in sub["links"]}
+    by_id = {n["id"]: n for n in sub["nodes"]}
+    (model_link,), (image_link,) = (s["linkIds"] for s in sub["inputs"])
+    assert by_id[links[model_link]["target_id"]]["type"] == "IPAApplyAdapter"
+    assert by_id[links[image_link]["target_id"]]["type"] == "IPAEncodeImagePrompt"
+    (out_link,) = sub["outputs"][0]["linkIds"]
+    assert by_id[links[out_link]["origin_id"]]["type"] == "IPAApplyAdapter" and links[out_link]["target_id"] == -20
+    for l in sub["links"]:
+        for end, key in (("origin_id", "outputs"), ("target_id", "inputs")):
+            if l[end] in by_id:
+                slot = by_id[l[end]][key][l[end.replace("_id", "_slot")]]
+                assert l["id"] in (slot.get("links") or []) or slot.get("link") == l["id"]
+    # ids: new nodes and links follow every id of the file, and the state counts them
+    all_ids = [n["id"] for n in new["nodes"]] + [n["id"] for n in sub["nodes"]]
+    assert len(all_ids) == len(set(all_ids)) and sub["state"]["lastNodeId"] == max(n["id"] for n in sub["nodes"])
+    assert sub["state"]["lastLinkId"] == max(links) and new["last_node_id"] >= max(all_ids)
+    # the input is untouched, the main graph's nodes too
+    assert "IPAdapterAdvanced" in [n["type"] for n in wf["definitions"]["subgraphs"][0]["nodes"]]
+    assert [n["id"] for n in new["nodes"]] == [n["id"] for n in wf["nodes"]]
+
+
+def test_broken_subgraph_definitions_are_named_and_kept():
+    wf = _subgraph_workflow()
+    wf["definitions"]["subgraphs"] += [7, {"name": "x", "nodes": [{"id": 1, "type": ["IPAdapter"]}], "links": []},
+                                       {"name": "y", "nodes": [], "inputs": "z"}]
+    new, report = convert(wf)
+    assert validate_ui(new) == []
+    assert new["definitions"]["subgraphs"][1:] == wf["definitions"]["subgraphs"][1:]
+    assert len([n for n in report.of("problem") if "kept as is" in n.text]) == 3
