@@ -232,6 +232,7 @@ class _Converter:
         self.types = {}  # node id -> class type (all nodes)
         self.new_nodes = {}  # new id -> {"type", "values": {name: v}, "links": {name: ref}, "mode", "after"}
         self.instances = {}
+        self.layout_notes = {}  # node id -> [(kind, text)] about the widget layout it was saved with
         self.next_id = 0
 
     # -- shared by both formats
@@ -285,6 +286,14 @@ class _Converter:
         return nid
 
     def create(self, inst):
+        for kind, text in self.layout_notes.get(inst.id, ()):
+            self.report.add(inst.label, kind, text)
+        for name, given in list(inst.given.items()):  # older choice names -> today's
+            renamed = table.OLD_CHOICES.get(name, {}).get(given[1]) if isinstance(given, tuple) and isinstance(
+                given[1], str) else None
+            if renamed is not None:
+                inst.given[name] = ("value", renamed)
+                self.report.add(inst.label, "mapped", f"{name}={given[1]!r} is an older name of {renamed!r}")
         for local, node_type in inst.entry["nodes"].items():
             inst.created[local] = self.new_node(node_type, inst)
 
@@ -606,10 +615,12 @@ class _Space:
 
 
 def _ui_given(node, entry, links_by_id, follow, types):
-    """Pack node -> (given inputs by name, problems). Links through Reroutes are followed to their source;
-    a widget fed by a Primitive keeps the value the node stores for it (the frontend keeps both in step)."""
-    problems, given = [], {}
+    """Pack node -> (given inputs by name, problems, notes). Links through Reroutes are followed to their
+    source; a widget fed by a Primitive keeps the value the node stores for it (the frontend keeps both in
+    step); an older layout of the node's widgets is read by its names, the missing ones by their defaults."""
+    problems, given, notes = [], {}, []
     widgets = pack_widgets(entry)
+    node_type = node["type"]
     values = node.get("widgets_values")
     if values is None:
         values = []
@@ -621,8 +632,21 @@ def _ui_given(node, entry, links_by_id, follow, types):
     elif not isinstance(values, list):
         problems.append(f"widgets_values is a {type(values).__name__}, not a list of the widgets' values")
     elif len(values) != len(widgets):
-        problems.append(f"{len(values)} widget values {_short(values)}, but {table.PACK_VERSION} has {len(widgets)} "
-                        f"widgets ({', '.join(widgets)}); saved with another version of the pack?")
+        layout = next((l for l in table.OLD_LAYOUTS.get(node_type, ()) if len(l) == len(values)), None)
+        first = table.FIRST_GENERATION_LAYOUTS.get(node_type, {}).get(len(values))
+        if layout is not None:
+            missing = [w for w in widgets if w not in layout]
+            defaults = {w: table.PACK_DEFAULTS_OF.get(node_type, {}).get(w, table.PACK_DEFAULTS.get(w)) for w in missing}
+            given.update({k: ("value", v) for k, v in zip(layout, values)})
+            given.update({k: ("value", v) for k, v in defaults.items()})
+            notes.append(("mapped", f"saved by an older version of the pack ({len(values)} widgets): "
+                          f"{', '.join(f'{k}={v!r}' for k, v in defaults.items())} taken as the pack's defaults, as the "
+                          "frontend fills them"))
+        elif first is not None:
+            problems.append(f"the first-generation layout {first} of this node: {table.FIRST_GENERATION_WHY}")
+        else:
+            problems.append(f"{len(values)} widget values {_short(values)}, but {table.PACK_VERSION} has {len(widgets)} "
+                            f"widgets ({', '.join(widgets)}); saved with another version of the pack?")
     else:
         given.update({k: ("value", v) for k, v in zip(widgets, values)})
     names = {n for n, _ in pack_inputs(entry)}
@@ -642,7 +666,7 @@ def _ui_given(node, entry, links_by_id, follow, types):
             if source is not None:
                 via = (link[1], link[2], link[5]) if source is not link else None
                 given[inp["name"]] = _Link(str(source[1]), source[2], source[5] if source[5] != "*" else link[5], via)
-    return given, problems
+    return given, problems, notes
 
 
 def _short(value, limit=80):
@@ -899,7 +923,10 @@ def _convert_ui(wf, legacy):
     for node in nodes:
         nid = str(node["id"])
         entry = table.PACK.get(node["type"])
-        given, problems = _ui_given(node, entry, links_by_id, follow, conv.types) if entry and nid not in frozen else ({}, [])
+        given, problems, notes = (_ui_given(node, entry, links_by_id, follow, conv.types) if entry and nid not in frozen
+                                  else ({}, [], []))
+        if notes:
+            conv.layout_notes[nid] = notes
         if entry and nid in frozen:
             problems = ["its inputs or outputs cannot be read"]
         given_of[nid] = given

@@ -535,3 +535,106 @@ PACK = {
         "outputs": ("IPADAPTER_PARAMS",), "counterpart": "IPARegionalParams",
     },
 }
+
+# ---------------------------------------------------------------------------------------------- older versions
+# What workflows saved by older versions of the pack hold (its public git history; interface facts only).
+
+# Widget layouts of older versions (widget names in widgets_values order), matched by their count. The
+# pack only ever appended widgets, so the missing trailing ones take the pack's defaults, as the frontend
+# fills them when it loads such a node.
+OLD_LAYOUTS = {
+    "IPAdapter": [("weight", "start_at", "end_at")],  # before weight_type (2024-03-29)
+    "IPAdapterAdvanced": [("weight", "weight_type", "combine_embeds", "start_at", "end_at")],  # before embeds_scaling
+    "IPAdapterBatch": [("weight", "weight_type", "start_at", "end_at"),  # before embeds_scaling (2024-03-25)
+                       ("weight", "weight_type", "start_at", "end_at", "embeds_scaling")],  # before encode_batch_size
+    "IPAdapterFaceID": [("weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at", "end_at")],
+    "IPAdapterTiled": [("weight", "weight_type", "combine_embeds", "start_at", "end_at", "sharpening")],
+    "IPAdapterTiledBatch": [("weight", "weight_type", "start_at", "end_at", "sharpening"),
+                            ("weight", "weight_type", "start_at", "end_at", "sharpening", "embeds_scaling")],
+    "IPAdapterEmbeds": [("weight", "weight_type", "start_at", "end_at")],
+    "IPAdapterInsightFaceLoader": [("provider",)],  # before model_name (2024-08-02)
+    "IPAdapterWeights": [("weights", "timing", "frames", "start_frame", "end_frame")],  # before 2024-04-27
+    "IPAdapterApply": [("weight",), ("weight", "noise"), ("weight", "noise", "weight_type"),
+                       ("weight", "noise", "weight_type", "start_at", "end_at")],
+    "IPAdapterApplyEncoded": [("weight",), ("weight", "weight_type"), ("weight", "weight_type", "start_at", "end_at")],
+}
+# The pack's defaults of the widgets that older layouts lack (its INPUT_TYPES: the default, else the first choice).
+PACK_DEFAULTS = {"weight_type": "linear", "embeds_scaling": "V only", "encode_batch_size": 0, "model_name": "buffalo_l",
+                 "add_starting_frames": 0, "add_ending_frames": 0, "method": "full batch", "noise": 0.0,
+                 "start_at": 0.0, "end_at": 1.0, "unfold_batch": False}
+PACK_DEFAULTS_OF = {"IPAdapter": {"weight_type": "standard"}, "IPAdapterApply": {"weight_type": "original"},
+                    "IPAdapterApplyEncoded": {"weight_type": "original"}}
+# Layouts of the first generation of a node id that today's node reuses with other inputs: kept, and why.
+FIRST_GENERATION_LAYOUTS = {
+    "IPAdapterEncoder": {2: "(plus, noise)", 6: "(ipadapter_plus, noise, weight_1 ... weight_4)"},
+}
+FIRST_GENERATION_WHY = ("the first-generation Encoder (up to four images with their own weights, no adapter input) has "
+                        "no counterpart: encode again with Encode Image Prompt (its reference_weights) and Apply IPAdapter")
+# Choice names that older versions saved, and today's name for the same option.
+OLD_CHOICES = {
+    "weight_type": {"style transfer (SDXL)": "style transfer", "composition (SDXL)": "composition",
+                    "style transfer (SDXL only)": "style transfer",
+                    "style transfer and composition": "style and composition"},
+    "interpolation": {"lanczos": "LANCZOS", "bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST"},
+}
+
+# The first generation of the pack's nodes (removed in its rewrite of 2024-03-23), as of its last release
+# before it. Their weight types: 'original' scales the image prompt's attention output, which is V-only
+# scaling; 'linear' scales K and V; 'channel penalty' is K+mean(V) with the C/1280 penalty.
+_FIRST_GEN_WEIGHT_TYPE = [
+    {"to": "apply.weight_type", "values": {"original": "linear", "linear": "linear", "channel penalty": "linear"}},
+    {"to": "apply.embeds_scaling", "values": {"original": "V only", "linear": "K+V",
+                                              "channel penalty": "K+mean(V) w/ C penalty"}}]
+_FIRST_GEN_NOISE = {"same": [0.0, 0], "unsupported": "the first generation's noise (a distorted copy of the reference as "
+                                                     "the negative image) has no counterpart: connect an IPAdapter Noise "
+                                                     "node's image to Encode Image Prompt's negative_image instead"}
+_UNFOLD_BATCH = {"to": "encode.combine", "values": {False: "concat", True: "batch"},
+                 "approx": {True: _UNFOLD_NOTE["approx"]}}
+_PREP_FACE_WHY = "Encode Face finds and aligns the face in the whole image itself"
+FIRST_GENERATION = {
+    "IPAdapterApply": _apply_family(
+        ("ipadapter:IPADAPTER", "clip_vision:CLIP_VISION", "image:IMAGE", "model:MODEL", "weight:FLOAT", "noise:FLOAT",
+         "weight_type:COMBO", "start_at:FLOAT", "end_at:FLOAT", "unfold_batch:BOOLEAN"), optional=("attn_mask:MASK",),
+        extra_options={"weight_type": _FIRST_GEN_WEIGHT_TYPE, "noise": _FIRST_GEN_NOISE, "unfold_batch": _UNFOLD_BATCH}),
+    "IPAdapterApplyFaceID": {
+        **_FACEID_ENTRY,
+        "required": ("ipadapter:IPADAPTER", "clip_vision:CLIP_VISION", "insightface:INSIGHTFACE", "image:IMAGE",
+                     "model:MODEL", "weight:FLOAT", "noise:FLOAT", "weight_type:COMBO", "start_at:FLOAT", "end_at:FLOAT",
+                     "faceid_v2:BOOLEAN", "weight_v2:FLOAT", "unfold_batch:BOOLEAN"),
+        "optional": ("attn_mask:MASK",),
+        "options": {**{k: v for k, v in _FACEID_ENTRY["options"].items() if k not in (
+                        "weight_faceidv2", "combine_embeds", "embeds_scaling", "image_negative")},
+                    "weight_type": _FIRST_GEN_WEIGHT_TYPE, "noise": _FIRST_GEN_NOISE,
+                    "faceid_v2": {"to": "face.plus_version", "values": {True: "v2 (shortcut)", False: "v1"}},
+                    "weight_v2": {"to": "apply.weight_faceidv2"},
+                    "unfold_batch": {**_UNFOLD_BATCH, "to": "face.combine"}},
+        "outputs": ("MODEL",), "output_map": ["apply.0"],
+    },
+    "IPAdapterApplyEncoded": {
+        **_EMBEDS_ENTRY,
+        "required": ("ipadapter:IPADAPTER", "embeds:EMBEDS", "model:MODEL", "weight:FLOAT", "weight_type:COMBO",
+                     "start_at:FLOAT", "end_at:FLOAT", "unfold_batch:BOOLEAN"),
+        "optional": ("attn_mask:MASK",),
+        "options": {"model": _MODEL, "ipadapter": {"to": "apply.ipadapter", "part": "adapter"},
+                    "embeds": {"to": "apply.embeds"}, "weight": _WEIGHT, "weight_type": _FIRST_GEN_WEIGHT_TYPE,
+                    "start_at": _START, "end_at": _END, "attn_mask": _MASK,
+                    "unfold_batch": {"same": [False], "unsupported": "the embeds are applied as they were encoded: "
+                                                                     "encode with combine 'batch' for one reference "
+                                                                     "per batch item"}},
+    },
+    "InsightFaceLoader": {  # the first InsightFace loader: its provider goes to the Encode Face it feeds
+        "required": ("provider:COMBO",), "optional": (), "outputs": ("INSIGHTFACE",), "nodes": {},
+        "options": {"provider": {"to": "consumers.provider"}},
+        "wires": {}, "needs": [], "output_map": [None], "removed": "removed: its settings go to the Encode Face it feeds",
+    },
+    "PrepImageForInsightFace": {
+        "required": ("image:IMAGE", "crop_position:COMBO", "sharpening:FLOAT", "pad_around:BOOLEAN"), "optional": (),
+        "outputs": ("IMAGE",), "nodes": {},
+        "options": {"image": {"ignore": "passed through: " + _PREP_FACE_WHY},
+                    "crop_position": {"same": ["center"], "unsupported": _PREP_FACE_WHY},
+                    "sharpening": {"same": [0.0, 0], "unsupported": "no sharpening before encoding here"},
+                    "pad_around": {"ignore": _PREP_FACE_WHY}},
+        "wires": {}, "needs": [], "output_map": ["in:image"],
+    },
+}
+PACK.update(FIRST_GENERATION)

@@ -570,17 +570,17 @@ def test_not_a_workflow(bad):
 def test_older_pack_version_renamed_inputs_and_unknown_widget_counts_are_named():
     wf = pack_workflow("IPAdapterAdvanced")
     adv = _node(wf, "IPAdapterAdvanced")
-    adv["widgets_values"] = adv["widgets_values"][:-1]  # an older version without embeds_scaling
+    adv["widgets_values"] = adv["widgets_values"][:-2]  # no version of the pack saved 4 values here
     adv["inputs"][2]["name"] = "images"  # renamed input
-    old = {"id": 500, "type": "IPAdapterApply", "pos": [0, 3000], "size": [300, 200], "flags": {}, "order": 0,
+    old = {"id": 500, "type": "IPAdapterTilesMasked", "pos": [0, 3000], "size": [300, 200], "flags": {}, "order": 0,
            "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [1.0, 0.0, "original"]}
     wf["nodes"].append(old)
     wf["last_node_id"] = 500
     new, report = convert(wf)
     assert validate_ui(new) == []
     problems = " ".join(n.text for n in report.of("problem") if "IPAdapterAdvanced" in n.node)
-    assert "5 widget values" in problems and "6 widgets" in problems and "'images'" in problems
-    assert any("IPAdapterApply" in n.node and "older or newer version" in n.text for n in report.of("kept"))
+    assert "4 widget values" in problems and "6 widgets" in problems and "'images'" in problems
+    assert any("IPAdapterTilesMasked" in n.node and "older or newer version" in n.text for n in report.of("kept"))
     assert "IPAdapterAdvanced" in _types(new)  # kept as it was, never half-converted
 
 
