@@ -219,6 +219,7 @@ class _Instance:
     pos: tuple = (0.0, 0.0)
     created: dict = field(default_factory=dict)  # local name -> new node id
     consumer_values: dict = field(default_factory=dict)  # our input name -> value for nodes this one feeds
+    output_map: list = None  # this node's own output map, where its recipe depends on its inputs (regions)
 
     @property
     def label(self):
@@ -296,6 +297,13 @@ class _Converter:
                 self.report.add(inst.label, "mapped", f"{name}={given[1]!r} is an older name of {renamed!r}")
         for local, node_type in inst.entry["nodes"].items():
             inst.created[local] = self.new_node(node_type, inst)
+        if inst.entry.get("special") == "region" and isinstance(inst.given.get("mask"), _Link):
+            omap = [None]
+            for side in ("positive", "negative"):
+                if isinstance(inst.given.get(side), _Link):
+                    inst.created[side] = self.new_node("ConditioningSetMask", inst)
+                omap.append(f"{side}.0" if side in inst.created else f"in:{side}")
+            inst.output_map = omap
 
     def resolve(self, link):
         """Where a link's value really comes from: a _Link to a kept/foreign/new node, a pipeline dict, or None.
@@ -308,7 +316,7 @@ class _Converter:
             if link.src in seen:
                 return None
             seen.add(link.src)
-            omap = inst.entry["output_map"]
+            omap = inst.output_map or inst.entry["output_map"]
             if not 0 <= link.slot < len(omap) or omap[link.slot] is None:  # no counterpart for this output
                 return None
             spec = omap[link.slot]
@@ -364,6 +372,9 @@ class _Converter:
 
     def wire(self, inst):
         entry, label = inst.entry, inst.label
+        special = {"region": self._wire_region, "from params": self._wire_from_params}.get(entry.get("special"))
+        if special is not None:
+            special(inst)
         for target, spec in entry.get("wires", {}).items():
             if spec == table.LEGACY:
                 self._set(inst, target, bool(self.legacy))
@@ -386,8 +397,9 @@ class _Converter:
             for n, t in our_inputs(node["type"]):
                 if t not in table.WIDGET_TYPES and n in _names(table.OURS[node["type"]]["required"]) and n not in node["links"]:
                     self.report.add(label, "problem", f"{node['type']}.{n} is not connected (nothing upstream gives it); connect it by hand")
-        self.report.add(label, "converted", "-> " + " + ".join(f"{t} (node {inst.created[l]})" for l, t in entry["nodes"].items())
-                        if entry["nodes"] else entry.get("removed", "removed: passes its input through"))
+        made = {local: self.new_nodes[nid]["type"] for local, nid in inst.created.items()}
+        self.report.add(label, "converted", "-> " + " + ".join(f"{t} (node {inst.created[l]})" for l, t in made.items())
+                        if made else entry.get("removed", "removed: passes its input through"))
         for kind, text in entry.get("notes", ()):
             self.report.add(label, kind, text)
 
@@ -397,6 +409,8 @@ class _Converter:
         linked = isinstance(given, _Link)
         value = None if given is None or linked else given[1]
         shown = "connected" if linked else repr(value)
+        if "params" in rule:  # read by the code that builds the regions
+            return
         if "ignore" in rule:
             if given is not None:
                 self.report.add(label, "not needed", f"{name} ({shown}): {rule['ignore']}")
@@ -536,6 +550,95 @@ class _Converter:
             self.report.add(label, "approximated", f"{name}={value!r} -> {ours}{shown_new}: {approx}")
         else:
             self.report.add(label, "mapped", f"{name}={value!r} -> {ours}{shown_new}")
+
+
+    # -- the pack's regions (migrate_table.REGIONS)
+    def _put(self, inst, nid, name, given, what):
+        """Set input `name` of new node `nid` from a pack input: a value (checked) or a link (resolved)."""
+        node = self.new_nodes[nid]
+        if isinstance(given, _Link):
+            src = self.resolve(given)
+            if isinstance(src, _Link):
+                node["links"][name] = src
+            else:
+                self.report.add(inst.label, "problem", f"{what}: its source gives nothing this pack can use; connect "
+                                f"{node['type']}.{name} (node {nid}) by hand")
+            return
+        if given is None:
+            return
+        value = given[1]
+        why = value_problem(value, node["type"], name)
+        if why:
+            self.report.add(inst.label, "not supported", f"{what}={value!r} {why}; {node['type']}.{name} (node {nid}) "
+                            "keeps its default")
+        else:
+            node["values"][name] = value
+            self.report.add(inst.label, "mapped", f"{what}={value!r} -> {node['type']}.{name} (node {nid})")
+
+    def _wire_region(self, inst):
+        """Regional Conditioning: with a mask, each text prompt goes through a ConditioningSetMask."""
+        for side in ("positive", "negative"):
+            nid = inst.created.get(side)
+            if nid is not None:
+                self._put(inst, nid, "conditioning", inst.given[side], side)
+                self._put(inst, nid, "mask", inst.given["mask"], "mask")
+                self._put(inst, nid, "strength", inst.given.get("prompt_weight"), "prompt_weight")
+        if not inst.created and "prompt_weight" in inst.given:
+            self.report.add(inst.label, "not needed", "prompt_weight: no mask, so the pack passes the prompts unchanged")
+
+    def _regions(self, inst):
+        """The Regional Conditioning nodes behind From Params' ipadapter_params, in the pack's order
+        (Combine Params joins params_1 ... params_5 in turn). An explicit stack: no recursion."""
+        found, stack = [], [inst.given.get("ipadapter_params")]
+        while stack:
+            link = stack.pop()
+            src = self.instances.get(link.src) if isinstance(link, _Link) else None
+            if src is None:
+                continue
+            if src.entry.get("special") == "region":
+                found.append(src)
+            elif src.entry.get("special") == "params" and len(found) + len(stack) < 10_000:
+                stack.extend(reversed([src.given.get(f"params_{i}") for i in range(1, 6) if f"params_{i}" in src.given]))
+        return found
+
+    def _wire_from_params(self, inst):
+        """From Params: per region an Encode Image Prompt + Apply IPAdapter, chained by the model."""
+        regions = self._regions(inst)
+        if not regions:
+            self.report.add(inst.label, "problem", "ipadapter_params brings no Regional Conditioning; rebuild with "
+                            "Encode Image Prompt -> Apply IPAdapter (attn_mask) by hand")
+            return
+        pipeline = self.resolve(inst.given.get("ipadapter"))
+        adapter = pipeline.get("adapter") if isinstance(pipeline, dict) else None
+        clip = inst.given.get("clip_vision") or (pipeline.get("clip_vision") if isinstance(pipeline, dict) else None)
+        model = inst.given.get("model")
+        for i, region in enumerate(regions):
+            enc = inst.created[f"encode_{i + 1}"] = self.new_node("IPAEncodeImagePrompt", inst)
+            app = inst.created[f"apply_{i + 1}"] = self.new_node("IPAApplyAdapter", inst)
+            enc_node, app_node = self.new_nodes[enc], self.new_nodes[app]
+            for nid in (enc, app):
+                if adapter is not None:
+                    self.new_nodes[nid]["links"]["ipadapter"] = adapter
+                self.new_nodes[nid]["values"]["legacy"] = bool(self.legacy)
+            if isinstance(self.resolve(clip), _Link):
+                enc_node["links"]["clip_vision"] = self.resolve(clip)
+            what = f"region {i + 1} ({region.label})"
+            self._put(inst, enc, "image", region.given.get("image"), f"{what} image")
+            self._put(inst, enc, "negative_image", inst.given.get("image_negative"), "image_negative")
+            self._put(inst, enc, "combine", inst.given.get("combine_embeds"), "combine_embeds")
+            app_node["links"]["embeds"] = _Link(enc, 0, "IPA_EMBEDS")
+            if i == 0:
+                self._put(inst, app, "model", model, "model")
+            else:
+                app_node["links"]["model"] = _Link(inst.created[f"apply_{i}"], 0, "MODEL")
+            for pack_name, ours in (("image_weight", "weight"), ("weight_type", "weight_type"), ("start_at", "start_at"),
+                                    ("end_at", "end_at"), ("mask", "attn_mask")):
+                self._put(inst, app, ours, region.given.get(pack_name), f"{what} {pack_name}")
+            self._put(inst, app, "embeds_scaling", inst.given.get("embeds_scaling"), "embeds_scaling")
+        inst.output_map = [f"apply_{len(regions)}.0"]
+        if adapter is None:
+            self.report.add(inst.label, "problem", "ipadapter: its source gives no adapter here; connect the Encode "
+                            "Image Prompt / Apply IPAdapter nodes' ipadapter by hand")
 
 
 # ------------------------------------------------------------------------------------------ UI format

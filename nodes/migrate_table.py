@@ -121,14 +121,20 @@ OURS = {
         "required": ("weights_strategy:IPA_WEIGHTS_STRATEGY",), "optional": ("image:IMAGE",), "defaults": {},
         "outputs": ("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", "IPA_WEIGHTS_STRATEGY"), "size": (320, 80),
     },
-    # the host's own loader (nodes.py), for the clip vision model the pack's Unified Loader picked by name
+    # the host's own nodes (nodes.py): the clip vision loader for the model the pack's Unified Loader picked by
+    # name, the conditioning mask for the text prompts of the pack's Regional Conditioning
+    "ConditioningSetMask": {"required": ("conditioning:CONDITIONING", "mask:MASK", "strength:FLOAT", "set_cond_area:COMBO"),
+                            "optional": (), "defaults": {"strength": 1.0, "set_cond_area": "default"},
+                            "outputs": ("CONDITIONING",), "size": (320, 120)},
     "CLIPVisionLoader": {"required": ("clip_name:COMBO",), "optional": (), "defaults": {"clip_name": ""}, "outputs": ("CLIP_VISION",),
                          "size": (320, 60)},
 }
 
 # What our inputs accept (their INPUT_TYPES min/max and choice lists): a value outside is reported, never
 # written. tests/nodes/test_migrate.py checks both against the real INPUT_TYPES, so they cannot drift.
+HOST_NODES = ("CLIPVisionLoader", "ConditioningSetMask")  # in OURS, checked in the real host (tests/integration)
 RANGES = {
+    "ConditioningSetMask.strength": (0.0, 10.0),
     "IPAEncodeImagePrompt.enhance_tiles": (1, 16), "IPAEncodeImagePrompt.enhance_ratio": (0.0, 1.0),
     "IPAApplyAdapter.weight": (-1.0, 5.0), "IPAApplyAdapter.start_at": (0.0, 1.0), "IPAApplyAdapter.end_at": (0.0, 1.0),
     "IPAApplyAdapter.weight_composition": (-1.0, 5.0), "IPAApplyAdapter.style_boost": (-5.0, 5.0),
@@ -141,6 +147,7 @@ RANGES = {
 }
 _COMBINES = ("concat", "average", "norm average", "batch", "add", "subtract", "max", "min")
 CHOICES = {
+    "ConditioningSetMask.set_cond_area": ("default", "mask bounds"),
     "IPAEncodeImagePrompt.crop": ("center", "pad", "squash"), "IPAEncodeImagePrompt.combine": _COMBINES,
     "IPAEncodeImagePrompt.tiles": ("off", "tiled", "enhance"),
     "IPAApplyAdapter.layer_weights": ("all layers", "style only", "composition only", "style and composition"),
@@ -164,12 +171,7 @@ CHOICES = {
 }
 
 # Nodes and options with no counterpart here (yet): why, and what to do instead. Reported, never dropped.
-_REGIONS_WHY = ("the pack's region params hold an image plus its own weight type, start/end and prompt masking, "
-                "encoded later by From Params; ours hold encoded embeds, with one start/end for all regions: rebuild "
-                "with Encode Image Prompt -> Image Prompt Region -> Apply IPAdapter (regions), and the host's "
-                "ConditioningSetMask for the prompts")
 PENDING = {
-    "IPARegionalParams": _REGIONS_WHY,
     "IPACombineFrameWeights": "IPAdapter Frame Weights has no combining node; join the weight lists by hand",
     "IPAPromptSchedule": "no prompt-schedule node here; write the schedule for your scheduler node by hand",
     "IPATiledBatch": ("Encode Image Prompt refuses tiles 'tiled' with combine 'batch' (each tile already maps to a part "
@@ -433,12 +435,6 @@ PACK = {
                                                       extra_options={**_ENH_OPTIONS, "image": {**_IMAGE, "approx": (
                                                           _UNFOLD_NOTE["approx"] + "; one reference image alone gives two "
                                                           "(whole image and tiles, as the pack), so two frames")}}),
-    "IPAdapterFromParams": {
-        "required": ("model:MODEL", "ipadapter:IPADAPTER", "ipadapter_params:IPADAPTER_PARAMS", "combine_embeds:COMBO",
-                     "embeds_scaling:COMBO"),
-        "optional": ("image_negative:IMAGE", "clip_vision:CLIP_VISION"), "outputs": ("MODEL",),
-        "counterpart": "IPARegionalParams",
-    },
     "IPAdapterPreciseStyleTransfer": _apply_family(
         _PRECISE_S, extra_options={"style_boost": {"to": "apply.style_boost"}},
         wires={"apply.weight_type": "=style transfer precise"}, needs=["apply.style_boost"]),
@@ -523,17 +519,6 @@ PACK = {
     },
     "IPAdapterPromptScheduleFromWeightsStrategy": {"required": ("weights_strategy:WEIGHTS_STRATEGY", "prompt:STRING"),
                                                    "optional": (), "outputs": ("STRING",), "counterpart": "IPAPromptSchedule"},
-    "IPAdapterRegionalConditioning": {
-        "required": ("image:IMAGE", "image_weight:FLOAT", "prompt_weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT",
-                     "end_at:FLOAT"),
-        "optional": ("mask:MASK", "positive:CONDITIONING", "negative:CONDITIONING"),
-        "outputs": ("IPADAPTER_PARAMS", "CONDITIONING", "CONDITIONING"), "counterpart": "IPARegionalParams",
-    },
-    "IPAdapterCombineParams": {
-        "required": ("params_1:IPADAPTER_PARAMS", "params_2:IPADAPTER_PARAMS"),
-        "optional": ("params_3:IPADAPTER_PARAMS", "params_4:IPADAPTER_PARAMS", "params_5:IPADAPTER_PARAMS"),
-        "outputs": ("IPADAPTER_PARAMS",), "counterpart": "IPARegionalParams",
-    },
 }
 
 # ---------------------------------------------------------------------------------------------- older versions
@@ -572,6 +557,7 @@ FIRST_GENERATION_WHY = ("the first-generation Encoder (up to four images with th
                         "no counterpart: encode again with Encode Image Prompt (its reference_weights) and Apply IPAdapter")
 # Choice names that older versions saved, and today's name for the same option.
 OLD_CHOICES = {
+    "ConditioningSetMask.set_cond_area": ("default", "mask bounds"),
     "weight_type": {"style transfer (SDXL)": "style transfer", "composition (SDXL)": "composition",
                     "style transfer (SDXL only)": "style transfer",
                     "style transfer and composition": "style and composition"},
@@ -638,3 +624,46 @@ FIRST_GENERATION = {
     },
 }
 PACK.update(FIRST_GENERATION)
+
+# ---------------------------------------------------------------------------------------------- regions
+# The pack's regional nodes: Regional Conditioning holds an image with its mask, weight, weight type and
+# window, and masks the text prompts; Combine Params joins such lists; From Params applies each entry in
+# turn (its ipadapter_execute once per entry, each patching the model the previous one made). Here: per
+# entry an Encode Image Prompt + Apply IPAdapter (attn_mask = the region's mask), chained by the model, and
+# the host's ConditioningSetMask (strength = prompt_weight, area 'default') for each text prompt. Built by
+# the converter's code (their number depends on the graph): "special" names the builder; "params" rules are
+# read there.
+_BY_FROM_PARAMS = {"params": "read by the IPAdapter From Params node it feeds"}
+REGIONS = {
+    "IPAdapterRegionalConditioning": {
+        "required": ("image:IMAGE", "image_weight:FLOAT", "prompt_weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT",
+                     "end_at:FLOAT"),
+        "optional": ("mask:MASK", "positive:CONDITIONING", "negative:CONDITIONING"),
+        "outputs": ("IPADAPTER_PARAMS", "CONDITIONING", "CONDITIONING"), "nodes": {}, "special": "region",
+        "options": {**{n: _BY_FROM_PARAMS for n in ("image", "image_weight", "weight_type", "start_at", "end_at",
+                                                     "mask")},
+                    **{n: {"params": "masked by a ConditioningSetMask (strength = prompt_weight) when a mask is given, "
+                                     "else passed through"} for n in ("prompt_weight", "positive", "negative")}},
+        "wires": {}, "needs": [], "output_map": [None, "in:positive", "in:negative"],
+        "removed": "removed: its image goes to the IPAdapter From Params node it feeds; no mask, so its prompts pass "
+                   "unchanged",
+    },
+    "IPAdapterCombineParams": {
+        "required": ("params_1:IPADAPTER_PARAMS", "params_2:IPADAPTER_PARAMS"),
+        "optional": ("params_3:IPADAPTER_PARAMS", "params_4:IPADAPTER_PARAMS", "params_5:IPADAPTER_PARAMS"),
+        "outputs": ("IPADAPTER_PARAMS",), "nodes": {}, "special": "params",
+        "options": {f"params_{i}": _BY_FROM_PARAMS for i in range(1, 6)},
+        "wires": {}, "needs": [], "output_map": [None],
+        "removed": "removed: its regions, in order, go to the IPAdapter From Params node it feeds",
+    },
+    "IPAdapterFromParams": {
+        "required": ("model:MODEL", "ipadapter:IPADAPTER", "ipadapter_params:IPADAPTER_PARAMS", "combine_embeds:COMBO",
+                     "embeds_scaling:COMBO"),
+        "optional": ("image_negative:IMAGE", "clip_vision:CLIP_VISION"), "outputs": ("MODEL",),
+        "nodes": {}, "special": "from params",
+        "options": {n: {"params": "set on each region's Encode Image Prompt / Apply IPAdapter"} for n in (
+            "model", "ipadapter", "ipadapter_params", "combine_embeds", "embeds_scaling", "image_negative", "clip_vision")},
+        "wires": {}, "needs": [], "output_map": ["apply.0"],
+    },
+}
+PACK.update(REGIONS)

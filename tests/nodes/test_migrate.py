@@ -49,8 +49,8 @@ def test_our_table_matches_our_nodes(host):
     from nodes.registry import NODE_CLASS_MAPPINGS
 
     for node_type, spec in table.OURS.items():
-        if node_type == "CLIPVisionLoader":
-            continue  # the host's node: checked in the real host (run_migrate.py table)
+        if node_type in table.HOST_NODES:
+            continue  # the host's nodes: checked in the real host (run_migrate.py table)
         cls = NODE_CLASS_MAPPINGS[node_type]
         types = cls.INPUT_TYPES()
         for section in ("required", "optional"):
@@ -183,12 +183,12 @@ def test_a_missing_input_of_ours_is_reported_as_not_supported_yet(monkeypatch):
 
 
 def test_nodes_without_counterpart_are_kept_with_what_feeds_them_through_the_packs_types():
-    new, report = convert(pack_workflow("IPAdapterFromParams", connect_optional=True))
-    # regional params have no counterpart: kept, and the loader / region nodes that feed it the pack's types stay
-    assert {"IPAdapterFromParams", "IPAdapterModelLoader", "IPAdapterRegionalConditioning"} <= set(_types(new))
+    new, report = convert(pack_workflow("IPAdapterTiledBatch", connect_optional=True))
+    # tiles per batch item have no counterpart: kept, and the loader that feeds it the pack's types stays
+    assert {"IPAdapterTiledBatch", "IPAdapterModelLoader"} <= set(_types(new))
     assert validate_ui(new) == []
     assert any("joined by the pack's own types" in n.text for n in report.of("kept"))
-    assert any("Image Prompt Region" in n.text for n in report.of("not supported yet"))
+    assert any("refuses tiles 'tiled'" in n.text for n in report.of("not supported yet"))
 
 
 def test_embeds_chain_keeps_uncond_with_the_embeds():
@@ -242,9 +242,7 @@ NEWLY_MAPPED = ("IPAdapterStyleComposition", "IPAdapterStyleCompositionBatch", "
                 "IPAdapterClipVisionEnhancer", "IPAdapterClipVisionEnhancerBatch", "IPAdapterBatch",
                 "IPAdapterEmbedsBatch", "IPAdapterWeights", "IPAdapterWeightsFromStrategy", "IPAdapterMS",
                 "IPAdapterFaceIDKolors")
-STILL_MISSING = {"IPAdapterFromParams", "IPAdapterRegionalConditioning",
-                 "IPAdapterCombineParams", "IPAdapterCombineWeights", "IPAdapterPromptScheduleFromWeightsStrategy",
-                 "IPAdapterTiledBatch"}
+STILL_MISSING = {"IPAdapterCombineWeights", "IPAdapterPromptScheduleFromWeightsStrategy", "IPAdapterTiledBatch"}
 
 
 def test_what_converts_and_what_does_not():
