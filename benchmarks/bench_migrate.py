@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,21 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "nodes"))
 
-from pack_workflows import _Builder  # noqa: E402
-
-
-class _Fast(_Builder):
-    def __init__(self):
-        super().__init__()
-        self.index = {}
-
-    def node(self, node_type, widgets=None, pos=None):
-        nid = super().node(node_type, widgets, pos)
-        self.index[nid] = self.wf["nodes"][-1]
-        return nid
-
-    def get(self, nid):
-        return self.index[nid]
+from pack_workflows import IndexedBuilder as _Fast  # noqa: E402
 
 
 def _apply_nodes(n, spot=None, last_first=False):

@@ -117,6 +117,22 @@ class _Builder:
         return lid
 
 
+class IndexedBuilder(_Builder):
+    """The builder with an id index, for graphs of thousands of nodes (tests of scale, benchmarks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.index = {}
+
+    def node(self, node_type, widgets=None, pos=None):
+        nid = super().node(node_type, widgets, pos)
+        self.index[nid] = self.wf["nodes"][-1]
+        return nid
+
+    def get(self, nid):
+        return self.index[nid]
+
+
 def base_graph(b: _Builder):
     ids = {t: b.node(t) for t in ("CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler",
                                   "VAEDecode", "SaveImage", "LoadImage", "CLIPVisionLoader", "Note")}

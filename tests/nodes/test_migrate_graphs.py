@@ -2,7 +2,7 @@
 (followed upstream to the value's source and downstream from a converted node), Primitive nodes feeding
 widgets, muted and bypassed nodes, and subgraphs (`definitions.subgraphs`, whose pack nodes convert too).
 """
-from pack_workflows import _Graph, api_of, pack_workflow
+from pack_workflows import _Graph, pack_workflow
 from test_migrate import _check_inputs
 from nodes import migrate, migrate_table as table
 from nodes.migrate import convert, validate_ui

@@ -7,25 +7,12 @@ import pytest
 import torch
 
 from pack_workflows import VALUES, _Graph, api_of, pack_workflow
-from test_migrate import fits_our_nodes
+from test_migrate import _node, _types, _values, fits_our_nodes
 from nodes import migrate, migrate_table as table
 from nodes.migrate import convert, validate_api, validate_ui
 from ip_core.attention import image_attention, multihead_attention, scaled_image_kv
 
 OLD = [(t, layout) for t, layouts in table.OLD_LAYOUTS.items() for layout in layouts]
-
-
-def _node(wf, node_type):
-    return next(n for n in wf["nodes"] if n["type"] == node_type)
-
-
-def _values(wf, node_type):
-    node = _node(wf, node_type)
-    return dict(zip(migrate.our_widgets(node_type), node["widgets_values"]))
-
-
-def _types(wf):
-    return [n["type"] for n in wf["nodes"]]
 
 
 def _converted(wf):

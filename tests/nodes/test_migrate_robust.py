@@ -6,22 +6,13 @@ overwrites its input. Exit codes: 0 written (with a report), 1 unreadable or not
 """
 import copy
 import json
-import os
 
 import pytest
 
-from pack_workflows import _Builder, _Graph, api_of, pack_workflow
+from pack_workflows import IndexedBuilder as _FastBuilder, _Graph, api_of, base_graph, pack_workflow
 from nodes import migrate, migrate_table as table
 from nodes.migrate import convert, node_rect, validate_api, validate_ui
-
-
-def _node(wf, node_type):
-    return next(n for n in wf["nodes"] if n["type"] == node_type)
-
-
-def _values(wf, node_type):
-    node = _node(wf, node_type)
-    return dict(zip(migrate.our_widgets(node_type), node["widgets_values"]))
+from test_migrate import _node, _values
 
 
 def _overlapping(wf):
@@ -35,22 +26,6 @@ def _overlapping(wf):
             if migrate._overlap(a, b):
                 pairs.append((ida, idb))
     return pairs
-
-
-class _FastBuilder(_Builder):
-    """The test graphs' builder with an id index, for graphs of thousands of nodes."""
-
-    def __init__(self):
-        super().__init__()
-        self.index = {}
-
-    def node(self, node_type, widgets=None, pos=None):
-        nid = super().node(node_type, widgets, pos)
-        self.index[nid] = self.wf["nodes"][-1]
-        return nid
-
-    def get(self, nid):
-        return self.index[nid]
 
 
 def _run(tmp_path, capsys, text, *args, name="in.json"):
@@ -246,7 +221,6 @@ def test_1200_chained_pack_nodes_listed_last_first():
     g = _Graph()
     g.b = _FastBuilder.__new__(_FastBuilder)
     _FastBuilder.__init__(g.b)
-    from pack_workflows import base_graph
     g.ids = base_graph(g.b)
     g.providers = {t: g.ids[t] for t in ("CheckpointLoaderSimple", "LoadImage", "CLIPVisionLoader", "CLIPTextEncode")}
     image = (g.ids["LoadImage"], 0)
