@@ -12,26 +12,46 @@ nothing. The report lists each node converted and each option mapped, approximat
 
 Pack nodes whose counterpart does not exist yet (and anything joined to them by the pack's own types,
 IPADAPTER / EMBEDS / ...) are kept unchanged and reported, so the written workflow stays valid.
-Exit status: 0 when a workflow was written (even with notes), 1 when none could be.
+
+Whatever the file holds, every field is checked for its type before use, nothing recurses as deep as the
+input nests, and the time and memory grow with the file's size (placement and wiring: n log n in the nodes).
+Links the ComfyUI frontend would repair on loading (stale, duplicate, half-recorded) are repaired the same
+way, each with its own line in the report. The input file is never overwritten unless --overwrite asks.
+Exit status: 0 a workflow was written (with its report), 1 the file is unreadable or not a workflow (one
+line), 3 the converted workflow came out inconsistent: a bug of this tool (one line, nothing written).
 """
 from __future__ import annotations
 
 import argparse
+import bisect
 import copy
+import functools
+import heapq
+import itertools
 import json
+import math
+import os
 import re
 import sys
+import tempfile
+from collections import deque
 from dataclasses import dataclass, field
 
 from . import migrate_table as table
 
 TITLE_H = 30  # LiteGraph draws the title above `pos`
+REROUTE = "Reroute"  # the frontend's Reroute node: one input, one output, passes its value on
+PRIMITIVE = "PrimitiveNode"  # the frontend's Primitive: a widget value shown as a node (absent from API prompts)
 GAP = 20
 KINDS = ("converted", "mapped", "approximated", "not needed", "not supported yet", "not supported", "kept", "problem")
 
 
 class NotAWorkflow(ValueError):
     """The input is neither a UI-format workflow nor an API-format prompt."""
+
+
+class Inconsistent(RuntimeError):
+    """The converted workflow breaks its own bookkeeping: a bug of the converter, never of the input."""
 
 
 @dataclass
@@ -68,7 +88,15 @@ def _names(specs):
 
 def pack_inputs(entry):
     """[(name, type)] in the pack's INPUT_TYPES order (required, then optional)."""
-    return [tuple(s.split(":")) for s in entry["required"] + entry["optional"]]
+    required, optional = entry["required"], entry["optional"]
+    if isinstance(required, tuple) and isinstance(optional, tuple):
+        return list(_parsed(required + optional))
+    return [tuple(s.split(":")) for s in list(required) + list(optional)]
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(specs):  # the tables are read once per node, not once per node and input
+    return tuple(tuple(s.split(":")) for s in specs)
 
 
 def pack_widgets(entry):
@@ -134,6 +162,37 @@ def _rules(entry, name):
     return rules if isinstance(rules, list) else [rules] if rules else []
 
 
+def _hashable(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+_TYPE_CHECKS = {
+    "FLOAT": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    "INT": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "BOOLEAN": lambda v: isinstance(v, bool),
+    "STRING": lambda v: isinstance(v, str),
+    "COMBO": lambda v: isinstance(v, str),
+}
+
+
+def value_problem(value, node_type, name):
+    """Why `value` cannot go into input `name` of our node `node_type` (its type, range or choices), else None."""
+    ty = dict(our_inputs(node_type)).get(name) if node_type in table.OURS else None
+    check = _TYPE_CHECKS.get(ty)
+    if check is None:
+        return None
+    if not check(value):
+        return f"is a {type(value).__name__}, not {'an' if ty == 'INT' else 'a'} {ty.lower()} value"
+    key = f"{node_type}.{name}"
+    lo, hi = table.RANGES.get(key, (None, None))
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        return f"is outside the range of {key} ({lo} to {hi})"
+    choices = table.CHOICES.get(key)
+    if choices is not None and value not in choices:
+        return f"is not a choice of {key} ({', '.join(choices)})"
+    return None
+
+
 def _looks_like_pack(node_type, properties) -> bool:
     return (str(node_type).startswith(("IPAdapter", "IPAAdapter")) or
             str((properties or {}).get("cnr_id", "")).lower() == "comfyui_ipadapter_plus")
@@ -146,6 +205,7 @@ class _Link:
     src: str
     slot: int
     type: str = "*"
+    via: tuple = None  # (node id, slot, type) of the Reroute it passed last, if any: new links start there
 
 
 @dataclass
@@ -159,6 +219,7 @@ class _Instance:
     pos: tuple = (0.0, 0.0)
     created: dict = field(default_factory=dict)  # local name -> new node id
     consumer_values: dict = field(default_factory=dict)  # our input name -> value for nodes this one feeds
+    output_map: list = None  # this node's own output map, where its recipe depends on its inputs (regions)
 
     @property
     def label(self):
@@ -172,6 +233,7 @@ class _Converter:
         self.types = {}  # node id -> class type (all nodes)
         self.new_nodes = {}  # new id -> {"type", "values": {name: v}, "links": {name: ref}, "mode", "after"}
         self.instances = {}
+        self.layout_notes = {}  # node id -> [(kind, text)] about the widget layout it was saved with
         self.next_id = 0
 
     # -- shared by both formats
@@ -200,18 +262,22 @@ class _Converter:
         return pack, keep
 
     def close_kept(self, pack, keep, pack_links):
-        """Grow `keep` over links of the pack's own types between pack nodes: ours cannot take those values."""
-        changed = True
-        while changed:
-            changed = False
-            for a, b in pack_links:
-                if a in pack and b in pack and (a in keep) != (b in keep):
-                    new = b if a in keep else a
+        """Grow `keep` over links of the pack's own types between pack nodes: ours cannot take those values.
+        A breadth-first walk: linear in the links, whatever order the file lists them in."""
+        joined = {}
+        for a, b in pack_links:
+            if a in pack and b in pack and a != b:
+                joined.setdefault(a, []).append(b)
+                joined.setdefault(b, []).append(a)
+        queue = deque(n for n in joined if n in keep)
+        while queue:
+            other = queue.popleft()
+            for new in joined[other]:
+                if new not in keep:
                     keep.add(new)
-                    other = a if new == b else b
+                    queue.append(new)
                     self.report.add(f"{new} {self.types[new]}", "kept",
                                     f"kept unchanged: joined by the pack's own types to {other} {self.types[other]}, which is kept")
-                    changed = True
 
     def new_node(self, node_type, inst):
         nid = str(self.next_id)
@@ -221,31 +287,54 @@ class _Converter:
         return nid
 
     def create(self, inst):
+        for kind, text in self.layout_notes.get(inst.id, ()):
+            self.report.add(inst.label, kind, text)
+        for name, given in list(inst.given.items()):  # older choice names -> today's
+            renamed = table.OLD_CHOICES.get(name, {}).get(given[1]) if isinstance(given, tuple) and isinstance(
+                given[1], str) else None
+            if renamed is not None:
+                inst.given[name] = ("value", renamed)
+                self.report.add(inst.label, "mapped", f"{name}={given[1]!r} is an older name of {renamed!r}")
         for local, node_type in inst.entry["nodes"].items():
             inst.created[local] = self.new_node(node_type, inst)
+        if inst.entry.get("special") == "region" and isinstance(inst.given.get("mask"), _Link):
+            omap = [None]
+            for side in ("positive", "negative"):
+                if isinstance(inst.given.get(side), _Link):
+                    inst.created[side] = self.new_node("ConditioningSetMask", inst)
+                omap.append(f"{side}.0" if side in inst.created else f"in:{side}")
+            inst.output_map = omap
 
-    def resolve(self, link, seen=()):
-        """Where a link's value really comes from: a _Link to a kept/foreign/new node, a pipeline dict, or None."""
-        if link is None or not isinstance(link, _Link):
-            return None
-        inst = self.instances.get(link.src)
-        if inst is None:
-            return link
-        if link.src in seen:
-            return None
-        omap = inst.entry["output_map"]
-        if link.slot >= len(omap):
-            return None
-        return self._resolve_out(inst, omap[link.slot], seen + (link.src,))
+    def resolve(self, link):
+        """Where a link's value really comes from: a _Link to a kept/foreign/new node, a pipeline dict, or None.
+        A loop, not recursion: a chain of pass-through nodes (Prep Image ...) may be as long as the file."""
+        seen = set()
+        while isinstance(link, _Link):
+            inst = self.instances.get(link.src)
+            if inst is None:
+                return link
+            if link.src in seen:
+                return None
+            seen.add(link.src)
+            omap = inst.output_map or inst.entry["output_map"]
+            if not 0 <= link.slot < len(omap) or omap[link.slot] is None:  # no counterpart for this output
+                return None
+            spec = omap[link.slot]
+            if isinstance(spec, dict):
+                return {k: self._resolve_part(inst, v) for k, v in spec.items()}
+            if not spec.startswith("in:"):
+                return self._created(inst, spec)
+            link = inst.given.get(spec[3:])
+        return None
 
-    def _resolve_out(self, inst, spec, seen):
-        if spec is None:  # an output with no counterpart here
+    def _resolve_part(self, inst, spec):
+        if spec is None:
             return None
-        if isinstance(spec, dict):
-            return {k: self._resolve_out(inst, v, seen) for k, v in spec.items()}
         if spec.startswith("in:"):
-            given = inst.given.get(spec[3:])
-            return self.resolve(given, seen) if isinstance(given, _Link) else None
+            return self.resolve(inst.given.get(spec[3:]))
+        return self._created(inst, spec)
+
+    def _created(self, inst, spec):
         local, slot = spec.split(".")
         nid = inst.created[local]
         return _Link(nid, int(slot), table.OURS[self.new_nodes[nid]["type"]]["outputs"][int(slot)])
@@ -259,23 +348,33 @@ class _Converter:
             node["values"][name] = value
 
     def wire_all(self):
-        """Wire every converted node, upstream first (a Prep Image node's crop reaches the encodes it feeds)."""
+        """Wire every converted node, upstream first (a Prep Image node's crop reaches the encodes it feeds).
+        Depth-first with an explicit stack: chains as long as the file never exhaust Python's stack."""
         done = set()
 
-        def visit(inst):
-            if inst.id in done:
-                return
-            done.add(inst.id)
-            for g in inst.given.values():
-                if isinstance(g, _Link) and g.src in self.instances:
-                    visit(self.instances[g.src])
-            self.wire(inst)
+        def upstream(inst):
+            return (self.instances[g.src] for g in inst.given.values() if isinstance(g, _Link) and g.src in self.instances)
 
-        for inst in list(self.instances.values()):
-            visit(inst)
+        for root in list(self.instances.values()):
+            if root.id in done:
+                continue
+            done.add(root.id)
+            stack = [(root, upstream(root))]
+            while stack:
+                inst, feeders = stack[-1]
+                nxt = next((u for u in feeders if u.id not in done), None)
+                if nxt is None:
+                    stack.pop()
+                    self.wire(inst)
+                else:
+                    done.add(nxt.id)
+                    stack.append((nxt, upstream(nxt)))
 
     def wire(self, inst):
         entry, label = inst.entry, inst.label
+        special = {"region": self._wire_region, "from params": self._wire_from_params}.get(entry.get("special"))
+        if special is not None:
+            special(inst)
         for target, spec in entry.get("wires", {}).items():
             if spec == table.LEGACY:
                 self._set(inst, target, bool(self.legacy))
@@ -298,8 +397,9 @@ class _Converter:
             for n, t in our_inputs(node["type"]):
                 if t not in table.WIDGET_TYPES and n in _names(table.OURS[node["type"]]["required"]) and n not in node["links"]:
                     self.report.add(label, "problem", f"{node['type']}.{n} is not connected (nothing upstream gives it); connect it by hand")
-        self.report.add(label, "converted", "-> " + " + ".join(f"{t} (node {inst.created[l]})" for l, t in entry["nodes"].items())
-                        if entry["nodes"] else entry.get("removed", "removed: passes its input through"))
+        made = {local: self.new_nodes[nid]["type"] for local, nid in inst.created.items()}
+        self.report.add(label, "converted", "-> " + " + ".join(f"{t} (node {inst.created[l]})" for l, t in made.items())
+                        if made else entry.get("removed", "removed: passes its input through"))
         for kind, text in entry.get("notes", ()):
             self.report.add(label, kind, text)
 
@@ -309,6 +409,8 @@ class _Converter:
         linked = isinstance(given, _Link)
         value = None if given is None or linked else given[1]
         shown = "connected" if linked else repr(value)
+        if "params" in rule:  # read by the code that builds the regions
+            return
         if "ignore" in rule:
             if given is not None:
                 self.report.add(label, "not needed", f"{name} ({shown}): {rule['ignore']}")
@@ -355,6 +457,11 @@ class _Converter:
             node = self.new_nodes[nid]
             for k, v in src.consumer_values.items():
                 if k in node["values"] and node["values"][k] != v:
+                    why = value_problem(v, node["type"], k)
+                    if why:
+                        self.report.add(inst.label, "not supported", f"{k}={v!r} from {src.label} {why}; "
+                                        f"{node['type']}.{k} keeps its default")
+                        continue
                     node["values"][k] = v
                     self.report.add(inst.label, "mapped", f"{k}={v!r} from {src.label} -> {node['type']}.{k}")
 
@@ -408,7 +515,7 @@ class _Converter:
         values = rule.get("values")
         new = value
         if values is not None:
-            if value not in values or values[value] is None:
+            if not _hashable(value) or value not in values or values[value] is None:
                 self.report.add(label, "not supported", f"{name}={value!r} has no counterpart; {ours} keeps its default")
                 return
             new = values[value]
@@ -429,9 +536,15 @@ class _Converter:
             self.report.add(label, "approximated" if approx else "mapped", f"{name}={value!r} -> "
                             f"{target.split('.', 1)[1]}={new!r} on the nodes this output feeds{': ' + approx if approx else ''}")
             return
+        local, our_input = target.split(".", 1)
+        why = value_problem(new, inst.entry["nodes"][local], our_input)
+        if why:
+            self.report.add(label, "not supported", f"{name}={value!r}{'' if new == value else f' (as {new!r})'} "
+                            f"{why}; {ours} keeps its default")
+            return
         self._set(inst, target, new)
         approx = rule.get("approx")
-        approx = approx.get(value) if isinstance(approx, dict) else approx
+        approx = approx.get(value) if isinstance(approx, dict) and _hashable(value) else approx
         shown_new = "" if new == value else f"={new!r}"
         if approx:
             self.report.add(label, "approximated", f"{name}={value!r} -> {ours}{shown_new}: {approx}")
@@ -439,20 +552,114 @@ class _Converter:
             self.report.add(label, "mapped", f"{name}={value!r} -> {ours}{shown_new}")
 
 
+    # -- the pack's regions (migrate_table.REGIONS)
+    def _put(self, inst, nid, name, given, what):
+        """Set input `name` of new node `nid` from a pack input: a value (checked) or a link (resolved)."""
+        node = self.new_nodes[nid]
+        if isinstance(given, _Link):
+            src = self.resolve(given)
+            if isinstance(src, _Link):
+                node["links"][name] = src
+            else:
+                self.report.add(inst.label, "problem", f"{what}: its source gives nothing this pack can use; connect "
+                                f"{node['type']}.{name} (node {nid}) by hand")
+            return
+        if given is None:
+            return
+        value = given[1]
+        why = value_problem(value, node["type"], name)
+        if why:
+            self.report.add(inst.label, "not supported", f"{what}={value!r} {why}; {node['type']}.{name} (node {nid}) "
+                            "keeps its default")
+        else:
+            node["values"][name] = value
+            self.report.add(inst.label, "mapped", f"{what}={value!r} -> {node['type']}.{name} (node {nid})")
+
+    def _wire_region(self, inst):
+        """Regional Conditioning: with a mask, each text prompt goes through a ConditioningSetMask."""
+        for side in ("positive", "negative"):
+            nid = inst.created.get(side)
+            if nid is not None:
+                self._put(inst, nid, "conditioning", inst.given[side], side)
+                self._put(inst, nid, "mask", inst.given["mask"], "mask")
+                self._put(inst, nid, "strength", inst.given.get("prompt_weight"), "prompt_weight")
+        if not inst.created and "prompt_weight" in inst.given:
+            self.report.add(inst.label, "not needed", "prompt_weight: no mask, so the pack passes the prompts unchanged")
+
+    def _regions(self, inst):
+        """The Regional Conditioning nodes behind From Params' ipadapter_params, in the pack's order
+        (Combine Params joins params_1 ... params_5 in turn). An explicit stack: no recursion."""
+        found, stack = [], [inst.given.get("ipadapter_params")]
+        while stack:
+            link = stack.pop()
+            src = self.instances.get(link.src) if isinstance(link, _Link) else None
+            if src is None:
+                continue
+            if src.entry.get("special") == "region":
+                found.append(src)
+            elif src.entry.get("special") == "params" and len(found) + len(stack) < 10_000:
+                stack.extend(reversed([src.given.get(f"params_{i}") for i in range(1, 6) if f"params_{i}" in src.given]))
+        return found
+
+    def _wire_from_params(self, inst):
+        """From Params: per region an Encode Image Prompt + Apply IPAdapter, chained by the model."""
+        regions = self._regions(inst)
+        if not regions:
+            self.report.add(inst.label, "problem", "ipadapter_params brings no Regional Conditioning; rebuild with "
+                            "Encode Image Prompt -> Apply IPAdapter (attn_mask) by hand")
+            return
+        pipeline = self.resolve(inst.given.get("ipadapter"))
+        adapter = pipeline.get("adapter") if isinstance(pipeline, dict) else None
+        clip = inst.given.get("clip_vision") or (pipeline.get("clip_vision") if isinstance(pipeline, dict) else None)
+        model = inst.given.get("model")
+        for i, region in enumerate(regions):
+            enc = inst.created[f"encode_{i + 1}"] = self.new_node("IPAEncodeImagePrompt", inst)
+            app = inst.created[f"apply_{i + 1}"] = self.new_node("IPAApplyAdapter", inst)
+            enc_node, app_node = self.new_nodes[enc], self.new_nodes[app]
+            for nid in (enc, app):
+                if adapter is not None:
+                    self.new_nodes[nid]["links"]["ipadapter"] = adapter
+                self.new_nodes[nid]["values"]["legacy"] = bool(self.legacy)
+            if isinstance(self.resolve(clip), _Link):
+                enc_node["links"]["clip_vision"] = self.resolve(clip)
+            what = f"region {i + 1} ({region.label})"
+            self._put(inst, enc, "image", region.given.get("image"), f"{what} image")
+            self._put(inst, enc, "negative_image", inst.given.get("image_negative"), "image_negative")
+            self._put(inst, enc, "combine", inst.given.get("combine_embeds"), "combine_embeds")
+            app_node["links"]["embeds"] = _Link(enc, 0, "IPA_EMBEDS")
+            if i == 0:
+                self._put(inst, app, "model", model, "model")
+            else:
+                app_node["links"]["model"] = _Link(inst.created[f"apply_{i}"], 0, "MODEL")
+            for pack_name, ours in (("image_weight", "weight"), ("weight_type", "weight_type"), ("start_at", "start_at"),
+                                    ("end_at", "end_at"), ("mask", "attn_mask")):
+                self._put(inst, app, ours, region.given.get(pack_name), f"{what} {pack_name}")
+            self._put(inst, app, "embeds_scaling", inst.given.get("embeds_scaling"), "embeds_scaling")
+        inst.output_map = [f"apply_{len(regions)}.0"]
+        if adapter is None:
+            self.report.add(inst.label, "problem", "ipadapter: its source gives no adapter here; connect the Encode "
+                            "Image Prompt / Apply IPAdapter nodes' ipadapter by hand")
+
+
 # ------------------------------------------------------------------------------------------ UI format
 
+def _pair(value, default):
+    """A [x, y] or {"0": x, "1": y} of finite numbers, else `default` (files hold strings, nulls, NaN ...)."""
+    if isinstance(value, dict):
+        value = [value.get("0"), value.get("1")]
+    if isinstance(value, (list, tuple)) and len(value) >= 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value[:2]):
+        return float(value[0]), float(value[1])
+    return default
+
+
 def _size(node):
-    s = node.get("size") or [200, 100]
-    if isinstance(s, dict):
-        s = [s.get("0", 200), s.get("1", 100)]
-    return float(s[0]), float(s[1])
+    w, h = _pair(node.get("size"), (200.0, 100.0))
+    return max(w, 0.0), max(h, 0.0)
 
 
 def _pos(node):
-    p = node.get("pos") or [0, 0]
-    if isinstance(p, dict):
-        p = [p.get("0", 0), p.get("1", 0)]
-    return float(p[0]), float(p[1])
+    return _pair(node.get("pos"), (0.0, 0.0))
 
 
 def node_rect(node):
@@ -465,21 +672,58 @@ def _overlap(a, b, gap=0.0):
     return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] + gap and b[1] < a[3] + gap
 
 
-def _place(rect, placed):
-    """Move rect down until it overlaps nothing in `placed` (terminates: y only grows, past finitely many rects)."""
-    x0, y0, x1, y1 = rect
-    while True:
-        hit = [r for r in placed if _overlap((x0, y0, x1, y1), r, GAP)]
-        if not hit:
-            return x0, y0, x1, y1
-        dy = max(r[3] for r in hit) + GAP + 1 - y0
-        y0, y1 = y0 + dy, y1 + dy
+class _Space:
+    """The rects placed so far, in columns of COLUMN units by x, each column sorted by top edge: placing a
+    rect looks only at the columns it spans, from the first rect that can reach it (n log n in practice)."""
+    COLUMN = 512.0
+    MAX_COLUMNS = 64  # a rect wider than this many columns is checked against every placement
+
+    def __init__(self):
+        self.columns, self.wide, self.tallest, self.resume = {}, [], 0.0, {}
+
+    def _span(self, x0, x1):
+        a, b = x0 / self.COLUMN, x1 / self.COLUMN
+        if not (math.isfinite(a) and math.isfinite(b)) or b - a > self.MAX_COLUMNS:
+            return None
+        return range(math.floor(a), math.floor(b) + 1)
+
+    def add(self, rect):
+        self.tallest = max(self.tallest, rect[3] - rect[1])
+        span = self._span(rect[0], rect[2])
+        if span is None:
+            bisect.insort(self.wide, (rect[1], rect))
+            return
+        for c in span:
+            bisect.insort(self.columns.setdefault(c, []), (rect[1], rect))
+
+    def place(self, rect):
+        """Move rect down until it overlaps nothing placed (with GAP), add it, return it."""
+        x0, y0, x1, y1 = rect
+        h = y1 - y0
+        key = (x0, x1, y0, h)  # the same request again (nodes piled on one spot) resumes where the last stopped
+        y = max(y0, self.resume.get(key, y0))
+        span = self._span(x0 - GAP, x1 + GAP)
+        lists = [self.wide] + ([self.columns.get(c, ()) for c in span] if span is not None else list(self.columns.values()))
+        first = y - self.tallest - GAP - 1  # rects starting above this end above y - GAP
+        merged = heapq.merge(*(itertools.islice(lst, bisect.bisect_left(lst, (first,)), None) for lst in lists if lst))
+        for top, r in merged:
+            if top >= y + h + GAP:
+                break
+            if x0 < r[2] + GAP and r[0] < x1 + GAP and y < r[3] + GAP:
+                y = max(y, r[3] + GAP + 1)
+        self.resume[key] = y
+        placed = (x0, y, x1, y + h)
+        self.add(placed)
+        return placed
 
 
-def _ui_given(node, entry, links_by_id):
-    """Pack node -> (given inputs by name, problems)."""
-    problems, given = [], {}
+def _ui_given(node, entry, links_by_id, follow, types):
+    """Pack node -> (given inputs by name, problems, notes). Links through Reroutes are followed to their
+    source; a widget fed by a Primitive keeps the value the node stores for it (the frontend keeps both in
+    step); an older layout of the node's widgets is read by its names, the missing ones by their defaults."""
+    problems, given, notes = [], {}, []
     widgets = pack_widgets(entry)
+    node_type = node["type"]
     values = node.get("widgets_values")
     if values is None:
         values = []
@@ -488,9 +732,24 @@ def _ui_given(node, entry, links_by_id):
         if unknown:
             problems.append(f"widget values for unknown inputs {unknown}; this version's widgets are {widgets}")
         given.update({k: ("value", v) for k, v in values.items() if k in widgets})
+    elif not isinstance(values, list):
+        problems.append(f"widgets_values is a {type(values).__name__}, not a list of the widgets' values")
     elif len(values) != len(widgets):
-        problems.append(f"{len(values)} widget values {values!r}, but {table.PACK_VERSION} has {len(widgets)} "
-                        f"widgets ({', '.join(widgets)}); saved with another version of the pack?")
+        layout = next((l for l in table.OLD_LAYOUTS.get(node_type, ()) if len(l) == len(values)), None)
+        first = table.FIRST_GENERATION_LAYOUTS.get(node_type, {}).get(len(values))
+        if layout is not None:
+            missing = [w for w in widgets if w not in layout]
+            defaults = {w: table.PACK_DEFAULTS_OF.get(node_type, {}).get(w, table.PACK_DEFAULTS.get(w)) for w in missing}
+            given.update({k: ("value", v) for k, v in zip(layout, values)})
+            given.update({k: ("value", v) for k, v in defaults.items()})
+            notes.append(("mapped", f"saved by an older version of the pack ({len(values)} widgets): "
+                          f"{', '.join(f'{k}={v!r}' for k, v in defaults.items())} taken as the pack's defaults, as the "
+                          "frontend fills them"))
+        elif first is not None:
+            problems.append(f"the first-generation layout {first} of this node: {table.FIRST_GENERATION_WHY}")
+        else:
+            problems.append(f"{len(values)} widget values {_short(values)}, but {table.PACK_VERSION} has {len(widgets)} "
+                            f"widgets ({', '.join(widgets)}); saved with another version of the pack?")
     else:
         given.update({k: ("value", v) for k, v in zip(widgets, values)})
     names = {n for n, _ in pack_inputs(entry)}
@@ -498,72 +757,303 @@ def _ui_given(node, entry, links_by_id):
         link_id = inp.get("link")
         if link_id is None:
             continue
-        if inp.get("name") not in names:
-            problems.append(f"a link arrives at input '{inp.get('name')}', which {table.PACK_VERSION} does not have "
+        if not isinstance(inp.get("name"), str) or inp["name"] not in names:
+            problems.append(f"a link arrives at input {inp.get('name')!r}, which {table.PACK_VERSION} does not have "
                             f"(its inputs: {', '.join(sorted(names))}); renamed in another version of the pack?")
             continue
         link = links_by_id.get(link_id)
+        if link is not None and types.get(str(link[1])) == PRIMITIVE and inp["name"] in widgets and inp["name"] in given:
+            continue
         if link is not None:
-            given[inp["name"]] = _Link(str(link[1]), int(link[2]), link[5] if len(link) > 5 else "*")
-    return given, problems
+            source = follow(link)
+            if source is not None:
+                via = (link[1], link[2], link[5]) if source is not link else None
+                given[inp["name"]] = _Link(str(source[1]), source[2], source[5] if source[5] != "*" else link[5], via)
+    return given, problems, notes
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _is_slot(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _slots(node, key):
+    """A node's inputs / outputs as a list of dicts, or None when the file holds something else there."""
+    slots = node.get(key)
+    if slots is None:
+        return []
+    if isinstance(slots, list) and all(isinstance(s, dict) for s in slots):
+        return slots
+    return None
+
+
+def _read_ui_nodes(wf, report):
+    """The nodes, shallow-copied (their inputs and outputs too: only those are rewritten), first of each id.
+    -> (nodes, by_id, frozen): frozen ids hold inputs/outputs that are not lists of slots; they are kept as
+    they are and links into (inputs) or out of them (outputs) are dropped: {id: {"inputs", "outputs"}}."""
+    nodes, by_id, frozen = [], {}, {}
+    for node in wf["nodes"]:
+        nid = str(node["id"])
+        if nid in by_id:
+            report.add(f"{nid} {node['type']}", "problem", "a second node with this id; it is dropped")
+            continue
+        node = dict(node)
+        for key in ("inputs", "outputs"):
+            slots = _slots(node, key)
+            if slots is None:
+                frozen.setdefault(nid, set()).add(key)
+                report.add(f"{nid} {node['type']}", "problem", f"its {key} are a {type(node[key]).__name__}, not a list "
+                           "of slots: kept as they are, links to them are dropped")
+            elif key in node:
+                node[key] = [dict(s) for s in slots]
+        if "inputs" not in frozen.get(nid, ()):
+            for inp in node.get("inputs") or []:
+                if inp.get("link") is not None and not (isinstance(inp["link"], int) and not isinstance(inp["link"], bool)):
+                    report.add(f"{nid} {node['type']}", "problem", f"input {inp.get('name')!r} names link "
+                               f"{_short(inp['link'])}, which is not a link id: left unconnected")
+                    inp["link"] = None
+        if "outputs" not in frozen.get(nid, ()):
+            for out in node.get("outputs") or []:
+                if not isinstance(out.get("links"), list):
+                    out["links"] = []
+        by_id[nid] = node
+        nodes.append(node)
+    return nodes, by_id, frozen
+
+
+def _read_ui_links(wf, by_id, frozen, report):
+    """The links as [id, from, slot, to, slot, type], repaired as the frontend repairs them on loading: an
+    entry repeated under one id (the last wins), a link whose ends or slots do not exist (dropped), an entry
+    that the input it names does not record (stale: dropped, or moved to the input that does record it:
+    that input is what the frontend executes). Every change is reported on the node it touches."""
+    entries = {}
+    for link in wf.get("links") or []:  # a list: workflow_format checked
+        if isinstance(link, dict) and "origin_id" in link:  # the frontend's object form of a link
+            link = [link.get("id"), link.get("origin_id"), link.get("origin_slot", 0), link.get("target_id"),
+                    link.get("target_slot", 0), link.get("type", "*")]
+        if not (isinstance(link, list) and len(link) >= 5 and isinstance(link[0], int) and not isinstance(link[0], bool)
+                and _is_id(link[1]) and _is_slot(link[2]) and _is_id(link[3]) and _is_slot(link[4])):
+            report.add("", "problem", f"link {_short(link)} is not [id, from node, slot, to node, slot, type]; dropped")
+            continue
+        ty = link[5] if len(link) > 5 and isinstance(link[5], str) else "*"
+        link = [link[0], link[1], link[2], link[3], link[4], ty]
+        if link[0] in entries:
+            report.add("", "problem", f"link {link[0]} is listed twice; the last entry is used, as the frontend does")
+        entries[link[0]] = link
+    good = {}
+    for lid, link in entries.items():
+        src, dst = str(link[1]), str(link[3])
+        missing = [f"{end} node {n}" for end, n in (("from", src), ("to", dst)) if n not in by_id]
+        at = dst if dst in by_id else src
+        if missing:
+            report.add(f"{at} {by_id[at]['type'] if at in by_id else '?'}", "problem",
+                       f"link {lid} comes {' and goes '.join(missing)}, which does not exist; the link is dropped")
+            continue
+        if "outputs" in frozen.get(src, ()) or "inputs" in frozen.get(dst, ()):
+            report.add(f"{at} {by_id[at]['type']}", "problem", f"link {lid} joins a node whose slots cannot be read; dropped")
+            continue
+        outs, ins = by_id[src].get("outputs") or [], by_id[dst].get("inputs") or []
+        if link[2] >= len(outs) or link[4] >= len(ins):
+            report.add(f"{dst} {by_id[dst]['type']}", "problem", f"link {lid} uses output {link[2]} of node {src} or "
+                       f"input {link[4]} of node {dst}, which they do not have; dropped")
+            continue
+        good[lid] = link
+    confirmed = {lid for lid, l in good.items() if by_id[str(l[3])]["inputs"][l[4]].get("link") == lid}
+    for node in by_id.values():
+        nid = str(node["id"])
+        if "inputs" in frozen.get(nid, ()):
+            continue
+        for slot, inp in enumerate(node.get("inputs") or []):
+            lid = inp.get("link")
+            if lid is None or (lid in confirmed and good[lid][3] is not None and str(good[lid][3]) == nid
+                               and good[lid][4] == slot):
+                continue
+            label, name = f"{nid} {node['type']}", inp.get("name")
+            if lid in good and lid not in confirmed:  # its entry names another input, which does not record it
+                old = good[lid]
+                report.add(label, "problem", f"input {name!r} records link {lid}, whose entry named node {old[3]} "
+                           f"input {old[4]}; the link now ends here, where the frontend reads it")
+                good[lid] = [old[0], old[1], old[2], node["id"], slot, old[5]]
+                confirmed.add(lid)
+            else:
+                why = "which goes to another input" if lid in good else "which does not exist"
+                report.add(label, "problem", f"input {name!r} records link {lid}, {why}; left unconnected")
+                inp["link"] = None
+    for lid in [lid for lid in good if lid not in confirmed]:
+        link = good.pop(lid)
+        dst = str(link[3])
+        now = by_id[dst]["inputs"][link[4]].get("link")
+        report.add(f"{dst} {by_id[dst]['type']}", "problem", f"link {lid} is stale: input {link[4]} of node {dst} "
+                   f"records {'link ' + str(now) if now is not None else 'no link'}; the stale entry is dropped, as "
+                   "the frontend does")
+    return list(good.values())
+
+
+def _counter(value, name, report):
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    report.add("", "problem", f"{name} is {_short(value)}, not a number; it is recomputed")
+    return 0
+
+
+SUBGRAPH_IN, SUBGRAPH_OUT = -10, -20  # the frontend's ids of a subgraph's input and output nodes
+
+
+def _ids_in(nodes, counter):
+    return max([counter] + [int(n["id"]) for n in nodes if isinstance(n, dict) and isinstance(n.get("id"), int)
+                            and not isinstance(n["id"], bool)])
+
+
+def _subgraph_problem(sub):
+    if not isinstance(sub, dict):
+        return f"a subgraph definition {_short(sub)} is not an object"
+    if not isinstance(sub.get("nodes"), list) or not isinstance(sub.get("links", []), list):
+        return f"subgraph {_short(sub.get('name') or sub.get('id'))} has no list of nodes and links"
+    for key in ("inputs", "outputs"):
+        slots = sub.get(key, [])
+        if not isinstance(slots, list) or not all(isinstance(x, dict) and isinstance(x.get("linkIds", []), list)
+                                                    for x in slots):
+            return f"subgraph {_short(sub.get('name') or sub.get('id'))}: its {key} are not a list of slots"
+    try:
+        workflow_format({"nodes": sub["nodes"], "links": []})
+    except NotAWorkflow as e:
+        return f"subgraph {_short(sub.get('name') or sub.get('id'))}: {e}"
+    return None
+
+
+def _convert_subgraphs(out, legacy, report):
+    """The pack nodes inside the frontend's subgraphs (`definitions.subgraphs`), converted like the graph's:
+    the subgraph's input and output nodes stand in as two nodes whose slots are the subgraph's inputs and
+    outputs. New node and link ids follow every id of the file. Each line names its subgraph."""
+    definitions = out.get("definitions")
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    if subgraphs is None:
+        return
+    if not isinstance(subgraphs, list):
+        report.add("", "problem", f"definitions.subgraphs is a {type(subgraphs).__name__}, not a list; kept as is")
+        return
+    next_node = _ids_in(out["nodes"], out["last_node_id"])
+    next_link = max([out["last_link_id"]] + [l[0] for l in out["links"]])
+    for sub in subgraphs:
+        if isinstance(sub, dict) and isinstance(sub.get("nodes"), list):
+            next_node = _ids_in(sub["nodes"], next_node)
+            next_link = max([next_link] + [l.get("id") for l in sub.get("links") or [] if isinstance(l, dict)
+                                           and isinstance(l.get("id"), int) and not isinstance(l.get("id"), bool)])
+    converted = []
+    for sub in subgraphs:
+        problem = _subgraph_problem(sub)
+        has_pack = problem is None and any(n["type"] in table.PACK for n in sub["nodes"])
+        if problem:
+            report.add("", "problem", problem + "; kept as is")
+        if not has_pack:
+            converted.append(sub)
+            continue
+        name = _short(sub.get("name") or sub.get("id"), 40)
+        new_sub, sub_report, next_node, next_link = _convert_subgraph(sub, legacy, next_node, next_link)
+        for n in sub_report.notes:
+            report.add(f"subgraph {name}: {n.node}" if n.node else f"subgraph {name}", n.kind, n.text)
+        converted.append(new_sub)
+    out["definitions"] = {**definitions, "subgraphs": converted}
+    out["last_node_id"], out["last_link_id"] = next_node, next_link
+
+
+def _convert_subgraph(sub, legacy, last_node, last_link):
+    ins, outs = sub.get("inputs") or [], sub.get("outputs") or []
+    ids = lambda slot: [i for i in slot.get("linkIds") or [] if isinstance(i, int) and not isinstance(i, bool)]  # noqa: E731
+    far = [-1e9, -1e9]
+    io_in = {"id": SUBGRAPH_IN, "type": "subgraph inputs", "pos": far, "size": [0, 0], "inputs": [],
+             "outputs": [{"name": s.get("name"), "type": s.get("type", "*"), "links": ids(s)} for s in ins]}
+    io_out = {"id": SUBGRAPH_OUT, "type": "subgraph outputs", "pos": far, "size": [0, 0], "outputs": [],
+              "inputs": [{"name": s.get("name"), "type": s.get("type", "*"), "link": (ids(s) or [None])[0]} for s in outs]}
+    inner = {"nodes": [n for n in sub["nodes"] if str(n["id"]) not in (str(SUBGRAPH_IN), str(SUBGRAPH_OUT))] + [io_in, io_out],
+             "links": sub.get("links") or [], "last_node_id": last_node, "last_link_id": last_link}
+    new, report = _convert_ui(inner, legacy)
+    problems = validate_ui(new)
+    if problems:
+        raise Inconsistent("a converted subgraph is inconsistent: " + "; ".join(problems[:5]))
+    original = {l.get("id"): l for l in sub.get("links") or [] if isinstance(l, dict)}
+    keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+    links = []
+    for l in new["links"]:
+        old = original.get(l[0])
+        same = isinstance(old, dict) and [old.get(k) for k in keys[:5]] == l[:5]
+        links.append(old if same else dict(zip(keys, l)))
+    by_id = {n["id"]: n for n in new["nodes"]}
+    new_sub = {**sub, "nodes": [n for n in new["nodes"] if n["id"] not in (SUBGRAPH_IN, SUBGRAPH_OUT)], "links": links}
+    new_sub["inputs"] = [{**s, "linkIds": list(by_id[SUBGRAPH_IN]["outputs"][i]["links"])} for i, s in enumerate(ins)]
+    new_sub["outputs"] = [{**s, "linkIds": [x for x in [by_id[SUBGRAPH_OUT]["inputs"][i]["link"]] if x is not None]}
+                          for i, s in enumerate(outs)]
+    state = sub.get("state") if isinstance(sub.get("state"), dict) else {}
+    if "state" in sub or state:
+        new_sub["state"] = {**state, "lastNodeId": new["last_node_id"], "lastLinkId": new["last_link_id"]}
+    return new_sub, report, new["last_node_id"], new["last_link_id"]
 
 
 def _convert_ui(wf, legacy):
-    out = copy.deepcopy(wf)
+    out = dict(wf)  # shallow: only nodes, their slots and the links are rewritten, each copied first
     conv = _Converter(legacy)
     report = conv.report
-    nodes = out["nodes"]
-    by_id = {}
-    for node in nodes:
-        nid = str(node.get("id"))
-        if nid in by_id:
-            report.add(f"{nid} {node.get('type')}", "problem", "a second node with this id; it is dropped")
-            continue
-        by_id[nid] = node
-        conv.types[nid] = node.get("type")
-    nodes = list(by_id.values())
-    for sub in (out.get("definitions") or {}).get("subgraphs") or []:
-        inner = [n.get("type") for n in sub.get("nodes") or [] if n.get("type") in table.PACK]
-        if inner:
-            report.add("", "problem", f"subgraph {sub.get('name') or sub.get('id')!r} holds pack nodes {inner}, which "
-                       "are not converted: convert the subgraph's nodes back into the graph first")
-    # links: drop those whose ends are missing, naming them
-    links = []
-    for link in out.get("links") or []:
-        if isinstance(link, dict) and "origin_id" in link:  # the frontend's object form of a link
-            link = [link.get("id"), link["origin_id"], link.get("origin_slot", 0), link.get("target_id"),
-                    link.get("target_slot", 0), link.get("type", "*")]
-        if not isinstance(link, list) or len(link) < 5:
-            report.add("", "problem", f"link {link!r} is not [id, from, slot, to, slot, type]; dropped")
-            continue
-        src, dst = str(link[1]), str(link[3])
-        missing = [f"{end} node {n}" for end, n in (("from", src), ("to", dst)) if n not in by_id]
-        if missing:
-            report.add(f"{dst if dst in by_id else src} {conv.types.get(dst if dst in by_id else src, '?')}", "problem",
-                       f"link {link[0]} comes {' and goes '.join(missing)}, which does not exist; the link is dropped")
-            continue
-        links.append(link)
+    nodes, by_id, frozen = _read_ui_nodes(wf, report)
+    for nid, node in by_id.items():
+        conv.types[nid] = node["type"]
+    links = _read_ui_links(wf, by_id, frozen, report)
+    last_node_id = _counter(wf.get("last_node_id"), "last_node_id", report)
+    last_link_id = _counter(wf.get("last_link_id"), "last_link_id", report)
     links_by_id = {link[0]: link for link in links}
+    into = {(str(l[3]), l[4]): l for l in links}
+
+    def follow(link):
+        """The link that feeds a Reroute chain (or the link itself); None if the chain is unfed or a loop."""
+        seen = set()
+        while conv.types.get(str(link[1])) == REROUTE and str(link[1]) not in seen:
+            seen.add(str(link[1]))
+            link = into.get((str(link[1]), 0))
+            if link is None:
+                return None
+        return None if str(link[1]) in seen else link
+
     nodes_info, given_of = {}, {}
     for node in nodes:
-        nid, entry = str(node["id"]), table.PACK.get(node.get("type"))
-        given, problems = _ui_given(node, entry, links_by_id) if entry else ({}, [])
+        nid = str(node["id"])
+        entry = table.PACK.get(node["type"])
+        given, problems, notes = (_ui_given(node, entry, links_by_id, follow, conv.types) if entry and nid not in frozen
+                                  else ({}, [], []))
+        if notes:
+            conv.layout_notes[nid] = notes
+        if entry and nid in frozen:
+            problems = ["its inputs or outputs cannot be read"]
         given_of[nid] = given
-        nodes_info[nid] = (node.get("type"), given, problems, node.get("properties"))
+        props = node.get("properties") if isinstance(node.get("properties"), dict) else None
+        nodes_info[nid] = (node["type"], given, problems, props)
     pack, keep = conv.classify(nodes_info)
-    pack_links = [(str(l[1]), str(l[3])) for l in links if (l[5] if len(l) > 5 else None) in table.PACK_TYPES]
+    pack_links = []  # pack-type links between pack nodes, through Reroutes
+    for l in links:
+        source = follow(l) if conv.types.get(str(l[3])) != REROUTE else None
+        if source is not None and table.PACK_TYPES.count(l[5]) + table.PACK_TYPES.count(source[5]):
+            pack_links.append((str(source[1]), str(l[3])))
     conv.close_kept(pack, keep, pack_links)
-    conv.next_id = 1 + max([int(n) for n in by_id if n.lstrip("-").isdigit()] + [int(out.get("last_node_id") or 0)])
+    conv.next_id = 1 + max([int(n) for n in by_id if n.lstrip("-").isdigit()] + [last_node_id])
     converted = [n for n in nodes if str(n["id"]) in pack - keep]
     for node in converted:
         nid = str(node["id"])
-        inst = _Instance(nid, node["type"], table.PACK[node["type"]], given_of[nid], node.get("mode", 0), _pos(node))
+        mode = node.get("mode") if isinstance(node.get("mode"), int) and not isinstance(node.get("mode"), bool) else 0
+        inst = _Instance(nid, node["type"], table.PACK[node["type"]], given_of[nid], mode, _pos(node))
         conv.instances[nid] = inst
         conv.create(inst)
     conv.wire_all()
     # new links: every connection of a new node, then the links from converted nodes to kept / other nodes
     final_links = [l for l in links if str(l[1]) not in conv.instances and str(l[3]) not in conv.instances]
-    next_link = 1 + max([int(l[0]) for l in links if str(l[0]).lstrip("-").isdigit()] + [int(out.get("last_link_id") or 0)])
+    next_link = 1 + max([l[0] for l in links] + [last_link_id])
     new_ui = {}
     for nid, spec in conv.new_nodes.items():
         new_ui[nid] = _ui_node(nid, spec)
@@ -571,38 +1061,96 @@ def _convert_ui(wf, legacy):
         node = new_ui[nid]
         for name, ref in spec["links"].items():
             slot = _ui_input_slot(node, name, spec["type"])
-            final_links.append([next_link, int(ref.src) if ref.src.lstrip("-").isdigit() else ref.src, ref.slot,
-                                int(nid), slot, ref.type])
+            src, src_slot, ty = ref.via if ref.via else (_node_id(ref.src, by_id), ref.slot, ref.type)
+            final_links.append([next_link, src, src_slot, int(nid), slot, ty])
             next_link += 1
+    unfed = []  # inputs of other nodes that a converted node fed with something ours has no output for
     for link in links:
         src, dst = str(link[1]), str(link[3])
         if src in conv.instances and dst not in conv.instances:
-            ref = conv.resolve(_Link(src, int(link[2]), link[5] if len(link) > 5 else "*"))
+            ref = conv.resolve(_Link(src, link[2], link[5]))
             if not isinstance(ref, _Link):
-                report.add(f"{dst} {conv.types[dst]}", "problem", f"input slot {link[4]} was fed by {src} "
-                           f"{conv.types[src]}, which has no counterpart for it; left unconnected")
+                unfed.append((dst, link[4], src))
                 continue
-            final_links.append([next_link, int(ref.src) if ref.src.lstrip("-").isdigit() else ref.src, ref.slot,
-                                link[3], link[4], ref.type if ref.type != "*" else (link[5] if len(link) > 5 else "*")])
+            final_links.append([next_link, _node_id(ref.src, by_id), ref.slot, link[3], link[4],
+                                ref.type if ref.type != "*" else link[5]])
             next_link += 1
+    gone = _drop_idle_reroutes(conv, links, final_links)
+    for dst, slot, src in unfed:
+        if dst not in gone:
+            report.add(f"{dst} {conv.types[dst]}", "problem", f"input slot {slot} was fed by {src} {conv.types[src]}, "
+                       "which has no counterpart for it; left unconnected")
+    for link in links:
+        src, dst = str(link[1]), str(link[3])
+        if conv.types.get(src) == PRIMITIVE and dst in conv.instances:
+            report.add(f"{src} {PRIMITIVE}", "not needed", f"it fed a widget of {conv.instances[dst].label}, whose "
+                       "value the converted node now holds (see that node's lines)")
     # nodes: kept and foreign as they were, converted ones replaced, new ones placed without overlaps
-    kept_nodes = [n for n in nodes if str(n["id"]) not in conv.instances]
-    placed = [node_rect(n) for n in kept_nodes]
+    kept_nodes = [n for n in nodes if str(n["id"]) not in conv.instances and str(n["id"]) not in gone]
+    space = _Space()
+    for n in kept_nodes:
+        space.add(node_rect(n))
     for inst in conv.instances.values():
         x, y = inst.pos
         for local, nid in inst.created.items():
             node = new_ui[nid]
             w, h = _size(node)
-            x0, y0, x1, y1 = _place((x, y - TITLE_H, x + w, y + h), placed)
+            x0, y0, x1, y1 = space.place((x, y - TITLE_H, x + w, y + h))
             node["pos"] = [x0, y0 + TITLE_H]
-            placed.append((x0, y0, x1, y1))
             y = y1 + GAP + TITLE_H
     out["nodes"] = kept_nodes + [new_ui[n] for n in conv.new_nodes]
     out["links"] = final_links
-    _sync_slots(out)
-    out["last_node_id"] = max([int(out.get("last_node_id") or 0)] + [int(n["id"]) for n in out["nodes"] if str(n["id"]).lstrip("-").isdigit()])
-    out["last_link_id"] = max([int(out.get("last_link_id") or 0)] + [int(l[0]) for l in final_links])
+    _sync_slots(out, frozen)
+    out["last_node_id"] = max([last_node_id] + [int(n["id"]) for n in out["nodes"] if str(n["id"]).lstrip("-").isdigit()])
+    out["last_link_id"] = max([last_link_id] + [l[0] for l in final_links])
+    _convert_subgraphs(out, legacy, report)
     return out, report
+
+
+def _drop_idle_reroutes(conv, links, final_links):
+    """Reroutes behind converted nodes that now feed nothing (their consumers were converted and are wired
+    directly to the source): removed, each with a line; final_links loses the links into them. -> their ids."""
+    reroutes = {n for n, t in conv.types.items() if t == REROUTE}
+    if not reroutes:
+        return set()
+    feeds = {}
+    for l in links:
+        if str(l[3]) in reroutes:
+            feeds.setdefault(str(l[1]), []).append(str(l[3]))
+    behind, queue = set(), deque(r for src in conv.instances for r in feeds.get(src, ()))
+    while queue:  # reroutes reached from converted nodes through reroutes only
+        r = queue.popleft()
+        if r not in behind:
+            behind.add(r)
+            queue.extend(feeds.get(r, ()))
+    consumers, fed_by = {}, {}
+    for l in final_links:
+        consumers[str(l[1])] = consumers.get(str(l[1]), 0) + 1
+        if str(l[3]) in behind:
+            fed_by.setdefault(str(l[3]), []).append(str(l[1]))
+    idle = deque(r for r in behind if not consumers.get(r))
+    gone = set()
+    while idle:
+        r = idle.popleft()
+        gone.add(r)
+        conv.report.add(f"{r} {REROUTE}", "not needed", "it carried a value of a converted node to nodes that were "
+                        "converted too, which are now wired directly; removed")
+        for src in fed_by.get(r, ()):
+            if src in behind:
+                consumers[src] -= 1
+                if not consumers[src] and src not in gone:
+                    idle.append(src)
+    if gone:
+        final_links[:] = [l for l in final_links if str(l[3]) not in gone]
+    return gone
+
+
+def _node_id(nid: str, by_id):
+    """The id as the file spells it (an int, or a string id kept as a string)."""
+    node = by_id.get(nid)
+    if node is not None:
+        return node["id"]
+    return int(nid) if nid.lstrip("-").isdigit() else nid
 
 
 def _ui_node(nid, spec):
@@ -626,23 +1174,26 @@ def _ui_input_slot(node, name, node_type):
     for i, inp in enumerate(node["inputs"]):
         if inp["name"] == name:
             return i
-    raise KeyError(f"{node_type} has no input {name}")
+    raise Inconsistent(f"{node_type} has no input {name}")
 
 
-def _sync_slots(wf):
+def _sync_slots(wf, frozen=None):
     """Make every node's inputs[].link and outputs[].links agree with the links list."""
-    into = {(str(l[3]), int(l[4])): l[0] for l in wf["links"]}
+    frozen = frozen or {}
+    into = {(str(l[3]), l[4]): l[0] for l in wf["links"]}
     out_of = {}
     for l in wf["links"]:
-        out_of.setdefault((str(l[1]), int(l[2])), []).append(l[0])
+        out_of.setdefault((str(l[1]), l[2]), []).append(l[0])
     for node in wf["nodes"]:
         nid = str(node["id"])
-        for i, inp in enumerate(node.get("inputs") or []):
+        for i, inp in enumerate((node.get("inputs") or []) if "inputs" not in frozen.get(nid, ()) else []):
             inp["link"] = into.get((nid, i))
-        for i, o in enumerate(node.get("outputs") or []):
+        for i, o in enumerate((node.get("outputs") or []) if "outputs" not in frozen.get(nid, ()) else []):
             want = out_of.get((nid, i), [])
-            old = [x for x in (o.get("links") or []) if x in want]
-            o["links"] = old + [x for x in want if x not in old]
+            wanted = set(want)
+            old = [x for x in (o.get("links") or []) if _hashable(x) and x in wanted]
+            seen = set(old)
+            o["links"] = old + [x for x in want if x not in seen]
 
 
 def validate_ui(wf) -> list:
@@ -660,19 +1211,21 @@ def validate_ui(wf) -> list:
         if src is None or dst is None:
             problems.append(f"link {l[0]} has a missing end")
             continue
-        if l[2] >= len(src.get("outputs") or []) or l[4] >= len(dst.get("inputs") or []):
+        src_slots, dst_slots = _slots(src, "outputs"), _slots(dst, "inputs")
+        if src_slots is None or dst_slots is None or l[2] >= len(src_slots) or l[4] >= len(dst_slots):
             problems.append(f"link {l[0]} uses a slot its nodes do not have")
             continue
-        if dst["inputs"][l[4]].get("link") != l[0]:
+        if dst_slots[l[4]].get("link") != l[0]:
             problems.append(f"link {l[0]} is not recorded on node {l[3]}'s input {l[4]}")
-        if l[0] not in (src["outputs"][l[2]].get("links") or []):
+        if l[0] not in (src_slots[l[2]].get("links") or []):
             problems.append(f"link {l[0]} is not recorded on node {l[1]}'s output {l[2]}")
     known = set(link_ids)
     for n in wf.get("nodes", []):
-        for inp in n.get("inputs") or []:
+        for inp in _slots(n, "inputs") or []:
             if inp.get("link") is not None and inp["link"] not in known:
                 problems.append(f"node {n['id']} input {inp.get('name')} names missing link {inp['link']}")
-    if wf.get("nodes") and int(wf.get("last_node_id", 0)) < max(int(i) for i in ids if i.lstrip("-").isdigit()):
+    numeric = [int(i) for i in ids if i.lstrip("-").isdigit()]
+    if numeric and int(wf.get("last_node_id", 0)) < max(numeric):
         problems.append("last_node_id is below a node id")
     if link_ids and int(wf.get("last_link_id", 0)) < max(link_ids):
         problems.append("last_link_id is below a link id")
@@ -681,26 +1234,45 @@ def validate_ui(wf) -> list:
 
 # ------------------------------------------------------------------------------------------ API format
 
+def _api_link(v):
+    """An API input value that is a link: [node id, output slot] (a slot is a non-negative int)."""
+    return isinstance(v, list) and len(v) == 2 and _is_id(v[0]) and isinstance(v[1], int) and not isinstance(v[1], bool)
+
+
 def _convert_api(prompt, legacy):
     conv = _Converter(legacy)
     report = conv.report
-    nodes_info, given_of = {}, {}
+    nodes_info, given_of, dropped = {}, {}, {}
     for nid, node in prompt.items():
-        conv.types[nid] = node.get("class_type")
+        conv.types[nid] = node["class_type"]
     for nid, node in prompt.items():
-        entry = table.PACK.get(node.get("class_type"))
-        given, problems = {}, []
-        for name, v in (node.get("inputs") or {}).items():
-            if isinstance(v, list) and len(v) == 2 and isinstance(v[1], int):
-                if str(v[0]) not in prompt:
-                    report.add(f"{nid} {node.get('class_type')}", "problem", f"input '{name}' links to node {v[0]}, "
-                               "which does not exist; the link is dropped")
-                    continue
-                src_entry = table.PACK.get(conv.types[str(v[0])])
-                ty = src_entry["outputs"][v[1]] if src_entry and v[1] < len(src_entry["outputs"]) else "*"
-                given[name] = _Link(str(v[0]), v[1], ty)
-            else:
+        label = f"{nid} {node['class_type']}"
+        entry = table.PACK.get(node["class_type"])
+        given, problems, drop = {}, [], dropped.setdefault(nid, set())
+        inputs = node.get("inputs")
+        if inputs is None:
+            inputs = {}
+        if not isinstance(inputs, dict):
+            report.add(label, "problem", f"its inputs are a {type(inputs).__name__}, not an object of named inputs; "
+                       "kept as they are")
+            problems.append("its inputs cannot be read")
+            inputs = {}
+        for name, v in inputs.items():
+            if not _api_link(v):
                 given[name] = ("value", v)
+                continue
+            if str(v[0]) not in prompt:
+                report.add(label, "problem", f"input '{name}' links to node {v[0]}, which does not exist; the link is dropped")
+                drop.add(name)
+                continue
+            src_entry = table.PACK.get(conv.types[str(v[0])])
+            if v[1] < 0 or (src_entry and v[1] >= len(src_entry["outputs"])):
+                report.add(label, "problem", f"input '{name}' links to output {v[1]} of node {v[0]}, which it does not "
+                           "have; the link is dropped")
+                drop.add(name)
+                continue
+            ty = src_entry["outputs"][v[1]] if src_entry else "*"
+            given[name] = _Link(str(v[0]), v[1], ty)
         if entry:
             names = {n for n, _ in pack_inputs(entry)}
             for name in list(given):
@@ -708,7 +1280,7 @@ def _convert_api(prompt, legacy):
                     problems.append(f"input '{name}' is not an input of this node in {table.PACK_VERSION} (its inputs: "
                                     f"{', '.join(sorted(names))}); renamed in another version of the pack?")
         given_of[nid] = given
-        nodes_info[nid] = (node.get("class_type"), given, problems, None)
+        nodes_info[nid] = (node["class_type"], given, problems, None)
     pack, keep = conv.classify(nodes_info)
     pack_links = [(g.src, nid) for nid, given in given_of.items() for g in given.values()
                   if isinstance(g, _Link) and g.type in table.PACK_TYPES]
@@ -724,17 +1296,17 @@ def _convert_api(prompt, legacy):
     for nid, node in prompt.items():
         if nid in conv.instances:
             continue
-        node = copy.deepcopy(node)
-        for name, v in list((node.get("inputs") or {}).items()):
-            if isinstance(v, list) and len(v) == 2 and isinstance(v[1], int):
-                if str(v[0]) not in prompt:
-                    del node["inputs"][name]
-                elif str(v[0]) in conv.instances:
+        if isinstance(node.get("inputs"), dict):
+            node = {**node, "inputs": dict(node["inputs"])}  # shallow: only the links are rewritten
+            for name in dropped[nid]:
+                del node["inputs"][name]
+            for name, v in list(node["inputs"].items()):
+                if _api_link(v) and str(v[0]) in conv.instances:
                     ref = conv.resolve(_Link(str(v[0]), v[1]))
                     if isinstance(ref, _Link):
                         node["inputs"][name] = [ref.src, ref.slot]
                     else:
-                        report.add(f"{nid} {node.get('class_type')}", "problem", f"input '{name}' was fed by {v[0]} "
+                        report.add(f"{nid} {node['class_type']}", "problem", f"input '{name}' was fed by {v[0]} "
                                    f"{conv.types[str(v[0])]}, which has no counterpart for it; left unconnected")
                         del node["inputs"][name]
         out[nid] = node
@@ -751,9 +1323,10 @@ def validate_api(prompt) -> list:
         if not isinstance(node, dict) or "class_type" not in node:
             problems.append(f"node {nid} has no class_type")
             continue
-        for name, v in (node.get("inputs") or {}).items():
-            if isinstance(v, list) and len(v) == 2 and isinstance(v[1], int) and str(v[0]) not in prompt:
-                problems.append(f"node {nid} input {name} links to missing node {v[0]}")
+        inputs = node.get("inputs")
+        for name, v in (inputs if isinstance(inputs, dict) else {}).items():
+            if _api_link(v) and (str(v[0]) not in prompt or v[1] < 0):
+                problems.append(f"node {nid} input {name} links to missing node {v[0]} or slot {v[1]}")
     return problems
 
 
@@ -762,13 +1335,21 @@ def validate_api(prompt) -> list:
 def workflow_format(workflow) -> str:
     """"ui" or "api"; raises NotAWorkflow naming what was found instead."""
     if isinstance(workflow, dict) and isinstance(workflow.get("nodes"), list) and isinstance(workflow.get("links", []), list):
-        if all(isinstance(n, dict) and "id" in n and "type" in n for n in workflow["nodes"]):
-            return "ui"
-        raise NotAWorkflow("a UI workflow whose 'nodes' are not all objects with 'id' and 'type'")
+        for n in workflow["nodes"]:
+            if not (isinstance(n, dict) and "id" in n and "type" in n):
+                raise NotAWorkflow("a UI workflow whose 'nodes' are not all objects with 'id' and 'type'")
+            if not _is_id(n["id"]) or not isinstance(n["type"], str):
+                raise NotAWorkflow(f"a UI workflow with a node whose id {_short(n['id'])} or type {_short(n['type'])} "
+                                   "is not a number or a name")
+        return "ui"
     if isinstance(workflow, dict) and workflow and all(isinstance(v, dict) and "class_type" in v for v in workflow.values()):
+        bad = next((k for k, v in workflow.items() if not isinstance(v["class_type"], str)), None)
+        if bad is not None:
+            raise NotAWorkflow(f"an API prompt whose node {bad} has class_type {_short(workflow[bad]['class_type'])}, "
+                               "not a node name")
         return "api"
     kind = type(workflow).__name__
-    keys = ", ".join(list(workflow)[:5]) if isinstance(workflow, dict) else ""
+    keys = ", ".join(_short(k, 30) for k in list(workflow)[:5]) if isinstance(workflow, dict) else ""
     raise NotAWorkflow(f"not a ComfyUI workflow: expected a UI workflow (with 'nodes' and 'links') or an API prompt "
                        f"({{id: {{class_type, inputs}}}}), got a {kind}{' with keys ' + keys if keys else ''}")
 
@@ -780,26 +1361,73 @@ def convert(workflow: dict, legacy: bool = False):
     legacy:   set `legacy` on the converted Encode Image Prompt / Apply IPAdapter nodes, which then reproduce
               the pack's results (its preprocessing, its plus-model unconditional image, no middle block).
     Returns (new_workflow, report): the input is not modified; report.notes lists each node converted and
-    each option mapped / approximated / not supported, report.text() prints them. Raises NotAWorkflow.
+    each option mapped / approximated / not supported, report.text() prints them. Raises NotAWorkflow, and
+    Inconsistent if the result breaks its own bookkeeping (a bug of this converter).
     """
     fmt = workflow_format(workflow)
     new, report = (_convert_ui if fmt == "ui" else _convert_api)(workflow, legacy)
     problems = (validate_ui if fmt == "ui" else validate_api)(new)
     if problems:  # a bug here, never the user's input: refuse to hand out a broken file
-        raise RuntimeError("the converted workflow is inconsistent: " + "; ".join(problems))
+        raise Inconsistent("the converted workflow is inconsistent: " + "; ".join(problems[:5]))
     return new, report
 
 
-def main(argv=None) -> int:  # exit codes: ip_core.errors (1 failed, 2 usage); not imported: no torch here
+def _write_json(new, fh):
+    """Top-level keys one per line, each node and link on its own line: readable, and written by json's C
+    encoder (json.dump with indent is pure Python: minutes for a node holding millions of numbers)."""
+    fh.write("{")
+    for i, (key, value) in enumerate(new.items()):
+        fh.write(("," if i else "") + "\n  " + json.dumps(key) + ": ")
+        if isinstance(value, list) and key in ("nodes", "links") and value:
+            fh.write("[\n" + ",\n".join("    " + json.dumps(v) for v in value) + "\n  ]")
+        else:
+            fh.write(json.dumps(value))
+    fh.write("\n}\n")
+
+
+def _write_atomically(new, path):
+    """Write beside the target and rename over it: a failure never leaves half a file (or half the input)."""
+    target = os.path.realpath(path)  # a link stays a link; the file it names is replaced
+    fd, tmp = tempfile.mkstemp(prefix=".migrate-", suffix=".json", dir=os.path.dirname(target) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            _write_json(new, fh)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def main(argv=None) -> int:
+    """Exit codes: 0 written, 1 unreadable or not a workflow, 2 usage (argparse), 3 a bug of the converter."""
     parser = argparse.ArgumentParser(prog="python -m nodes.migrate", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="a workflow .json (UI or API format) using ComfyUI_IPAdapter_plus nodes")
     parser.add_argument("-o", "--output", help="where to write the converted workflow (default: IN.converted.json)")
     parser.add_argument("--legacy", action="store_true", help="reproduce the pack's results (see README)")
+    parser.add_argument("--overwrite", action="store_true", help="allow the output to be the input file itself "
+                        "(replaced in one step once the conversion succeeded)")
     args = parser.parse_args(argv)
+    output = args.output or (args.input[:-5] if args.input.endswith(".json") else args.input) + ".converted.json"
+    if _same_file(args.input, output) and not args.overwrite:
+        print(f"{output} is the input file {args.input}: refusing to overwrite it; name another output with -o, "
+              "or pass --overwrite", file=sys.stderr)
+        return 1
     try:
-        with open(args.input, encoding="utf-8") as f:
+        with open(args.input, encoding="utf-8-sig") as f:  # -sig: a UTF-8 byte-order mark is fine
             workflow = json.load(f)
-    except (OSError, ValueError) as e:
+    except RecursionError:
+        print(f"cannot read {args.input}: its JSON nests deeper than any workflow (and than Python's reader allows)",
+              file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         print(f"cannot read {args.input}: {e}", file=sys.stderr)
         return 1
     try:
@@ -807,11 +1435,16 @@ def main(argv=None) -> int:  # exit codes: ip_core.errors (1 failed, 2 usage); n
     except NotAWorkflow as e:
         print(f"{args.input}: {e}", file=sys.stderr)
         return 1
-    output = args.output or (args.input[:-5] if args.input.endswith(".json") else args.input) + ".converted.json"
+    except Exception as e:  # noqa: BLE001 -- any other failure is ours: one line, exit 3, nothing written
+        print(f"{args.input}: internal error of the converter, nothing written (please report it with the file): "
+              f"{type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+        return 3
     try:
-        with open(output, "w", encoding="utf-8") as f:
-            json.dump(new, f, indent=2)
-    except OSError as e:
+        _write_atomically(new, output)
+    except RecursionError:
+        print(f"cannot write {output}: a value of the workflow nests too deep to write", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
         print(f"cannot write {output}: {e}", file=sys.stderr)
         return 1
     print(report.text())

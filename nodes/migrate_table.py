@@ -121,18 +121,57 @@ OURS = {
         "required": ("weights_strategy:IPA_WEIGHTS_STRATEGY",), "optional": ("image:IMAGE",), "defaults": {},
         "outputs": ("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", "IPA_WEIGHTS_STRATEGY"), "size": (320, 80),
     },
-    # the host's own loader (nodes.py), for the clip vision model the pack's Unified Loader picked by name
+    # the host's own nodes (nodes.py): the clip vision loader for the model the pack's Unified Loader picked by
+    # name, the conditioning mask for the text prompts of the pack's Regional Conditioning
+    "ConditioningSetMask": {"required": ("conditioning:CONDITIONING", "mask:MASK", "strength:FLOAT", "set_cond_area:COMBO"),
+                            "optional": (), "defaults": {"strength": 1.0, "set_cond_area": "default"},
+                            "outputs": ("CONDITIONING",), "size": (320, 120)},
     "CLIPVisionLoader": {"required": ("clip_name:COMBO",), "optional": (), "defaults": {"clip_name": ""}, "outputs": ("CLIP_VISION",),
                          "size": (320, 60)},
 }
 
+# What our inputs accept (their INPUT_TYPES min/max and choice lists): a value outside is reported, never
+# written. tests/nodes/test_migrate.py checks both against the real INPUT_TYPES, so they cannot drift.
+HOST_NODES = ("CLIPVisionLoader", "ConditioningSetMask")  # in OURS, checked in the real host (tests/integration)
+RANGES = {
+    "ConditioningSetMask.strength": (0.0, 10.0),
+    "IPAEncodeImagePrompt.enhance_tiles": (1, 16), "IPAEncodeImagePrompt.enhance_ratio": (0.0, 1.0),
+    "IPAApplyAdapter.weight": (-1.0, 5.0), "IPAApplyAdapter.start_at": (0.0, 1.0), "IPAApplyAdapter.end_at": (0.0, 1.0),
+    "IPAApplyAdapter.weight_composition": (-1.0, 5.0), "IPAApplyAdapter.style_boost": (-5.0, 5.0),
+    "IPAApplyAdapter.composition_boost": (-5.0, 5.0), "IPAApplyAdapter.faceid_lora_strength": (0.0, 2.0),
+    "IPAApplyAdapter.weight_faceidv2": (-1.0, 5.0), "IPAApplyAdapter.weight_kolors": (-1.0, 5.0),
+    "IPANoise.strength": (0.0, 1.0), "IPANoise.blur": (0, 32), "IPARegion.weight": (-1.0, 5.0),
+    "IPAApplyRegions.start_at": (0.0, 1.0), "IPAApplyRegions.end_at": (0.0, 1.0),
+    **{f"IPAFrameWeights.{n}": (0, 9999) for n in ("frames", "start_frame", "end_frame", "add_starting_frames",
+                                                   "add_ending_frames")},
+}
+_COMBINES = ("concat", "average", "norm average", "batch", "add", "subtract", "max", "min")
+CHOICES = {
+    "ConditioningSetMask.set_cond_area": ("default", "mask bounds"),
+    "IPAEncodeImagePrompt.crop": ("center", "pad", "squash"), "IPAEncodeImagePrompt.combine": _COMBINES,
+    "IPAEncodeImagePrompt.tiles": ("off", "tiled", "enhance"),
+    "IPAApplyAdapter.layer_weights": ("all layers", "style only", "composition only", "style and composition"),
+    "IPAApplyAdapter.weight_type": ("linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input",
+                                    "weak output", "weak middle", "strong middle", "style transfer", "composition",
+                                    "strong style transfer", "style and composition", "style transfer precise",
+                                    "composition precise"),
+    "IPAApplyAdapter.embeds_scaling": ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty"),
+    "IPAUnifiedLoader.preset": ("LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)",
+                                "VIT-G (medium strength)", "PLUS (high strength)", "PLUS FACE (portraits)",
+                                "FULL FACE - SD1.5 only (portraits stronger)", "FACEID", "FACEID PLUS - SD1.5 only",
+                                "FACEID PLUS V2", "FACEID PORTRAIT (style transfer)",
+                                "FACEID PORTRAIT UNNORM - SDXL only (strong)", "Kolors"),
+    "IPACombineEmbeds.method": ("concat", "add", "subtract", "average", "norm average", "max", "min"),
+    "IPANoise.type": ("fade", "dissolve", "gaussian", "shuffle"),
+    "IPAEncodeFace.provider": ("CPU", "CUDA", "ROCM", "DirectML", "OpenVINO", "CoreML"),
+    "IPAEncodeFace.insightface_model": ("buffalo_l", "antelopev2"), "IPAEncodeFace.combine": _COMBINES,
+    "IPAEncodeFace.plus_version": ("v2 (shortcut)", "v1"),
+    "IPAFrameWeights.timing": ("custom", "linear", "ease_in_out", "ease_in", "ease_out", "random"),
+    "IPAFrameWeights.method": ("full batch", "shift batches", "alternate batches"),
+}
+
 # Nodes and options with no counterpart here (yet): why, and what to do instead. Reported, never dropped.
-_REGIONS_WHY = ("the pack's region params hold an image plus its own weight type, start/end and prompt masking, "
-                "encoded later by From Params; ours hold encoded embeds, with one start/end for all regions: rebuild "
-                "with Encode Image Prompt -> Image Prompt Region -> Apply IPAdapter (regions), and the host's "
-                "ConditioningSetMask for the prompts")
 PENDING = {
-    "IPARegionalParams": _REGIONS_WHY,
     "IPACombineFrameWeights": "IPAdapter Frame Weights has no combining node; join the weight lists by hand",
     "IPAPromptSchedule": "no prompt-schedule node here; write the schedule for your scheduler node by hand",
     "IPATiledBatch": ("Encode Image Prompt refuses tiles 'tiled' with combine 'batch' (each tile already maps to a part "
@@ -140,10 +179,8 @@ PENDING = {
 }
 
 # ---------------------------------------------------------------------------------------------- shared rules
-WEIGHT_TYPES = ("linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input", "weak output",
-                "weak middle", "strong middle", "style transfer", "composition", "strong style transfer",
-                "style and composition", "style transfer precise", "composition precise")
-_SCALINGS = ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty")
+WEIGHT_TYPES = CHOICES["IPAApplyAdapter.weight_type"]
+_SCALINGS = CHOICES["IPAApplyAdapter.embeds_scaling"]
 
 _MODEL = {"to": "apply.model"}
 _ADAPTER = {"to": ["encode.ipadapter", "apply.ipadapter"], "part": "adapter"}
@@ -398,12 +435,6 @@ PACK = {
                                                       extra_options={**_ENH_OPTIONS, "image": {**_IMAGE, "approx": (
                                                           _UNFOLD_NOTE["approx"] + "; one reference image alone gives two "
                                                           "(whole image and tiles, as the pack), so two frames")}}),
-    "IPAdapterFromParams": {
-        "required": ("model:MODEL", "ipadapter:IPADAPTER", "ipadapter_params:IPADAPTER_PARAMS", "combine_embeds:COMBO",
-                     "embeds_scaling:COMBO"),
-        "optional": ("image_negative:IMAGE", "clip_vision:CLIP_VISION"), "outputs": ("MODEL",),
-        "counterpart": "IPARegionalParams",
-    },
     "IPAdapterPreciseStyleTransfer": _apply_family(
         _PRECISE_S, extra_options={"style_boost": {"to": "apply.style_boost"}},
         wires={"apply.weight_type": "=style transfer precise"}, needs=["apply.style_boost"]),
@@ -488,15 +519,151 @@ PACK = {
     },
     "IPAdapterPromptScheduleFromWeightsStrategy": {"required": ("weights_strategy:WEIGHTS_STRATEGY", "prompt:STRING"),
                                                    "optional": (), "outputs": ("STRING",), "counterpart": "IPAPromptSchedule"},
+}
+
+# ---------------------------------------------------------------------------------------------- older versions
+# What workflows saved by older versions of the pack hold (its public git history; interface facts only).
+
+# Widget layouts of older versions (widget names in widgets_values order), matched by their count. The
+# pack only ever appended widgets, so the missing trailing ones take the pack's defaults, as the frontend
+# fills them when it loads such a node.
+OLD_LAYOUTS = {
+    "IPAdapter": [("weight", "start_at", "end_at")],  # before weight_type (2024-03-29)
+    "IPAdapterAdvanced": [("weight", "weight_type", "combine_embeds", "start_at", "end_at")],  # before embeds_scaling
+    "IPAdapterBatch": [("weight", "weight_type", "start_at", "end_at"),  # before embeds_scaling (2024-03-25)
+                       ("weight", "weight_type", "start_at", "end_at", "embeds_scaling")],  # before encode_batch_size
+    "IPAdapterFaceID": [("weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at", "end_at")],
+    "IPAdapterTiled": [("weight", "weight_type", "combine_embeds", "start_at", "end_at", "sharpening")],
+    "IPAdapterTiledBatch": [("weight", "weight_type", "start_at", "end_at", "sharpening"),
+                            ("weight", "weight_type", "start_at", "end_at", "sharpening", "embeds_scaling")],
+    "IPAdapterEmbeds": [("weight", "weight_type", "start_at", "end_at")],
+    "IPAdapterInsightFaceLoader": [("provider",)],  # before model_name (2024-08-02)
+    "IPAdapterWeights": [("weights", "timing", "frames", "start_frame", "end_frame")],  # before 2024-04-27
+    "IPAdapterApply": [("weight",), ("weight", "noise"), ("weight", "noise", "weight_type"),
+                       ("weight", "noise", "weight_type", "start_at", "end_at")],
+    "IPAdapterApplyEncoded": [("weight",), ("weight", "weight_type"), ("weight", "weight_type", "start_at", "end_at")],
+}
+# The pack's defaults of the widgets that older layouts lack (its INPUT_TYPES: the default, else the first choice).
+PACK_DEFAULTS = {"weight_type": "linear", "embeds_scaling": "V only", "encode_batch_size": 0, "model_name": "buffalo_l",
+                 "add_starting_frames": 0, "add_ending_frames": 0, "method": "full batch", "noise": 0.0,
+                 "start_at": 0.0, "end_at": 1.0, "unfold_batch": False}
+PACK_DEFAULTS_OF = {"IPAdapter": {"weight_type": "standard"}, "IPAdapterApply": {"weight_type": "original"},
+                    "IPAdapterApplyEncoded": {"weight_type": "original"}}
+# Layouts of the first generation of a node id that today's node reuses with other inputs: kept, and why.
+FIRST_GENERATION_LAYOUTS = {
+    "IPAdapterEncoder": {2: "(plus, noise)", 6: "(ipadapter_plus, noise, weight_1 ... weight_4)"},
+}
+FIRST_GENERATION_WHY = ("the first-generation Encoder (up to four images with their own weights, no adapter input) has "
+                        "no counterpart: encode again with Encode Image Prompt (its reference_weights) and Apply IPAdapter")
+# Choice names that older versions saved, and today's name for the same option.
+OLD_CHOICES = {
+    "ConditioningSetMask.set_cond_area": ("default", "mask bounds"),
+    "weight_type": {"style transfer (SDXL)": "style transfer", "composition (SDXL)": "composition",
+                    "style transfer (SDXL only)": "style transfer",
+                    "style transfer and composition": "style and composition"},
+    "interpolation": {"lanczos": "LANCZOS", "bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST"},
+}
+
+# The first generation of the pack's nodes (removed in its rewrite of 2024-03-23), as of its last release
+# before it. Their weight types: 'original' scales the image prompt's attention output, which is V-only
+# scaling; 'linear' scales K and V; 'channel penalty' is K+mean(V) with the C/1280 penalty.
+_FIRST_GEN_WEIGHT_TYPE = [
+    {"to": "apply.weight_type", "values": {"original": "linear", "linear": "linear", "channel penalty": "linear"}},
+    {"to": "apply.embeds_scaling", "values": {"original": "V only", "linear": "K+V",
+                                              "channel penalty": "K+mean(V) w/ C penalty"}}]
+_FIRST_GEN_NOISE = {"same": [0.0, 0], "unsupported": "the first generation's noise (a distorted copy of the reference as "
+                                                     "the negative image) has no counterpart: connect an IPAdapter Noise "
+                                                     "node's image to Encode Image Prompt's negative_image instead"}
+_UNFOLD_BATCH = {"to": "encode.combine", "values": {False: "concat", True: "batch"},
+                 "approx": {True: _UNFOLD_NOTE["approx"]}}
+_PREP_FACE_WHY = "Encode Face finds and aligns the face in the whole image itself"
+FIRST_GENERATION = {
+    "IPAdapterApply": _apply_family(
+        ("ipadapter:IPADAPTER", "clip_vision:CLIP_VISION", "image:IMAGE", "model:MODEL", "weight:FLOAT", "noise:FLOAT",
+         "weight_type:COMBO", "start_at:FLOAT", "end_at:FLOAT", "unfold_batch:BOOLEAN"), optional=("attn_mask:MASK",),
+        extra_options={"weight_type": _FIRST_GEN_WEIGHT_TYPE, "noise": _FIRST_GEN_NOISE, "unfold_batch": _UNFOLD_BATCH}),
+    "IPAdapterApplyFaceID": {
+        **_FACEID_ENTRY,
+        "required": ("ipadapter:IPADAPTER", "clip_vision:CLIP_VISION", "insightface:INSIGHTFACE", "image:IMAGE",
+                     "model:MODEL", "weight:FLOAT", "noise:FLOAT", "weight_type:COMBO", "start_at:FLOAT", "end_at:FLOAT",
+                     "faceid_v2:BOOLEAN", "weight_v2:FLOAT", "unfold_batch:BOOLEAN"),
+        "optional": ("attn_mask:MASK",),
+        "options": {**{k: v for k, v in _FACEID_ENTRY["options"].items() if k not in (
+                        "weight_faceidv2", "combine_embeds", "embeds_scaling", "image_negative")},
+                    "weight_type": _FIRST_GEN_WEIGHT_TYPE, "noise": _FIRST_GEN_NOISE,
+                    "faceid_v2": {"to": "face.plus_version", "values": {True: "v2 (shortcut)", False: "v1"}},
+                    "weight_v2": {"to": "apply.weight_faceidv2"},
+                    "unfold_batch": {**_UNFOLD_BATCH, "to": "face.combine"}},
+        "outputs": ("MODEL",), "output_map": ["apply.0"],
+    },
+    "IPAdapterApplyEncoded": {
+        **_EMBEDS_ENTRY,
+        "required": ("ipadapter:IPADAPTER", "embeds:EMBEDS", "model:MODEL", "weight:FLOAT", "weight_type:COMBO",
+                     "start_at:FLOAT", "end_at:FLOAT", "unfold_batch:BOOLEAN"),
+        "optional": ("attn_mask:MASK",),
+        "options": {"model": _MODEL, "ipadapter": {"to": "apply.ipadapter", "part": "adapter"},
+                    "embeds": {"to": "apply.embeds"}, "weight": _WEIGHT, "weight_type": _FIRST_GEN_WEIGHT_TYPE,
+                    "start_at": _START, "end_at": _END, "attn_mask": _MASK,
+                    "unfold_batch": {"same": [False], "unsupported": "the embeds are applied as they were encoded: "
+                                                                     "encode with combine 'batch' for one reference "
+                                                                     "per batch item"}},
+    },
+    "InsightFaceLoader": {  # the first InsightFace loader: its provider goes to the Encode Face it feeds
+        "required": ("provider:COMBO",), "optional": (), "outputs": ("INSIGHTFACE",), "nodes": {},
+        "options": {"provider": {"to": "consumers.provider"}},
+        "wires": {}, "needs": [], "output_map": [None], "removed": "removed: its settings go to the Encode Face it feeds",
+    },
+    "PrepImageForInsightFace": {
+        "required": ("image:IMAGE", "crop_position:COMBO", "sharpening:FLOAT", "pad_around:BOOLEAN"), "optional": (),
+        "outputs": ("IMAGE",), "nodes": {},
+        "options": {"image": {"ignore": "passed through: " + _PREP_FACE_WHY},
+                    "crop_position": {"same": ["center"], "unsupported": _PREP_FACE_WHY},
+                    "sharpening": {"same": [0.0, 0], "unsupported": "no sharpening before encoding here"},
+                    "pad_around": {"ignore": _PREP_FACE_WHY}},
+        "wires": {}, "needs": [], "output_map": ["in:image"],
+    },
+}
+PACK.update(FIRST_GENERATION)
+
+# ---------------------------------------------------------------------------------------------- regions
+# The pack's regional nodes: Regional Conditioning holds an image with its mask, weight, weight type and
+# window, and masks the text prompts; Combine Params joins such lists; From Params applies each entry in
+# turn (its ipadapter_execute once per entry, each patching the model the previous one made). Here: per
+# entry an Encode Image Prompt + Apply IPAdapter (attn_mask = the region's mask), chained by the model, and
+# the host's ConditioningSetMask (strength = prompt_weight, area 'default') for each text prompt. Built by
+# the converter's code (their number depends on the graph): "special" names the builder; "params" rules are
+# read there.
+_BY_FROM_PARAMS = {"params": "read by the IPAdapter From Params node it feeds"}
+REGIONS = {
     "IPAdapterRegionalConditioning": {
         "required": ("image:IMAGE", "image_weight:FLOAT", "prompt_weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT",
                      "end_at:FLOAT"),
         "optional": ("mask:MASK", "positive:CONDITIONING", "negative:CONDITIONING"),
-        "outputs": ("IPADAPTER_PARAMS", "CONDITIONING", "CONDITIONING"), "counterpart": "IPARegionalParams",
+        "outputs": ("IPADAPTER_PARAMS", "CONDITIONING", "CONDITIONING"), "nodes": {}, "special": "region",
+        "options": {**{n: _BY_FROM_PARAMS for n in ("image", "image_weight", "weight_type", "start_at", "end_at",
+                                                     "mask")},
+                    **{n: {"params": "masked by a ConditioningSetMask (strength = prompt_weight) when a mask is given, "
+                                     "else passed through"} for n in ("prompt_weight", "positive", "negative")}},
+        "wires": {}, "needs": [], "output_map": [None, "in:positive", "in:negative"],
+        "removed": "removed: its image goes to the IPAdapter From Params node it feeds; no mask, so its prompts pass "
+                   "unchanged",
     },
     "IPAdapterCombineParams": {
         "required": ("params_1:IPADAPTER_PARAMS", "params_2:IPADAPTER_PARAMS"),
         "optional": ("params_3:IPADAPTER_PARAMS", "params_4:IPADAPTER_PARAMS", "params_5:IPADAPTER_PARAMS"),
-        "outputs": ("IPADAPTER_PARAMS",), "counterpart": "IPARegionalParams",
+        "outputs": ("IPADAPTER_PARAMS",), "nodes": {}, "special": "params",
+        "options": {f"params_{i}": _BY_FROM_PARAMS for i in range(1, 6)},
+        "wires": {}, "needs": [], "output_map": [None],
+        "removed": "removed: its regions, in order, go to the IPAdapter From Params node it feeds",
+    },
+    "IPAdapterFromParams": {
+        "required": ("model:MODEL", "ipadapter:IPADAPTER", "ipadapter_params:IPADAPTER_PARAMS", "combine_embeds:COMBO",
+                     "embeds_scaling:COMBO"),
+        "optional": ("image_negative:IMAGE", "clip_vision:CLIP_VISION"), "outputs": ("MODEL",),
+        "nodes": {}, "special": "from params",
+        "options": {n: {"params": "set on each region's Encode Image Prompt / Apply IPAdapter"} for n in (
+            "model", "ipadapter", "ipadapter_params", "combine_embeds", "embeds_scaling", "image_negative", "clip_vision")},
+        "wires": {}, "needs": [], "output_map": ["apply.0"],
     },
 }
+PACK.update(REGIONS)

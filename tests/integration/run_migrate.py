@@ -62,7 +62,7 @@ def table_check(out_dir):
         ours_in, ours_out = list(entry["required"] + entry["optional"]), list(entry["outputs"])
         if real_in != ours_in or real_out != ours_out:
             mismatches[node_id] = {"real": [real_in, real_out], "table": [ours_in, ours_out]}
-    extra = sorted(set(table.PACK) - set(pack_classes))
+    extra = sorted(set(table.PACK) - set(pack_classes) - set(table.FIRST_GENERATION))  # those: the pack's past
     clip = table.OURS["CLIPVisionLoader"]
     host_clip = _input_specs(host_nodes.NODE_CLASS_MAPPINGS["CLIPVisionLoader"].INPUT_TYPES())
     ours_real = {}
@@ -71,6 +71,7 @@ def table_check(out_dir):
         ours_real[t] = (_input_specs(cls.INPUT_TYPES()) == list(spec["required"] + spec["optional"])
                         and list(cls.RETURN_TYPES) == list(spec["outputs"]))
     return {"pack_nodes": len(pack_classes), "mismatches": mismatches, "extra_in_table": extra,
+            "first_generation_gone": sorted(set(table.FIRST_GENERATION) - set(pack_classes)),
             "clip_loader_matches": host_clip == list(clip["required"] + clip["optional"]), "ours_match": ours_real}
 
 
@@ -159,7 +160,8 @@ def _run(executor, prompt, name, execute=True):
 # converted and validated, but not executed here: FaceID needs InsightFace and its models, Load Embeds a file,
 # Enhancer Batch one frame per reference (one image enhanced gives two, the chain has one frame)
 NOT_EXECUTED = ("IPAdapterFaceID", "IPAAdapterFaceIDBatch", "IPAdapterUnifiedLoaderFaceID", "IPAdapterInsightFaceLoader",
-                "IPAdapterLoadEmbeds", "IPAdapterClipVisionEnhancerBatch", "IPAdapterFaceIDKolors")
+                "IPAdapterLoadEmbeds", "IPAdapterClipVisionEnhancerBatch", "IPAdapterFaceIDKolors",
+                "IPAdapterApplyFaceID", "InsightFaceLoader", "PrepImageForInsightFace")
 
 
 def convert_all(out_dir):

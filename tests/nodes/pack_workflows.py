@@ -45,10 +45,13 @@ VALUES = {
     "weights": "1.0, 0.0", "timing": "linear", "frames": 0, "start_frame": 0, "end_frame": 9999,
     "add_starting_frames": 0, "add_ending_frames": 0, "weights_1": 0.0, "weights_2": 0.0, "prompt": "",
     "image_weight": 1.0, "prompt_weight": 1.0,
+    "noise": 0.0, "unfold_batch": False, "faceid_v2": False, "weight_v2": 1.0, "pad_around": True,  # first generation
 }
 PRESET_VALUES = {"IPAdapterUnifiedLoaderFaceID": {"preset": "FACEID"},
                  "IPAdapterUnifiedLoaderCommunity": {"preset": "Composition"},
-                 "IPAdapterWeights": {"method": "full batch"}, "IPAdapter": {"weight_type": "standard"}}
+                 "IPAdapterWeights": {"method": "full batch"}, "IPAdapter": {"weight_type": "standard"},
+                 **{t: {"weight_type": "original"} for t in ("IPAdapterApply", "IPAdapterApplyEncoded",
+                                                            "IPAdapterApplyFaceID")}}
 
 # provider node for each input type: (node type, output slot)
 PROVIDERS = {
@@ -112,6 +115,22 @@ class _Builder:
         s["outputs"][slot]["links"].append(lid)
         self.wf["links"].append([lid, src, slot, dst, i, ty])
         return lid
+
+
+class IndexedBuilder(_Builder):
+    """The builder with an id index, for graphs of thousands of nodes (tests of scale, benchmarks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.index = {}
+
+    def node(self, node_type, widgets=None, pos=None):
+        nid = super().node(node_type, widgets, pos)
+        self.index[nid] = self.wf["nodes"][-1]
+        return nid
+
+    def get(self, nid):
+        return self.index[nid]
 
 
 def base_graph(b: _Builder):

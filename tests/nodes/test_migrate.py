@@ -49,8 +49,8 @@ def test_our_table_matches_our_nodes(host):
     from nodes.registry import NODE_CLASS_MAPPINGS
 
     for node_type, spec in table.OURS.items():
-        if node_type == "CLIPVisionLoader":
-            continue  # the host's node: checked in the real host (run_migrate.py table)
+        if node_type in table.HOST_NODES:
+            continue  # the host's nodes: checked in the real host (run_migrate.py table)
         cls = NODE_CLASS_MAPPINGS[node_type]
         types = cls.INPUT_TYPES()
         for section in ("required", "optional"):
@@ -59,6 +59,12 @@ def test_our_table_matches_our_nodes(host):
             for n, s in types.get(section, {}).items():
                 if n in spec["defaults"] and len(s) > 1 and "default" in s[1]:
                     assert spec["defaults"][n] == s[1]["default"], (node_type, n)
+                key, opts = f"{node_type}.{n}", s[1] if len(s) > 1 else {}
+                if isinstance(s[0], (list, tuple)) and s[0]:  # a fixed choice list (not a file list)
+                    assert tuple(table.CHOICES[key]) == tuple(s[0]), key
+                elif s[0] in ("INT", "FLOAT") and "min" in opts and n not in spec.get("links_only", ()) and n != "seed" \
+                        and not n.endswith("_override"):
+                    assert table.RANGES[key] == (opts["min"], opts["max"]), key
         assert list(cls.RETURN_TYPES) == list(spec["outputs"])
         assert set(spec["defaults"]) == set(migrate.our_widgets(node_type)) - {"adapter_name"} | (
             {"adapter_name"} if node_type == "IPALoadAdapter" else set())
@@ -177,12 +183,12 @@ def test_a_missing_input_of_ours_is_reported_as_not_supported_yet(monkeypatch):
 
 
 def test_nodes_without_counterpart_are_kept_with_what_feeds_them_through_the_packs_types():
-    new, report = convert(pack_workflow("IPAdapterFromParams", connect_optional=True))
-    # regional params have no counterpart: kept, and the loader / region nodes that feed it the pack's types stay
-    assert {"IPAdapterFromParams", "IPAdapterModelLoader", "IPAdapterRegionalConditioning"} <= set(_types(new))
+    new, report = convert(pack_workflow("IPAdapterTiledBatch", connect_optional=True))
+    # tiles per batch item have no counterpart: kept, and the loader that feeds it the pack's types stays
+    assert {"IPAdapterTiledBatch", "IPAdapterModelLoader"} <= set(_types(new))
     assert validate_ui(new) == []
     assert any("joined by the pack's own types" in n.text for n in report.of("kept"))
-    assert any("Image Prompt Region" in n.text for n in report.of("not supported yet"))
+    assert any("refuses tiles 'tiled'" in n.text for n in report.of("not supported yet"))
 
 
 def test_embeds_chain_keeps_uncond_with_the_embeds():
@@ -236,9 +242,7 @@ NEWLY_MAPPED = ("IPAdapterStyleComposition", "IPAdapterStyleCompositionBatch", "
                 "IPAdapterClipVisionEnhancer", "IPAdapterClipVisionEnhancerBatch", "IPAdapterBatch",
                 "IPAdapterEmbedsBatch", "IPAdapterWeights", "IPAdapterWeightsFromStrategy", "IPAdapterMS",
                 "IPAdapterFaceIDKolors")
-STILL_MISSING = {"IPAdapterFromParams", "IPAdapterRegionalConditioning",
-                 "IPAdapterCombineParams", "IPAdapterCombineWeights", "IPAdapterPromptScheduleFromWeightsStrategy",
-                 "IPAdapterTiledBatch"}
+STILL_MISSING = {"IPAdapterCombineWeights", "IPAdapterPromptScheduleFromWeightsStrategy", "IPAdapterTiledBatch"}
 
 
 def test_what_converts_and_what_does_not():
@@ -364,7 +368,7 @@ def _faceid_with_unified_loader(preset, lora_strength, provider, batch=False):
     g = _Graph()
     uni = g.b.node("IPAdapterUnifiedLoaderFaceID", {"preset": preset, "lora_strength": lora_strength, "provider": provider})
     g.b.link(g.ids["CheckpointLoaderSimple"], 0, uni, "model")
-    face = g.add("IPAAdapterFaceIDBatch" if batch else "IPAdapterFaceID", {"weight_faceidv2": 1.5}, skip=("ipadapter",))
+    face = g.add("IPAAdapterFaceIDBatch" if batch else "IPAdapterFaceID", {"weight_faceidv2": 1.5}, skip=("ipadapter", "model"))
     g.b.link(uni, 1, face, "ipadapter")
     g.b.link(uni, 0, face, "model")
     g.b.link(face, 0, g.ids["KSampler"], "model")
@@ -564,17 +568,17 @@ def test_not_a_workflow(bad):
 def test_older_pack_version_renamed_inputs_and_unknown_widget_counts_are_named():
     wf = pack_workflow("IPAdapterAdvanced")
     adv = _node(wf, "IPAdapterAdvanced")
-    adv["widgets_values"] = adv["widgets_values"][:-1]  # an older version without embeds_scaling
+    adv["widgets_values"] = adv["widgets_values"][:-2]  # no version of the pack saved 4 values here
     adv["inputs"][2]["name"] = "images"  # renamed input
-    old = {"id": 500, "type": "IPAdapterApply", "pos": [0, 3000], "size": [300, 200], "flags": {}, "order": 0,
+    old = {"id": 500, "type": "IPAdapterTilesMasked", "pos": [0, 3000], "size": [300, 200], "flags": {}, "order": 0,
            "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [1.0, 0.0, "original"]}
     wf["nodes"].append(old)
     wf["last_node_id"] = 500
     new, report = convert(wf)
     assert validate_ui(new) == []
     problems = " ".join(n.text for n in report.of("problem") if "IPAdapterAdvanced" in n.node)
-    assert "5 widget values" in problems and "6 widgets" in problems and "'images'" in problems
-    assert any("IPAdapterApply" in n.node and "older or newer version" in n.text for n in report.of("kept"))
+    assert "4 widget values" in problems and "6 widgets" in problems and "'images'" in problems
+    assert any("IPAdapterTilesMasked" in n.node and "older or newer version" in n.text for n in report.of("kept"))
     assert "IPAdapterAdvanced" in _types(new)  # kept as it was, never half-converted
 
 
@@ -632,5 +636,5 @@ def test_links_in_object_form_and_subgraphs():
     wf["definitions"] = {"subgraphs": [{"id": "s1", "name": "inner", "nodes": [{"id": 1, "type": "IPAdapterAdvanced"}]}]}
     new, report = convert(wf)
     assert validate_ui(new) == [] and "IPAApplyAdapter" in _types(new)
-    assert any("subgraph 'inner'" in n.text for n in report.of("problem"))
+    assert any(n.node.startswith("subgraph 'inner': 1 IPAdapterAdvanced") for n in report.notes)  # see test_migrate_graphs
 
