@@ -98,7 +98,8 @@ def comfy_host_clip():
 
 def krita(file, weight_type, refs=2, mask=False):
     """Krita AI Diffusion's image prompt: Model Loader -> one Encoder per reference -> Combine Embeds (concat) ->
-    IPAdapter Embeds (attn_mask null unless a mask is given)."""
+    IPAdapter Embeds with clip_vision (ai_diffusion/comfy_workflow.py apply_ip_adapter; attn_mask null unless a mask
+    is given)."""
     g = _base(["apply", 0], "krita")
     g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": file}}
     embeds = {}
@@ -108,7 +109,7 @@ def krita(file, weight_type, refs=2, mask=False):
         embeds[f"embed{i}"] = [f"enc{i}", 0]
     g["combine"] = {"class_type": "IPAdapterCombineEmbeds", "inputs": {"method": "concat", **embeds}}
     g["apply"] = {"class_type": "IPAdapterEmbeds", "inputs": {
-        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "pos_embed": ["combine", 0], "weight": 1.0,
+        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "pos_embed": ["combine", 0], "clip_vision": ["clip_vision", 0], "weight": 1.0,
         "weight_type": weight_type, "embeds_scaling": "V only", "start_at": 0.0, "end_at": 0.9,
         "attn_mask": ["image2", 1] if mask else None}}
     return g

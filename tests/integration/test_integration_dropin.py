@@ -34,3 +34,26 @@ def test_the_pack_serves_its_ids_where_installed_in_either_load_order(tmp_path):
     assert "served by this pack" in r["ours only"]["log"][0]
     assert r["ours only, opted out"]["pack_ids_served"] == 0 and r["ours only, opted out"]["our_ids"] == 15
     assert "IPADAPTER_DROPIN=off" in r["ours only, opted out"]["log"][0]
+
+
+def _compute(which, tmp_path):
+    result = last_result(SCRIPT, ["compute", which], tmp_path / which, timeout=3000, env=ENV)
+    return result, torch.load(tmp_path / which / f"latents-{which}.pt")
+
+
+def test_the_graphs_programs_send_give_the_packs_final_latents(tmp_path):
+    """Krita AI Diffusion's and SwarmUI's image prompt graphs (REFERENCE.md section 8), as they send them (JSON null
+    for attn_mask), on a host with only the pack and on a host with only ours: every graph accepted and executed,
+    the final latents equal to 1e-4 relative. Without InsightFace the face graph stops with what to install."""
+    pack, pack_latents = _compute("pack", tmp_path)
+    ours, our_latents = _compute("ours", tmp_path)
+    face = ours.pop("faceid")
+    pack.pop("faceid")
+    assert len(ours) == 7 and sorted(our_latents) == sorted(pack_latents) == sorted(ours)
+    for name, res in ours.items():
+        assert res["valid"] and res["executed"] and res["error"] is None, (name, res)
+        ref = pack_latents[name]
+        assert torch.isfinite(ref).all()
+        assert float((our_latents[name] - ref).abs().max() / ref.abs().max()) < 1e-4, name
+    if face.get("executed") is False:
+        assert "pip install insightface onnxruntime" in face["error"], face
