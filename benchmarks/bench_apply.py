@@ -168,7 +168,7 @@ def main():
             results[name] += _time(lambda: call(m), 1)
     med = {k: statistics.median(v) for k, v in results.items()}
     print(f"{where}; device {device}; latent {s}x{s}, batch {b}, torch threads {torch.get_num_threads()}, repeats {args.repeats}")
-    for name in ("plain", "ours", "naive"):
+    for name in ("plain", "ours", "dropin", "naive"):
         print(f"  {name:6s} {med[name]:10.1f} ms   (runs: {', '.join(f'{v:.0f}' for v in results[name])})")
     print(f"  adapter overhead (ours / plain):       {med['ours'] / med['plain']:.4f}x  ({100 * (med['ours'] / med['plain'] - 1):+.2f}%)")
     print(f"  naive overhead   (naive / plain):      {med['naive'] / med['plain']:.4f}x  ({100 * (med['naive'] / med['plain'] - 1):+.2f}%)")
