@@ -7,7 +7,8 @@ With COMFYUI_PATH: a random full-shape SD1.5 UNet (diffusers UNet2DConditionMode
 sampler calls it (cond/uncond chunks in one batch). Without it: the test stand-in (tests/nodes), whose
 "UNet" is only the cross-attention layers, so the ratios overstate the adapter's share.
 The naive variant recomputes K'/V' = to_k_ip/to_v_ip(tokens) in every layer call (what the widely used
-pack does); ours looks them up. Prints milliseconds (median of repeats, interleaved) and ratios.
+pack does); ours looks them up. The drop-in variant is the same model patched through the other pack's id
+IPAdapter Embeds (nodes/dropin): no per-call work over our own nodes. Prints milliseconds (median of repeats, interleaved) and ratios.
 """
 from __future__ import annotations
 
@@ -90,6 +91,7 @@ def main():
         host_nodes = comfy_host.boot(comfy_path, cpu=not args.gpu)
         classes = comfy_host.load_pack(host_nodes)
         patch_mod = comfy_host.pack_module("nodes.patch")
+        dropin_mod = comfy_host.pack_module("nodes.dropin.compute")
         embeds_mod = comfy_host.pack_module("ip_core.embeds")
         config_mod, layers_mod = comfy_host.pack_module("ip_core.config"), comfy_host.pack_module("ip_core.layers")
         adapter_mod = comfy_host.pack_module("ip_core.adapter")
@@ -112,6 +114,7 @@ def main():
         comfy_standin.install(pytest.MonkeyPatch(), "/nonexistent")
         from nodes import patch as patch_mod
         from nodes import registry
+        from nodes.dropin import compute as dropin_mod
 
         classes = registry.NODE_CLASS_MAPPINGS
         model = comfy_standin.make_model("sd15")
@@ -128,6 +131,12 @@ def main():
     if args.frames:
         return frames_memory(patch_mod, embeds_mod, adapter, args, device, where)
     (patched,) = classes["IPAApplyAdapter"]().apply(model, loaded, embeds, 1.0, 0.0, 1.0)
+    # the same through the other pack's id IPAdapter Embeds (nodes/dropin); corrected mode: the same layers as ours
+    # (its default leaves the middle block out, as that pack does, which would time fewer layers)
+    os.environ["IPADAPTER_DROPIN"] = "corrected"
+    (dropped,) = dropin_mod.run("IPAdapterEmbeds", dict(
+        model=model, ipadapter=dropin_mod.Pipeline(loaded), pos_embed=dropin_mod.PackEmbeds(embeds, loaded), weight=1.0,
+        weight_type="linear", start_at=0.0, end_at=1.0, embeds_scaling="V only"))
 
     # the naive variant: identical patches, but with the per-call K'/V' branch
     naive = model.clone()
@@ -151,19 +160,20 @@ def main():
                 return m.model.diffusion_model(x, timesteps=t, context=ctx, transformer_options=to)
             return m.model.diffusion_model(x, t, ctx, to)
 
-    for m in (model, patched, naive):  # warm-up (allocations, first K'/V' device conversion)
+    for m in (model, patched, dropped, naive):  # warm-up (allocations, first K'/V' device conversion)
         call(m)
-    results = {"plain": [], "ours": [], "naive": []}
+    results = {"plain": [], "ours": [], "dropin": [], "naive": []}
     for _ in range(args.repeats):  # interleaved: machine load drifts, every variant sees the same drift
-        for name, m in (("plain", model), ("ours", patched), ("naive", naive)):
+        for name, m in (("plain", model), ("ours", patched), ("dropin", dropped), ("naive", naive)):
             results[name] += _time(lambda: call(m), 1)
     med = {k: statistics.median(v) for k, v in results.items()}
     print(f"{where}; device {device}; latent {s}x{s}, batch {b}, torch threads {torch.get_num_threads()}, repeats {args.repeats}")
-    for name in ("plain", "ours", "naive"):
+    for name in ("plain", "ours", "dropin", "naive"):
         print(f"  {name:6s} {med[name]:10.1f} ms   (runs: {', '.join(f'{v:.0f}' for v in results[name])})")
     print(f"  adapter overhead (ours / plain):       {med['ours'] / med['plain']:.4f}x  ({100 * (med['ours'] / med['plain'] - 1):+.2f}%)")
     print(f"  naive overhead   (naive / plain):      {med['naive'] / med['plain']:.4f}x  ({100 * (med['naive'] / med['plain'] - 1):+.2f}%)")
     print(f"  naive / ours:                          {med['naive'] / med['ours']:.4f}x")
+    print(f"  drop-in id IPAdapterEmbeds / ours:     {med['dropin'] / med['ours']:.4f}x")
 
 
 def _layer_calls(adapter, b, s, chunks, device, g):

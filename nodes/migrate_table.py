@@ -32,12 +32,14 @@ here), unsupported (why there is no counterpart), uncond_of (an EMBEDS input sat
 already carries), requires (a value syntax listed in OURS[...]["features"] once it lands). A target
 "consumers.X" sets input X of our nodes that this node's output feeds (Prep Image's crop).
 """
+from . import pack_interface
+
 LEGACY = "@legacy"  # wire value: the converter's --legacy flag
 
 # Types that only the pack's nodes produce and consume: they never connect to ours.
 PACK_TYPES = ("IPADAPTER", "EMBEDS", "INSIGHTFACE", "IPADAPTER_PARAMS", "WEIGHTS_STRATEGY")
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
-PACK_VERSION = "ComfyUI_IPAdapter_plus 9d076a3"
+PACK_VERSION = pack_interface.PACK_VERSION
 
 # ---------------------------------------------------------------------------------------------- ours
 OURS = {
@@ -667,3 +669,11 @@ REGIONS = {
     },
 }
 PACK.update(REGIONS)
+
+# The pack's inputs and outputs have one table, nodes/pack_interface.py (the drop-in ids serve the same): each
+# entry's lists are taken from there, so a recipe can never describe another interface than the one served.
+# The first-generation nodes are no longer in that pack (nor in the table): their lists stay here.
+for _node_id, _entry in PACK.items():
+    if _node_id not in pack_interface.NODES:
+        continue
+    _entry["required"], _entry["optional"], _entry["outputs"] = pack_interface.signature(_node_id)

@@ -4,7 +4,7 @@ Node ids are public API (saved workflows name them): add, never rename.
 """
 from __future__ import annotations
 
-from . import host
+from . import dropin, host
 from .nodes_animation import IPAFrameWeights, IPAFrameWeightsFromStrategy
 from .nodes_apply import IPAApplyAdapter
 from .nodes_encode import IPAEncodeImagePrompt
@@ -31,8 +31,14 @@ _NODES = (
     ("IPAFrameWeightsFromStrategy", IPAFrameWeightsFromStrategy, "IPAdapter Frame Weights From Strategy"),
     ("IPALoadSigLIPVision", IPALoadSigLIPVision, "Load SigLIP Vision, pooled (IPAdapter, InstantX Flux)"),
 )
+OWN_IDS = tuple(node_id for node_id, _, _ in _NODES)  # this pack's own ids (the drop-in ids are the other pack's)
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, cls, _ in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, _, name in _NODES}
+
+# The widely used pack's ids (nodes/dropin/): only where that pack is not installed, and not when opted out.
+_DROPIN_CLASSES, _DROPIN_NAMES = dropin.registrations()
+NODE_CLASS_MAPPINGS.update(_DROPIN_CLASSES)
+NODE_DISPLAY_NAME_MAPPINGS.update(_DROPIN_NAMES)
 
 try:  # inside ComfyUI: make models/ipadapter a model folder as soon as the pack loads, and give the examples their images
     host.register_model_folder()

@@ -102,11 +102,12 @@ def load_reference_pack(host_nodes):
     """Load the widely used pack into the booted host as a second custom node pack (after ours, as a user
     with both installed has it). Returns (its node classes by id, its IPAdapterPlus module)."""
     path = reference_pack_dir()
-    before = set(host_nodes.NODE_CLASS_MAPPINGS)
+    before = dict(host_nodes.NODE_CLASS_MAPPINGS)
     ok = asyncio.run(host_nodes.load_custom_node(str(path)))
     if not ok:
         raise RuntimeError(f"ComfyUI failed to load the reference pack at {path}")
-    added = {k: host_nodes.NODE_CLASS_MAPPINGS[k] for k in set(host_nodes.NODE_CLASS_MAPPINGS) - before}
+    # new ids, and ours that it took over (our drop-in ids, registered first, are overwritten by the host's loader)
+    added = {k: v for k, v in host_nodes.NODE_CLASS_MAPPINGS.items() if before.get(k) is not v}
     module = sys.modules[added["IPAdapter"].__module__]
     return added, module
 

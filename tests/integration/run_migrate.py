@@ -97,9 +97,10 @@ def _harness(out_dir, host_nodes, pack_module, adapters):
     os.makedirs(clip_dir, exist_ok=True)
     Path(clip_dir, CLIP_H).write_bytes(b"")  # found by name by the pack's Unified Loader; loaded as `cv`
     folder_paths.add_model_folder_path("clip_vision", clip_dir)
-    pack_module.load_clip_vision = lambda path: cv  # the Unified Loader's own load call, pointed at the random model
-    # ours (Load IPAdapter (preset)) finds the same file by name; its load call, pointed at the same random model
-    sys.modules[host_nodes.NODE_CLASS_MAPPINGS["IPAUnifiedLoader"].__module__].host.load_clip_vision = lambda path: cv
+    if pack_module is not None:  # the Unified Loader's own load call, pointed at the random model
+        pack_module.load_clip_vision = lambda path: cv
+    if "IPAUnifiedLoader" in host_nodes.NODE_CLASS_MAPPINGS:  # ours finds the same file by name; the same model
+        sys.modules[host_nodes.NODE_CLASS_MAPPINGS["IPAUnifiedLoader"].__module__].host.load_clip_vision = lambda path: cv
     captured = {}
 
     class TestCaptureLatent:

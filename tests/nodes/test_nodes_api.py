@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 
-from nodes.registry import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from nodes.registry import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, OWN_IDS
 
 # Saved workflows depend on these: changing one is a breaking change.
 PUBLIC = {
@@ -42,7 +42,8 @@ def test_the_pack_entry_point_exports_the_registry(host, monkeypatch):
 
 
 def test_every_input_has_a_tooltip_and_every_node_a_description(host):
-    for node_id, cls in NODE_CLASS_MAPPINGS.items():
+    for node_id in OWN_IDS:
+        cls = NODE_CLASS_MAPPINGS[node_id]
         assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40, node_id
         assert callable(getattr(cls, cls.FUNCTION)), node_id
         assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES), node_id
@@ -50,6 +51,18 @@ def test_every_input_has_a_tooltip_and_every_node_a_description(host):
         for section in ("required", "optional"):
             for name, entry in spec.get(section, {}).items():
                 assert len(entry) == 2 and entry[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_the_drop_in_ids_describe_themselves_in_our_words(host):
+    # the other pack's interface exactly (tests/integration/test_integration_dropin.py), its text never: it has no
+    # tooltips, and the description is ours
+    from nodes import pack_interface
+
+    for node_id in pack_interface.NODES:
+        cls = NODE_CLASS_MAPPINGS[node_id]
+        assert "ComfyUI_IPAdapter_plus" in cls.DESCRIPTION and "IPADAPTER_DROPIN" in cls.DESCRIPTION, node_id
+        spec = cls.INPUT_TYPES()
+        assert not any("tooltip" in e[1] for section in spec.values() for e in section.values() if len(e) > 1), node_id
 
 
 def test_optional_inputs_have_defaults_that_keep_behaviour(host):

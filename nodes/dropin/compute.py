@@ -1,0 +1,297 @@
+"""What each drop-in id computes: our public node functions, driven by the converter's recipes.
+
+The encode + apply ids run their recipe in nodes/migrate_table.py (PACK[id]: options -> our inputs, fixed wires),
+so the converter and these ids share one mapping. Loaders, embeds and face ids are written out below. The values
+of the pack's own types are ours: IPADAPTER = Pipeline, EMBEDS = PackEmbeds, INSIGHTFACE = FaceSettings.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ...ip_core.embeds import ImagePromptEmbeds, build_image_prompt, combine_embeds
+from ...ip_core.errors import IPAdapterError
+from .. import face_analysis, host, migrate, migrate_table, pack_interface
+from ..common import LoadedAdapter
+from ..nodes_animation import IPAFrameWeights, IPAFrameWeightsFromStrategy
+from ..nodes_apply import IPAApplyAdapter
+from ..nodes_encode import IPAEncodeImagePrompt
+from ..nodes_faceid import IPAEncodeFace
+from ..nodes_load import IPALoadAdapter
+from ..nodes_toolkit import IPANoise, IPAUnifiedLoader
+from . import legacy
+
+
+@dataclass
+class Pipeline:
+    """IPADAPTER: an adapter, the CLIP vision model its loader picked (or None), and the FaceID loader's settings."""
+    adapter: LoadedAdapter
+    clip_vision: object = None
+    lora_strength: Optional[float] = None
+    provider: str = "CPU"
+
+
+@dataclass
+class PackEmbeds:
+    """EMBEDS: an image prompt of ours with the adapter that made it; negative = the encoder's neg_embed output
+    (the prompt's unconditional side)."""
+    prompt: ImagePromptEmbeds
+    adapter: LoadedAdapter
+    negative: bool = False
+
+    def features(self) -> torch.Tensor:
+        return self.prompt.uncond_features if self.negative else self.prompt.cond_features
+
+
+@dataclass
+class FaceSettings:
+    """INSIGHTFACE: the face analyser's settings (Encode Face loads and caches the analyser itself)."""
+    provider: str
+    model_name: str
+
+
+def _result(out):
+    return out["result"] if isinstance(out, dict) else out
+
+
+def _pipeline(value, name="ipadapter") -> Pipeline:
+    if not isinstance(value, Pipeline):
+        raise IPAdapterError(
+            f"input '{name}' must be an IPADAPTER from IPAdapter Model Loader or a Unified Loader (the drop-in ids), got "
+            f"{type(value).__name__}; this pack's own Load IPAdapter gives an IPA_ADAPTER, for Apply IPAdapter.")
+    return value
+
+
+def _embeds(value, name) -> PackEmbeds:
+    if not isinstance(value, PackEmbeds):
+        raise IPAdapterError(f"input '{name}' must be EMBEDS from IPAdapter Encoder / Combine Embeds (the drop-in ids), "
+                             f"got {type(value).__name__}.")
+    return value
+
+
+def _clip_vision(pipe: Pipeline, clip_vision):
+    chosen = clip_vision if clip_vision is not None else pipe.clip_vision
+    if chosen is None:
+        raise IPAdapterError("no CLIP vision model: connect a Load CLIP Vision node to clip_vision (IPAdapter Model "
+                             "Loader loads the adapter only), or load with IPAdapter Unified Loader.")
+    return chosen
+
+
+def dynamic_choices(kind) -> list:
+    try:
+        if kind == pack_interface.FILES_IPADAPTER:
+            return host.adapter_files()
+        root = host.input_directory()  # the pack's saved embeds: .ipadpt files anywhere in the input folder
+        return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files
+                      if f.endswith(".ipadpt"))
+    except Exception:  # listing must never break the node menu
+        return []
+
+
+# ------------------------------------------------------------------------------------------ loaders
+def model_loader(ipadapter_file):
+    return (Pipeline(_result(IPALoadAdapter().load(ipadapter_file))[0]),)
+
+
+def unified_loader(model, preset, ipadapter=None):
+    model, adapter, clip_vision = _result(IPAUnifiedLoader().load(model, preset))
+    return model, Pipeline(adapter, clip_vision)
+
+
+def unified_loader_faceid(model, preset, lora_strength, provider, ipadapter=None):
+    model, adapter, clip_vision = _result(IPAUnifiedLoader().load(model, preset))
+    return model, Pipeline(adapter, clip_vision, lora_strength=float(lora_strength), provider=provider)
+
+
+def insightface_loader(provider, model_name):
+    face_analysis.load_face_analyzer(provider, model_name)  # InsightFace missing: one message naming what to install
+    return (FaceSettings(provider, model_name),)
+
+
+# ------------------------------------------------------------------------------------------ recipes
+_OURS = {"IPAEncodeImagePrompt": lambda: IPAEncodeImagePrompt().encode,
+         "IPAApplyAdapter": lambda: IPAApplyAdapter().apply}
+
+
+def _target_values(node_id, rule, name, value, pipe, kwargs, calls):
+    """One option rule of a recipe: where the pack input `name` goes among our nodes' inputs."""
+    if "unsupported" in rule or "ignore" in rule:
+        if "unsupported" in rule and rule.get("same") is not None and value not in rule["same"]:
+            raise IPAdapterError(f"{node_id}: {name}={value!r} has no counterpart here ({rule['unsupported']}); "
+                                 f"use {rule['same'][0]!r}.")
+        return
+    if "part" in rule:
+        value = pipe.adapter if rule["part"] == "adapter" else pipe.clip_vision
+    elif name == "clip_vision" and value is None and rule.get("fallback"):
+        value = pipe.clip_vision
+    if value is None and "to" in rule:
+        return
+    if "values" in rule:
+        if rule["values"].get(value) is None:
+            raise IPAdapterError(f"{node_id}: {name}={value!r} has no counterpart here.")
+        value = rule["values"][value]
+    fmt = rule.get("format")
+    if fmt == "text":
+        value = f"{value:g}"
+    elif fmt == "pack layer weights":
+        value = migrate.pack_layer_weights(value)[0]
+    if "linked_to" in rule and not isinstance(value, (int, float)):  # a weight list from IPAdapter Weights
+        targets = [rule["linked_to"]]
+    else:
+        targets = rule["to"] if isinstance(rule["to"], list) else [rule["to"]]
+    for target in targets:
+        local, input_name = target.split(".", 1)
+        if local in calls:
+            kwargs[local][input_name] = value
+
+
+def run_recipe(node_id, inputs):
+    """An encode + apply id through its converter recipe: our Encode Image Prompt(s), then Apply IPAdapter."""
+    recipe = migrate_table.PACK[node_id]
+    calls = recipe["nodes"]
+    pipe = _pipeline(inputs["ipadapter"])
+    kwargs = {local: {} for local in calls}
+    for name, rules in recipe["options"].items():
+        for rule in rules if isinstance(rules, list) else [rules]:
+            _target_values(node_id, rule, name, inputs.get(name), pipe, kwargs, calls)
+    outputs = {}
+    for local in ("encode", "compose", "apply"):
+        if local not in calls:
+            continue
+        for target, source in recipe["wires"].items():
+            where, input_name = target.split(".", 1)
+            if where != local:
+                continue
+            if source == migrate_table.LEGACY:
+                kwargs[local][input_name] = legacy()
+            elif isinstance(source, str) and source.startswith("="):
+                kwargs[local][input_name] = source[1:]
+            elif isinstance(source, str):
+                kwargs[local][input_name] = outputs[source]
+            else:
+                kwargs[local][input_name] = source
+        if local != "apply" and "clip_vision" not in kwargs[local]:
+            kwargs[local]["clip_vision"] = _clip_vision(pipe, None)
+        result = _result(_OURS[calls[local]]()(**kwargs[local]))
+        outputs.update({f"{local}.{i}": v for i, v in enumerate(result)})
+    out = []
+    for slot in recipe["output_map"]:
+        out.append(inputs[slot[3:]] if isinstance(slot, str) and slot.startswith("in:") else outputs[slot])
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------ embeds
+def encoder(ipadapter, image, weight, mask=None, clip_vision=None):
+    pipe = _pipeline(ipadapter)
+    prompt = _result(IPAEncodeImagePrompt().encode(pipe.adapter, _clip_vision(pipe, clip_vision), image,
+                                                   reference_weights=f"{weight:g}", mask=mask, legacy=legacy()))[0]
+    return PackEmbeds(prompt, pipe.adapter), PackEmbeds(prompt, pipe.adapter, negative=True)
+
+
+def combine(embed1, method, embed2=None, embed3=None, embed4=None, embed5=None):
+    given = [_embeds(e, f"embed{i}") for i, e in enumerate((embed1, embed2, embed3, embed4, embed5), 1) if e is not None]
+    if method == "concat" and len(given) == 1:
+        return (given[0],)
+    if len({e.negative for e in given}) > 1:
+        raise IPAdapterError("IPAdapter Combine Embeds: combine pos_embed outputs with pos_embed outputs, and neg_embed "
+                             "with neg_embed, not both.")
+    first = given[0]
+    return (PackEmbeds(combine_embeds(first.adapter.adapter, [e.prompt for e in given], method), first.adapter,
+                       first.negative),)
+
+
+def _fit_rows(features: torch.Tensor, rows: int) -> torch.Tensor:
+    """As many rows as the reference features: the last repeated, or the extra ones left out."""
+    if features.shape[0] < rows:
+        features = torch.cat([features, features[-1:].expand(rows - features.shape[0], *features.shape[1:])])
+    return features[:rows]
+
+
+def embeds_apply(model, ipadapter, pos_embed, weight, weight_type, start_at, end_at, embeds_scaling, neg_embed=None,
+                 attn_mask=None, clip_vision=None, batch=False):
+    pipe, pos = _pipeline(ipadapter), _embeds(pos_embed, "pos_embed")
+    prompt = pos.prompt
+    if pos.negative or neg_embed is not None:
+        # the given sides projected again: neg_embed's features are the unconditional ones
+        cond = pos.features()
+        uncond = _embeds(neg_embed, "neg_embed").features() if neg_embed is not None else prompt.uncond_features
+        prompt = build_image_prompt(pipe.adapter.adapter, cond, _fit_rows(uncond, cond.shape[0]).contiguous(),
+                                    combine="batch" if batch else "concat", encoder_name=prompt.encoder_name)
+    elif batch and not prompt.per_batch_item and prompt.cond_features is not None:
+        prompt = build_image_prompt(pipe.adapter.adapter, prompt.cond_features, prompt.uncond_features, combine="batch",
+                                    encoder_name=prompt.encoder_name)
+    return _result(IPAApplyAdapter().apply(model, pipe.adapter, prompt, weight, start_at, end_at, attn_mask=attn_mask,
+                                           weight_type=weight_type, embeds_scaling=embeds_scaling, legacy=legacy()))
+
+
+# ------------------------------------------------------------------------------------------ faces
+def _plus_version(pipe: Pipeline) -> str:
+    return "v2 (shortcut)" if any(s in pipe.adapter.name.lower() for s in ("plusv2", "kolors")) else "v1"
+
+
+def faceid(model, ipadapter, image, weight, weight_faceidv2, weight_type, combine_embeds, start_at, end_at,
+           embeds_scaling, image_negative=None, attn_mask=None, clip_vision=None, insightface=None, weight_kolors=1.0,
+           batch=False):
+    pipe = _pipeline(ipadapter)
+    settings = insightface if isinstance(insightface, FaceSettings) else FaceSettings(pipe.provider, "buffalo_l")
+    cv = clip_vision if clip_vision is not None else pipe.clip_vision
+    face, face_image = _result(IPAEncodeFace().encode(pipe.adapter, image, settings.provider, clip_vision=cv,
+                                                      insightface_model=settings.model_name,
+                                                      combine="batch" if batch else combine_embeds,
+                                                      plus_version=_plus_version(pipe)))
+    lora = pipe.lora_strength if pipe.lora_strength is not None else 0.0  # the pack's FaceID node adds no LoRA
+    model = _result(IPAApplyAdapter().apply(model, pipe.adapter, face, weight, start_at, end_at, attn_mask=attn_mask,
+                                            weight_type=weight_type, embeds_scaling=embeds_scaling,
+                                            faceid_lora_strength=lora, weight_faceidv2=weight_faceidv2,
+                                            legacy=legacy(), weight_kolors=weight_kolors))[0]
+    return model, face_image
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def noise(type, strength, blur, image_optional=None):
+    return _result(IPANoise().make(type, strength, blur, image=image_optional))
+
+
+def weights(**inputs):
+    return _result(IPAFrameWeights().schedule(**inputs))
+
+
+def weights_from_strategy(weights_strategy, image=None):
+    return _result(IPAFrameWeightsFromStrategy().schedule(weights_strategy, image=image))
+
+
+COMPUTE = {
+    "IPAdapterModelLoader": model_loader,
+    "IPAdapterUnifiedLoader": unified_loader,
+    "IPAdapterUnifiedLoaderFaceID": unified_loader_faceid,
+    "IPAdapterInsightFaceLoader": insightface_loader,
+    "IPAdapterEncoder": encoder,
+    "IPAdapterCombineEmbeds": combine,
+    "IPAdapterEmbeds": embeds_apply,
+    "IPAdapterEmbedsBatch": lambda **kw: embeds_apply(**kw, batch=True),
+    "IPAdapterFaceID": faceid,
+    "IPAdapterFaceIDKolors": faceid,
+    "IPAAdapterFaceIDBatch": lambda **kw: faceid(**kw, batch=True),
+    "IPAdapterNoise": noise,
+    "IPAdapterWeights": weights,
+    "IPAdapterWeightsFromStrategy": weights_from_strategy,
+}
+RECIPE_IDS = ("IPAdapter", "IPAdapterAdvanced", "IPAdapterBatch", "IPAdapterStyleComposition",
+              "IPAdapterStyleCompositionBatch", "IPAdapterMS", "IPAdapterClipVisionEnhancer",
+              "IPAdapterClipVisionEnhancerBatch", "IPAdapterPreciseStyleTransfer", "IPAdapterPreciseStyleTransferBatch",
+              "IPAdapterPreciseComposition", "IPAdapterPreciseCompositionBatch")
+
+
+def run(node_id: str, inputs: dict):
+    """Compute one drop-in id (the host calls this with the node's inputs; a JSON null arrives as None)."""
+    if node_id in COMPUTE:
+        return COMPUTE[node_id](**inputs)
+    if node_id in RECIPE_IDS:
+        return run_recipe(node_id, inputs)
+    raise IPAdapterError(
+        f"{node_id} ({pack_interface.NODES[node_id]['display_name']}) is recognised, but this pack does not compute it "
+        "as a drop-in: convert the workflow to this pack's nodes with `python -m nodes.migrate` (it says what each "
+        "node becomes), or install ComfyUI_IPAdapter_plus for it.")

@@ -1,0 +1,235 @@
+"""The widely used pack's node ids served by ours (nodes/dropin/), in a real ComfyUI, one pack per process:
+
+    python tests/integration/run_dropin.py interface|compute ours|pack OUT_DIR
+    python tests/integration/run_dropin.py orders - OUT_DIR
+
+interface  /object_info's fields of every id of the pack, as the host builds them (server.py node_info)
+compute    the graphs programs send (Krita AI Diffusion, SwarmUI; REFERENCE.md section 8) validated and executed
+           with random full-shape SD1.5 models (64x64, 2 steps); final latents saved to OUT_DIR/latents-<pack>.pt
+orders     both packs loaded, in each order (two host processes are not needed: the loader's dict is inspected
+           after each load): which pack's classes serve the ids, and our startup log line
+
+Prints one line `RESULT <json>`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "nodes"))
+import comfy_host  # noqa: E402
+
+COMFY = os.environ["COMFYUI_PATH"]
+PACK_IDS_FROM = comfy_host.REPO / "nodes" / "pack_interface.py"
+
+
+def _pack_ids():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ipa_pack_interface", PACK_IDS_FROM)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.NODES)
+
+
+def _boot(which, out_dir):
+    """The host with only one of the two packs; OUT_DIR/ipadapter an adapter folder. -> (host nodes, pack module)."""
+    host_nodes = comfy_host.boot(COMFY)
+    import folder_paths
+
+    adapters = os.path.join(out_dir, "ipadapter")
+    os.makedirs(adapters, exist_ok=True)
+    if which == "ours":
+        comfy_host.load_pack(host_nodes, adapters)
+        return host_nodes, None, adapters
+    _, module = comfy_host.load_reference_pack(host_nodes)
+    folder_paths.add_model_folder_path("ipadapter", adapters)
+    return host_nodes, module, adapters
+
+
+def node_info(host_nodes, node_id):
+    """The fields server.py's node_info gives a (non-V3) node, description and tooltips left out of the compare."""
+    cls = host_nodes.NODE_CLASS_MAPPINGS[node_id]
+    types = cls.INPUT_TYPES()
+    return {"input": json.loads(json.dumps(types)), "input_order": {k: list(v) for k, v in types.items()},
+            "output": list(cls.RETURN_TYPES), "output_is_list": list(getattr(cls, "OUTPUT_IS_LIST", [False] * len(cls.RETURN_TYPES))),
+            "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)), "name": node_id,
+            "display_name": host_nodes.NODE_DISPLAY_NAME_MAPPINGS.get(node_id, node_id),
+            "category": getattr(cls, "CATEGORY", "sd"), "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
+            "deprecated": bool(getattr(cls, "DEPRECATED", False)), "experimental": bool(getattr(cls, "EXPERIMENTAL", False))}
+
+
+def interface(which, out_dir):
+    host_nodes, _, adapters = _boot(which, out_dir)
+    for name in ("ip-adapter_sd15.safetensors", "ip-adapter-plus_sd15.safetensors"):  # the file lists are compared too
+        Path(adapters, name).write_bytes(b"")
+    return {node_id: node_info(host_nodes, node_id) for node_id in _pack_ids() if node_id in host_nodes.NODE_CLASS_MAPPINGS}
+
+
+def _base(ksampler_model, key):
+    """Checkpoint, prompts, 64x64 latent, KSampler (2 steps) with the given MODEL link, final latent captured."""
+    return {
+        "ckpt": {"class_type": "TestRandomCheckpoint", "inputs": {"ckpt_name": "model.safetensors"}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo", "clip": ["ckpt", 1]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["ckpt", 1]}},
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "sample": {"class_type": "KSampler", "inputs": {"model": ksampler_model, "seed": 7, "steps": 2, "cfg": 5.0,
+                                                         "sampler_name": "euler", "scheduler": "normal", "positive": ["pos", 0],
+                                                         "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 1.0}},
+        "capture": {"class_type": "TestCaptureLatent", "inputs": {"samples": ["sample", 0], "key": key}},
+        "image": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "image2": {"class_type": "LoadImage", "inputs": {"image": "mask_left.png"}},
+        "clip_vision": {"class_type": "TestRandomClipVision", "inputs": {"clip_name": comfy_host_clip()}},
+    }
+
+
+def comfy_host_clip():
+    return "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
+
+
+def krita(file, weight_type, refs=2, mask=False):
+    """Krita AI Diffusion's image prompt: Model Loader -> one Encoder per reference -> Combine Embeds (concat) ->
+    IPAdapter Embeds with clip_vision (ai_diffusion/comfy_workflow.py apply_ip_adapter; attn_mask null unless a mask
+    is given)."""
+    g = _base(["apply", 0], "krita")
+    g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": file}}
+    embeds = {}
+    for i, (img, w) in enumerate((("image", 0.8), ("image2", 0.5))[:refs], 1):
+        g[f"enc{i}"] = {"class_type": "IPAdapterEncoder", "inputs": {"ipadapter": ["loader", 0], "image": [img, 0], "weight": w,
+                                                                     "clip_vision": ["clip_vision", 0]}}
+        embeds[f"embed{i}"] = [f"enc{i}", 0]
+    g["combine"] = {"class_type": "IPAdapterCombineEmbeds", "inputs": {"method": "concat", **embeds}}
+    g["apply"] = {"class_type": "IPAdapterEmbeds", "inputs": {
+        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "pos_embed": ["combine", 0], "clip_vision": ["clip_vision", 0], "weight": 1.0,
+        "weight_type": weight_type, "embeds_scaling": "V only", "start_at": 0.0, "end_at": 0.9,
+        "attn_mask": ["image2", 1] if mask else None}}
+    return g
+
+
+def swarm_unified(preset, weight_type):
+    """SwarmUI with IPAdapterUnifiedLoader: (model, preset) -> IPAdapter(weight_type standard / prompt is more important /
+    style transfer)."""
+    g = _base(["apply", 0], "swarm")
+    g["unified"] = {"class_type": "IPAdapterUnifiedLoader", "inputs": {"model": ["ckpt", 0], "preset": preset}}
+    g["apply"] = {"class_type": "IPAdapter", "inputs": {"model": ["unified", 0], "ipadapter": ["unified", 1], "image": ["image", 0],
+                                                        "weight": 0.9, "start_at": 0.0, "end_at": 1.0, "weight_type": weight_type}}
+    return g
+
+
+def swarm_advanced(file, combine="concat"):
+    """SwarmUI with IPAdapterModelLoader: -> IPAdapterAdvanced (combine_embeds, embeds_scaling V only, clip_vision)."""
+    g = _base(["apply", 0], "swarm-adv")
+    g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": file}}
+    g["batch"] = {"class_type": "ImageBatch", "inputs": {"image1": ["image", 0], "image2": ["image2", 0]}}
+    g["apply"] = {"class_type": "IPAdapterAdvanced", "inputs": {
+        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "image": ["batch", 0], "weight": 1.1, "weight_type": "linear",
+        "combine_embeds": combine, "start_at": 0.0, "end_at": 1.0, "embeds_scaling": "V only", "clip_vision": ["clip_vision", 0]}}
+    return g
+
+
+def faces():
+    """Krita's face graph: InsightFace Loader -> IPAdapter FaceID (weight_faceidv2 2 x weight)."""
+    g = _base(["apply", 0], "faceid")
+    g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": "ip-adapter_sd15.safetensors"}}
+    g["insightface"] = {"class_type": "IPAdapterInsightFaceLoader", "inputs": {"provider": "CPU", "model_name": "buffalo_l"}}
+    g["apply"] = {"class_type": "IPAdapterFaceID", "inputs": {
+        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "image": ["image", 0], "weight": 0.8, "weight_faceidv2": 1.6,
+        "weight_type": "linear", "combine_embeds": "concat", "start_at": 0.0, "end_at": 1.0, "embeds_scaling": "V only",
+        "clip_vision": ["clip_vision", 0], "insightface": ["insightface", 0]}}
+    return g
+
+
+GRAPHS = {
+    "krita base, 2 references": lambda: krita("ip-adapter_sd15.safetensors", "linear"),
+    "krita plus, style transfer": lambda: krita("ip-adapter-plus_sd15.safetensors", "style transfer"),
+    "krita plus, 1 reference, mask": lambda: krita("ip-adapter-plus_sd15.safetensors", "composition", refs=1, mask=True),
+    "swarm unified standard": lambda: swarm_unified("STANDARD (medium strength)", "standard"),
+    "swarm unified, prompt is more important": lambda: swarm_unified("STANDARD (medium strength)", "prompt is more important"),
+    "swarm advanced base": lambda: swarm_advanced("ip-adapter_sd15.safetensors"),
+    "swarm advanced plus, average": lambda: swarm_advanced("ip-adapter-plus_sd15.safetensors", "average"),
+}
+
+
+def compute(which, out_dir):
+    host_nodes, module, adapters = _boot(which, out_dir)
+    import execution
+    from run_migrate import _harness, _run
+
+    captured = _harness(out_dir, host_nodes, module, adapters)
+    executor = execution.PromptExecutor(comfy_host.SilentServer())
+    results, latents = {}, {}
+    for name, make in GRAPHS.items():
+        graph = make()
+        graph["capture"]["inputs"]["key"] = name
+        results[name] = _run(executor, graph, name)
+        if name in captured:
+            latents[name] = captured.pop(name)
+    results["faceid"] = _run(executor, faces(), "faceid")
+    torch.save(latents, os.path.join(out_dir, f"latents-{which}.pt"))
+    return results
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def orders(_, out_dir):
+    """Both packs installed, ours loaded first (it finds the pack in custom_nodes and leaves the ids to it; were it
+    missed, the host's loader lets the pack overwrite them anyway), and the pack first (ours finds it imported)."""
+    results = {}
+    for order in ("ours first", "pack first", "ours only, opted out", "ours only"):
+        env = {"IPADAPTER_DROPIN": "off"} if "opted out" in order else {}
+        code = (f"import sys, json, logging; sys.path.insert(0, {str(HERE)!r}); import run_dropin as r; "
+                f"print('RESULT ' + json.dumps(r.one_order({order!r}, {out_dir!r})))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **env})
+        lines = [ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        results[order] = json.loads(lines[-1]) if lines else {"failed": proc.stderr[-3000:]}
+    return results
+
+
+def one_order(order, out_dir):
+    host_nodes = comfy_host.boot(COMFY)
+    import folder_paths
+
+    # installed as users have it: the pack's folder inside a custom_nodes folder
+    if not order.startswith("ours only"):
+        folder_paths.add_model_folder_path("custom_nodes", str(comfy_host.reference_pack_dir().parent))
+    handler = _Lines()
+    logging.getLogger("ipadapter").addHandler(handler)
+    logging.getLogger("ipadapter").setLevel(logging.INFO)
+    if order.startswith("ours only"):
+        comfy_host.load_pack(host_nodes, os.path.join(out_dir, "ipadapter"))
+    elif order == "ours first":
+        comfy_host.load_pack(host_nodes, os.path.join(out_dir, "ipadapter"))
+        comfy_host.load_reference_pack(host_nodes)
+    else:
+        path = comfy_host.reference_pack_dir()
+        assert asyncio.run(host_nodes.load_custom_node(str(path)))
+        comfy_host.load_pack(host_nodes, os.path.join(out_dir, "ipadapter"))
+    ids = _pack_ids()
+    serving = {host_nodes.NODE_CLASS_MAPPINGS[i].__module__.rsplit(".", 1)[-1] for i in ids
+               if i in host_nodes.NODE_CLASS_MAPPINGS}
+    return {"serving_modules": sorted(serving), "log": [ln for ln in handler.lines if "ComfyUI_IPAdapter_plus node ids" in ln],
+            "pack_ids_served": sum(i in host_nodes.NODE_CLASS_MAPPINGS for i in ids), "our_ids": sum(1 for k in host_nodes.NODE_CLASS_MAPPINGS if k.startswith("IPA") and k not in ids)}
+
+
+if __name__ == "__main__":
+    scenario, which, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    sys.path.insert(0, str(comfy_host.REPO))
+    result = {"interface": interface, "compute": compute, "orders": orders}[scenario](which, out)
+    print("RESULT " + json.dumps(result, default=str), flush=True)
