@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import IPAdapterError
-from .preprocess import MODES, _target_size
+from .preprocess import MODES, target_size
 
 
 def _resize(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -50,7 +50,7 @@ def encoder_masks(mask, references: int, image_hw: tuple, mode: str = "center", 
         return _resize(mask, size, size)
     # pad: the mask follows the image (long side to `size`, centred); the padding is 0 in the pixels anyway.
     h, w = image_hw
-    th, tw = _target_size(h, w, size, mode)
+    th, tw = target_size(h, w, size, mode)
     m = _resize(mask, th, tw)
     pad_h, pad_w = size - th, size - tw
     return F.pad(m, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import AdapterConfig
-from .embeds import ImagePromptEmbeds, _arrange_tokens, combine_features
+from .embeds import ImagePromptEmbeds, arrange_tokens, combine_features
 from .errors import AdapterMismatchError, IPAdapterError
 
 # (LoRA module in the file, the attention's linear layer it adds to, its name in diffusers / ldm weight keys).
@@ -171,11 +171,11 @@ def build_face_prompt(adapter, face_embeddings: torch.Tensor, clip_hidden: Optio
             uclip = uncond_clip_hidden.float().to(param.device, param.dtype).expand(clip.shape[0], *uncond_clip_hidden.shape[1:])
             xc, rc = adapter.image_proj.parts(face, clip)
             xu, ru = adapter.image_proj.parts(zero, uclip)
-            xc, rc, xu, ru = (_arrange_tokens(t, combine) for t in (xc, rc, xu, ru))
+            xc, rc, xu, ru = (arrange_tokens(t, combine) for t in (xc, rc, xu, ru))
             parts = (xc, rc, xu, ru)
             cond, uncond = (xc + rc, xu + ru) if shortcut else (rc, ru)
         else:
-            cond = _arrange_tokens(adapter.project(face), combine)
-            uncond = _arrange_tokens(adapter.project(zero), combine)
+            cond = arrange_tokens(adapter.project(face), combine)
+            uncond = arrange_tokens(adapter.project(zero), combine)
     return FacePromptEmbeds(cond, uncond, config.signature, config.description, encoder_name, adapter.fingerprint(),
                             shortcut=bool(shortcut and parts), parts=parts)

@@ -190,7 +190,7 @@ def _to_8bit(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.to(torch.float64) * 255.0).clamp_(0, 255)
 
 
-def _target_size(h: int, w: int, size: int, mode: str) -> tuple[int, int]:
+def target_size(h: int, w: int, size: int, mode: str) -> tuple[int, int]:
     if mode == "squash":
         return size, size
     if mode == "center":
@@ -222,7 +222,7 @@ def preprocess_images(images, mode: str = "center", size: int = 224) -> torch.Te
     if images.device.type not in ("cpu", "cuda"):
         images = images.cpu()  # e.g. MPS has no float64, and exact integer sums need it
     _, h, w, _ = images.shape
-    th, tw = _target_size(h, w, size, mode)
+    th, tw = target_size(h, w, size, mode)
     if mode == "center":
         # transformers center_crop: top/left offsets floor((resized - crop) / 2); only that window is computed.
         rows, cols = ((th - size) // 2, size), ((tw - size) // 2, size)

@@ -41,7 +41,7 @@ class MLPProjModel(nn.Module):
         return self.proj(image_embeds)
 
 
-def _feed_forward(dim: int, mult: int) -> nn.Sequential:
+def feed_forward(dim: int, mult: int) -> nn.Sequential:
     inner = int(dim * mult)
     # Indices 0, 1, 3 hold weights: the released keys are layers.{i}.1.{0,1,3}.
     return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, inner, bias=False), nn.GELU(), nn.Linear(inner, dim, bias=False))
@@ -93,7 +93,7 @@ class Resampler(nn.Module):
         self.proj_out = nn.Linear(dim, output_dim)
         self.norm_out = nn.LayerNorm(output_dim)
         self.layers = nn.ModuleList(
-            [nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), _feed_forward(dim, ff_mult)]) for _ in range(depth)]
+            [nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), feed_forward(dim, ff_mult)]) for _ in range(depth)]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +135,7 @@ class FacePerceiverResampler(nn.Module):
         self.proj_out = nn.Linear(dim, output_dim)
         self.norm_out = nn.LayerNorm(output_dim)
         self.layers = nn.ModuleList(
-            [nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), _feed_forward(dim, ff_mult)]) for _ in range(depth)]
+            [nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), feed_forward(dim, ff_mult)]) for _ in range(depth)]
         )
 
     def forward(self, latents: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

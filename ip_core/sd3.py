@@ -37,7 +37,7 @@ from .config import AdapterConfig, ResamplerConfig, _dims, _summary, check_layou
 from .encoder_table import PENULTIMATE, encoder_name_for
 from .errors import UnsupportedAdapterError
 from .layers import LayerSpec
-from .projection import PerceiverAttention, _feed_forward, build_projection
+from .projection import PerceiverAttention, feed_forward, build_projection
 
 SD3_NAME = "SD3.5"
 SD3_VARIANT = "sd35-instantx"
@@ -198,7 +198,7 @@ class TimeResampler(nn.Module):
         self.norm_out = nn.LayerNorm(output_dim)
         # Released keys: layers.{i}.0 attention, .1 feed-forward (LayerNorm at 0), .2 modulation (Linear at 1)
         self.layers = nn.ModuleList([
-            nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), _feed_forward(dim, ff_mult),
+            nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), feed_forward(dim, ff_mult),
                            nn.Sequential(nn.SiLU(), nn.Linear(dim, 4 * dim))])
             for _ in range(depth)])
         self.time_embedding = _TimeEmbedding(timestep_in_dim, dim)

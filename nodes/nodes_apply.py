@@ -21,7 +21,7 @@ _CONTEXT_DIMS = {768: "sd15", 2048: "sdxl"}
 _FAMILY_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux", "sd3": "SD3 / SD3.5"}
 
 
-def _model_family(model):
+def model_family(model):
     """"sd15" / "sdxl" / a description, from the host model's detected UNet config (supported_models.py)."""
     try:
         unet_config = model.model.model_config.unet_config
@@ -168,7 +168,7 @@ class IPAApplyAdapter:
         end_at = check_number(end_at, "end_at", 0.0, 1.0)
         if start_at > end_at:
             raise IPAdapterError(f"start_at ({start_at}) is after end_at ({end_at}); make start_at <= end_at.")
-        family = _model_family(model)
+        family = model_family(model)
         if family is not None and family != config.base_model:
             have = _FAMILY_NAMES.get(family, family)
             raise AdapterMismatchError(

@@ -16,7 +16,7 @@ from ..ip_core.noise import NOISE_TYPES, make_noise
 from ..ip_core.presets import PRESET_NAMES, adapter_config_of_file, choose_adapter, choose_encoder, vision_encoder_of_file
 from ..ip_core.presets import preset as find_preset
 from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require
-from .nodes_apply import IPAApplyAdapter, _model_family
+from .nodes_apply import IPAApplyAdapter, model_family
 from .nodes_faceid import PLUS_VERSIONS
 
 EMBEDS_EXTENSIONS = (".safetensors", ".ipadpt")  # .ipadpt (the other pack's pickles) are listed to be refused clearly
@@ -51,7 +51,7 @@ class IPAUnifiedLoader:
     @error_boundary
     def load(self, model, preset):
         p = find_preset(preset)
-        family = _model_family(model)
+        family = model_family(model)
         if family not in ("sd15", "sdxl"):
             raise AdapterMismatchError(f"the model is {family or 'not a ComfyUI model'}; presets exist for SD1.5 and SDXL models only.")
         names, folders = host.model_files(host.FOLDER)

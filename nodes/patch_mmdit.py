@@ -25,7 +25,7 @@ import weakref
 import torch
 
 from . import host
-from .patch import AdapterBranch, _distinct_rows
+from .patch import AdapterBranch, distinct_rows
 from .patch_dit import BlockPatch, as_core_attention, patch_blocks
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
 from ..ip_core.sd3 import renorm_heads, sd3_image_term
@@ -61,7 +61,7 @@ class SD3Branch(AdapterBranch):
         self.adapter = adapter
         cond, uncond = embeds.cond, embeds.uncond
         if self.per_item:
-            (cond, uncond), self._row = _distinct_rows(cond, uncond)
+            (cond, uncond), self._row = distinct_rows(cond, uncond)
         self._features = (cond, uncond)
         for spec, w in zip(adapter.layers, layer_weights):
             self.layer_of_key[spec.comfy_key] = spec.index
