@@ -18,7 +18,8 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .checkpoint import split_prefixed, load_adapter_state_dict, sniff_format
-from .config import KOLORS_ENCODER, AdapterConfig, detect_config
+from .config import KOLORS_ENCODER, AdapterConfig
+from .families import detect_config
 from .encoder_table import ENCODERS, FACE_ENCODER, PENULTIMATE, encoder_file_for, encoder_name_for
 from .errors import AdapterMismatchError, IPAdapterError
 from .layers import BASE_MODEL_NAMES

@@ -10,8 +10,9 @@ from ..ip_core.config import KOLORS_ENCODER
 from ..ip_core.embeds import COMBINE_MODES, ImagePromptEmbeds
 from ..ip_core.encoder_table import encoder_file_for
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
-from ..ip_core.faceid import FacePromptEmbeds, build_face_prompt, lora_targets
-from ..ip_core.kolors import check_face_clip_tokens, face_crop_size, kolors_context_embeds
+from ..ip_core.families.faceid import FacePromptEmbeds, build_face_prompt
+from ..ip_core.lora import lora_targets
+from ..ip_core.families.kolors import check_face_clip_tokens, face_crop_size, kolors_context_embeds
 from ..ip_core.preprocess import preprocess_images
 from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, require, with_advice
 

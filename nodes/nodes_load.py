@@ -6,7 +6,7 @@ import os
 import torch
 
 from . import host
-from ..ip_core.adapter import load_adapter
+from ..ip_core.families import load_adapter
 from ..ip_core.errors import AdapterFileError, ForeignFileError
 from .common import CATEGORY, LoadedAdapter, error_boundary, require, with_advice
 

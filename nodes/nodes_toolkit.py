@@ -8,7 +8,7 @@ import os
 import torch
 
 from . import host
-from ..ip_core.adapter import load_adapter
+from ..ip_core.families import load_adapter
 from ..ip_core.embeds import COMBINE_METHODS, ImagePromptEmbeds, check_embeds_fit, combine_embeds
 from ..ip_core.embeds_file import load_embeds, note_of, save_embeds
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError

@@ -11,7 +11,7 @@ the block's RMSNorm (ln_q / ln_k), and calls optimized_attention(q, k, v, heads=
 So our replacement calls the host's block with an attention override that runs the host's attention (or the
 override that was there), then adds each adapter's image term to the image rows of its output (before the
 block's projection and gate, as diffusers' SD3 IP processor adds it). The adapter's own RMSNorms read the
-block's raw Q / K: the host's normed values divided by the block's norm weight (ip_core.sd3.renorm_heads).
+block's raw Q / K: the host's normed values divided by the block's norm weight (ip_core.families.sd3.renorm_heads).
 
 The adapter's tokens depend on the timestep: an APPLY_MODEL wrapper (model_base.BaseModel.apply_model) puts in
 each call's transformer_options the timesteps the MMDiT receives (the model's own model_sampling.timestep), the
@@ -28,7 +28,7 @@ from . import host
 from .patch import AdapterBranch, distinct_rows
 from .patch_dit import BlockPatch, as_core_attention, patch_blocks
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
-from ..ip_core.sd3 import renorm_heads, sd3_image_term
+from ..ip_core.families.sd3 import renorm_heads, sd3_image_term
 
 STEP_KEY = "ipadapter_sd3_step"  # transformer_options entry: {"timestep", "latent", "tokens"} of this call
 WRAPPER_KEY = "ipadapter_sd3"

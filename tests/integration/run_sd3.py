@@ -31,7 +31,7 @@ ENC, TOKENS = 48, 8  # a small encoder width (no released encoder has it: no tok
 
 
 def _adapter(seed, blocks=2, encoder_width=ENC):
-    sd3 = comfy_host.pack_module("ip_core.sd3")
+    sd3 = comfy_host.pack_module("ip_core.families.sd3")
     a = sd3.SD3IPAdapter(sd3.make_sd3_config(blocks, 128, encoder_width, TOKENS, resampler_dim=128, depth=4, heads=2, timestep_in_dim=32))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -170,7 +170,7 @@ def exact(out_dir):
     with torch.no_grad():
         ln_q.weight.copy_(kept)
     # a real-width (SD3.5 Large) adapter on this 128-wide model
-    sd3 = comfy_host.pack_module("ip_core.sd3")
+    sd3 = comfy_host.pack_module("ip_core.families.sd3")
     with torch.device("meta"):
         large = sd3.SD3IPAdapter(sd3.make_sd3_config(38))
     try:
@@ -219,7 +219,7 @@ def detect(out_dir):
     adapters = os.path.join(out_dir, "ipadapter")
     os.makedirs(adapters, exist_ok=True)
     nodes = comfy_host.load_pack(host_nodes, adapters)
-    sd3 = comfy_host.pack_module("ip_core.sd3")
+    sd3 = comfy_host.pack_module("ip_core.families.sd3")
     a = sd3.SD3IPAdapter(sd3.make_sd3_config(1))
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():

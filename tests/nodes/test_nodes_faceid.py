@@ -14,7 +14,8 @@ from conftest import random_adapter
 from ip_core.adapter import IPAdapter
 from ip_core.config import make_config
 from ip_core.errors import AdapterMismatchError
-from ip_core.faceid import FacePromptEmbeds, build_face_prompt, lora_targets
+from ip_core.families.faceid import FacePromptEmbeds, build_face_prompt
+from ip_core.lora import lora_targets
 from ip_core.layers import layer_specs
 from ip_core.preprocess import preprocess_images
 from nodes import face_analysis, host as host_module, nodes_faceid

@@ -12,7 +12,7 @@ from comfy_standin import make_model
 from ip_core.embeds import build_image_prompt
 from ip_core.errors import AdapterMismatchError
 from ipa_factories import randomize
-from ip_core.flux import FluxIPAdapter, make_flux_config
+from ip_core.families.flux import FluxIPAdapter, make_flux_config
 from ip_core.preprocess import preprocess_images
 from nodes.common import LoadedAdapter
 from nodes.nodes_apply import IPAApplyAdapter

@@ -11,7 +11,7 @@ from ip_core.adapter import save_adapter
 from ip_core.embeds import build_image_prompt
 from ip_core.errors import AdapterMismatchError
 from ip_core.preprocess import preprocess_images
-from ip_core.sd3 import SD3IPAdapter, make_sd3_config
+from ip_core.families.sd3 import SD3IPAdapter, make_sd3_config
 from ipa_factories import randomize
 from nodes import patch_mmdit
 from nodes.common import LoadedAdapter
