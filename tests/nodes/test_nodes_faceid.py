@@ -22,7 +22,8 @@ from nodes import face_analysis, host as host_module, nodes_faceid
 from nodes.common import LoadedAdapter
 from nodes.nodes_apply import IPAApplyAdapter
 from nodes.nodes_encode import IPAEncodeImagePrompt
-from nodes.nodes_faceid import IPAEncodeFace, apply_faceid_lora
+from nodes.families.faceid import apply_faceid_lora
+from nodes.nodes_faceid import IPAEncodeFace
 
 
 def faceid_adapter(variant="faceid", base="sd15", rank=4, seed=0):
