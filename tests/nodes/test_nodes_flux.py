@@ -44,6 +44,9 @@ def test_load_node_reads_an_xlabs_file_under_any_name(host, xlabs):
     out = IPALoadAdapter().load("my flux style.safetensors")
     assert out["ui"]["text"] == ["my flux style.safetensors: Flux XLabs flux-ip-adapter v2, 16 tokens, 3 double blocks, "
                                  "needs ViT-L/14 image_embeds (width 768)"]
+    # for the web extension: the family, and Apply's family inputs this adapter does not read (all: Flux reads none)
+    assert out["ui"]["family"] == ["flux"]
+    assert out["ui"]["unused_inputs"] == ["faceid_lora_strength", "weight_faceidv2", "weight_kolors"]
     assert out["result"][0].adapter.fingerprint() == xlabs.adapter.fingerprint()
 
 
