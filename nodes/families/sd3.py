@@ -2,7 +2,8 @@
 timestep (nodes/patch_mmdit.py)."""
 from __future__ import annotations
 
-from ..patch_mmdit import SD3Branch, check_sd3_model, patch_sd3_model
+from .. import host
+from ..patch_mmdit import SD3Branch, check_sd3_model, managed_adapter, patch_sd3_model
 from .base import NodeFamily
 
 
@@ -14,7 +15,10 @@ class SD3Family(NodeFamily):
 
     def patch(self, model, a, tokens, weights, window, mask, label, frame_weights, plan, composition_embeds,
               embeds_scaling):
-        branch = SD3Branch(a.adapter, tokens, weights, window, mask, label=label, frame_weights=frame_weights)
+        # the adapter's weights go where the host puts its models (loaded with the model, offloaded under pressure)
+        managed = managed_adapter(a.adapter, host.compute_dtype(model))
+        branch = SD3Branch(a.adapter, tokens, weights, window, mask, label=label, frame_weights=frame_weights,
+                           managed=managed)
         patched, _ = patch_sd3_model(model, branch, a.adapter.layers)
         return patched
 

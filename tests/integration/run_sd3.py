@@ -102,6 +102,17 @@ def exact(out_dir):
     result["changes_output"] = float((out - base).abs().max())
     result["patched_keys"] = sorted(map(list, _sd3_blocks(patched)))
     result["calls_per_call"] = sum(b.calls for b in _branches(patched).values())
+    # the adapter's weights are a host model: the patches name it (model_patches_models), load_models_gpu loads it
+    # with the diffusion model (as a ControlNet's), and the output is the same whoever placed the weights
+    import comfy.model_management as mm
+
+    managed = patched.model_patches_models()
+    mm.load_models_gpu([patched])
+    loaded = [m.model for m in mm.current_loaded_models]
+    result["managed_models"] = [type(m).__name__ for m in managed]
+    result["managed_is_the_adapter"] = len(managed) == 1 and managed[0].model is a  # fp32 model: no copy
+    result["managed_loaded_with_model"] = any(m is managed[0] for m in loaded) and any(m is patched for m in loaded)
+    result["after_load_identical"] = bool(torch.equal(_apply_model(patched, x, sigma, context, y), out))
     # a CFG batch (cond chunk, uncond chunk): the uncond chunk reads zero features (diffusers' SD3 pipeline)
     one = embeds_mod.build_image_prompt(a, features[:1], embeds_mod.unconditional_features(a.config, features[:1]))
     cfg = _apply_model(apply.apply(plain, loaded, one, 0.7, 0.0, 1.0)[0], x, sigma, context, y, cond_or_uncond=(0, 1))
