@@ -14,7 +14,7 @@ import torch
 
 from .config import AdapterConfig
 from .encoder_table import PENULTIMATE, encoder_file_for, encoder_name_for, encoder_spec, hidden_tokens
-from .errors import AdapterMismatchError, IPAdapterError
+from .errors import AdapterMismatchError, IPAdapterError, check_choice
 
 
 
@@ -281,8 +281,7 @@ def build_image_prompt(
 def combine_embeds(adapter, embeds: Sequence[ImagePromptEmbeds], method: str) -> ImagePromptEmbeds:
     """Combine several image prompts of one adapter before its projection (COMBINE_METHODS): the features of
     all references, in input order, merged with `method` and projected again."""
-    if method not in COMBINE_METHODS:
-        raise IPAdapterError(f"unknown combine method {method!r}; use one of {', '.join(COMBINE_METHODS)}.")
+    check_choice(method, "combine method", COMBINE_METHODS)
     if not embeds:
         raise IPAdapterError("nothing to combine: give at least one image prompt (embeds_1).")
     for i, e in enumerate(embeds, 1):

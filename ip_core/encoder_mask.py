@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import IPAdapterError
+from .errors import IPAdapterError, check_choice
 from .preprocess import MODES, target_size
 
 
@@ -30,8 +30,7 @@ def _center_square(mask: torch.Tensor) -> torch.Tensor:
 
 def encoder_masks(mask, references: int, image_hw: tuple, mode: str = "center", size: int = 224) -> torch.Tensor:
     """MASK [H, W] or [M, H, W] (M = 1, or one per reference) -> [M, size, size] to multiply the pixel values by."""
-    if mode not in MODES:
-        raise IPAdapterError(f"unknown crop mode {mode!r}; use one of {', '.join(MODES)}.")
+    check_choice(mode, "crop mode", MODES)
     if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise IPAdapterError(f"mask must be a MASK [height, width] or [count, height, width], got {shape}.")

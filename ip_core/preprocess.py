@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from .errors import IPAdapterError
+from .errors import IPAdapterError, check_choice
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -213,8 +213,7 @@ def preprocess_images(images, mode: str = "center", size: int = 224) -> torch.Te
     MAX_IMAGE_SIDE pixels per side; the memory used beyond the input is bounded (tens of MB), whatever the
     size or aspect: only the pixels the crop keeps are computed, a chunk of rows at a time.
     """
-    if mode not in MODES:
-        raise IPAdapterError(f"unknown crop mode {mode!r}; use one of {', '.join(MODES)}.")
+    check_choice(mode, "crop mode", MODES)
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE:
         raise IPAdapterError(f"size must be a positive number of pixels, at most {MAX_SIZE} (224 for ViT-H/14 and ViT-bigG/14), got {size!r}.")
     images = _check_images(images)

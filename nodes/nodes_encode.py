@@ -9,7 +9,7 @@ from . import host
 from ..ip_core.embeds import COMBINE_MODES, build_image_prompt, features_for, parse_reference_weights, weight_references
 from ..ip_core.encoder_mask import apply_encoder_masks, encoder_masks
 from ..ip_core.encoder_table import IMAGE_EMBEDS, EncoderOutput
-from ..ip_core.errors import AdapterMismatchError, IPAdapterError
+from ..ip_core.errors import AdapterMismatchError, IPAdapterError, check_choice
 from ..ip_core.preprocess import MODES as CROP_MODES
 from ..ip_core.preprocess import preprocess_images, renormalize
 from ..ip_core import tiles as tiling
@@ -145,12 +145,9 @@ class IPAEncodeImagePrompt:
                 "features. Use the Encode Face (InsightFace) node with it."
             )
         check_images(image, "image")
-        if crop not in CROP_MODES:
-            raise IPAdapterError(f"unknown crop mode {crop!r}; use one of {', '.join(CROP_MODES)}.")
-        if combine not in COMBINE_MODES:
-            raise IPAdapterError(f"unknown combine mode {combine!r}; use one of {', '.join(COMBINE_MODES)}.")
-        if tiles not in TILE_MODES:
-            raise IPAdapterError(f"unknown tiles mode {tiles!r}; use one of {', '.join(TILE_MODES)}.")
+        check_choice(crop, "crop mode", CROP_MODES)
+        check_choice(combine, "combine mode", COMBINE_MODES)
+        check_choice(tiles, "tiles mode", TILE_MODES)
         weights = parse_reference_weights(reference_weights, image.shape[0])
         if tiles != "off" and mask is not None:
             raise IPAdapterError(

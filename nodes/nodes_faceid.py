@@ -9,11 +9,11 @@ from . import face_analysis, host
 from ..ip_core.config import KOLORS_ENCODER
 from ..ip_core.embeds import COMBINE_MODES
 from ..ip_core.encoder_table import encoder_file_for
-from ..ip_core.errors import AdapterMismatchError, IPAdapterError
+from ..ip_core.errors import AdapterMismatchError, IPAdapterError, check_choice
 from ..ip_core.families.faceid import build_face_prompt
 from ..ip_core.families.kolors import check_face_clip_tokens, face_crop_size
 from ..ip_core.preprocess import preprocess_images
-from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, require, with_advice
+from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, require
 
 PLUS_VERSIONS = ("v2 (shortcut)", "v1")
 
@@ -64,10 +64,8 @@ class IPAEncodeFace:
                 "with this adapter, or load a FaceID file (ip-adapter-faceid*)."
             )
         check_images(image, "image")
-        if combine not in COMBINE_MODES:
-            raise IPAdapterError(f"unknown combine mode {combine!r}; use one of {', '.join(COMBINE_MODES)}.")
-        if plus_version not in PLUS_VERSIONS:
-            raise IPAdapterError(f"unknown plus_version {plus_version!r}; use one of {', '.join(PLUS_VERSIONS)}.")
+        check_choice(combine, "combine mode", COMBINE_MODES)
+        check_choice(plus_version, "plus_version", PLUS_VERSIONS)
         if config.clip_width and clip_vision is None:
             raise AdapterMismatchError(
                 f"{a.name} is a {config.description}: connect a Load CLIP Vision node ({_clip_file(config)}) to clip_vision."
