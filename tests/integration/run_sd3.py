@@ -106,12 +106,12 @@ def exact(out_dir):
     # with the diffusion model (as a ControlNet's), and the output is the same whoever placed the weights
     import comfy.model_management as mm
 
-    managed = patched.model_patches_models()
+    managed = list({id(m): m for m in patched.model_patches_models()}.values())  # every patched block names it
     mm.load_models_gpu([patched])
-    loaded = [m.model for m in mm.current_loaded_models]
+    in_memory = [m.model for m in mm.current_loaded_models]
     result["managed_models"] = [type(m).__name__ for m in managed]
     result["managed_is_the_adapter"] = len(managed) == 1 and managed[0].model is a  # fp32 model: no copy
-    result["managed_loaded_with_model"] = any(m is managed[0] for m in loaded) and any(m is patched for m in loaded)
+    result["managed_loaded_with_model"] = any(m is managed[0] for m in in_memory) and any(m is patched for m in in_memory)
     result["after_load_identical"] = bool(torch.equal(_apply_model(patched, x, sigma, context, y), out))
     # a CFG batch (cond chunk, uncond chunk): the uncond chunk reads zero features (diffusers' SD3 pipeline)
     one = embeds_mod.build_image_prompt(a, features[:1], embeds_mod.unconditional_features(a.config, features[:1]))
