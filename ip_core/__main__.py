@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from .checkpoint import load_adapter_state_dict, sniff_format
-from .config import detect_config, make_config
+from .config import make_config
+from .families import detect_config
 from .errors import (EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, IPAdapterError, log_unexpected,
                      unexpected_message)
 from .layers import layer_specs

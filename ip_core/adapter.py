@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-from .checkpoint import load_adapter_state_dict, save_adapter_state_dict
-from .config import AdapterConfig, detect_config
-from .errors import AdapterFileError, IPAdapterError
-from .faceid import build_lora_layers
+from .checkpoint import save_adapter_state_dict
+from .config import AdapterConfig
+from .errors import AdapterFileError
 from .layers import LayerSpec
+from .lora import build_lora_layers
 from .projection import build_projection
 
 
@@ -26,28 +26,39 @@ class IPAttentionWeights(nn.Module):
 
 
 class IPAdapter(nn.Module):
+    """The SD-UNet adapter; another family's adapter subclasses it and overrides the hooks build_projection,
+    build_layer (and project / layer_kv where its math differs), never __init__."""
+
     def __init__(self, config: AdapterConfig, layers: Optional[Sequence[LayerSpec]] = None):
         super().__init__()
         self.config = config
         self.layers = tuple(layers) if layers is not None else config.layer_specs()
         if len(self.layers) != config.num_layers:
             raise ValueError(f"config has {config.num_layers} layers but {len(self.layers)} layer specs were given")
-        self.image_proj = build_projection(config)
+        self.image_proj = self.build_projection(config)
         self._fingerprint = None
         # Keyed by the released layer number so state_dict() keys are exactly the released "{n}.to_k_ip.weight".
-        self.ip_layers = nn.ModuleDict(
-            {str(s.key_number): IPAttentionWeights(config.context_dim, s.hidden_size) for s in self.layers}
-        )
+        self.ip_layers = nn.ModuleDict({str(s.key_number): self.build_layer(config, s) for s in self.layers})
         # FaceID: a LoRA per attention processor (self- and cross-attention), stored beside K'/V' in "ip_adapter".
         self.lora_layers = build_lora_layers(config, self.layers) if config.lora_rank else None
+
+    @staticmethod
+    def build_projection(config: AdapterConfig) -> nn.Module:
+        """Hook: the module that turns encoder features into tokens (released key names under image_proj)."""
+        return build_projection(config)
+
+    @staticmethod
+    def build_layer(config: AdapterConfig, spec: LayerSpec) -> nn.Module:
+        """Hook: one layer's weights (released key names under ip_adapter, prefixed by the layer's key number)."""
+        return IPAttentionWeights(config.context_dim, spec.hidden_size)
 
     @classmethod
     def from_config(cls, config: AdapterConfig, layers: Optional[Sequence[LayerSpec]] = None) -> "IPAdapter":
         return cls(config, layers)
 
     @classmethod
-    def from_state_dict(cls, sd: dict, config: Optional[AdapterConfig] = None, source: str = "state dict") -> "IPAdapter":
-        config = config or detect_config(sd)
+    def from_state_dict(cls, sd: dict, config: AdapterConfig, source: str = "state dict") -> "IPAdapter":
+        """The adapter of `config` (ip_core.families.detect_config(sd)) holding the state dict's tensors."""
         with torch.device("meta"):
             adapter = cls(config)
         try:
@@ -74,7 +85,7 @@ class IPAdapter(nn.Module):
         }
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
-        """Encoder features -> image prompt tokens [B, num_tokens, context_dim]."""
+        """Encoder features [B, E] or [B, T, E] -> image prompt tokens [B, num_tokens, projection_dim]."""
         return self.image_proj(features)
 
     def layer_kv(self, layer_index: int, tokens: torch.Tensor):
@@ -101,19 +112,6 @@ class IPAdapter(nn.Module):
 
     def extra_repr(self) -> str:
         return self.config.description
-
-
-def load_adapter(path, device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = torch.float32) -> IPAdapter:
-    """Load any released (or trainer-exported) adapter file, detected from its contents."""
-    path = Path(path)
-    sd = load_adapter_state_dict(path)
-    try:
-        config = detect_config(sd)
-    except IPAdapterError as e:
-        raise type(e)(f"{path.name}: {e}") from None
-    adapter_class = getattr(config, "adapter_class", IPAdapter)  # other model families' modules (ip_core.flux)
-    adapter = adapter_class.from_state_dict(sd, config, source=path.name)
-    return adapter.to(device=device, dtype=dtype).eval()
 
 
 def save_adapter(adapter_or_sd, path, format: Optional[str] = None) -> Path:

@@ -401,7 +401,7 @@ def _check_keys(mapping: dict, name: str, where: str) -> None:
         )
 
 
-def _split_prefixed(flat: dict, path: Path) -> dict:
+def split_prefixed(flat: dict, path: Path) -> dict:
     _check_keys(flat, path.name, "the file")
     out = {"image_proj": {}, "ip_adapter": {}}
     unknown = []
@@ -466,7 +466,7 @@ def load_adapter_state_dict(path) -> dict:
     path = Path(path)
     fmt, data = read_tensor_file(path)
     if fmt == "safetensors":
-        return _check_parts(_split_prefixed(data, path), path)
+        return _check_parts(split_prefixed(data, path), path)
     if not isinstance(data, dict):
         raise AdapterFileError(f"{path.name}: holds a {type(data).__name__}, not a dict of weights; not an IP-Adapter file. Use an IP-Adapter file.")
     _check_keys(data, path.name, "the file")
@@ -490,7 +490,7 @@ def load_adapter_state_dict(path) -> dict:
                 raise AdapterFileError(f"{path.name}: two top-level entries hold the {part} weights ({sorted(n for n in data if parts[n] == part)}); the file mixes two adapters: download it again.")
             sd[part] = dict(value)
         return _check_parts(sd, path)
-    return _check_parts(_split_prefixed(data, path), path)
+    return _check_parts(split_prefixed(data, path), path)
 
 
 def _current_umask() -> int:
@@ -499,7 +499,7 @@ def _current_umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     os.close(fd)
@@ -532,7 +532,7 @@ def save_adapter_state_dict(sd: dict, path, format: Optional[str] = None) -> Pat
         from safetensors.torch import save_file
 
         flat = {f"{part}.{k}": v for part in ("image_proj", "ip_adapter") for k, v in clean[part].items()}
-        _atomic_write(path, lambda tmp: save_file(flat, tmp, metadata={"format": "pt"}))
+        atomic_write(path, lambda tmp: save_file(flat, tmp, metadata={"format": "pt"}))
     else:
-        _atomic_write(path, lambda tmp: torch.save(clean, tmp))
+        atomic_write(path, lambda tmp: torch.save(clean, tmp))
     return path

@@ -14,7 +14,7 @@ import torch
 
 from .config import AdapterConfig
 from .encoder_table import PENULTIMATE, encoder_file_for, encoder_name_for, encoder_spec, hidden_tokens
-from .errors import AdapterMismatchError, IPAdapterError
+from .errors import AdapterMismatchError, IPAdapterError, check_choice
 
 
 
@@ -173,7 +173,7 @@ def weight_references(features: torch.Tensor, weights: Optional[list]) -> torch.
     return features * w.reshape(-1, *([1] * (features.ndim - 1)))
 
 
-def _arrange_tokens(tokens: torch.Tensor, mode: str) -> torch.Tensor:
+def arrange_tokens(tokens: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "concat" and tokens.shape[0] > 1:
         # All references side by side as one longer prompt: [1, R * N, ctx].
         return tokens.reshape(1, -1, tokens.shape[-1])
@@ -248,7 +248,7 @@ def _project(adapter, cond_features, uncond_features, combine: str, encoder_name
     with torch.no_grad():
         cond = _project_rows(adapter, cond_features.to(param.device, param.dtype))
         uncond = _project_rows(adapter, uncond_features.to(param.device, param.dtype))
-    cond, uncond = _arrange_tokens(cond, combine), _arrange_tokens(uncond, combine)
+    cond, uncond = arrange_tokens(cond, combine), arrange_tokens(uncond, combine)
     c = adapter.config
     return ImagePromptEmbeds(cond, uncond, c.signature, c.description, encoder_name, adapter.fingerprint(),
                              cond_features, uncond_features)
@@ -281,8 +281,7 @@ def build_image_prompt(
 def combine_embeds(adapter, embeds: Sequence[ImagePromptEmbeds], method: str) -> ImagePromptEmbeds:
     """Combine several image prompts of one adapter before its projection (COMBINE_METHODS): the features of
     all references, in input order, merged with `method` and projected again."""
-    if method not in COMBINE_METHODS:
-        raise IPAdapterError(f"unknown combine method {method!r}; use one of {', '.join(COMBINE_METHODS)}.")
+    check_choice(method, "combine method", COMBINE_METHODS)
     if not embeds:
         raise IPAdapterError("nothing to combine: give at least one image prompt (embeds_1).")
     for i, e in enumerate(embeds, 1):

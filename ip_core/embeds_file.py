@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import _atomic_write, sniff_format
+from .checkpoint import atomic_write, sniff_format
 from .embeds import ImagePromptEmbeds, check_embeds_values
 from .errors import AdapterFileError, IPAdapterError
 
@@ -28,7 +28,7 @@ def save_embeds(embeds: ImagePromptEmbeds, path, note: str = "") -> Path:
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in embeds.state_dict().items()}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "note": str(note), **embeds.metadata()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
 
 

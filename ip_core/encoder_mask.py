@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import IPAdapterError
-from .preprocess import MODES, _target_size
+from .errors import IPAdapterError, check_choice
+from .preprocess import MODES, target_size
 
 
 def _resize(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -30,8 +30,7 @@ def _center_square(mask: torch.Tensor) -> torch.Tensor:
 
 def encoder_masks(mask, references: int, image_hw: tuple, mode: str = "center", size: int = 224) -> torch.Tensor:
     """MASK [H, W] or [M, H, W] (M = 1, or one per reference) -> [M, size, size] to multiply the pixel values by."""
-    if mode not in MODES:
-        raise IPAdapterError(f"unknown crop mode {mode!r}; use one of {', '.join(MODES)}.")
+    check_choice(mode, "crop mode", MODES)
     if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise IPAdapterError(f"mask must be a MASK [height, width] or [count, height, width], got {shape}.")
@@ -50,7 +49,7 @@ def encoder_masks(mask, references: int, image_hw: tuple, mode: str = "center", 
         return _resize(mask, size, size)
     # pad: the mask follows the image (long side to `size`, centred); the padding is 0 in the pixels anyway.
     h, w = image_hw
-    th, tw = _target_size(h, w, size, mode)
+    th, tw = target_size(h, w, size, mode)
     m = _resize(mask, th, tw)
     pad_h, pad_w = size - th, size - tw
     return F.pad(m, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))

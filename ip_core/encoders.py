@@ -29,6 +29,7 @@ from .checkpoint import check_weights, read_tensor_file
 from .encoder_table import OPENCLIP_ARCHS, EncoderOutput, VisionDims, encoder_name_for_dims
 from .errors import AdapterFileError, IPAdapterError, UnsupportedAdapterError
 from .preprocess import preprocess_images
+from .state_dict import shape_differences
 
 
 # open_clip architecture name -> dims (ip_core.encoder_table is the one table of encoders).
@@ -297,12 +298,10 @@ def _arch_for(dims: VisionDims) -> Optional[str]:
 
 def _check_shapes(expected: dict, got: dict, path: Path, arch) -> None:
     arch = _arch_label(arch)
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    wrong = [f"{k} {list(got[k].shape)} (expected {list(expected[k].shape)})"
-             for k in expected if k in got and got[k].shape != expected[k].shape]
-    if not (missing or unexpected or wrong):
+    diff = shape_differences({k: tuple(v.shape) for k, v in expected.items()}, got)
+    if not diff:
         return
+    missing, unexpected, wrong = diff.missing, diff.unexpected, diff.wrong
     problems = []
     if wrong:
         problems.append(f"{len(wrong)} tensors have other shapes, e.g. {'; '.join(wrong[:3])}")

@@ -73,3 +73,11 @@ def unexpected_message(where: str, exc: BaseException, log_path: Optional[Path])
         f"{where}: unexpected internal error ({type(exc).__name__}{': ' + detail if detail else ''}). This is a bug in "
         f"the IP-Adapter code, not something to fix in your input; {where_log}. Please report it with that file."
     )
+
+
+def check_choice(value, what: str, choices, error: type = None):
+    """`value` when it is one of `choices`; else `error` (IPAdapterError) naming it and the choices, as every
+    choice input of the pack refuses an unknown value (a workflow edited by hand, an old or foreign value)."""
+    if value not in choices:
+        raise (error or IPAdapterError)(f"unknown {what} {value!r}; use one of {', '.join(map(str, choices))}.")
+    return value

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .errors import IPAdapterError
+from .errors import IPAdapterError, check_choice
 
 TIMINGS = ("custom", "linear", "ease_in_out", "ease_in", "ease_out", "random")
 METHODS = ("full batch", "shift batches", "alternate batches")
@@ -121,10 +121,8 @@ def frame_schedule(weights="1.0, 0.0", timing="linear", frames=0, start_frame=0,
     batch), or as cross-fades between consecutive images (shift) or alternating pairs (alternate).
     "random" draws from random.Random(seed) (the pack draws from Python's global generator).
     """
-    if timing not in TIMINGS:
-        raise IPAdapterError(f"unknown timing {timing!r}; use one of {', '.join(TIMINGS)}.")
-    if method not in METHODS:
-        raise IPAdapterError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
+    check_choice(timing, "timing", TIMINGS)
+    check_choice(method, "method", METHODS)
     for name, v in (("frames", frames), ("start_frame", start_frame), ("end_frame", end_frame),
                     ("add_starting_frames", add_starting_frames), ("add_ending_frames", add_ending_frames), ("images", images)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from .errors import IPAdapterError
+from .errors import IPAdapterError, check_choice
 
 NOISE_TYPES = ("fade", "dissolve", "gaussian", "shuffle")
 SIZE = 224  # the CLIP input size the pack prepares the image for
@@ -75,8 +75,7 @@ def make_noise(kind: str, strength: float, blur: int, image: Optional[torch.Tens
     kernel of `blur` pixels (0 = none). seed None: derived from the prepared image (the pack's choice)."""
     import torchvision.transforms.v2.functional as TF
 
-    if kind not in _MAKERS:
-        raise IPAdapterError(f"unknown noise type {kind!r}; use one of {', '.join(NOISE_TYPES)}.")
+    check_choice(kind, "noise type", NOISE_TYPES)
     if not 0.0 <= float(strength) <= 1.0:
         raise IPAdapterError(f"strength is {strength}, outside 0..1; set it within that range.")
     if not 0 <= int(blur) <= MAX_BLUR:

@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from .errors import IPAdapterError
+from .errors import IPAdapterError, check_choice
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -190,7 +190,7 @@ def _to_8bit(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.to(torch.float64) * 255.0).clamp_(0, 255)
 
 
-def _target_size(h: int, w: int, size: int, mode: str) -> tuple[int, int]:
+def target_size(h: int, w: int, size: int, mode: str) -> tuple[int, int]:
     if mode == "squash":
         return size, size
     if mode == "center":
@@ -213,8 +213,7 @@ def preprocess_images(images, mode: str = "center", size: int = 224) -> torch.Te
     MAX_IMAGE_SIDE pixels per side; the memory used beyond the input is bounded (tens of MB), whatever the
     size or aspect: only the pixels the crop keeps are computed, a chunk of rows at a time.
     """
-    if mode not in MODES:
-        raise IPAdapterError(f"unknown crop mode {mode!r}; use one of {', '.join(MODES)}.")
+    check_choice(mode, "crop mode", MODES)
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE:
         raise IPAdapterError(f"size must be a positive number of pixels, at most {MAX_SIZE} (224 for ViT-H/14 and ViT-bigG/14), got {size!r}.")
     images = _check_images(images)
@@ -222,7 +221,7 @@ def preprocess_images(images, mode: str = "center", size: int = 224) -> torch.Te
     if images.device.type not in ("cpu", "cuda"):
         images = images.cpu()  # e.g. MPS has no float64, and exact integer sums need it
     _, h, w, _ = images.shape
-    th, tw = _target_size(h, w, size, mode)
+    th, tw = target_size(h, w, size, mode)
     if mode == "center":
         # transformers center_crop: top/left offsets floor((resized - crop) / 2); only that window is computed.
         rows, cols = ((th - size) // 2, size), ((tw - size) // 2, size)

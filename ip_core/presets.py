@@ -17,8 +17,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .checkpoint import _split_prefixed, load_adapter_state_dict, sniff_format
-from .config import KOLORS_ENCODER, AdapterConfig, detect_config
+from .checkpoint import split_prefixed, load_adapter_state_dict, sniff_format
+from .config import KOLORS_ENCODER, AdapterConfig
+from .families import detect_config
 from .encoder_table import ENCODERS, FACE_ENCODER, PENULTIMATE, encoder_file_for, encoder_name_for
 from .errors import AdapterMismatchError, IPAdapterError
 from .layers import BASE_MODEL_NAMES
@@ -134,7 +135,7 @@ def adapter_config_of_file(path) -> AdapterConfig:
                 flat = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
         except Exception as e:  # the header is unreadable: the full loader gives the precise message
             raise IPAdapterError(f"{os.path.basename(str(path))}: unreadable safetensors header ({e})") from None
-        return detect_config(_split_prefixed(flat, Path(path)))
+        return detect_config(split_prefixed(flat, Path(path)))
     return detect_config(load_adapter_state_dict(path))
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 
 import torch
+from typing import Callable
+
 from torch import nn
 
 from .config import AdapterConfig
+from .errors import AdapterFileError
+from .state_dict import shape_differences
 
 
 class ImageProjModel(nn.Module):
@@ -41,7 +45,7 @@ class MLPProjModel(nn.Module):
         return self.proj(image_embeds)
 
 
-def _feed_forward(dim: int, mult: int) -> nn.Sequential:
+def feed_forward(dim: int, mult: int) -> nn.Sequential:
     inner = int(dim * mult)
     # Indices 0, 1, 3 hold weights: the released keys are layers.{i}.1.{0,1,3}.
     return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, inner, bias=False), nn.GELU(), nn.Linear(inner, dim, bias=False))
@@ -93,7 +97,7 @@ class Resampler(nn.Module):
         self.proj_out = nn.Linear(dim, output_dim)
         self.norm_out = nn.LayerNorm(output_dim)
         self.layers = nn.ModuleList(
-            [nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), _feed_forward(dim, ff_mult)]) for _ in range(depth)]
+            [nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), feed_forward(dim, ff_mult)]) for _ in range(depth)]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +139,7 @@ class FacePerceiverResampler(nn.Module):
         self.proj_out = nn.Linear(dim, output_dim)
         self.norm_out = nn.LayerNorm(output_dim)
         self.layers = nn.ModuleList(
-            [nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), _feed_forward(dim, ff_mult)]) for _ in range(depth)]
+            [nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), feed_forward(dim, ff_mult)]) for _ in range(depth)]
         )
 
     def forward(self, latents: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -171,6 +175,8 @@ class FaceIDPlusProjModel(FaceIDProjModel):
 
 
 def build_projection(config: AdapterConfig) -> nn.Module:
+    """The projection of the SD-UNet layouts (a family with a projection of its own builds it in its adapter's
+    build_projection hook)."""
     if config.projection == "linear":
         return ImageProjModel(config.context_dim, config.encoder_width, config.num_tokens)
     if config.projection == "resampler":
@@ -184,8 +190,24 @@ def build_projection(config: AdapterConfig) -> nn.Module:
         r = config.resampler
         return FaceIDPlusProjModel(config.projection_dim, config.encoder_width, config.clip_width, config.num_tokens,
                                    r.depth, r.dim_head, r.heads, r.ff_mult)
-    if config.projection == "time-resampler":
-        from .sd3 import TimeResampler  # SD3.5's resampler builds on this module's attention
-
-        return TimeResampler.from_config(config)
     raise ValueError(f"unknown projection {config.projection!r}")
+
+
+def check_layout(sd: dict, config: AdapterConfig, build: Callable[[AdapterConfig], nn.Module] = build_projection) -> None:
+    """Every image_proj tensor the layout needs, of the shape it needs, and nothing else (before any is used).
+    `build`: the family's projection builder (its adapter class's build_projection)."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build(config).state_dict().items()}
+    diff = shape_differences(expected, sd.get("image_proj") or {})
+    problems = []
+    if diff.missing:
+        problems.append(f"{len(diff.missing)} tensors missing (e.g. {', '.join(diff.missing[:3])})")
+    if diff.wrong:
+        problems.append(f"{len(diff.wrong)} of other shapes (e.g. {'; '.join(diff.wrong[:3])})")
+    if diff.unexpected:
+        problems.append(f"{len(diff.unexpected)} unexpected (e.g. {', '.join(diff.unexpected[:3])})")
+    if problems:
+        raise AdapterFileError(
+            f"weights do not fit the detected layout ({config.description}): image_proj has {'; '.join(problems)}. "
+            "The file is incomplete, damaged or mixes two adapters: download it again."
+        )

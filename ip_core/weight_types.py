@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import IPAdapterError
+from .errors import IPAdapterError, check_choice
 
 WEIGHT_TYPES = (
     "linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input", "weak output", "weak middle",
@@ -78,14 +78,12 @@ def host_transformer_index(family: str, spec) -> int:
 
 
 def check_weight_type(weight_type: str) -> str:
-    if weight_type not in WEIGHT_TYPES:
-        raise IPAdapterError(f"unknown weight_type {weight_type!r}; choose one of: {', '.join(WEIGHT_TYPES)}.")
+    check_choice(weight_type, "weight_type", WEIGHT_TYPES)
     return weight_type
 
 
 def check_embeds_scaling(scaling: str) -> str:
-    if scaling not in EMBEDS_SCALINGS:
-        raise IPAdapterError(f"unknown embeds_scaling {scaling!r}; choose one of: {', '.join(EMBEDS_SCALINGS)}.")
+    check_choice(scaling, "embeds_scaling", EMBEDS_SCALINGS)
     return scaling
 
 

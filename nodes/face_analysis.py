@@ -14,7 +14,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-from ..ip_core.errors import IPAdapterError
+from ..ip_core.errors import IPAdapterError, check_choice
 from . import host
 
 PROVIDERS = ("CPU", "CUDA", "ROCM", "DirectML", "OpenVINO", "CoreML")
@@ -91,8 +91,7 @@ def models_dir(root: str, model_name: str) -> str:
 
 def check_model_folder(root: str, model_name: str) -> None:
     """Refuse before InsightFace would try to download, naming the missing files and where they go."""
-    if model_name not in MODEL_FILES:
-        raise FaceAnalysisError(f"unknown InsightFace model {model_name!r}; choose one of {', '.join(MODEL_FILES)}.")
+    check_choice(model_name, "InsightFace model", MODEL_FILES, FaceAnalysisError)
     folder = models_dir(root, model_name)
     need = MODEL_FILES[model_name]
     have = set(os.listdir(folder)) if os.path.isdir(folder) else set()
@@ -116,6 +115,5 @@ def _cached(root: str, provider: str, model_name: str) -> InsightFaceAnalyzer:
 
 def load_face_analyzer(provider: str, model_name: str) -> FaceAnalyzer:
     """The analyzer the Encode Face node uses (tests and demos swap this function for a stand-in)."""
-    if provider not in PROVIDERS:
-        raise FaceAnalysisError(f"unknown execution provider {provider!r}; choose one of {', '.join(PROVIDERS)}.")
+    check_choice(provider, "execution provider", PROVIDERS, FaceAnalysisError)
     return _cached(host.insightface_root(), provider, model_name)

@@ -388,3 +388,24 @@ def is_sd3(model) -> bool:
 def sd3_joint_blocks(model) -> list:
     """The diffusion model's joint blocks (comfy/ldm/modules/diffusionmodules/mmdit.py JointBlock)."""
     return list(getattr(model.get_model_object("diffusion_model"), "joint_blocks", ()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Adapter weights under the host's memory management (nodes/patch_mmdit.py).
+
+def managed_model(module: torch.nn.Module):
+    """`module` as a host model (comfy/model_patcher.py ModelPatcher, as ControlNet and comfy_extras/
+    nodes_model_patch.py wrap theirs): a patch's models() lists it, so load_models_gpu (model_management.py
+    load_models_gpu: m.model_patches_models()) loads it on the GPU with the model and offloads it when memory
+    is needed. Its weights stay on the offload device until then."""
+    import comfy.model_management as mm
+    from comfy.model_patcher import ModelPatcher
+
+    return ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def compute_dtype(model) -> torch.dtype:
+    """The dtype the diffusion model computes in (model_base.py BaseModel.apply_model: manual_cast_dtype, else
+    get_dtype())."""
+    inner = model.model
+    return getattr(inner, "manual_cast_dtype", None) or inner.get_dtype()

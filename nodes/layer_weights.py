@@ -72,8 +72,7 @@ def layer_weights(layers, preset: str = "all layers", custom: str = "", model_na
     custom = (custom or "").strip()
     if custom:
         return _parse_custom(layers, custom)
-    if preset not in PRESETS:
-        raise IPAdapterError(f"unknown layer weight preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    errors.check_choice(preset, "layer weight preset", PRESETS)
     if PRESETS[preset] is None:
         return [1.0] * n
     family = family_of(layers)

@@ -11,17 +11,15 @@ from ..ip_core.tiles import region_mask
 from .common import CATEGORY, LoadedAdapter, check_number, error_boundary, require, with_advice
 from .layer_weights import PRESETS
 from .layer_weights import layer_weights as resolve_layer_weights
-from .nodes_faceid import apply_faceid_lora, faceid_embeds_for, kolors_context_for
-from .patch import AdapterBranch, SigmaWindow, patch_model
-from .patch_dit import check_flux_model, patch_flux_model
-from .patch_mmdit import SD3Branch, check_sd3_model, patch_sd3_model
+from .families import family_for
+from .patch import SigmaWindow
 from . import host
 
 _CONTEXT_DIMS = {768: "sd15", 2048: "sdxl"}
 _FAMILY_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux", "sd3": "SD3 / SD3.5"}
 
 
-def _model_family(model):
+def model_family(model):
     """"sd15" / "sdxl" / a description, from the host model's detected UNet config (supported_models.py)."""
     try:
         unet_config = model.model.model_config.unet_config
@@ -168,16 +166,17 @@ class IPAApplyAdapter:
         end_at = check_number(end_at, "end_at", 0.0, 1.0)
         if start_at > end_at:
             raise IPAdapterError(f"start_at ({start_at}) is after end_at ({end_at}); make start_at <= end_at.")
-        family = _model_family(model)
-        if family is not None and family != config.base_model:
-            have = _FAMILY_NAMES.get(family, family)
+        host_family = model_family(model)
+        if host_family is not None and host_family != config.base_model:
+            have = _FAMILY_NAMES.get(host_family, host_family)
             raise AdapterMismatchError(
                 f"adapter/model mismatch: {a.name} is an adapter for {config.base_model_name} but the model is {have}. "
                 f"Load an IP-Adapter made for {have}, or use a {config.base_model_name} model."
             )
+        family = family_for(config)  # nodes/families: how this adapter's family checks and patches the model
         # FaceID: face embeds only with FaceID adapters; PlusV2's shortcut scale.
         faceid_lora_strength = check_number(faceid_lora_strength, "faceid_lora_strength", 0.0, 2.0)
-        embeds = faceid_embeds_for(a, embeds, check_number(weight_faceidv2, "weight_faceidv2", -1.0, 5.0))
+        embeds = family.face_embeds(a, embeds, check_number(weight_faceidv2, "weight_faceidv2", -1.0, 5.0))
         try:
             check_embeds_fit(a.adapter, embeds)
         except AdapterMismatchError as e:
@@ -185,13 +184,10 @@ class IPAApplyAdapter:
         if config.token_dim and composition_embeds is not None:
             raise IPAdapterError(f"{a.name} ({config.description}) takes no composition_embeds; disconnect them.")
         # Kolors FaceID-Plus: 4096-wide tokens -> context through the model's encoder_hid_proj (x weight_kolors)
-        embeds = kolors_context_for(model, a, embeds, check_number(weight_kolors, "weight_kolors", -1.0, 5.0))
+        embeds = family.context_embeds(model, a, embeds, check_number(weight_kolors, "weight_kolors", -1.0, 5.0))
         if not torch.isfinite(embeds.cond).all() or not torch.isfinite(embeds.uncond).all():
             raise IPAdapterError("the image prompt embeds contain NaN or infinite values; re-encode the image (check the CLIP vision model).")
-        if config.base_model == "flux":
-            check_flux_model(a, model)
-        elif config.base_model == "sd3":
-            check_sd3_model(a, model)
+        family.check_model(a, model)
         mask = _check_mask(attn_mask)
         per_layer = resolve_layer_weights(a.adapter.layers, layer_weights, layer_weights_custom, config.base_model_name)
         plan = _weight_plan(a, embeds, weight, weight_type, embeds_scaling, composition_embeds, weight_composition,
@@ -210,18 +206,7 @@ class IPAApplyAdapter:
             part_mask = mask if region is None else region_mask(region, mask)
             name = a.name if region is None else f"{a.name}, tile {r + 1}"
             weights, label = [p.weight * w for p, w in zip(plan, per_layer)], f"Apply IPAdapter ({name})"
-            if config.base_model == "sd3":  # MMDiT joint blocks, tokens made per step (nodes/patch_mmdit.py)
-                branch = SD3Branch(a.adapter, part, weights, window, part_mask, label=label, frame_weights=frame_weights)
-                patched, _ = patch_sd3_model(patched, branch, a.adapter.layers)
-                continue
-            branch = AdapterBranch(a.adapter, part, weights, window, part_mask,
-                                   label=label, frame_weights=frame_weights,
-                                   swap_layers=[i for i, p in enumerate(plan) if p.swap],
-                                   composition_layers=[i for i, p in enumerate(plan) if p.composition],
-                                   composition_embeds=composition_embeds, embeds_scaling=embeds_scaling)
-            if config.base_model == "flux":  # DiT blocks through patches_replace["dit"] (nodes/patch_dit.py)
-                patched, _ = patch_flux_model(patched, branch, a.adapter.layers, config.placement)
-            else:
-                patched, _ = patch_model(patched, branch, a.adapter.layers)
-        patched = apply_faceid_lora(patched, a, faceid_lora_strength)  # FaceID: the file's LoRA on the UNet weights
+            patched = family.patch(patched, a, part, weights, window, part_mask, label, frame_weights, plan,
+                                   composition_embeds, embeds_scaling)
+        patched = family.finish(patched, a, faceid_lora_strength)  # FaceID: the file's LoRA on the UNet weights
         return (patched,)

@@ -6,15 +6,15 @@ from dataclasses import replace
 import torch
 
 from . import host
-from ..ip_core.embeds import (COMBINE_MODES, build_image_prompt, features_for, parse_reference_weights,
-                              unconditional_features, weight_references)
+from ..ip_core.embeds import COMBINE_MODES, build_image_prompt, features_for, parse_reference_weights, weight_references
 from ..ip_core.encoder_mask import apply_encoder_masks, encoder_masks
 from ..ip_core.encoder_table import IMAGE_EMBEDS, EncoderOutput
-from ..ip_core.errors import AdapterMismatchError, IPAdapterError
+from ..ip_core.errors import AdapterMismatchError, IPAdapterError, check_choice
 from ..ip_core.preprocess import MODES as CROP_MODES
 from ..ip_core.preprocess import preprocess_images, renormalize
 from ..ip_core import tiles as tiling
-from .patch_dit import check_flux_encoder
+from .families import family_for
+from .families.base import NoImage
 from .common import CATEGORY, LoadedAdapter, check_images, check_int, check_number, error_boundary, require
 
 TILE_MODES = ("off", "tiled", "enhance")
@@ -60,11 +60,13 @@ def _enhanced(clip_vision, image, whole, grid: int, ratio: float, crop: str, pro
         whole.penultimate_hidden_states, tiling.merge_grid_hidden(split.penultimate_hidden_states, grid), ratio))
 
 
-def _black_image_features(config, clip_vision, crop: str, progress, label: str):
-    """Flux adapters' "no image": a black image through the encoder, as diffusers' Flux pipeline does when no
-    negative image is given (features [1, ...])."""
+def _no_image(config, clip_vision, crop: str, progress, label: str, legacy: bool = False, count=None) -> NoImage:
+    """What a family may pick "no image" from: a black image through the encoder (diffusers' Flux pipeline, when no
+    negative image is given: features [1, ...]), the official recipe, the widely used pack's black picture."""
     size = int(getattr(clip_vision, "image_size", 224))
-    return features_for(config, _encode(clip_vision, torch.zeros(1, size, size, 3), crop, progress), label)
+    features = lambda out: features_for(config, out, label)  # noqa: E731
+    black = lambda: features(_encode(clip_vision, torch.zeros(1, size, size, 3), crop, progress))  # noqa: E731
+    return NoImage(config, clip_vision, black, features, legacy=legacy, progress=count)
 
 
 def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image, weights=None, legacy: bool = False):
@@ -86,13 +88,8 @@ def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image
     prompts = []
     for g in range(parts.shape[0]):
         cond = weight_references(features_for(config, _encode(clip_vision, parts[g], crop, progress, legacy=legacy), label), weights)
-        if neg is None and config.base_model == "flux":
-            neg = _black_image_features(config, clip_vision, crop, progress, label)
         if neg is None:  # the same "no image" for every tile
-            neg = unconditional_features(
-                config, cond[:1], encode_pixels=lambda px: host.encode_pixels(clip_vision, px),
-                image_size=int(getattr(clip_vision, "image_size", 224)),
-            )
+            neg = family_for(config).no_image_features(config, cond[:1], _no_image(config, clip_vision, crop, progress, label))
         prompts.append(build_image_prompt(a.adapter, cond, neg, combine=combine, encoder_name=config.encoder_name))
     progress.update(1)
     host.check_interrupt()
@@ -148,12 +145,9 @@ class IPAEncodeImagePrompt:
                 "features. Use the Encode Face (InsightFace) node with it."
             )
         check_images(image, "image")
-        if crop not in CROP_MODES:
-            raise IPAdapterError(f"unknown crop mode {crop!r}; use one of {', '.join(CROP_MODES)}.")
-        if combine not in COMBINE_MODES:
-            raise IPAdapterError(f"unknown combine mode {combine!r}; use one of {', '.join(COMBINE_MODES)}.")
-        if tiles not in TILE_MODES:
-            raise IPAdapterError(f"unknown tiles mode {tiles!r}; use one of {', '.join(TILE_MODES)}.")
+        check_choice(crop, "crop mode", CROP_MODES)
+        check_choice(combine, "combine mode", COMBINE_MODES)
+        check_choice(tiles, "tiles mode", TILE_MODES)
         weights = parse_reference_weights(reference_weights, image.shape[0])
         if tiles != "off" and mask is not None:
             raise IPAdapterError(
@@ -172,28 +166,16 @@ class IPAEncodeImagePrompt:
         progress = host.progress_bar(total)
         label = "the connected CLIP vision model"
         whole = _encode(clip_vision, image, crop, progress, masks, legacy=legacy)
-        if config.base_model == "flux":
-            check_flux_encoder(config, whole)
+        family = family_for(config)
+        family.check_encoder(config, whole)
         if grid > 1:
             whole = _enhanced(clip_vision, image, whole, grid, enhance_ratio, crop, progress, config.encoder_output, legacy)
         cond = weight_references(features_for(config, whole, label), weights)
         if negative_image is not None:
             check_images(negative_image, "negative_image")
             uncond = features_for(config, _encode(clip_vision, negative_image, crop, progress, legacy=legacy), label)
-        elif config.base_model == "flux":
-            uncond = _black_image_features(config, clip_vision, crop, progress, label).expand(cond.shape[0], -1).clone()
-        elif legacy and not config.zero_features_uncond:
-            # the widely used pack's "no image" for plus / full-face: a black picture through clip_preprocess
-            size = int(getattr(clip_vision, "image_size", 224))
-            black = torch.zeros(1, size, size, 3)
-            uncond = features_for(config, host.encode_pixels(clip_vision, host.clip_preprocess(black, size)), label)
-            uncond = uncond.expand(cond.shape[0], *uncond.shape[1:]).clone()
-            progress.update(1)
         else:
-            uncond = unconditional_features(
-                config, cond, encode_pixels=lambda px: host.encode_pixels(clip_vision, px),
-                image_size=int(getattr(clip_vision, "image_size", 224)),
-            )
-            progress.update(1)
+            no_image = _no_image(config, clip_vision, crop, progress, label, legacy, count=progress)
+            uncond = family.no_image_features(config, cond, no_image)
         host.check_interrupt()
         return (build_image_prompt(a.adapter, cond, uncond, combine=combine, encoder_name=config.encoder_name),)

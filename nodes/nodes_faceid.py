@@ -1,5 +1,5 @@
-"""FaceID: Encode Face (InsightFace) -> IPA_EMBEDS, and what Apply IPAdapter adds for FaceID adapters (the
-PlusV2 shortcut scale and the adapter file's own LoRA, patched into the UNet's weights through the host)."""
+"""FaceID: Encode Face (InsightFace) -> IPA_EMBEDS. What Apply IPAdapter does for FaceID adapters (the PlusV2
+shortcut scale, the file's own LoRA on the UNet's weights) is nodes/families/faceid.py's."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,13 +7,13 @@ import torch
 
 from . import face_analysis, host
 from ..ip_core.config import KOLORS_ENCODER
-from ..ip_core.embeds import COMBINE_MODES, ImagePromptEmbeds
+from ..ip_core.embeds import COMBINE_MODES
 from ..ip_core.encoder_table import encoder_file_for
-from ..ip_core.errors import AdapterMismatchError, IPAdapterError
-from ..ip_core.faceid import FacePromptEmbeds, build_face_prompt, lora_targets
-from ..ip_core.kolors import check_face_clip_tokens, face_crop_size, kolors_context_embeds
+from ..ip_core.errors import AdapterMismatchError, IPAdapterError, check_choice
+from ..ip_core.families.faceid import build_face_prompt
+from ..ip_core.families.kolors import check_face_clip_tokens, face_crop_size
 from ..ip_core.preprocess import preprocess_images
-from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, require, with_advice
+from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, require
 
 PLUS_VERSIONS = ("v2 (shortcut)", "v1")
 
@@ -64,10 +64,8 @@ class IPAEncodeFace:
                 "with this adapter, or load a FaceID file (ip-adapter-faceid*)."
             )
         check_images(image, "image")
-        if combine not in COMBINE_MODES:
-            raise IPAdapterError(f"unknown combine mode {combine!r}; use one of {', '.join(COMBINE_MODES)}.")
-        if plus_version not in PLUS_VERSIONS:
-            raise IPAdapterError(f"unknown plus_version {plus_version!r}; use one of {', '.join(PLUS_VERSIONS)}.")
+        check_choice(combine, "combine mode", COMBINE_MODES)
+        check_choice(plus_version, "plus_version", PLUS_VERSIONS)
         if config.clip_width and clip_vision is None:
             raise AdapterMismatchError(
                 f"{a.name} is a {config.description}: connect a Load CLIP Vision node ({_clip_file(config)}) to clip_vision."
@@ -127,65 +125,3 @@ def _clip_hidden_states(a: LoadedAdapter, clip_vision, crops):
         no_face = torch.zeros(1, 3, size, size)
     uncond = host.encode_pixels(clip_vision, no_face).penultimate_hidden_states
     return cond, uncond
-
-
-# ---- Apply IPAdapter with a FaceID adapter ------------------------------------------------------------------------
-
-
-def faceid_embeds_for(a: LoadedAdapter, embeds: ImagePromptEmbeds, weight_faceidv2: float) -> ImagePromptEmbeds:
-    """Adapter and embeds must both be FaceID or both not; PlusV2 embeds get their shortcut scale."""
-    is_face = isinstance(embeds, FacePromptEmbeds)
-    if a.config.is_faceid and not is_face:
-        raise AdapterMismatchError(
-            f"{a.name} is a FaceID adapter ({a.config.description}), but the embeds are image prompt tokens "
-            f"({embeds.description}). Encode the face with Encode Face (InsightFace) and this adapter."
-        )
-    if is_face and not a.config.is_faceid:
-        raise AdapterMismatchError(
-            f"the embeds are FaceID face tokens ({embeds.description}), but {a.name} is not a FaceID adapter "
-            f"({a.config.description}). Apply them with the FaceID adapter they were encoded with, or encode a "
-            "reference image with Encode Image Prompt for this adapter."
-        )
-    return embeds.with_faceidv2(weight_faceidv2) if is_face else embeds
-
-
-def apply_faceid_lora(model, a: LoadedAdapter, strength: float):
-    """Patch the FaceID file's LoRA into the (already cloned) model's UNet weights. Strength 0: nothing added."""
-    targets = lora_targets(a.adapter)
-    if not targets or strength == 0:
-        return model
-    shapes = host.unet_weight_shapes(model)
-    wrong, absent = [], []
-    for t in targets:
-        if t.ldm_key is None:
-            raise AdapterMismatchError(f"{a.name}: this FaceID adapter was made for a custom UNet; its LoRA has no ComfyUI weight names.")
-        have = shapes.get(t.ldm_key)
-        if have is None:
-            absent.append(f"{t.ldm_key}: the model has no such weight")
-        elif have != t.shape:
-            wrong.append(f"{t.ldm_key}: model {list(have)}, LoRA {list(t.shape)}")
-    wrong += absent  # shape differences first: they show the two model families best
-    if wrong:
-        raise AdapterMismatchError(
-            f"the LoRA in {a.name} ({a.config.base_model_name}, {a.config.num_layers} layers) does not fit the model's "
-            f"UNet: {len(wrong)} of {len(targets)} weights differ (e.g. {'; '.join(wrong[:2])}). Use the FaceID file "
-            f"for this model family (SD1.5 files end in _sd15, SDXL files in _sdxl), or set faceid_lora_strength to 0."
-        )
-    pairs = {t.ldm_key: (t.lora.up.weight.detach(), t.lora.down.weight.detach()) for t in targets}
-    added = host.add_unet_lora(model, pairs, strength)
-    if len(added) != len(pairs):
-        raise IPAdapterError(f"{a.name}: the host accepted {len(added)} of {len(pairs)} LoRA weight patches.")
-    return model
-
-
-def kolors_context_for(model, a: LoadedAdapter, embeds: ImagePromptEmbeds, weight_kolors: float) -> ImagePromptEmbeds:
-    """Kolors FaceID-Plus: the tokens through the model's own encoder_hid_proj, scaled by weight_kolors (the widely
-    used pack's IPAdapter FaceID Kolors). Other adapters: the embeds as they are."""
-    if not a.config.token_dim:
-        return embeds
-    weight, bias = host.encoder_hid_proj(model)
-    try:
-        return kolors_context_embeds(a.config, embeds, weight, bias, weight_kolors, model_label="the model's UNet")
-    except AdapterMismatchError as e:
-        raise with_advice(e, f"{a.name} needs a Kolors model: load the Kolors UNet with a Kolors loader that keeps "
-                             "its encoder_hid_proj (e.g. ComfyUI-Kolors-MZ's Kolors UNET loader).") from None

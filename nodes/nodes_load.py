@@ -6,9 +6,10 @@ import os
 import torch
 
 from . import host
-from ..ip_core.adapter import load_adapter
+from ..ip_core.families import load_adapter
 from ..ip_core.errors import AdapterFileError, ForeignFileError
 from .common import CATEGORY, LoadedAdapter, error_boundary, require, with_advice
+from .families import family_for, unused_inputs
 
 # ip_core.checkpoint.FOREIGN_KINDS -> (ComfyUI's folder for it, the core node that loads it).
 FOLDER_FOR_KIND = {
@@ -61,7 +62,11 @@ class IPALoadAdapter:
             folder, loader = FOLDER_FOR_KIND[e.kind]
             raise with_advice(e, f"Move it to models/{folder} ({loader} reads it from there); models/ipadapter is for IP-Adapter files.") from None
         loaded = LoadedAdapter(adapter, os.path.basename(path))
-        return {"ui": {"text": [loaded.description]}, "result": (loaded,)}
+        # The web extension (web/ipadapter_info.js) shows the text and hides, on the Apply IPAdapter nodes this
+        # output feeds, the family-specific inputs (FAMILY_INPUTS) this adapter does not read.
+        ui = {"text": [loaded.description], "family": [family_for(adapter.config).NAME],
+              "unused_inputs": unused_inputs(adapter.config)}
+        return {"ui": ui, "result": (loaded,)}
 
 
 class IPAInspectAdapter:

@@ -8,7 +8,7 @@ import os
 import torch
 
 from . import host
-from ..ip_core.adapter import load_adapter
+from ..ip_core.families import load_adapter
 from ..ip_core.embeds import COMBINE_METHODS, ImagePromptEmbeds, check_embeds_fit, combine_embeds
 from ..ip_core.embeds_file import load_embeds, note_of, save_embeds
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
@@ -16,7 +16,7 @@ from ..ip_core.noise import MAX_BLUR, NOISE_TYPES, make_noise
 from ..ip_core.presets import PRESET_NAMES, adapter_config_of_file, choose_adapter, choose_encoder, vision_encoder_of_file
 from ..ip_core.presets import preset as find_preset
 from .common import CATEGORY, LoadedAdapter, check_int, check_number, error_boundary, require, with_advice
-from .nodes_apply import IPAApplyAdapter, _model_family
+from .nodes_apply import IPAApplyAdapter, model_family
 from .nodes_faceid import PLUS_VERSIONS
 
 MAX_NOISE_SEED = 0xFFFFFFFFFFFFFFFF  # torch.manual_seed's range
@@ -52,7 +52,7 @@ class IPAUnifiedLoader:
     @error_boundary
     def load(self, model, preset):
         p = find_preset(preset)
-        family = _model_family(model)
+        family = model_family(model)
         if family not in ("sd15", "sdxl"):
             raise AdapterMismatchError(f"the model is {family or 'not a ComfyUI model'}; presets exist for SD1.5 and SDXL models only.")
         names, folders = host.model_files(host.FOLDER)

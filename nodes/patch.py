@@ -109,7 +109,7 @@ class AdapterBranch:
         uncond = embeds.uncond.to(param.device, param.dtype)
         comp = cond if composition_embeds is None else composition_embeds.cond.to(param.device, param.dtype)
         if self.per_item:
-            (cond, uncond, comp), self._row = _distinct_rows(cond, uncond, comp)
+            (cond, uncond, comp), self._row = distinct_rows(cond, uncond, comp)
         swap_layers, composition_layers = set(swap_layers), set(composition_layers)
         with torch.no_grad():
             for spec, w in zip(adapter.layers, layer_weights):
@@ -243,7 +243,7 @@ class AdapterBranch:
         return m
 
 
-def _distinct_rows(*parts: torch.Tensor):
+def distinct_rows(*parts: torch.Tensor):
     """A reference repeated over frames (e.g. IPAdapter Frame Weights' image_1) gets one row of K'/V', not
     one per frame: ((each part's distinct rows), row of each reference). Only rows identical in every part
     (cond, uncond, composition tokens) merge."""

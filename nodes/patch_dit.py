@@ -24,7 +24,7 @@ import copy
 import torch
 
 from . import host
-from ..ip_core import flux as flux_math
+from ..ip_core.families import flux as flux_math
 from ..ip_core.errors import AdapterMismatchError
 
 LATENT_KEY = "ipadapter_flux_latent"  # transformer_options entry: (height, width) of this call's latent
@@ -64,7 +64,7 @@ class BlockPatch:
 class FluxBlockPatch(BlockPatch):
     """Replacement of one Flux block: the host's block with every branch's image term added.
 
-    branches: (AdapterBranch, placement) pairs; placement is ip_core.flux ATTENTION_OUTPUT or BLOCK_OUTPUT."""
+    branches: (AdapterBranch, placement) pairs; placement is ip_core.families.flux ATTENTION_OUTPUT or BLOCK_OUTPUT."""
 
     def __init__(self, key, branches=(), wrapped=None, flipped: bool = False):
         super().__init__(key, branches, wrapped)
@@ -158,7 +158,7 @@ def _record_latent(executor, *args, **kwargs):
 
 def patch_flux_model(model, branch, layers, placement: str):
     """A clone of `model` with `branch` in every Flux block the adapter has (weight 0 blocks are left alone);
-    placement: where the adapter's term lands (ip_core.flux FluxAdapterConfig.placement)."""
+    placement: where the adapter's term lands (ip_core.families.flux FluxAdapterConfig.placement)."""
     flipped = host.flux_img_first(model)
     item = (branch, placement)
     m, patched = patch_blocks(model, branch, item, layers, FluxBlockPatch,

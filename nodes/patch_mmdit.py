@@ -11,7 +11,7 @@ the block's RMSNorm (ln_q / ln_k), and calls optimized_attention(q, k, v, heads=
 So our replacement calls the host's block with an attention override that runs the host's attention (or the
 override that was there), then adds each adapter's image term to the image rows of its output (before the
 block's projection and gate, as diffusers' SD3 IP processor adds it). The adapter's own RMSNorms read the
-block's raw Q / K: the host's normed values divided by the block's norm weight (ip_core.sd3.renorm_heads).
+block's raw Q / K: the host's normed values divided by the block's norm weight (ip_core.families.sd3.renorm_heads).
 
 The adapter's tokens depend on the timestep: an APPLY_MODEL wrapper (model_base.BaseModel.apply_model) puts in
 each call's transformer_options the timesteps the MMDiT receives (the model's own model_sampling.timestep), the
@@ -25,26 +25,39 @@ import weakref
 import torch
 
 from . import host
-from .patch import AdapterBranch, _distinct_rows
+from .patch import AdapterBranch, distinct_rows
 from .patch_dit import BlockPatch, as_core_attention, patch_blocks
 from ..ip_core.errors import AdapterMismatchError, IPAdapterError
-from ..ip_core.sd3 import renorm_heads, sd3_image_term
+from ..ip_core.families.sd3 import renorm_heads, sd3_image_term
 
 STEP_KEY = "ipadapter_sd3_step"  # transformer_options entry: {"timestep", "latent", "tokens"} of this call
 WRAPPER_KEY = "ipadapter_sd3"
 FEATURES = "features"  # the branch's table of encoder features (AdapterBranch.arranged)
 
-# adapter -> {(device, dtype): its copy there}: the per-step work runs where the model runs, one copy per adapter,
-# held while a sampler runs (released by the OUTER_SAMPLE wrapper: the real adapter is 1.6 GB in fp16)
+# adapter -> {dtype: its host-managed copy in that dtype}: the weights the host loads on the GPU with the model
+# and offloads under memory pressure (SD3BlockPatch.models), one per adapter and compute dtype
+_MANAGED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# module -> {(device, dtype): its copy there}: only where the host left (part of) a managed copy elsewhere (a
+# partial load under low VRAM, another compute dtype), held while a sampler runs (released by OUTER_SAMPLE)
 _DEVICE_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 RELEASE_KEY = "ipadapter_sd3_release"
 
 
+def managed_adapter(adapter, dtype):
+    """The adapter in the model's compute dtype as a host model (nodes/host.managed_model). A copy when the
+    dtype differs (shared by every Apply node of this adapter); the adapter itself when it is already in it."""
+    if next(adapter.parameters()).dtype == dtype:
+        return host.managed_model(adapter)
+    held = _MANAGED.setdefault(adapter, {})
+    if dtype not in held:
+        held[dtype] = host.managed_model(copy.deepcopy(adapter).to(dtype=dtype))
+    return held[dtype]
+
+
 def _adapter_on(adapter, device, dtype):
+    if all(p.device == device and p.dtype == dtype for p in adapter.parameters()):
+        return adapter  # where the host loaded it
     copies = _DEVICE_COPIES.setdefault(adapter, {})
-    param = next(adapter.parameters())
-    if param.device == device and param.dtype == dtype:
-        return adapter
     held = copies.get((device, dtype))
     if held is None:
         held = copies[(device, dtype)] = copy.deepcopy(adapter).to(device=device, dtype=dtype)
@@ -56,12 +69,15 @@ class SD3Branch(AdapterBranch):
     K'/V' are made per call from the call's timesteps; the features' rows follow the batch as K'/V' rows do
     for SD1.5 (cond / uncond chunks, one reference per item)."""
 
-    def __init__(self, adapter, embeds, layer_weights, window, mask=None, label: str = "IPAdapter", frame_weights=None):
+    def __init__(self, adapter, embeds, layer_weights, window, mask=None, label: str = "IPAdapter", frame_weights=None,
+                 managed=None):
+        """managed: the adapter as a host model (managed_adapter), which the blocks' models() hand the host."""
         self._start(label, window, mask, frame_weights, embeds)
         self.adapter = adapter
+        self.managed = managed
         cond, uncond = embeds.cond, embeds.uncond
         if self.per_item:
-            (cond, uncond), self._row = _distinct_rows(cond, uncond)
+            (cond, uncond), self._row = distinct_rows(cond, uncond)
         self._features = (cond, uncond)
         for spec, w in zip(adapter.layers, layer_weights):
             self.layer_of_key[spec.comfy_key] = spec.index
@@ -77,7 +93,7 @@ class SD3Branch(AdapterBranch):
                 f"{self.label}: the SD3.5 adapter needs the sampler's timestep, which this call of the model does not "
                 "give (it was not made through the model's apply_model). Sample with a KSampler node.")
         batch = q.shape[0]
-        adapter = _adapter_on(self.adapter, q.device, q.dtype)
+        adapter = _adapter_on(self.managed.model if self.managed is not None else self.adapter, q.device, q.dtype)
         cond_or_uncond = options.get("cond_or_uncond")
         made = step["tokens"].get(id(self))
         if made is None:
@@ -104,6 +120,13 @@ class SD3BlockPatch(BlockPatch):
     def __init__(self, key, branches=(), wrapped=None, norms=None):
         super().__init__(key, branches, wrapped)
         self.norms = norms  # the host block's (ln_q, ln_k) modules of its image stream, or None (no QK norm)
+
+    def models(self) -> list:
+        """The host models this block needs loaded (comfy/model_patcher.py model_patches_models asks every
+        patches_replace entry): each branch's managed adapter, and what a wrapped patch needs."""
+        found = {id(b.managed): b.managed for b in self.branches if getattr(b, "managed", None) is not None}
+        wrapped = self.wrapped.models() if hasattr(self.wrapped, "models") else []
+        return list(found.values()) + list(wrapped)
 
     def _host_norms(self, device, dtype):
         if self.norms is None:

@@ -20,7 +20,6 @@ from ip_core.errors import IPAdapterError
 from ip_core.text import read_text
 
 from .errors import TrainerConfigError
-from .train_config import TrainConfig
 
 
 @dataclass
@@ -136,7 +135,7 @@ def image_encoder_arch(arch: str, flag: str = "--image_encoder_arch"):
     return arch
 
 
-def load_image_encoder(cfg: TrainConfig):
+def load_image_encoder(cfg):  # cfg: a TrainConfig (not imported: train_config's checks import this module)
     """ip_core's encoder backends: a transformers CLIPVisionModelWithProjection folder, or an OpenCLIP checkpoint
     file built as --image_encoder_arch (ip_core.encoders.load_image_encoder picks by folder vs file)."""
     path = cfg.image_encoder_path

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from ip_core.adapter import IPAdapter, save_adapter
 from ip_core.checkpoint import load_adapter_state_dict
-from ip_core.config import ENCODER_OUTPUTS, detect_config, make_config
+from ip_core.config import ENCODER_OUTPUTS, make_config
+from ip_core.families import detect_config
 from ip_core.embeds import features_for, unconditional_features
 from ip_core.encoder_table import IMAGE_EMBEDS
 from ip_core.errors import AdapterMismatchError, IPAdapterError

@@ -17,22 +17,9 @@ import os
 import sys
 
 from .. import pack_interface
+from .settings import ENV, MODES, legacy, mode  # noqa: F401  (the switch, public here)
 
-ENV = "IPADAPTER_DROPIN"
-MODES = ("pack", "corrected", "off")
 PACK_FILE = "IPAdapterPlus.py"  # the file that defines the pack's nodes: how an installed copy is recognised
-
-
-def mode() -> str:
-    value = os.environ.get(ENV, "pack").strip().lower() or "pack"
-    if value not in MODES:
-        raise ValueError(f"{ENV}={value!r} is not a mode; use one of {', '.join(MODES)}")
-    return value
-
-
-def legacy() -> bool:
-    """True when the ids give the pack's own results (the default; an unknown mode was reported at startup)."""
-    return os.environ.get(ENV, "pack").strip().lower() != "corrected"
 
 
 def _pack_in(folder: str) -> bool:

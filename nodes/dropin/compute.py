@@ -22,7 +22,7 @@ from ..nodes_encode import IPAEncodeImagePrompt
 from ..nodes_faceid import IPAEncodeFace
 from ..nodes_load import IPALoadAdapter
 from ..nodes_toolkit import IPANoise, IPAUnifiedLoader
-from . import legacy
+from .settings import legacy
 
 
 @dataclass

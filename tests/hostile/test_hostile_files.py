@@ -394,8 +394,8 @@ def test_clip_vision_reader_has_the_same_rules(tmp_path):
 
 def _dit_sd(family):
     """Small state dicts of the DiT layouts (SD3.5 InstantX, Flux XLabs / InstantX), released key names."""
-    from ip_core.flux import FluxIPAdapter, make_flux_config
-    from ip_core.sd3 import SD3IPAdapter, make_sd3_config
+    from ip_core.families.flux import FluxIPAdapter, make_flux_config
+    from ip_core.families.sd3 import SD3IPAdapter, make_sd3_config
 
     torch.manual_seed(0)
     if family == "sd3":

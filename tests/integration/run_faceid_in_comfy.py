@@ -112,7 +112,7 @@ def faceid_parity(out_dir):
 
     # Where the patches landed, by the host's own diffusers -> ldm table (comfy/utils.py unet_to_diffusers).
     host_map = {d: "diffusion_model." + l for d, l in comfy.utils.unet_to_diffusers(unet_config).items()}
-    targets = comfy_host.pack_module("ip_core.faceid").lora_targets(ad)
+    targets = comfy_host.pack_module("ip_core.lora").lora_targets(ad)
     landed = sum(host_map.get(tg.diffusers_key) == "diffusion_model." + tg.ldm_key for tg in targets)
     lora_keys = {k for k, v in patched.patches.items() if any(type(p[1]).__name__ == "LoRAAdapter" for p in v)}
     return {

@@ -77,7 +77,7 @@ def _pack(x):
 def exact(out_dir):
     host_nodes = comfy_host.boot(COMFY)
     nodes = comfy_host.load_pack(host_nodes, os.path.join(out_dir, "ipadapter"))
-    flux = comfy_host.pack_module("ip_core.flux")
+    flux = comfy_host.pack_module("ip_core.families.flux")
     embeds_mod = comfy_host.pack_module("ip_core.embeds")
     torch.manual_seed(0)
     ref = comfy_host.small_flux_diffusers(seed=1)
@@ -220,7 +220,7 @@ def detect(out_dir):
     adapters = os.path.join(out_dir, "ipadapter")
     os.makedirs(adapters, exist_ok=True)
     nodes = comfy_host.load_pack(host_nodes, adapters)
-    flux = comfy_host.pack_module("ip_core.flux")
+    flux = comfy_host.pack_module("ip_core.families.flux")
     model = comfy.sd.load_diffusion_model_state_dict(_real_width_flux_sd(), model_options={"dtype": torch.bfloat16})
     result = {"unet_config": {k: model.model.model_config.unet_config.get(k) for k in
                               ("image_model", "hidden_size", "context_in_dim", "depth", "depth_single_blocks")}}
@@ -304,7 +304,7 @@ def siglip(out_dir):
         no_head = "accepted"
     except Exception as e:  # noqa: BLE001 (the message is the result)
         no_head = f"{type(e).__name__}: {e}"
-    flux = comfy_host.pack_module("ip_core.flux")
+    flux = comfy_host.pack_module("ip_core.families.flux")
     ix = _randomize(flux.FluxIPAdapter(flux.make_flux_config("flux-instantx", 2, 2, 64, 32, 1152, 8, head_dim=16)), 4, 0.2).eval()
     li = comfy_host.pack_module("nodes.common").LoadedAdapter(ix, "ip-adapter.bin")
     g = torch.Generator().manual_seed(3)
@@ -365,7 +365,7 @@ def workflow(out_dir):
     # FluxGuidance lives in comfy_extras/nodes_flux.py, loaded the way init_builtin_extra_nodes loads it
     assert asyncio.run(host_nodes.load_custom_node(os.path.join(COMFY, "comfy_extras", "nodes_flux.py"), module_parent="comfy_extras"))
 
-    flux = comfy_host.pack_module("ip_core.flux")
+    flux = comfy_host.pack_module("ip_core.families.flux")
     xl = _randomize(flux.FluxIPAdapter(flux.make_flux_config("flux-xlabs", 2, 0, 64, 32, 768, 16)), 3, 0.2)
     comfy_host.pack_module("ip_core.adapter").save_adapter(xl, os.path.join(adapters, "flux-ip-adapter-v2.safetensors"))
     model = comfy_host.host_flux(comfy_host.small_flux_diffusers(seed=1).state_dict())

@@ -138,7 +138,8 @@ def faceid(out_dir):
 
     sys.path.append(str(comfy_host.REPO))  # after the host's paths: its `nodes` module stays the host's
     from ip_core.adapter import IPAdapter
-    from ip_core.config import detect_config, make_config
+    from ip_core.config import make_config
+    from ip_core.families import detect_config
     from ip_core.layers import layer_specs
     from run_weight_types import _recorded_transformer_index
 

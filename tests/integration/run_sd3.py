@@ -31,7 +31,7 @@ ENC, TOKENS = 48, 8  # a small encoder width (no released encoder has it: no tok
 
 
 def _adapter(seed, blocks=2, encoder_width=ENC):
-    sd3 = comfy_host.pack_module("ip_core.sd3")
+    sd3 = comfy_host.pack_module("ip_core.families.sd3")
     a = sd3.SD3IPAdapter(sd3.make_sd3_config(blocks, 128, encoder_width, TOKENS, resampler_dim=128, depth=4, heads=2, timestep_in_dim=32))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -102,6 +102,17 @@ def exact(out_dir):
     result["changes_output"] = float((out - base).abs().max())
     result["patched_keys"] = sorted(map(list, _sd3_blocks(patched)))
     result["calls_per_call"] = sum(b.calls for b in _branches(patched).values())
+    # the adapter's weights are a host model: the patches name it (model_patches_models), load_models_gpu loads it
+    # with the diffusion model (as a ControlNet's), and the output is the same whoever placed the weights
+    import comfy.model_management as mm
+
+    managed = list({id(m): m for m in patched.model_patches_models()}.values())  # every patched block names it
+    mm.load_models_gpu([patched])
+    in_memory = [m.model for m in mm.current_loaded_models]
+    result["managed_models"] = [type(m).__name__ for m in managed]
+    result["managed_is_the_adapter"] = len(managed) == 1 and managed[0].model is a  # fp32 model: no copy
+    result["managed_loaded_with_model"] = any(m is managed[0] for m in in_memory) and any(m is patched for m in in_memory)
+    result["after_load_identical"] = bool(torch.equal(_apply_model(patched, x, sigma, context, y), out))
     # a CFG batch (cond chunk, uncond chunk): the uncond chunk reads zero features (diffusers' SD3 pipeline)
     one = embeds_mod.build_image_prompt(a, features[:1], embeds_mod.unconditional_features(a.config, features[:1]))
     cfg = _apply_model(apply.apply(plain, loaded, one, 0.7, 0.0, 1.0)[0], x, sigma, context, y, cond_or_uncond=(0, 1))
@@ -170,7 +181,7 @@ def exact(out_dir):
     with torch.no_grad():
         ln_q.weight.copy_(kept)
     # a real-width (SD3.5 Large) adapter on this 128-wide model
-    sd3 = comfy_host.pack_module("ip_core.sd3")
+    sd3 = comfy_host.pack_module("ip_core.families.sd3")
     with torch.device("meta"):
         large = sd3.SD3IPAdapter(sd3.make_sd3_config(38))
     try:
@@ -219,7 +230,7 @@ def detect(out_dir):
     adapters = os.path.join(out_dir, "ipadapter")
     os.makedirs(adapters, exist_ok=True)
     nodes = comfy_host.load_pack(host_nodes, adapters)
-    sd3 = comfy_host.pack_module("ip_core.sd3")
+    sd3 = comfy_host.pack_module("ip_core.families.sd3")
     a = sd3.SD3IPAdapter(sd3.make_sd3_config(1))
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():

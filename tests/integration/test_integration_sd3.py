@@ -13,6 +13,9 @@ def test_sd35_instantx_equals_diffusers_in_the_host(tmp_path):
     assert r["cfg_rel_err"] < 1e-4  # the uncond chunk reads zero features, as diffusers' SD3 pipeline
     assert r["patched_keys"] == [["double_block", 0], ["double_block", 1]] and r["calls_per_call"] == 2
     assert r["resampler_runs_per_call"] == 1  # the timestep-conditioned resampler once per call, not per block
+    # the adapter's weights under the host's memory management: listed by the patches, loaded with the model
+    assert r["managed_models"] == ["ModelPatcher"] and r["managed_is_the_adapter"]
+    assert r["managed_loaded_with_model"] and r["after_load_identical"]
     assert r["weight0_identical"] and r["outside_window_identical"]
     assert r["mask_ones_identical"] and r["mask_zeros_identical_to_unpatched"] and r["half_mask_between"]
     assert r["stacked_calls_per_call"] == 4 and r["stacked_resampler_runs"] == [1, 2] and r["stacked_changes_output"] > 1e-4

@@ -55,7 +55,7 @@ def test_plus_resampler_heads_follow_the_release():
 def test_detected_config_loads_strictly_on_full_shapes():
     for (variant, base, ctx, width), _ in RELEASED.values():
         sd = released_sd(variant, base, ctx, width)
-        adapter = IPAdapter.from_state_dict(sd)
+        adapter = IPAdapter.from_state_dict(sd, detect_config(sd))
         assert adapter.config.variant == variant
 
 

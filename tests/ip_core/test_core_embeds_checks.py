@@ -8,7 +8,7 @@ import torch
 from ip_core import AdapterMismatchError, IPAdapter, IPAdapterError, make_config
 from ip_core.embeds import build_image_prompt, check_embeds_fit, check_embeds_values, combine_embeds
 from ip_core.layers import custom_layer_specs
-from ip_core.sd3 import make_sd3_config
+from ip_core.families.sd3 import make_sd3_config
 
 LAYERS = custom_layer_specs([1, 3], [16, 16])
 

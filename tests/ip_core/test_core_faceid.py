@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from ip_core import UnsupportedAdapterError, detect_config, layer_specs, layer_specs_from_unet, make_config
-from ip_core.adapter import IPAdapter, load_adapter, save_adapter
+from ip_core.adapter import IPAdapter, save_adapter
+from ip_core.families import load_adapter
 from ip_core.attention import decoupled_attention
-from ip_core.faceid import build_face_prompt, lora_targets, merge_lora
+from ip_core.families.faceid import build_face_prompt
+from ip_core.lora import lora_targets, merge_lora
 
 from faceid_reference import OfficialLoRAProcessor, ref_mlp, ref_perceiver
 
@@ -78,7 +80,7 @@ def test_released_faceid_layouts_are_detected_and_load_strictly(name):
         variant, base, tokens, rank, clip)
     assert config.is_faceid and config.encoder_output == "face_embedding" and config.encoder_width == 512
     assert config.face_embedding_normalized == (variant != "faceid-portrait-unnorm")
-    adapter = IPAdapter.from_state_dict(sd)  # strict: every key and shape of the file has its place
+    adapter = IPAdapter.from_state_dict(sd, detect_config(sd))  # strict: every key and shape of the file has its place
     assert set(adapter.released_state_dict()["ip_adapter"]) == set(sd["ip_adapter"])
     if rank:
         assert len(lora_targets(adapter)) == 8 * config.num_layers  # q, k, v, out of attn1 and attn2

@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ip_core.adapter import load_adapter
-from ip_core.config import detect_config
+from ip_core.families import load_adapter
+from ip_core.families import detect_config
 from ip_core.errors import UnsupportedAdapterError
 from ipa_factories import randomize
 from ip_core.attention import rms_heads
-from ip_core.flux import (KEY_NORM_EPS, FluxIPAdapter, flux_image_term, make_flux_config, undo_rope)
+from ip_core.families.flux import (KEY_NORM_EPS, FluxIPAdapter, flux_image_term, make_flux_config, undo_rope)
 
 HIDDEN, HEADS, CTX = 64, 4, 32
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ip_core.adapter import IPAdapter
-from ip_core.config import KOLORS_ENCODER, detect_config, make_config
+from ip_core.config import KOLORS_ENCODER, make_config
+from ip_core.families import detect_config
 from ip_core.embeds import features_for
 from ip_core.encoder_table import EncoderOutput, encoder_file_for
 from ip_core.errors import AdapterMismatchError

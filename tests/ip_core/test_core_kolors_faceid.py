@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from ip_core.adapter import IPAdapter
-from ip_core.config import KOLORS_FACE_TOKEN_DIM, detect_config, make_config
+from ip_core.config import KOLORS_FACE_TOKEN_DIM, make_config
+from ip_core.families import detect_config
 from ip_core.errors import AdapterMismatchError, IPAdapterError, UnsupportedAdapterError
-from ip_core.faceid import build_face_prompt
-from ip_core.kolors import (KOLORS_FACE_CROP, check_encoder_hid_proj, check_face_clip_tokens, face_crop_size,
+from ip_core.families.faceid import build_face_prompt
+from ip_core.families.kolors import (KOLORS_FACE_CROP, check_encoder_hid_proj, check_face_clip_tokens, face_crop_size,
                             hid_proj_tokens, kolors_context_embeds)
 from ip_core.layers import custom_layer_specs, layer_specs
 

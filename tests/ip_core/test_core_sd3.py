@@ -5,11 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ip_core.adapter import load_adapter, save_adapter
-from ip_core.config import detect_config
+from ip_core.adapter import save_adapter
+from ip_core.families import load_adapter
+from ip_core.families import detect_config
 from ip_core.embeds import build_image_prompt, unconditional_features
 from ip_core.errors import AdapterFileError, UnsupportedAdapterError
-from ip_core.sd3 import SD3IPAdapter, make_sd3_config, renorm_heads, sd3_image_term
+from ip_core.families.sd3 import SD3IPAdapter, make_sd3_config, renorm_heads, sd3_image_term
 from ipa_factories import randomize
 
 HIDDEN, HEADS, TIME, ENC, TOKENS = 128, 2, 128, 48, 8

@@ -11,7 +11,7 @@ from ip_core.config import make_config
 from ip_core.embeds import ImagePromptEmbeds, combine_rows, parse_reference_weights, weight_references
 from ip_core.embeds_file import load_embeds, save_embeds
 from ip_core.encoder_mask import apply_encoder_masks, encoder_masks
-from ip_core.config import detect_config
+from ip_core.families import detect_config
 from ip_core.errors import AdapterFileError, AdapterMismatchError, IPAdapterError
 from ip_core.layers import layer_specs
 from ip_core.noise import make_noise

@@ -14,14 +14,16 @@ from conftest import random_adapter
 from ip_core.adapter import IPAdapter
 from ip_core.config import make_config
 from ip_core.errors import AdapterMismatchError
-from ip_core.faceid import FacePromptEmbeds, build_face_prompt, lora_targets
+from ip_core.families.faceid import FacePromptEmbeds, build_face_prompt
+from ip_core.lora import lora_targets
 from ip_core.layers import layer_specs
 from ip_core.preprocess import preprocess_images
 from nodes import face_analysis, host as host_module, nodes_faceid
 from nodes.common import LoadedAdapter
 from nodes.nodes_apply import IPAApplyAdapter
 from nodes.nodes_encode import IPAEncodeImagePrompt
-from nodes.nodes_faceid import IPAEncodeFace, apply_faceid_lora
+from nodes.families.faceid import apply_faceid_lora
+from nodes.nodes_faceid import IPAEncodeFace
 
 
 def faceid_adapter(variant="faceid", base="sd15", rank=4, seed=0):

@@ -12,7 +12,7 @@ from comfy_standin import make_model
 from ip_core.embeds import build_image_prompt
 from ip_core.errors import AdapterMismatchError
 from ipa_factories import randomize
-from ip_core.flux import FluxIPAdapter, make_flux_config
+from ip_core.families.flux import FluxIPAdapter, make_flux_config
 from ip_core.preprocess import preprocess_images
 from nodes.common import LoadedAdapter
 from nodes.nodes_apply import IPAApplyAdapter
@@ -44,6 +44,9 @@ def test_load_node_reads_an_xlabs_file_under_any_name(host, xlabs):
     out = IPALoadAdapter().load("my flux style.safetensors")
     assert out["ui"]["text"] == ["my flux style.safetensors: Flux XLabs flux-ip-adapter v2, 16 tokens, 3 double blocks, "
                                  "needs ViT-L/14 image_embeds (width 768)"]
+    # for the web extension: the family, and Apply's family inputs this adapter does not read (all: Flux reads none)
+    assert out["ui"]["family"] == ["flux"]
+    assert out["ui"]["unused_inputs"] == ["faceid_lora_strength", "weight_faceidv2", "weight_kolors"]
     assert out["result"][0].adapter.fingerprint() == xlabs.adapter.fingerprint()
 
 

@@ -11,8 +11,8 @@ from conftest import sdxl_adapter
 from face_standin import StandinFaceAnalyzer
 from ip_core.config import make_config
 from ip_core.errors import AdapterMismatchError, IPAdapterError
-from ip_core.faceid import build_face_prompt
-from ip_core.kolors import hid_proj_tokens
+from ip_core.families.faceid import build_face_prompt
+from ip_core.families.kolors import hid_proj_tokens
 from ip_core.layers import layer_specs
 from ip_core.preprocess import preprocess_images
 from nodes import face_analysis, nodes_faceid

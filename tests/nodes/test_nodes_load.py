@@ -72,6 +72,9 @@ def test_load_detects_variant_and_shows_it(host, adapter_files):
     assert isinstance(loaded, LoadedAdapter)
     assert loaded.config.variant == "base" and loaded.config.num_layers == 16
     assert "SD1.5 base" in out["ui"]["text"][0] and "ViT-H/14" in out["ui"]["text"][0]
+    # for the web extension: hide Apply's FaceID / Kolors inputs on the nodes this output feeds
+    assert out["ui"]["family"] == ["sd"]
+    assert out["ui"]["unused_inputs"] == ["faceid_lora_strength", "weight_faceidv2", "weight_kolors"]
     assert "SD1.5 base" in repr(loaded)
     info = IPAInspectAdapter().inspect(loaded)["result"][0]
     assert "22,319,616 parameters" in info  # the paper's count for SD1.5 base

@@ -2,6 +2,8 @@
 kept for the per-step projection; "no image" is zero features), the family checks, and the adapter's copies on
 the sampling device living for one sampling. The patching itself runs in the real host (tests/integration
 test_integration_sd3.py): the stand-in has no MMDiT."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from ip_core.adapter import save_adapter
 from ip_core.embeds import build_image_prompt
 from ip_core.errors import AdapterMismatchError
 from ip_core.preprocess import preprocess_images
-from ip_core.sd3 import SD3IPAdapter, make_sd3_config
+from ip_core.families.sd3 import SD3IPAdapter, make_sd3_config
 from ipa_factories import randomize
 from nodes import patch_mmdit
 from nodes.common import LoadedAdapter
@@ -72,3 +74,22 @@ def test_device_copies_live_for_one_sampling(sd35):
     with pytest.raises(RuntimeError):  # released when sampling fails too
         patch_mmdit._release_after_sampling(interrupted)
     assert a not in patch_mmdit._DEVICE_COPIES
+
+
+def test_the_adapter_is_a_host_model_the_block_patches_name(monkeypatch, sd35):
+    """The adapter's weights reach the GPU through the host's memory management (loaded with the model, offloaded
+    under pressure): one host model per adapter and compute dtype, named by every block patch holding it."""
+    made = []
+    monkeypatch.setattr(patch_mmdit.host, "managed_model", lambda module: made.append(module) or SimpleNamespace(model=module))
+    a = sd35.adapter
+    same = patch_mmdit.managed_adapter(a, torch.float32)
+    assert same.model is a  # already in the model's dtype: no copy
+    half = patch_mmdit.managed_adapter(a, torch.float16)
+    assert half.model is not a and next(half.model.parameters()).dtype == torch.float16
+    assert patch_mmdit.managed_adapter(a, torch.float16) is half and len(made) == 2  # shared by every Apply node
+    branches = [SimpleNamespace(managed=half), SimpleNamespace(managed=half), SimpleNamespace(managed=same)]
+    foreign = SimpleNamespace(models=lambda: ["foreign"])
+    patch = patch_mmdit.SD3BlockPatch(("double_block", 0), branches, wrapped=foreign)
+    assert patch.models() == [half, same, "foreign"]
+    # where the host left the managed copy, the per-step work uses it as it is
+    assert patch_mmdit._adapter_on(half.model, torch.device("cpu"), torch.float16) is half.model

@@ -10,7 +10,7 @@ import torch
 
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capsys):
-    from ip_core.adapter import load_adapter
+    from ip_core.families import load_adapter
     from trainer.demo.run import main
 
     out = tmp_path / "demo"

@@ -11,7 +11,7 @@ import torch
 import trainer.recipe as recipe_mod
 import trainer.train as train_mod
 import trainer.training_checkpoints as ck
-from ip_core.adapter import load_adapter
+from ip_core.families import load_adapter
 from trainer.cli import main as cli_main
 from trainer.datasets import EAGER_CHECK
 from trainer.errors import TrainerConfigError, TrainingDivergedError

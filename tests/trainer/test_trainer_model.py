@@ -1,7 +1,8 @@
 """The model wrapper: official init, frozen UNet, exact text-only path, the official token convention, diffusers parity."""
 import torch
 
-from ip_core.adapter import IPAdapter, load_adapter, save_adapter
+from ip_core.adapter import IPAdapter, save_adapter
+from ip_core.families import load_adapter
 from ip_core.config import make_config
 from ip_core.embeds import features_for
 from ip_core.layers import layer_specs_from_unet
@@ -151,7 +152,7 @@ def test_sd15_shaped_unet_gets_the_released_layout():
     """On a full SD1.5 UNet (built on the meta device: shapes only) the trainer's adapter is the released one."""
     from diffusers import UNet2DConditionModel
 
-    from ip_core.config import detect_config
+    from ip_core.families import detect_config
     from trainer.train import build_adapter
 
     with torch.device("meta"):

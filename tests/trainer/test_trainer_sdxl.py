@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ip_core.adapter import load_adapter
+from ip_core.families import load_adapter
 from ip_core.checkpoint import load_adapter_state_dict
-from ip_core.config import detect_config
+from ip_core.families import detect_config
 from ip_core.embeds import features_for
 from trainer.errors import TrainerConfigError
 from trainer.frozen_models import detect_sdxl, encode_text, load_sd

@@ -10,7 +10,7 @@ from PIL import Image
 
 import trainer.recipe as recipe_mod
 import trainer.train as train_mod
-from ip_core.adapter import load_adapter
+from ip_core.families import load_adapter
 from trainer.training_checkpoints import list_checkpoints
 from trainer.cli import main as cli_main
 from trainer.errors import TrainerConfigError, TrainingDivergedError
@@ -250,7 +250,7 @@ def test_full_face_variant_trains_exports_and_matches_diffusers(train_args, tiny
     from diffusers import UNet2DConditionModel
 
     from ip_core.checkpoint import load_adapter_state_dict
-    from ip_core.config import detect_config
+    from ip_core.families import detect_config
     from ip_core.embeds import features_for
 
     res = train(train_args(variant="full-face", max_train_steps=2, output_dir=str(tmp_path / "o")))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ip_core.adapter import load_adapter
+from ip_core.families import load_adapter
 from ip_core.embeds import features_for, unconditional_features
 from ip_core.encoders import load_image_encoder
 from ip_core.errors import IPAdapterError

@@ -31,13 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapter import IPAdapter
-from .attention import AttentionFn, image_attention, multihead_attention, rms_heads
-from .config import AdapterConfig, ResamplerConfig, _dims, _summary, check_layout
-from .encoder_table import PENULTIMATE, encoder_name_for
-from .errors import UnsupportedAdapterError
-from .layers import LayerSpec
-from .projection import PerceiverAttention, _feed_forward, build_projection
+from ..adapter import IPAdapter
+from ..attention import AttentionFn, image_attention, multihead_attention, rms_heads
+from ..config import AdapterConfig, ResamplerConfig
+from ..encoder_table import PENULTIMATE, encoder_name_for
+from ..errors import UnsupportedAdapterError
+from ..layers import LayerSpec
+from ..projection import PerceiverAttention, check_layout, feed_forward
+from ..state_dict import summarize, tensor_dims
+
+NAME = "sd3"
+LABEL = "SD3.5"
 
 SD3_NAME = "SD3.5"
 SD3_VARIANT = "sd35-instantx"
@@ -58,10 +62,6 @@ class SD3AdapterConfig(AdapterConfig):
     @property
     def base_model_name(self) -> str:
         return SD3_NAME
-
-    @property
-    def adapter_class(self):
-        return SD3IPAdapter
 
     @property
     def hidden_size(self) -> int:
@@ -130,19 +130,19 @@ def detect_sd3_config(sd: dict) -> Optional[SD3AdapterConfig]:
         return None
     name = "SD3.5 InstantX IP-Adapter"
     proj, ip = sd.get("image_proj") or {}, sd.get("ip_adapter") or {}
-    _, num_tokens, dim = _dims(proj, "image_proj", "latents", 3, name)
-    encoder_width = _dims(proj, "image_proj", "proj_in.weight", 2, name)[1]
-    hidden = _dims(proj, "image_proj", "proj_out.weight", 2, name)[0]
-    timestep_in = _dims(proj, "image_proj", "time_embedding.linear_1.weight", 2, name)[1]
-    inner = _dims(proj, "image_proj", "layers.0.0.to_q.weight", 2, name)[0]
-    ff_hidden = _dims(proj, "image_proj", "layers.0.1.1.weight", 2, name)[0]
+    _, num_tokens, dim = tensor_dims(proj, "image_proj", "latents", 3, name)
+    encoder_width = tensor_dims(proj, "image_proj", "proj_in.weight", 2, name)[1]
+    hidden = tensor_dims(proj, "image_proj", "proj_out.weight", 2, name)[0]
+    timestep_in = tensor_dims(proj, "image_proj", "time_embedding.linear_1.weight", 2, name)[1]
+    inner = tensor_dims(proj, "image_proj", "layers.0.0.to_q.weight", 2, name)[0]
+    ff_hidden = tensor_dims(proj, "image_proj", "layers.0.1.1.weight", 2, name)[0]
     depth = 1 + max(int(m.group(1)) for k in proj if (m := _LAYER.match(k)))
     blocks = {}
     for key, t in ip.items():
         m = _BLOCK_KEY.match(key)
         if not m:
             raise UnsupportedAdapterError(
-                f"unexpected key ip_adapter.{key} in an {name} file: {_summary(sd)}. The file mixes layouts or is a new "
+                f"unexpected key ip_adapter.{key} in an {name} file: {summarize(sd)}. The file mixes layouts or is a new "
                 "layout this version does not know; use the released file.")
         blocks.setdefault(int(m.group(1)), {})[m.group(2)] = tuple(t.shape)
     numbers = sorted(blocks)
@@ -165,7 +165,7 @@ def detect_sd3_config(sd: dict) -> Optional[SD3AdapterConfig]:
             f"feed-forward {ff_hidden} / {dim}); the file is damaged: download it again.")
     config = make_sd3_config(len(numbers), hidden, encoder_width, num_tokens, dim, depth, inner // 64, 64,
                              ff_hidden // dim, timestep_in, head_dim)
-    check_layout(sd, config)
+    check_layout(sd, config, TimeResampler.from_config)
     return config
 
 
@@ -202,7 +202,7 @@ class TimeResampler(nn.Module):
         self.norm_out = nn.LayerNorm(output_dim)
         # Released keys: layers.{i}.0 attention, .1 feed-forward (LayerNorm at 0), .2 modulation (Linear at 1)
         self.layers = nn.ModuleList([
-            nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), _feed_forward(dim, ff_mult),
+            nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), feed_forward(dim, ff_mult),
                            nn.Sequential(nn.SiLU(), nn.Linear(dim, 4 * dim))])
             for _ in range(depth)])
         self.time_embedding = _TimeEmbedding(timestep_in_dim, dim)
@@ -278,15 +278,13 @@ class SD3IPAdapter(IPAdapter):
     """The time resampler plus each joint block's AdaLN, K'/V' and RMSNorm weights. The projection needs the
     timestep, so `project` keeps the encoder features as they are and the sampler calls `step_tokens`."""
 
-    def __init__(self, config: SD3AdapterConfig, layers=None):
-        nn.Module.__init__(self)  # IPAdapter's per-layer modules are K'/V' only: built here instead
-        self.config = config
-        self.layers = config.layer_specs()
-        self.image_proj = build_projection(config)
-        self._fingerprint = None
-        self.lora_layers = None
-        self.ip_layers = nn.ModuleDict({str(s.key_number): SD3BlockWeights(config.hidden_size, config.time_dim, config.head_dim)
-                                        for s in self.layers})
+    @staticmethod
+    def build_projection(config: SD3AdapterConfig) -> nn.Module:
+        return TimeResampler.from_config(config)
+
+    @staticmethod
+    def build_layer(config: SD3AdapterConfig, spec: LayerSpec) -> nn.Module:
+        return SD3BlockWeights(config.hidden_size, config.time_dim, config.head_dim)
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """The image prompt of SD3.5 stays encoder features until a step gives the timestep (step_tokens)."""
@@ -307,3 +305,11 @@ class SD3IPAdapter(IPAdapter):
         shift, scale = w.norm_ip.linear(F.silu(t_emb)).chunk(2, dim=1)
         h = F.layer_norm(tokens, tokens.shape[-1:], eps=NORM_EPS) * (1 + scale[:, None]) + shift[:, None]
         return rms_heads(w.to_k_ip(h), self.config.head_dim, w.norm_ip_k.weight, NORM_EPS), w.to_v_ip(h)
+
+
+adapter_class = SD3IPAdapter
+detect = detect_sd3_config
+
+
+def owns(config: AdapterConfig) -> bool:
+    return isinstance(config, SD3AdapterConfig)

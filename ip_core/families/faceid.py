@@ -1,11 +1,6 @@
-"""FaceID adapters: the per-layer LoRA the files carry, and face embeddings -> image prompt tokens.
-
-The official FaceID attention processors (tencent-ailab/IP-Adapter attention_processor_faceid.py) add a
-rank-r LoRA to to_q, to_k, to_v and to_out of every attention layer, self- and cross-attention alike:
-`proj(x) + lora_scale * up(down(x))`. That is the linear layer with weight W + lora_scale * up @ down, so a
-host can merge it into the UNet's weights (and unmerge it) instead of replacing the attention code; the image
-branch stays the plain decoupled attention. This module says which weight each LoRA pair belongs to.
-"""
+"""FaceID adapters (SD1.5 / SDXL): their layouts (a face-embedding MLP, FaceID Plus's perceiver over CLIP hidden
+states, portrait "unnorm"'s Resampler over the raw embedding) and face embeddings -> image prompt tokens. The
+LoRA the files carry beside K'/V' is ip_core.lora's (the base adapter holds it)."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,91 +8,73 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch import nn
 
-from .config import AdapterConfig
-from .embeds import ImagePromptEmbeds, _arrange_tokens, combine_features
-from .errors import AdapterMismatchError, IPAdapterError
+from ..adapter import IPAdapter
+from ..config import FACE_EMBEDDING_WIDTH, KOLORS_FACE_TOKEN_DIM, AdapterConfig
+from ..embeds import ImagePromptEmbeds, arrange_tokens, combine_features
+from ..errors import AdapterMismatchError, IPAdapterError, UnsupportedAdapterError
+from ..layers import CONTEXT_DIMS
+from ..state_dict import shape_of, summarize, tensor_dims, whole_number
+from .sd import ProjectionLayout, is_resampler, read_plus, read_resampler_config, read_unet_adapter
 
-# (LoRA module in the file, the attention's linear layer it adds to, its name in diffusers / ldm weight keys).
-LORA_PROJECTIONS = (("to_q_lora", "to_q"), ("to_k_lora", "to_k"), ("to_v_lora", "to_v"), ("to_out_lora", "to_out.0"))
-
-
-class LoRALinear(nn.Module):
-    """diffusers' LoRALinearLayer without network_alpha (as the FaceID files were trained): up(down(x))."""
-
-    def __init__(self, in_features: int, out_features: int, rank: int):
-        super().__init__()
-        self.down = nn.Linear(in_features, rank, bias=False)
-        self.up = nn.Linear(rank, out_features, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.down(x))
-
-    def delta_weight(self) -> torch.Tensor:
-        """The change of the patched layer's weight: up @ down, [out, in]."""
-        return self.up.weight @ self.down.weight
+NAME = "faceid"
+LABEL = "FaceID"
+adapter_class = IPAdapter
 
 
-class FaceIDLoRALayer(nn.Module):
-    """The LoRA of one attention processor (keys `{n}.to_{q,k,v,out}_lora.{down,up}.weight`)."""
-
-    def __init__(self, hidden_size: int, kv_in: int, rank: int):
-        super().__init__()
-        self.to_q_lora = LoRALinear(hidden_size, hidden_size, rank)
-        self.to_k_lora = LoRALinear(kv_in, hidden_size, rank)
-        self.to_v_lora = LoRALinear(kv_in, hidden_size, rank)
-        self.to_out_lora = LoRALinear(hidden_size, hidden_size, rank)
-
-
-def build_lora_layers(config: AdapterConfig, layers) -> nn.ModuleDict:
-    """Processor n - 1 is the self-attention (attn1) of cross-attention layer n's transformer block."""
-    out = {}
-    for spec in layers:
-        out[str(spec.key_number - 1)] = FaceIDLoRALayer(spec.hidden_size, spec.hidden_size, config.lora_rank)
-        out[str(spec.key_number)] = FaceIDLoRALayer(spec.hidden_size, config.context_dim, config.lora_rank)
-    return nn.ModuleDict(out)
+def read_face_projection(proj: dict, ip: dict, lora: dict, sd: dict) -> Optional[ProjectionLayout]:
+    """The face MLP (proj.0 over a 512-d embedding, proj.2, norm) and FaceID Plus's perceiver; None otherwise.
+    The token width is not checked here (Kolors FaceID-Plus's are 4096 wide: ip_core.families.kolors)."""
+    face = shape_of(proj, "proj.0.weight")
+    face_mlp = face is not None and len(face) == 2 and face[1] == FACE_EMBEDDING_WIDTH
+    if not (face_mlp and "proj.2.weight" in proj and "norm.weight" in proj and "proj.3.weight" not in proj):
+        return None
+    (context_dim,) = tensor_dims(proj, "image_proj", "norm.weight", 1, "FaceID")
+    num_tokens = whole_number(tensor_dims(proj, "image_proj", "proj.2.weight", 2, "FaceID")[0], context_dim,
+                              "the FaceID projection's output width over the token width")
+    if "perceiver_resampler.proj_in.weight" not in proj:
+        return ProjectionLayout("faceid" if lora else "faceid-portrait", context_dim, num_tokens, FACE_EMBEDDING_WIDTH)
+    dim, clip_width = tensor_dims(proj, "image_proj", "perceiver_resampler.proj_in.weight", 2, "FaceID Plus")
+    resampler = read_resampler_config(proj, "perceiver_resampler.", dim, num_tokens, clip_width,
+                                      tensor_dims(proj, "image_proj", "perceiver_resampler.proj_out.weight", 2, "FaceID Plus")[0])
+    return ProjectionLayout("faceid-plus", context_dim, num_tokens, FACE_EMBEDDING_WIDTH, resampler, clip_width)
 
 
-@dataclass(frozen=True)
-class LoRATarget:
-    """One LoRA pair and the UNet weight it patches, named both ways (host-neutral)."""
-
-    layer_index: int
-    attention: str  # "attn1" (self) or "attn2" (cross)
-    projection: str  # "to_q", "to_k", "to_v", "to_out.0"
-    lora: LoRALinear
-    diffusers_key: str  # e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight
-    ldm_key: Optional[str]  # e.g. input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight (ComfyUI's UNet), None: custom UNet
-
-    @property
-    def shape(self) -> tuple:
-        return (self.lora.up.out_features, self.lora.down.in_features)
+def is_kolors_face_layout(layout: ProjectionLayout) -> bool:
+    """Kolors FaceID-Plus: a perceiver and tokens both 4096 wide (ChatGLM's width)."""
+    return (layout.variant == "faceid-plus" and layout.context_dim == KOLORS_FACE_TOKEN_DIM
+            and layout.resampler.dim == KOLORS_FACE_TOKEN_DIM)
 
 
-def lora_targets(adapter) -> list:
-    """Every LoRA pair of a FaceID adapter with the weight it patches, from the adapter's layer table."""
-    if not adapter.config.lora_rank:
-        return []
-    targets = []
-    for spec in adapter.layers:
-        for attention, number in (("attn1", spec.key_number - 1), ("attn2", spec.key_number)):
-            layer = adapter.lora_layers[str(number)]
-            for lora_name, projection in LORA_PROJECTIONS:
-                suffix = f"{attention}.{projection}.weight"
-                targets.append(LoRATarget(
-                    layer_index=spec.index, attention=attention, projection=projection,
-                    lora=getattr(layer, lora_name),
-                    diffusers_key=f"{spec.diffusers_block}.{suffix}" if spec.diffusers_block else "",
-                    ldm_key=f"{spec.ldm_block}.{suffix}" if spec.ldm_block else None,
-                ))
-    return targets
+def check_face_context(layout: ProjectionLayout, sd: dict) -> ProjectionLayout:
+    if layout.context_dim not in CONTEXT_DIMS.values():
+        raise UnsupportedAdapterError(
+            f"a FaceID file with {layout.context_dim}-wide tokens (neither SD1.5's 768 nor SDXL's 2048, nor Kolors "
+            f"FaceID-Plus's {KOLORS_FACE_TOKEN_DIM}-wide tokens over 2048-wide K'/V'), which is not supported: {summarize(sd)}"
+        )
+    return layout
 
 
-def merge_lora(weight: torch.Tensor, lora: LoRALinear, strength: float = 1.0) -> torch.Tensor:
-    """W + strength * up @ down: the linear layer the official processor computes, as one weight."""
-    return weight + strength * lora.delta_weight().to(weight.dtype)
+def _read_projection(proj: dict, ip: dict, lora: dict, sd: dict) -> Optional[ProjectionLayout]:
+    layout = read_face_projection(proj, ip, lora, sd)
+    if layout is not None:
+        return None if is_kolors_face_layout(layout) else check_face_context(layout, sd)
+    if is_resampler(proj):
+        # A Resampler over a 512-wide input is FaceID portrait "unnorm" (raw face embedding as one token);
+        # CLIP hidden states are 1024 / 1280 / 1664 wide.
+        num_queries, dim, context_dim, encoder_width = read_plus(proj)
+        if encoder_width == FACE_EMBEDDING_WIDTH:
+            resampler = read_resampler_config(proj, "", dim, num_queries, encoder_width, context_dim)
+            return ProjectionLayout("faceid-portrait-unnorm", context_dim, num_queries, encoder_width, resampler)
+    return None
 
+
+def detect(sd: dict) -> Optional[AdapterConfig]:
+    return read_unet_adapter(sd, _read_projection)
+
+
+def owns(config: AdapterConfig) -> bool:
+    return config.is_faceid and not config.kolors
 
 # ---- face embeddings -> tokens ---------------------------------------------------------------------------------
 
@@ -171,11 +148,11 @@ def build_face_prompt(adapter, face_embeddings: torch.Tensor, clip_hidden: Optio
             uclip = uncond_clip_hidden.float().to(param.device, param.dtype).expand(clip.shape[0], *uncond_clip_hidden.shape[1:])
             xc, rc = adapter.image_proj.parts(face, clip)
             xu, ru = adapter.image_proj.parts(zero, uclip)
-            xc, rc, xu, ru = (_arrange_tokens(t, combine) for t in (xc, rc, xu, ru))
+            xc, rc, xu, ru = (arrange_tokens(t, combine) for t in (xc, rc, xu, ru))
             parts = (xc, rc, xu, ru)
             cond, uncond = (xc + rc, xu + ru) if shortcut else (rc, ru)
         else:
-            cond = _arrange_tokens(adapter.project(face), combine)
-            uncond = _arrange_tokens(adapter.project(zero), combine)
+            cond = arrange_tokens(adapter.project(face), combine)
+            uncond = arrange_tokens(adapter.project(zero), combine)
     return FacePromptEmbeds(cond, uncond, config.signature, config.description, encoder_name, adapter.fingerprint(),
                             shortcut=bool(shortcut and parts), parts=parts)

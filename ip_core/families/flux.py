@@ -30,13 +30,17 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .adapter import IPAdapter
-from .attention import AttentionFn, image_attention, multihead_attention, rms_heads
-from .config import AdapterConfig, _dims, _summary, check_layout
-from .encoder_table import IMAGE_EMBEDS, encoder_name_for
-from .errors import UnsupportedAdapterError
-from .layers import LayerSpec
-from .projection import build_projection
+from ..adapter import IPAdapter
+from ..attention import AttentionFn, image_attention, multihead_attention, rms_heads
+from ..config import AdapterConfig
+from ..encoder_table import IMAGE_EMBEDS, encoder_name_for
+from ..errors import UnsupportedAdapterError
+from ..layers import LayerSpec
+from ..projection import check_layout
+from ..state_dict import summarize, tensor_dims
+
+NAME = "flux"
+LABEL = "Flux"
 
 FLUX_CONTEXT_DIM = 4096  # T5-XXL width: what the projections make and K'/V' read
 FLUX_HIDDEN = 3072
@@ -75,10 +79,6 @@ class FluxAdapterConfig(AdapterConfig):
     @property
     def base_model_name(self) -> str:
         return "Flux"
-
-    @property
-    def adapter_class(self):
-        return FluxIPAdapter
 
     @property
     def hidden_size(self) -> int:
@@ -156,21 +156,21 @@ def detect_flux_config(sd: dict) -> Optional[FluxAdapterConfig]:
     variant = "flux-xlabs" if xlabs else "flux-instantx"
     name = FLUX_VARIANTS[variant][0]
     if xlabs:
-        out, encoder_width = _dims(proj, "image_proj", "proj.weight", 2, name)
+        out, encoder_width = tensor_dims(proj, "image_proj", "proj.weight", 2, name)
     else:
-        encoder_width = _dims(proj, "image_proj", "proj.0.weight", 2, name)[1]
-        out = _dims(proj, "image_proj", "proj.2.weight", 2, name)[0]
-    (context_dim,) = _dims(proj, "image_proj", "norm.weight", 1, name)
+        encoder_width = tensor_dims(proj, "image_proj", "proj.0.weight", 2, name)[1]
+        out = tensor_dims(proj, "image_proj", "proj.2.weight", 2, name)[0]
+    (context_dim,) = tensor_dims(proj, "image_proj", "norm.weight", 1, name)
     if out % context_dim:
         raise UnsupportedAdapterError(
             f"a {name} file whose projection makes {out} values, not a whole number of {context_dim}-wide tokens; "
-            f"the file is damaged: download it again. {_summary(sd)}")
+            f"the file is damaged: download it again. {summarize(sd)}")
     blocks = {}
     for key, t in ip.items():
         m = _FLUX_KEY.match(key)
         if not m:
             raise UnsupportedAdapterError(
-                f"unexpected key ip_adapter.{key} in a {name} file: {_summary(sd)}. The file mixes layouts or is a new "
+                f"unexpected key ip_adapter.{key} in a {name} file: {summarize(sd)}. The file mixes layouts or is a new "
                 "layout this version does not know; use the released file.")
         blocks.setdefault(int(m.group(1)), {})[f"{m.group(2)}.{m.group(3)}"] = tuple(t.shape)
     parts = {"to_k_ip.weight", "to_v_ip.weight"} | ({"to_k_ip.bias", "to_v_ip.bias"} if xlabs else set())
@@ -237,15 +237,9 @@ def flux_image_term(q: torch.Tensor, ip_k: torch.Tensor, ip_v: torch.Tensor, wei
 class FluxIPAdapter(IPAdapter):
     """Projection + K'/V' per Flux block; loading, projection, fingerprint and export are IPAdapter's."""
 
-    def __init__(self, config: FluxAdapterConfig, layers=None):
-        nn.Module.__init__(self)  # IPAdapter's K'/V' have no bias and SD layer numbers: built here instead
-        self.config = config
-        self.layers = config.layer_specs()
-        self.image_proj = build_projection(config)
-        self._fingerprint = None
-        self.lora_layers = None
-        self.ip_layers = nn.ModuleDict({str(s.key_number): FluxKV(config.context_dim, s.hidden_size, config.kv_bias)
-                                        for s in self.layers})
+    @staticmethod
+    def build_layer(config: FluxAdapterConfig, spec: LayerSpec) -> nn.Module:
+        return FluxKV(config.context_dim, spec.hidden_size, config.kv_bias)  # XLabs' K'/V' have a bias
 
     def layer_kv(self, layer_index: int, tokens: torch.Tensor):
         w = self.ip_layers[str(self.layers[layer_index].key_number)]
@@ -254,3 +248,11 @@ class FluxIPAdapter(IPAdapter):
             k = rms_heads(k, self.config.head_dim, eps=KEY_NORM_EPS)  # InstantX: no weight
         return k, v
 
+
+
+adapter_class = FluxIPAdapter
+detect = detect_flux_config
+
+
+def owns(config: AdapterConfig) -> bool:
+    return isinstance(config, FluxAdapterConfig)

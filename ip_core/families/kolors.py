@@ -1,4 +1,6 @@
-"""Kolors FaceID-Plus: its 4096-wide face tokens reach K'/V' through the Kolors UNet's encoder_hid_proj.
+"""Kwai Kolors (an SDXL-shaped UNet, CLIP ViT-L/14 at 336 px): its IP-Adapter-Plus (a 2048-wide Resampler over
+ViT-L/14 hidden states) and FaceID-Plus, whose 4096-wide face tokens reach K'/V' through the Kolors UNet's
+encoder_hid_proj.
 
 Kolors' UNet maps its ChatGLM text states (4096 wide) to the 2048-wide cross-attention context with a Linear
 layer of its own, encoder_hid_proj. The official FaceID-Plus pipeline (Kwai-Kolors/Kolors, ipadapter_FaceID)
@@ -15,9 +17,52 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .config import KOLORS_ENCODER, AdapterConfig
-from .encoder_table import encoder_file_for, encoder_spec, hidden_tokens
-from .errors import AdapterMismatchError, IPAdapterError
+from ..adapter import IPAdapter
+from ..config import KOLORS_ENCODER, KOLORS_RESAMPLER_DIM, AdapterConfig
+from ..encoder_table import PENULTIMATE, encoder_file_for, encoder_name_for, encoder_spec, hidden_tokens
+from ..errors import AdapterMismatchError, IPAdapterError, UnsupportedAdapterError
+from ..state_dict import summarize
+from .faceid import check_face_context, is_kolors_face_layout, read_face_projection
+from .sd import ProjectionLayout, ip_key_widths, is_resampler, read_plus, read_resampler_config, read_unet_adapter
+
+NAME = "kolors"
+LABEL = "Kolors"
+adapter_class = IPAdapter
+
+
+def kv_input_width(ip: dict, sd: dict) -> int:
+    """The width K'/V' read (to_k_ip's in-features): Kolors FaceID's tokens are wider, mapped by encoder_hid_proj."""
+    widths = ip_key_widths(ip)
+    if len(widths) != 1:
+        raise UnsupportedAdapterError(
+            f"the to_k_ip / to_v_ip weights read {sorted(widths) or 'no'} widths; a Kolors FaceID-Plus file has one "
+            f"(2048). The file is damaged or mixes two adapters: {summarize(sd)}"
+        )
+    return widths.pop()
+
+
+def _read_projection(proj: dict, ip: dict, lora: dict, sd: dict) -> Optional[ProjectionLayout]:
+    face = read_face_projection(proj, ip, lora, sd)
+    if face is not None and not is_kolors_face_layout(face):
+        return None  # an SD FaceID file (ip_core.families.faceid)
+    if face is not None:  # FaceID-Plus: tokens 4096 wide, K'/V' read the UNet's 2048-wide context
+        return check_face_context(dataclasses.replace(face, token_dim=face.context_dim, context_dim=kv_input_width(ip, sd)), sd)
+    if not is_resampler(proj):
+        return None
+    num_queries, dim, context_dim, encoder_width = read_plus(proj)
+    resampler = read_resampler_config(proj, "", dim, num_queries, encoder_width, context_dim)
+    # the widely used pack's rule: SDXL and a Resampler 2048 wide over ViT-L/14 (its 336 px sibling's widths)
+    if resampler.dim != KOLORS_RESAMPLER_DIM or encoder_name_for(PENULTIMATE, encoder_width) != "ViT-L/14":
+        return None
+    return ProjectionLayout("plus", context_dim, num_queries, encoder_width, resampler, kolors=True)
+
+
+def detect(sd: dict) -> Optional[AdapterConfig]:
+    return read_unet_adapter(sd, _read_projection)
+
+
+def owns(config: AdapterConfig) -> bool:
+    return config.kolors
 
 # The face crop the CLIP part sees: aligned at 336 px for Kolors' ViT-L/14-336 (224 px for the other FaceID-Plus).
 KOLORS_FACE_CROP = 336
