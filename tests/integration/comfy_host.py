@@ -152,6 +152,20 @@ def use_io_folders(out_dir: str) -> tuple:
     return in_dir, out_images
 
 
+def tiny_patcher():
+    """A real ModelPatcher around a module that only has model_sampling: enough for the Apply nodes of both packs
+    (they register attn2 patches and read sigmas), without building a UNet."""
+    import comfy.model_patcher
+    import comfy.model_sampling
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model_sampling = comfy.model_sampling.ModelSamplingDiscrete()
+
+    return comfy.model_patcher.ModelPatcher(Tiny(), load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
 def pack_module(name: str):
     """A module of the pack as ComfyUI imported it (e.g. "nodes.patch")."""
     for mod_name, mod in sys.modules.items():

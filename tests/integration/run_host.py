@@ -198,7 +198,7 @@ def windows(out_dir):
     emb = embeds_mod.build_image_prompt(adapter.adapter, feats, torch.zeros_like(feats), combine="batch")
     masks = torch.rand(frames_n, 24, 24, generator=g)
     weights = [0.1 * (i + 1) for i in range(frames_n)]
-    tiny = _tiny_patcher()
+    tiny = comfy_host.tiny_patcher()
     patched = host_nodes.NODE_CLASS_MAPPINGS["IPAApplyAdapter"]().apply(
         tiny, adapter, emb, 1.0, 0.0, 1.0, attn_mask=masks, frame_weights=weights)[0]
     patch = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 4, 0)]
@@ -223,7 +223,7 @@ def windows(out_dir):
 
     x = torch.randn(frames_n, 4, 8, 8, generator=g)
     sigmas = torch.tensor([5.0, 2.0, 0.0])
-    timestep = sigmas[:1].expand(frames_n)
+    timestep = sigmas[:1]  # one sigma for the batch (0.3.64's handler compares it with sample_sigmas)
     options = {"transformer_options": {"sample_sigmas": sigmas}}
     full = model_call(None, None, x, timestep, options)
     handler = cw.IndexListContextHandler(cw.get_matching_context_schedule(cw.ContextSchedules.STATIC_STANDARD),
@@ -235,20 +235,6 @@ def windows(out_dir):
     scale = float(torch.cat(full).abs().max())
     return {"host_has_core_windows": True, "windows": calls,
             "max_abs": max(float((a - b).abs().max()) for a, b in zip(windowed, full)), "scale": scale}
-
-
-def _tiny_patcher():
-    """A real ModelPatcher around a module with only model_sampling: enough for Apply (it registers attn2 patches
-    and reads sigmas) without a UNet."""
-    import comfy.model_patcher
-    import comfy.model_sampling
-
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model_sampling = comfy.model_sampling.ModelSamplingDiscrete()
-
-    return comfy.model_patcher.ModelPatcher(Tiny(), load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
 if __name__ == "__main__":
