@@ -38,26 +38,38 @@ def frame_sources(count: int, frames: int, what: str = "references") -> list:
     return [min(i, count - 1) for i in range(frames)]
 
 
+def frame_picks(count: int, full: Optional[int], idxs: Sequence[int], what: str = "references") -> list:
+    """Index of the value each frame of `idxs` uses, out of `count` values, the frames being of an animation of
+    `full` frames. full None: the animation's length is not known (a context window that does not say it): each
+    frame still picks by the rule (the last value repeated), only a surplus of values cannot be found."""
+    if full is not None:
+        sources = frame_sources(count, full, what)
+        return [sources[i] for i in idxs]
+    frame_sources(count, count, what)  # at least one value
+    return [min(int(i), count - 1) for i in idxs]
+
+
 def window_of(extra_options: Optional[dict], batch_per_chunk: int) -> tuple:
     """(full_length, frame indices) of the frames in this model call.
 
     Without a context window (no ad_params, or sub_idxs None): all batch_per_chunk frames. With one, the
     window's frames out of full_length; checked, since a window outside the batch would pick wrong frames.
+    full_length None (given as None): a window that does not say the animation's length; returned as None.
     """
     ad = (extra_options or {}).get("ad_params")
     subs = ad.get("sub_idxs") if isinstance(ad, dict) else None
     if subs is None:
         return batch_per_chunk, list(range(batch_per_chunk))
-    full = ad.get("full_length")
+    full = ad.get("full_length", 0)
     subs = [int(i) for i in subs]
-    if not isinstance(full, int) or full < 1:
+    if full is not None and (not isinstance(full, int) or full < 1):
         raise IPAdapterError(f"context window without a valid full_length ({full!r}); whatever splits the animation into windows must set it.")
     if len(subs) != batch_per_chunk:
         raise IPAdapterError(
             f"the context window names {len(subs)} frames but the model was called on {batch_per_chunk}; "
             "the context window's ad_params do not match the batch."
         )
-    bad = [i for i in subs if not 0 <= i < full]
+    bad = [i for i in subs if not 0 <= i < (full if full is not None else float("inf"))]
     if bad:
         raise IPAdapterError(
             f"the context window names frames {bad} outside the animation's {full} frames; check the context "

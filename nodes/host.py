@@ -2,7 +2,9 @@
 
 Host modules are imported lazily, inside functions: the package must import (for ComfyUI-Manager scans,
 for tests with a stand-in host) even where `comfy` is not importable. Each function names the host code it
-relies on (ComfyUI a125cd84, 2025-10).
+relies on (ComfyUI 0.3.64 a125cd84, 2025-10, and 0.33.0 783545f6, 2026-08); where the hosts differ, the
+function looks for the feature, never at a version number. host_symbols.HOST_SYMBOLS lists every host symbol
+and call convention the nodes rely on; a real-host test checks each entry on every tested host.
 """
 from __future__ import annotations
 
@@ -130,6 +132,46 @@ def attention_for(extra_options: dict):
     return attention
 
 
+def attention_keywords(kwargs: dict) -> dict:
+    """The keywords of a host attention call (what an optimized_attention_override receives) that an extra
+    attention call with other tensors keeps: the host's choices for this layer (attn_precision,
+    transformer_options, a per-layer backend choice such as preferred_attention, whatever else a host adds),
+    without those describing the call's own tensors (their layout, its mask)."""
+    return {k: v for k, v in kwargs.items() if k not in CALL_OWN_KEYWORDS}
+
+
+# Keywords about the call's own tensors (layout, mask, head count and grouping) or its own softmax scale: the
+# image term sets its own (its math is the adapter's: default scale, one K'/V' head per query head).
+CALL_OWN_KEYWORDS = ("heads", "mask", "skip_reshape", "skip_output_reshape", "enable_gqa", "scale")
+
+
+def frame_window_options(extra_options: dict) -> dict:
+    """extra_options with the context window this model call evaluates named as AnimateDiff-Evolved names it
+    (ad_params = {"full_length", "sub_idxs"}), which ip_core.frames reads.
+
+    AnimateDiff-Evolved's own ad_params win. Otherwise the host's core context windows (newer hosts,
+    comfy/context_windows.py IndexListContextHandler): transformer_options["context_window"] is an
+    IndexListContextWindow whose index_list are the frames of the call out of total_frames along `dim`, with
+    `causal_anchor_index` (causal_window_fix) prepended as the call's first frame (0.3.64's windows have neither
+    total_frames nor an anchor). Only windows over the batch
+    dimension (dim 0, image models' frames) name batch items; windows over a video latent's own frame axis
+    leave the batch alone.
+    """
+    ad = extra_options.get("ad_params")
+    if isinstance(ad, dict) and ad.get("sub_idxs") is not None:
+        return extra_options
+    window = extra_options.get("context_window")
+    if window is None or getattr(window, "dim", 0) != 0 or getattr(window, "index_list", None) is None:
+        return extra_options
+    idxs = [int(i) for i in window.index_list]
+    anchor = getattr(window, "causal_anchor_index", None)
+    if anchor is not None and anchor >= 0:
+        idxs = [int(anchor)] + idxs
+    # total_frames: newer hosts; older windows do not say the animation's length (None: frames still pick by the
+    # rule, a surplus of references cannot be found)
+    return {**extra_options, "ad_params": {"full_length": getattr(window, "total_frames", None), "sub_idxs": idxs}}
+
+
 def _host_attention_module():
     # The UNet that calls us has imported this module already: a sys.modules lookup, not an import per layer.
     return sys.modules.get("comfy.ldm.modules.attention")
@@ -145,7 +187,7 @@ def encode_pixels(clip_vision, pixel_values: torch.Tensor):
     """
     import comfy.model_management as mm
 
-    mm.load_model_gpu(clip_vision.patcher)
+    mm.load_models_gpu([clip_vision.patcher])  # load_model_gpu(p) is a wrapper of this, kept for old callers
     out = clip_vision.model(pixel_values=pixel_values.to(clip_vision.load_device).float(), intermediate_output=-2)
     device = mm.intermediate_device()
     embeds = out[2]
@@ -171,9 +213,25 @@ def clip_preprocess(images: torch.Tensor, size: int, crop: bool = True) -> torch
     """The host's own preprocessing, comfy/clip_vision.py clip_preprocess(image, size, crop): torch bicubic with
     antialias, centre crop (crop=True) or stretch, 8-bit rounding, CLIP mean/std. ComfyUI_IPAdapter_plus
     encodes with it; only Encode Image Prompt's legacy mode uses it (ours is ip_core.preprocess)."""
-    from comfy.clip_vision import clip_preprocess as host_clip_preprocess
+    return _host_clip_preprocess()(images, size=size, crop=crop).float()
 
-    return host_clip_preprocess(images, size=size, crop=crop).float()
+
+def _host_clip_preprocess():
+    """comfy.clip_model.clip_preprocess where the host has it there (newer hosts: comfy.clip_vision keeps an
+    alias marked for removal), else comfy.clip_vision's (older hosts)."""
+    import importlib
+
+    for module in CLIP_PREPROCESS_MODULES:
+        try:
+            found = getattr(importlib.import_module(module), "clip_preprocess", None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    raise ImportError(f"the host has no clip_preprocess in {' or '.join(CLIP_PREPROCESS_MODULES)}")
+
+
+CLIP_PREPROCESS_MODULES = ("comfy.clip_model", "comfy.clip_vision")  # where it lives now, where it lived
 
 
 def can_encode_pixels(clip_vision) -> bool:

@@ -16,6 +16,7 @@ immutable after creation and shared between copies (their K'/V' caches too), so 
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Optional
 
 import torch
@@ -36,15 +37,18 @@ class SigmaWindow:
     transformer_options["sigmas"] = timestep). Reading it costs a device->host sync, so the answer is kept
     for that tensor object and the other layers of the call reuse it: at most one sync per UNet call per
     Apply node, and none at all when the window is the whole schedule (the default).
+
+    One window is shared by every copy of the model options, also by the clones the host samples with in
+    threads, one per device (comfy/multigpu.py MultiGPUThreadPool): the kept answer is per thread.
     """
 
     def __init__(self, sigma_start: float, sigma_end: float, whole_schedule: bool):
         self.sigma_start = float(sigma_start)
         self.sigma_end = float(sigma_end)
         self.whole_schedule = whole_schedule
-        self._last = None  # the last sigmas tensor seen (strong ref: its id cannot be reused meanwhile)
-        self._last_version = None
-        self._last_active = True
+        # per thread: (the last sigmas tensor seen (strong ref: its id cannot be reused meanwhile), its version,
+        # the answer)
+        self._kept = threading.local()
         self.syncs = 0  # how often the sigma was read from the device (tests check it stays per call)
 
     def active(self, extra_options: dict) -> bool:
@@ -55,13 +59,14 @@ class SigmaWindow:
             return True  # called outside a sampler: behave as the full window
         # Inference tensors (the host's executor samples under torch.inference_mode) have no version counter.
         version = None if sigmas.is_inference() else sigmas._version
-        if sigmas is self._last and version == self._last_version:
-            return self._last_active
+        kept = getattr(self._kept, "last", None)
+        if kept is not None and kept[0] is sigmas and kept[1] == version:
+            return kept[2]
         sigma = float(sigmas.detach().reshape(-1)[0])
         self.syncs += 1
-        self._last, self._last_version = sigmas, version
-        self._last_active = self.sigma_end <= sigma <= self.sigma_start
-        return self._last_active
+        active = self.sigma_end <= sigma <= self.sigma_start
+        self._kept.last = (sigmas, version, active)
+        return active
 
     def __deepcopy__(self, memo):
         return self
@@ -159,11 +164,14 @@ class AdapterBranch:
 
     def _window(self, per_chunk: int, extra_options):
         """(full_length, frame indices) of this call; arrangements of other per-frame windows are dropped."""
-        full, idxs = frame_rules.window_of(extra_options, per_chunk)
+        full, idxs = frame_rules.window_of(host.frame_window_options(extra_options or {}), per_chunk)
         held = (full, tuple(idxs))
         if held != self._frames_held:
-            self._arranged = {k: v for k, v in self._arranged.items() if k[-1] is None}
-            self._masks = {k: v for k, v in self._masks.items() if k[-1] is None}
+            # list(...) snapshots the cache in one step: a thread sampling another device (one model clone per
+            # device) may add to it meanwhile. Entries are keyed by their frames, so a thread never reads another
+            # window's; a window another thread dropped is only computed again.
+            self._arranged = {k: v for k, v in list(self._arranged.items()) if k[-1] is None}
+            self._masks = {k: v for k, v in list(self._masks.items()) if k[-1] is None}
             self._frames_held = held
         return full, idxs
 
@@ -186,8 +194,8 @@ class AdapterBranch:
         frames = None
         if self.per_item and batch % len(chunks) == 0:
             full, idxs = self._window(batch // len(chunks), extra_options)
-            sources = frame_rules.frame_sources(self.references, full, f"references of {self.label}")
-            frames = tuple(self._row[sources[i]] for i in idxs)
+            sources = frame_rules.frame_picks(self.references, full, idxs, f"references of {self.label}")
+            frames = tuple(self._row[s] for s in sources)
         ck = (table, device, dtype, chunks, batch, frames)
         hit = self._arranged.get(ck)
         if hit is not None:
@@ -232,11 +240,10 @@ class AdapterBranch:
         if frames is not None:
             full, idxs = frames
             if m.shape[0] > 1:
-                sources = frame_rules.frame_sources(m.shape[0], full, f"attn_mask masks of {self.label}")
-                m = m[[sources[i] for i in idxs]]
+                m = m[frame_rules.frame_picks(m.shape[0], full, idxs, f"attn_mask masks of {self.label}")]
             if self.frame_weights is not None:
-                sources = frame_rules.frame_sources(len(self.frame_weights), full, f"frame_weights of {self.label}")
-                m = m * self.frame_weights[[sources[i] for i in idxs]].reshape(-1, 1, 1)
+                picks = frame_rules.frame_picks(len(self.frame_weights), full, idxs, f"frame_weights of {self.label}")
+                m = m * self.frame_weights[picks].reshape(-1, 1, 1)
         m = m.expand(per_chunk, -1, -1).repeat(len(chunks), 1, 1)
         m = m.to(device=device, dtype=dtype)
         self._masks[key] = m

@@ -95,7 +95,7 @@ class FluxBlockPatch(BlockPatch):
                 latent_start = (options.get(LATENT_KEY) or (0, 0, 0))[2]
             q_img = q[:, :, rows]
             batch = q.shape[0]
-            attention = as_core_attention(func)
+            attention = as_core_attention(func, kw)
             cloned = False
             for branch, placement in active:
                 k, v = branch.kv(layer_key, options.get("cond_or_uncond"), batch, q.device, q.dtype, options)
@@ -135,10 +135,14 @@ def _mask(branch, options, rows: int, latent_start: int, batch, device, dtype):
     return full
 
 
-def as_core_attention(func):
-    """The host's attention function the override received, as ip_core's [B, L, H*D] attention."""
+def as_core_attention(func, host_keywords: dict | None = None):
+    """The host's attention function the override received, as ip_core's [B, L, H*D] attention, called with the
+    keywords the host gave this layer's call (host.attention_keywords: precision, transformer_options, a
+    per-layer backend choice) so the image term runs as the layer's own attention does."""
+    keywords = host.attention_keywords(host_keywords or {})
+
     def attention(q, k, v, heads, mask=None):
-        return func(q, k, v, heads, mask=mask)
+        return func(q, k, v, heads, mask=mask, **keywords)
     return attention
 
 

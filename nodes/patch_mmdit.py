@@ -149,7 +149,7 @@ class SD3BlockPatch(BlockPatch):
             q, k, v = (t.reshape(t.shape[0], t.shape[1], -1) for t in a[:3])
             heads = kw["heads"] if "heads" in kw else a[3]
             rows = slice(txt, q.shape[1])  # the image stream: after the context in the joint sequence
-            attention = as_core_attention(func)
+            attention = as_core_attention(func, kw)
             norms = self._host_norms(q.device, q.dtype)
             out = out.clone()  # the host's tensor is not ours to change in place
             for branch in active:

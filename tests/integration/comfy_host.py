@@ -153,6 +153,20 @@ def use_io_folders(out_dir: str) -> tuple:
     return in_dir, out_images
 
 
+def tiny_patcher():
+    """A real ModelPatcher around a module that only has model_sampling: enough for the Apply nodes of both packs
+    (they register attn2 patches and read sigmas), without building a UNet."""
+    import comfy.model_patcher
+    import comfy.model_sampling
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model_sampling = comfy.model_sampling.ModelSamplingDiscrete()
+
+    return comfy.model_patcher.ModelPatcher(Tiny(), load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
 def pack_module(name: str):
     """A module of the pack as ComfyUI imported it (e.g. "nodes.patch")."""
     for mod_name, mod in sys.modules.items():
@@ -297,6 +311,23 @@ SMALL_FLUX = {"image_model": "flux", "in_channels": 16, "patch_size": 2, "out_ch
               "depth_single_blocks": 2, "axes_dim": [4, 6, 6], "theta": 10000, "qkv_bias": True, "guidance_embed": False}
 
 
+# FluxParams fields that newer hosts require (no default) and older ones do not know, with the value the host's
+# own file detection gives FLUX.1 (comfy/model_detection.py): added only where the host's FluxParams has the field.
+FLUX_FIELDS_BY_HOST = {"txt_ids_dims": []}  # text tokens get no position ids (FLUX.1's RoPE)
+
+
+def flux_config(base: dict | None = None, **overrides) -> dict:
+    """SMALL_FLUX (or `base`) with `overrides`, completed with the fields this host's FluxParams requires."""
+    import dataclasses
+
+    import comfy.ldm.flux.model
+
+    config = dict(base or SMALL_FLUX, **overrides)
+    known = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    config.update({k: v for k, v in FLUX_FIELDS_BY_HOST.items() if k in known and k not in config})
+    return config
+
+
 def small_flux_diffusers(seed: int = 1, depth: int = 2, depth_single: int = 2):
     """A random diffusers FluxTransformer2DModel with SMALL_FLUX's shape (the reference for exactness)."""
     from diffusers import FluxTransformer2DModel
@@ -319,7 +350,7 @@ def host_flux(diffusers_sd: dict, unet_config: dict | None = None):
     import comfy.model_patcher
     import comfy.supported_models
 
-    config = comfy.supported_models.Flux(dict(unet_config or SMALL_FLUX))
+    config = comfy.supported_models.Flux(flux_config(unet_config))
     config.set_inference_dtype(torch.float32, None)
     model = config.get_model({})
     # the converter writes some converted tensors into its input's storage: give it copies
@@ -438,7 +469,7 @@ def validate_and_execute(prompt: dict, name: str, out_images: str, executor=None
     valid = asyncio.run(execution.validate_prompt(name, prompt, None))
     result = {"valid": bool(valid[0]), "validation_error": valid[1], "node_errors": valid[3]}
     if valid[0] and execute:
-        executor = executor or execution.PromptExecutor(SilentServer())
+        executor = executor or prompt_executor()
         t0 = time.time()
         executor.execute(prompt, name, {}, valid[2])
         errors = [m for m in executor.status_messages if m[0] == "execution_error"]
@@ -496,6 +527,20 @@ def execute_example_workflow(host_nodes, file_name: str, swap: dict, latent_node
     result.update(finite=decoded == [True], block_calls=len(calls), image_terms=sum(c for c, _ in calls),
                   batch_sizes=sorted({b for _, b in calls}))
     return result
+
+
+def prompt_executor():
+    """ComfyUI's PromptExecutor reporting to a SilentServer, with the classic cache (outputs dropped as soon as
+    possible). Newer hosts read cache limits from `cache_args` at every execute (main.py fills them from its
+    command line; these are its values under --cache-classic): given where the constructor takes them."""
+    import inspect
+
+    import execution
+
+    kwargs = {}
+    if "cache_args" in inspect.signature(execution.PromptExecutor).parameters:
+        kwargs["cache_args"] = {"lru": 0, "ram": 0, "ram_inactive": 0}
+    return execution.PromptExecutor(SilentServer(), **kwargs)
 
 
 class SilentServer:

@@ -1,21 +1,53 @@
-"""The real-host tests' one policy: without COMFYUI_PATH they are skipped, except in CI (CI=true), where a
-missing host is a failure (scenario.run_scenario fails): .ci/run extracts the host and sets COMFYUI_PATH."""
+"""The real-host tests' one policy: each test runs once per host in COMFYUI_PATHS (folders of ComfyUI checkouts,
+joined by os.pathsep) or COMFYUI_PATH (one), the host's version in the test id (`[comfyui-0.33.0]`). Without a
+host they are skipped, except in CI (CI=true), where a missing host is a failure (scenario.run_scenario fails):
+.ci/run extracts the hosts and sets COMFYUI_PATHS. The other test folders run once, without a host."""
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
-COMFY = os.environ.get("COMFYUI_PATH")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 sys.path.insert(0, str(HERE))  # the test files import scenario.py
 
+import scenario  # noqa: E402
+
+HOSTS = scenario.hosts()
+
+
+def host_id(path) -> str:
+    """comfyui-<version> from the host's own comfyui_version.py, else the folder's name."""
+    if path is None:
+        return "no-host"
+    version = Path(path) / "comfyui_version.py"
+    found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", version.read_text()) if version.is_file() else None
+    return f"comfyui-{found.group(1)}" if found else Path(path).name
+
+
+def pytest_generate_tests(metafunc):
+    if "comfyui" in metafunc.fixturenames:
+        params = HOSTS or [None]
+        ids = [host_id(p) for p in params]
+        if len(set(ids)) < len(ids):
+            ids = [f"{i}-{n}" for n, i in enumerate(ids)]
+        metafunc.parametrize("comfyui", params, ids=ids, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def comfyui(request):
+    """The host every scenario of this test runs in (module-scoped results depend on it, so they are made again
+    for each host)."""
+    scenario.use_host(request.param)
+    return request.param
+
 
 def pytest_collection_modifyitems(config, items):
-    skip = pytest.mark.skip(reason="set COMFYUI_PATH to a ComfyUI checkout to run the real-host tests")
+    skip = pytest.mark.skip(reason="set COMFYUI_PATH (or COMFYUI_PATHS) to ComfyUI checkouts to run the real-host tests")
     for item in items:
         if Path(str(item.fspath)).resolve().parent == HERE:
             item.add_marker(pytest.mark.integration)
-            if not COMFY and not IN_CI:
+            if not HOSTS and not IN_CI:
                 item.add_marker(skip)

@@ -30,20 +30,6 @@ def _pack_module(path_suffix: str):
     raise KeyError(path_suffix)
 
 
-def _tiny_patcher():
-    """A real ModelPatcher around a module that only has model_sampling: enough for both packs' apply
-    steps (they register attn2 patches and read sigmas), without building a UNet."""
-    import comfy.model_patcher
-    import comfy.model_sampling
-
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model_sampling = comfy.model_sampling.ModelSamplingDiscrete()
-
-    return comfy.model_patcher.ModelPatcher(Tiny(), load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
-
-
 def parity(out_dir, sections=("tiles", "enhance", "weights", "windows")):
     host_nodes = comfy_host.boot(COMFY)
     adapters = os.path.join(out_dir, "ipadapter")
@@ -71,7 +57,7 @@ def parity(out_dir, sections=("tiles", "enhance", "weights", "windows")):
         image = torch.rand(2, *hw, 3, generator=g)
         for mask in (None, torch.rand(1, 33, 47, generator=g)):
             model, ref_tiles, ref_masks = ref_nodes["IPAdapterTiled"]().apply_tiled(
-                _tiny_patcher(), ref_adapter, image, 1.0, "linear", 0.0, 1.0, 0.0, clip_vision=cv, attn_mask=mask)
+                comfy_host.tiny_patcher(), ref_adapter, image, 1.0, "linear", 0.0, 1.0, 0.0, clip_vision=cv, attn_mask=mask)
             lay = tiles.tile_layout(*hw)
             got_tiles = tiles.tile_images(image, lay)
             got_masks = tiles.tile_masks(lay, mask)
@@ -156,11 +142,11 @@ def _windows(ref, ref_adapter, adapter, ours, g):
     feats = torch.randn(refs, 1024, generator=g) * 3
     fw = [0.1 * (i + 1) for i in range(10)]  # 10 weights for 12 frames: the last is repeated
     masks = torch.rand(full, 24, 24, generator=g)
-    theirs = ref.ipadapter_execute(_tiny_patcher().clone(), ref_adapter, None, pos_embed=feats, weight=fw,
+    theirs = ref.ipadapter_execute(comfy_host.tiny_patcher().clone(), ref_adapter, None, pos_embed=feats, weight=fw,
                                    unfold_batch=True, attn_mask=masks)[0]
     build_image_prompt = comfy_host.pack_module("ip_core.embeds").build_image_prompt  # the host's copy of our classes
     emb = build_image_prompt(adapter.adapter, feats, torch.zeros_like(feats), combine="batch")
-    mine = ours["IPAApplyAdapter"]().apply(_tiny_patcher(), adapter, emb, 1.0, 0.0, 1.0, attn_mask=masks, frame_weights=fw)[0]
+    mine = ours["IPAApplyAdapter"]().apply(comfy_host.tiny_patcher(), adapter, emb, 1.0, 0.0, 1.0, attn_mask=masks, frame_weights=fw)[0]
     their_patch = theirs.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 4)]
     my_patch = mine.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 4, 0)]
     windows = [list(range(0, 6)), list(range(4, 10)), list(range(6, 12)), [10, 11, 0, 1, 2, 3]]

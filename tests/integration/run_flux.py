@@ -200,7 +200,7 @@ def _real_width_flux_sd(seed=0):
     import comfy.ldm.flux.model
     import comfy.ops
 
-    config = dict(SMALL, context_in_dim=4096, hidden_size=3072, num_heads=24, vec_in_dim=768, depth=1,
+    config = comfy_host.flux_config(SMALL, context_in_dim=4096, hidden_size=3072, num_heads=24, vec_in_dim=768, depth=1,
                   depth_single_blocks=0, axes_dim=[16, 56, 56], guidance_embed=True)
     config.pop("image_model")
     with torch.device("meta"):

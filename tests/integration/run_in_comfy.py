@@ -288,7 +288,6 @@ def workflows(out_dir):
     from workflow_api import ui_to_api
 
     host_nodes, classes, adapters = _setup(out_dir)
-    import execution  # ComfyUI's, importable once the host is booted
     import folder_paths
     sd15_adapter = _save_random_adapter(os.path.join(adapters, "ip-adapter_sd15.safetensors"))
     Path(adapters, "ip-adapter_sdxl.safetensors").write_bytes(b"")  # listed for validation only; never loaded
@@ -322,7 +321,7 @@ def workflows(out_dir):
         return host_nodes.NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
 
     results = {}
-    executor = execution.PromptExecutor(comfy_host.SilentServer())
+    executor = comfy_host.prompt_executor()
     for path in sorted((comfy_host.REPO / "example_workflows").glob("*.json")):
         if comfy_host.executed_elsewhere(path.stem):
             continue  # other models than SD1.5's: comfy_host.EXECUTED_ELSEWHERE names the scenario that runs it

@@ -169,12 +169,11 @@ def convert_all(out_dir):
     """Each pack node's workflow converted and validated (UI and API); one workflow chaining every node that
     converts, executed once (one sampling run on the CPU is what the suite can afford)."""
     host_nodes, adapters, _, pack_module = _boot(out_dir)  # first: ComfyUI owns the module name `nodes`
-    import execution
     from pack_workflows import api_of, chained_workflow, migrate, pack_workflow, table
 
     convert = migrate.convert
     _harness(out_dir, host_nodes, pack_module, adapters)
-    executor = execution.PromptExecutor(comfy_host.SilentServer())
+    executor = comfy_host.prompt_executor()
     results = {}
     for node_type in table.PACK:
         wf = pack_workflow(node_type)
@@ -198,11 +197,10 @@ def convert_all(out_dir):
 def parity(out_dir):
     """The pack's run of its workflow vs ours converted with --legacy: final latents (64x64, 2 steps)."""
     host_nodes, adapters, _, pack_module = _boot(out_dir)
-    import execution
     from pack_workflows import migrate, pack_workflow
 
     captured = _harness(out_dir, host_nodes, pack_module, adapters)
-    executor = execution.PromptExecutor(comfy_host.SilentServer())
+    executor = comfy_host.prompt_executor()
     cases = {
         "IPAdapter (Unified Loader, base)": pack_workflow("IPAdapter", {"weight": 0.8}),
         "IPAdapterAdvanced (plus, end_at 0.6)": pack_workflow("IPAdapterAdvanced", {"weight": 1.2, "end_at": 0.6}),

@@ -12,14 +12,27 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-COMFY = os.environ.get("COMFYUI_PATH")
+_current = {"host": None}
+
+
+def hosts() -> list:
+    """The hosts to test: COMFYUI_PATHS (folders joined by os.pathsep), else COMFYUI_PATH."""
+    many = [p for p in os.environ.get("COMFYUI_PATHS", "").split(os.pathsep) if p]
+    return many or [p for p in [os.environ.get("COMFYUI_PATH")] if p]
+
+
+def use_host(path) -> None:
+    """Scenarios run from now on run in the host at `path` (conftest's comfyui fixture sets it per test)."""
+    _current["host"] = path
 
 
 def run_scenario(script: str, args, out_dir, timeout: int = 3600, env: dict | None = None) -> list:
-    """Run `python tests/integration/<script> ARGS... OUT_DIR` against the host; the payloads of its RESULT lines."""
-    if not COMFY or not (Path(COMFY) / "comfy").is_dir():
-        pytest.fail(f"the real-host tests need a ComfyUI checkout: COMFYUI_PATH={COMFY!r} (.ci/run extracts one)")
-    env = {**os.environ, "COMFYUI_PATH": COMFY, **(env or {})}
+    """Run `python tests/integration/<script> ARGS... OUT_DIR` against the current host; the payloads of its RESULT
+    lines."""
+    comfy = _current["host"]
+    if not comfy or not (Path(comfy) / "comfy").is_dir():
+        pytest.fail(f"the real-host tests need a ComfyUI checkout: COMFYUI_PATH(S)={comfy!r} (.ci/run extracts them)")
+    env = {**os.environ, "COMFYUI_PATH": comfy, **(env or {})}
     proc = subprocess.run([sys.executable, str(HERE / script), *args, str(out_dir)], capture_output=True, text=True,
                           timeout=timeout, cwd=str(HERE.parents[1]), env=env)
     results = [line[len("RESULT "):] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

@@ -10,7 +10,7 @@ SCRIPT = "run_animation.py"
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
+def result(tmp_path_factory, comfyui):  # made again for each host
     return last_result(SCRIPT, ["parity"], tmp_path_factory.mktemp("animation"))
 
 

@@ -29,7 +29,7 @@ def _run(scenarios, out_dir):
 
 
 @pytest.fixture(scope="module")
-def sd15(tmp_path_factory):
+def sd15(tmp_path_factory, comfyui):  # made again for each host
     return _run(SD15_SCENARIOS, tmp_path_factory.mktemp("comfy_sd15"))
 
 

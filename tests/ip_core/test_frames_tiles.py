@@ -36,6 +36,20 @@ def test_context_windows_are_checked():
         frames.window_of({"ad_params": {"sub_idxs": [0, 1, 2], "full_length": 16}}, 4)
 
 
+
+def test_a_window_that_does_not_say_the_length_still_picks_each_frames_value():
+    """full_length None (a host's context window without the animation's length): each frame picks its value by
+    the rule (the last one repeated); only a surplus of values cannot be found."""
+    assert frames.window_of({"ad_params": {"sub_idxs": [6, 7, 8], "full_length": None}}, 3) == (None, [6, 7, 8])
+    assert frames.frame_picks(4, None, [2, 3, 9]) == [2, 3, 3]
+    assert frames.frame_picks(4, 12, [2, 3, 9]) == [2, 3, 3]
+    with pytest.raises(IPAdapterError, match="outside"):
+        frames.window_of({"ad_params": {"sub_idxs": [-1, 0], "full_length": None}}, 2)
+    with pytest.raises(IPAdapterError, match="no references"):
+        frames.frame_picks(0, None, [0])
+    with pytest.raises(IPAdapterError, match="5 given for 4 frames"):
+        frames.frame_picks(5, 4, [0])
+
 def test_schedules_by_hand():
     s = frames.frame_schedule("0, 1", "linear", frames=5)
     assert s.weights == [0.0, 0.25, 0.5, 0.75, 1.0] and s.weights_invert == s.weights[::-1] and s.total_frames == 5

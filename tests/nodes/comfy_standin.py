@@ -237,12 +237,14 @@ def make_model(kind: str = "sd15", seed: int = 0) -> ModelPatcher:
 
 
 # ---------------------------------------------------------------- comfy/samplers.py
-def run_model(patcher: ModelPatcher, x, sigma: float, cond, uncond=None, cond_or_uncond=(0, 1), ad_params=None):
+def run_model(patcher: ModelPatcher, x, sigma: float, cond, uncond=None, cond_or_uncond=(0, 1), ad_params=None,
+              context_window=None):
     """One model call as samplers._calc_cond_batch makes it (lines 296-331): chunks concatenated in
     cond_or_uncond order, transformer_options copied from model_options, cond_or_uncond and
     sigmas = the (per-latent) sigma tensor added, the same dict passed to every layer.
     ad_params: what AnimateDiff-Evolved's context windows add to transformer_options for one window
-    ({"full_length", "sub_idxs", ...}); see run_context_windows."""
+    ({"full_length", "sub_idxs", ...}); see run_context_windows. context_window: the host's core context
+    window of this call (a ContextWindow); see run_core_context_windows."""
     chunks = {0: cond, 1: uncond}
     xs = torch.cat([x] * len(cond_or_uncond))
     ctx = torch.cat([chunks[c] for c in cond_or_uncond])
@@ -250,6 +252,8 @@ def run_model(patcher: ModelPatcher, x, sigma: float, cond, uncond=None, cond_or
     transformer_options = dict(patcher.model_options["transformer_options"])
     if ad_params is not None:
         transformer_options["ad_params"] = dict(ad_params)
+    if context_window is not None:
+        transformer_options["context_window"] = context_window
     transformer_options["cond_or_uncond"] = list(cond_or_uncond)
     transformer_options["uuids"] = [None] * len(cond_or_uncond)
     transformer_options["sigmas"] = timestep
@@ -279,6 +283,44 @@ def run_context_windows(patcher: ModelPatcher, x, sigma: float, cond, uncond, le
         out = run_model(patcher, x[sub], sigma, cond[sub], uncond[sub],
                         ad_params={"full_length": frames, "sub_idxs": idxs, "context_length": length})
         rows = torch.cat([sub, sub + frames])  # cond chunk then uncond chunk
+        total[rows] += out
+        count[rows] += 1
+    return total / count, windows
+
+
+class ContextWindow:
+    """comfy/context_windows.py IndexListContextWindow (newer hosts), the attributes a model call can read:
+    index_list (the window's frames), total_frames, dim (the axis of frames: 0 = the batch), and
+    causal_anchor_index, set by the handler's causal_window_fix (a frame before the window, prepended)."""
+
+    def __init__(self, index_list, total_frames=None, dim: int = 0):
+        self.index_list, self.dim = list(index_list), dim
+        if total_frames is not None:  # older hosts' windows (0.3.64) have no total_frames
+            self.total_frames = total_frames
+
+
+def run_core_context_windows(patcher: ModelPatcher, x, sigma: float, cond, uncond, length: int, overlap: int,
+                             causal_window_fix: bool = True, says_total: bool = True):
+    """The host's core context windows (IndexListContextHandler.evaluate_context_windows over dim 0): for each
+    window, with causal_window_fix the frame before it (if any) is prepended as an anchor, the model is called
+    on those frames with transformer_options["context_window"] = the window, the anchor's output is dropped;
+    overlapping frames averaged. says_total False: older hosts' windows (no total_frames, no anchor). Returns
+    (result [2F, ...], the windows' frames)."""
+    frames = x.shape[0]
+    windows = context_windows(frames, length, overlap)
+    total = torch.zeros(2 * frames, *x.shape[1:])
+    count = torch.zeros(2 * frames, 1, 1, 1)
+    for idxs in windows:
+        window = ContextWindow(idxs, frames if says_total else None)
+        called = list(idxs)
+        if causal_window_fix and idxs[0] > 0:
+            window.causal_anchor_index = idxs[0] - 1
+            called = [idxs[0] - 1] + called
+        sub = torch.tensor(called)
+        out = run_model(patcher, x[sub], sigma, cond[sub], uncond[sub], context_window=window)
+        n = len(called)
+        out = torch.cat([out[n - len(idxs):n], out[2 * n - len(idxs):]])  # the anchor's rows dropped
+        rows = torch.cat([torch.tensor(idxs), torch.tensor(idxs) + frames])  # cond chunk then uncond chunk
         total[rows] += out
         count[rows] += 1
     return total / count, windows
@@ -403,7 +445,7 @@ def make_host_modules(models_dir: str) -> dict:
             raise InterruptProcessingException()
 
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
-    mm.load_model_gpu = lambda patcher: mm.loaded.append(patcher)
+    mm.load_models_gpu = lambda patchers, **kw: mm.loaded.extend(patchers)
     mm.intermediate_device = lambda: torch.device("cpu")
     ldm = types.ModuleType("comfy.ldm")
     ldm.__path__ = []

@@ -86,6 +86,49 @@ def test_context_windows_pick_their_frames(host, base):
     assert not torch.allclose(full, run_model(model, x, 5.0, c, u), atol=1e-3)
 
 
+@pytest.mark.parametrize("causal_window_fix,says_total", [(True, True), (False, True), (False, False)],
+                         ids=["anchor frame", "no anchor", "older host: no total_frames"])
+def test_core_context_windows_pick_their_frames(host, base, causal_window_fix, says_total):
+    """The host's own context windows (transformer_options["context_window"]: frames index_list of total_frames,
+    with causal_window_fix the frame before the window prepended) give each frame its reference, weight and
+    mask, as AnimateDiff's ad_params do: windows of 4 overlapping by 2 over 8 frames equal one call on all 8.
+    Older hosts' windows do not say total_frames: frames still pick theirs."""
+    model = make_model("sd15")
+    feats = _features(6, seed=3)
+    mask = torch.rand(F, 16, 16, generator=torch.Generator().manual_seed(6))
+    fw = [0.2 * i for i in range(F)]
+    patched = _apply(model, base, _embeds(base, feats), attn_mask=mask, frame_weights=fw)
+    x, c, u = _latents(F, seed=2)
+    full = run_model(patched, x, 5.0, c, u)
+    windowed, windows = comfy_standin.run_core_context_windows(patched, x, 5.0, c, u, length=4, overlap=2,
+                                                              causal_window_fix=causal_window_fix, says_total=says_total)
+    assert windows == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7]]
+    assert torch.allclose(windowed, full, atol=1e-5)
+    (branch,) = _branches(patched)
+    # the last window's frames (and its anchor, frame 3) -> references 3 (or none), 4, 5, 5, 5
+    assert {k[-1] for k in branch._arranged} == {(3, 4, 5, 5, 5) if causal_window_fix else (4, 5, 5, 5)}
+    if not says_total:
+        return
+    # AnimateDiff-Evolved's ad_params, when a call has both, name the frames
+    last = [6, 7]
+    ad = run_model(patched, x[last], 5.0, c[last], u[last], ad_params={"full_length": F, "sub_idxs": last},
+                   context_window=comfy_standin.ContextWindow([0, 1], F))
+    assert torch.allclose(ad, full[[6, 7, 14, 15]], atol=1e-5)
+    # a window over another axis (a video latent's frames, dim 2) names no batch items: the call is the batch
+    two = _apply(model, base, _embeds(base, feats[:2]), frame_weights=[0.5, 1.5])
+    other = run_model(two, x[:2], 5.0, c[:2], u[:2], context_window=comfy_standin.ContextWindow([4, 5], F, dim=2))
+    assert torch.equal(other, run_model(two, x[:2], 5.0, c[:2], u[:2]))
+
+
+def test_core_context_window_errors_are_clear(host, base):
+    patched = _apply(make_model("sd15"), base, _embeds(base, _features(2)))
+    x, c, u = _latents(2)
+    with pytest.raises(IPAdapterError, match=r"frames \[8\] outside the animation's 8 frames"):
+        run_model(patched, x, 5.0, c, u, context_window=comfy_standin.ContextWindow([7, 8], 8))
+    with pytest.raises(IPAdapterError, match="names 3 frames but the model was called on 2"):
+        run_model(patched, x, 5.0, c, u, context_window=comfy_standin.ContextWindow([4, 5, 6], 8))
+
+
 def test_frame_errors_are_clear(host, base):
     model = make_model("sd15")
     x, c, u = _latents(2)

@@ -1,4 +1,7 @@
 """The attn2 patch object and per-layer weights, called directly the way BasicTransformerBlock calls them."""
+import sys
+import threading
+
 import pytest
 import torch
 
@@ -86,6 +89,71 @@ def test_sigma_window_is_read_once_per_sigmas_tensor(host, adapter):
     assert not w.active({"sigmas": torch.tensor([20.0])}) and w.syncs == 2
     assert not w.active({"sigmas": torch.tensor([0.5])})
     assert w.active({})  # outside a sampler: full window
+
+
+def _in_two_threads(step_a, step_b, switches: int = 20, cap: int = 200_000):
+    """step_a and step_b called over and over in two threads until the threads have taken turns `switches`
+    times (the host's multi-GPU sampling: one model clone per device, each in its thread, sharing our patch
+    objects); the interpreter is told to switch threads as often as it can."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    barrier, failures, turns, last = threading.Barrier(2), [], [0], [None]
+
+    def run(name, step):
+        barrier.wait()
+        try:
+            for _ in range(cap):
+                if turns[0] >= switches:
+                    return
+                step()
+                if last[0] != name:
+                    last[0], turns[0] = name, turns[0] + 1
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            failures.append(repr(e))
+
+    threads = [threading.Thread(target=run, args=(n, s)) for n, s in (("a", step_a), ("b", step_b))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == [] and turns[0] >= switches, (failures, turns)
+
+
+def test_sigma_window_keeps_its_answer_per_thread(host, adapter):
+    w = SigmaWindow(sigma_start=10.0, sigma_end=1.0, whole_schedule=False)
+    inside, outside = torch.tensor([5.0]), torch.tensor([20.0])  # each device's sigmas tensor of one step
+    answers = {True: set(), False: set()}
+
+    def sample(sigmas, expect):
+        return lambda: answers[expect].add(w.active({"sigmas": sigmas}))
+
+    _in_two_threads(sample(inside, True), sample(outside, False))
+    assert answers == {True: {True}, False: {False}}
+    assert w.syncs == 2  # one read per thread's tensor: the other thread's calls do not discard it
+
+
+def test_per_frame_branch_serves_two_threads_with_different_windows(host, adapter):
+    feats = torch.randn(4, 1024, generator=torch.Generator().manual_seed(3)) * 3
+    emb = build_image_prompt(adapter, feats, torch.zeros_like(feats))
+    mask = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(4))
+    branch = AdapterBranch(adapter, emb, [1.0] * 16, SigmaWindow(0, 0, True), mask, frame_weights=[0.5, 1, 1.5, 2])
+    patch = IPAttentionPatch(("input", 1, 0), (branch,))
+    q, k, v = _qkv(batch=4, tokens=8 * 8)
+    windows = ([0, 1], [2, 3])
+    opts = [dict(_opts((0, 1), (4, 4, 8, 8)), ad_params={"full_length": 4, "sub_idxs": w}) for w in windows]
+    alone = [patch(q, k, v, o) for o in opts]  # one thread, one window after the other
+    wrong = {0: 0, 1: 0}
+
+    def sample(i):
+        def step():
+            wrong[i] += not torch.equal(patch(q, k, v, opts[i]), alone[i])
+        return step
+
+    _in_two_threads(sample(0), sample(1))
+    assert wrong == {0: 0, 1: 0}
 
 
 def test_layer_weight_strings_and_presets():
