@@ -50,6 +50,10 @@ HOST_SYMBOLS = (
     HostSymbol(MM, "OOM_EXCEPTION", "host.passthrough_exceptions"),
     HostSymbol(MM, "intermediate_device", "host.intermediate_device, host.encode_pixels"),
     HostSymbol(MM, "load_models_gpu", "host.encode_pixels", leads=("models",)),
+    HostSymbol(MM, "get_torch_device", "host.managed_model (the adapter's load device)"),
+    HostSymbol(MM, "unet_offload_device", "host.managed_model (the adapter's offload device)"),
+    HostSymbol(MP, "ModelPatcher.model_patches_models", "patch_mmdit.SD3BlockPatch.models (load_models_gpu asks the "
+               "patches for their models)", code=(r"\.models\(\)",)),
     HostSymbol(("comfy.utils",), "ProgressBar", "host.progress_bar", leads=("total",)),
     HostSymbol(("comfy.utils",), "ProgressBar.update", "host.progress_bar", leads=("self", "value")),
     # ---- attention (host.py, patch.py, patch_dit.py, patch_mmdit.py)
@@ -81,7 +85,8 @@ HOST_SYMBOLS = (
     HostSymbol(MP, "ModelPatcher.model_state_dict", "host.unet_weight_shapes", accepts=("filter_prefix",)),
     HostSymbol(MP, "ModelPatcher.add_wrapper_with_key", "host.add_model_wrapper",
                leads=("self", "wrapper_type", "key", "wrapper")),
-    HostSymbol(MP, "ModelPatcher.__init__", "host.add_model_wrapper (wrappers), patch.patch_model (model_options)",
+    HostSymbol(MP, "ModelPatcher.__init__", "host.add_model_wrapper (wrappers), patch.patch_model (model_options), "
+               "host.managed_model", accepts=("load_device", "offload_device"),
                code=(r"self\.wrappers\b", r"self\.model_options\b")),
     HostSymbol(("comfy.patcher_extension",), "WrappersMP.DIFFUSION_MODEL", "patch_dit.patch_flux_model"),
     HostSymbol(("comfy.patcher_extension",), "WrappersMP.APPLY_MODEL", "patch_mmdit.patch_sd3_model"),
