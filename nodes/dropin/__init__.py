@@ -67,12 +67,33 @@ def _input_types(spec):
     return types
 
 
+def check_numbers(spec: dict, inputs: dict) -> None:
+    """Every INT / FLOAT input within the range the interface advertises, NaN and infinity refused, before any work:
+    ComfyUI checks a widget's range only for a typed-in value, not for one linked from another node (an
+    encode_batch_size or a frame count linked in would size memory by it). A FLOAT may arrive as a list (a weight
+    schedule from IPAdapter Weights): each value is checked."""
+    from ..common import check_int, check_number
+
+    for item in (*spec["required"], *spec["optional"]):
+        name, kind = item[0], item[1]
+        value = inputs.get(name)
+        if kind not in ("INT", "FLOAT") or value is None:
+            continue
+        low, high = item[2]["min"], item[2]["max"]
+        if kind == "INT":
+            check_int(value, name, low, high)
+        else:
+            for one in (value if isinstance(value, (list, tuple)) else (value,)):
+                check_number(one, name, low, high)
+
+
 def _node_class(node_id: str, spec: dict):
     from ..common import error_boundary
     from . import compute
 
     @error_boundary
     def run(self, **inputs):
+        check_numbers(spec, inputs)
         return compute.run(node_id, inputs)
 
     return type(node_id, (), {

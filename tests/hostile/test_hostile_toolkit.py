@@ -23,7 +23,7 @@ from ip_core.layers import layer_specs
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "nodes"))
 import comfy_standin  # noqa: E402
 from nodes import host as host_mod  # noqa: E402
-from nodes import registry  # noqa: E402
+from nodes import dropin, pack_interface, registry  # noqa: E402
 from nodes.common import LoadedAdapter  # noqa: E402
 from nodes.nodes_apply import IPAApplyAdapter  # noqa: E402
 from nodes.nodes_toolkit import IPALoadEmbeds, IPASaveEmbeds  # noqa: E402
@@ -266,7 +266,7 @@ def _calls(adapter):
 
 def _number_inputs():
     found = set()
-    for node_id, cls in registry.NODE_CLASS_MAPPINGS.items():
+    for node_id, cls in _own_nodes():
         spec = cls.INPUT_TYPES()
         for section in ("required", "optional"):
             for name, (kind, *options) in spec.get(section, {}).items():
@@ -280,8 +280,13 @@ def test_every_number_input_of_every_node_is_covered_here(host, sd15_base):
     assert covered == _number_inputs(), "a new INT / FLOAT input needs its hostile case in _calls"
 
 
+def _own_nodes():
+    """This pack's own nodes (the other pack's ids served here are checked from its interface table, below)."""
+    return [(node_id, registry.NODE_CLASS_MAPPINGS[node_id]) for node_id in registry.OWN_IDS]
+
+
 def test_every_int_input_states_its_range_in_the_tooltip():
-    for node_id, cls in registry.NODE_CLASS_MAPPINGS.items():
+    for node_id, cls in _own_nodes():
         for section in ("required", "optional"):
             for name, (kind, *options) in cls.INPUT_TYPES().get(section, {}).items():
                 if kind == "INT":
@@ -293,7 +298,7 @@ def test_every_number_input_refuses_what_is_out_of_its_range(host, sd15_base):
     """NaN, infinities, 10**20, a fractional or text INT, None: each node input gives one clear error, whatever the
     host checked (ComfyUI checks min / max only for typed-in values; a linked one reaches the node as it is)."""
     kinds = {}
-    for node_id, cls in registry.NODE_CLASS_MAPPINGS.items():
+    for node_id, cls in _own_nodes():
         for section in ("required", "optional"):
             for name, (kind, *_) in cls.INPUT_TYPES().get(section, {}).items():
                 kinds[node_id, name] = kind
@@ -306,6 +311,26 @@ def test_every_number_input_refuses_what_is_out_of_its_range(host, sd15_base):
                 r = outcome(call, v)
                 assert isinstance(r, IPAdapterError), (node_id, name, v)
                 assert "This is a bug" not in str(r), (node_id, name, v, r)
+
+
+def test_every_number_input_of_the_other_packs_ids_refuses_what_is_out_of_its_range(host):
+    """The widely used pack's ids served here (nodes/dropin): every INT / FLOAT input, linked in with NaN, an
+    infinity, 10**20 or (INT) a fraction, gives one clear error naming the input before any work is done."""
+    classes, _ = dropin.registrations()
+    checked = 0
+    for node_id, spec in pack_interface.NODES.items():
+        for item in (*spec["required"], *spec["optional"]):
+            if item[1] not in ("INT", "FLOAT"):
+                continue
+            valid = {i[0]: i[2]["default"] for i in (*spec["required"], *spec["optional"])
+                     if i[1] in ("INT", "FLOAT")}
+            values = [v for v in _OUT_OF_RANGE if v is not None] + (_NOT_WHOLE if item[1] == "INT" else [])
+            for v in values:
+                r = outcome(lambda: getattr(classes[node_id](), classes[node_id].FUNCTION)(**{**valid, item[0]: v}))
+                assert isinstance(r, IPAdapterError), (node_id, item[0], v, r)
+                assert item[0] in str(r) and "This is a bug" not in str(r), (node_id, item[0], v, r)
+                checked += 1
+    assert checked > 100
 
 
 _FRAMES_MEMORY = r"""
