@@ -31,6 +31,6 @@ def test_the_readme_stays_short_and_links_existing_docs():
     links = [part.split(")")[0] for part in readme.split("](")[1:]]
     local = [link for link in links if not link.startswith(("http", "#"))]
     assert "docs/nodes.md" in local and "CONTRIBUTING.md" in local
-    # docs/families.md is written with the family registry; every other linked file must exist
-    absent = [link for link in local if not (ROOT / link).exists() and link != "docs/families.md"]
+    # every linked file must exist
+    absent = [link for link in local if not (ROOT / link).exists()]
     assert not absent, absent
