@@ -467,3 +467,12 @@ def compute_dtype(model) -> torch.dtype:
     get_dtype())."""
     inner = model.model
     return getattr(inner, "manual_cast_dtype", None) or inner.get_dtype()
+
+
+def mask_conditioning(conditioning, mask, strength: float):
+    """The host's ConditioningSetMask (set_cond_area 'default'): the text prompt acts where `mask` is, at `strength`."""
+    import node_helpers
+
+    mask = mask if mask.ndim >= 3 else mask[None]
+    return node_helpers.conditioning_set_values(conditioning, {"mask": mask, "set_area_to_bounds": False,
+                                                               "mask_strength": float(strength)})

@@ -7,12 +7,15 @@ of the pack's own types are ours: IPADAPTER = Pipeline, EMBEDS = PackEmbeds, INS
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
+import numpy as np
 import torch
 
 from ...ip_core.embeds import ImagePromptEmbeds, build_image_prompt, combine_embeds
+from ...ip_core import tiles as tiling
+from ...ip_core.embeds_file import save_embeds
 from ...ip_core.errors import IPAdapterError
 from .. import face_analysis, host, migrate, migrate_table, pack_interface
 from ..common import LoadedAdapter
@@ -21,7 +24,7 @@ from ..nodes_apply import IPAApplyAdapter
 from ..nodes_encode import IPAEncodeImagePrompt
 from ..nodes_faceid import IPAEncodeFace
 from ..nodes_load import IPALoadAdapter
-from ..nodes_toolkit import IPANoise, IPAUnifiedLoader
+from ..nodes_toolkit import IPALoadEmbeds, IPANoise, IPAUnifiedLoader
 from .settings import legacy
 
 
@@ -39,7 +42,7 @@ class PackEmbeds:
     """EMBEDS: an image prompt of ours with the adapter that made it; negative = the encoder's neg_embed output
     (the prompt's unconditional side)."""
     prompt: ImagePromptEmbeds
-    adapter: LoadedAdapter
+    adapter: Optional[LoadedAdapter]  # None for embeds loaded from a file (their metadata still names the adapter)
     negative: bool = False
 
     def features(self) -> torch.Tensor:
@@ -178,8 +181,8 @@ def run_recipe(node_id, inputs):
         result = _result(_OURS[calls[local]]()(**kwargs[local]))
         outputs.update({f"{local}.{i}": v for i, v in enumerate(result)})
     out = []
-    for slot in recipe["output_map"]:
-        out.append(inputs[slot[3:]] if isinstance(slot, str) and slot.startswith("in:") else outputs[slot])
+    for slot in recipe["output_map"]:  # None: an output the caller fills (the tiled ids' tiles and masks)
+        out.append(inputs[slot[3:]] if isinstance(slot, str) and slot.startswith("in:") else outputs.get(slot))
     return tuple(out)
 
 
@@ -199,8 +202,11 @@ def combine(embed1, method, embed2=None, embed3=None, embed4=None, embed5=None):
         raise IPAdapterError("IPAdapter Combine Embeds: combine pos_embed outputs with pos_embed outputs, and neg_embed "
                              "with neg_embed, not both.")
     first = given[0]
-    return (PackEmbeds(combine_embeds(first.adapter.adapter, [e.prompt for e in given], method), first.adapter,
-                       first.negative),)
+    made_by = next((e.adapter for e in given if e.adapter is not None), None)
+    if made_by is None:
+        raise IPAdapterError("IPAdapter Combine Embeds: embeds loaded from files carry no adapter to combine them with; "
+                             "connect at least one IPAdapter Encoder output made with the same adapter.")
+    return (PackEmbeds(combine_embeds(made_by.adapter, [e.prompt for e in given], method), made_by, first.negative),)
 
 
 def _fit_rows(features: torch.Tensor, rows: int) -> torch.Tensor:
@@ -255,12 +261,189 @@ def noise(type, strength, blur, image_optional=None):
     return _result(IPANoise().make(type, strength, blur, image=image_optional))
 
 
+FRAME_COUNT = "frame_count"  # the pack's strategy also holds its number of reference images (for the prompt schedule)
+
+
+def _strategy(value) -> dict:
+    if not isinstance(value, dict) or FRAME_COUNT not in value:
+        raise IPAdapterError("weights_strategy must come from IPAdapter Weights (the drop-in id) or IPAdapter Weights "
+                             "From Strategy.")
+    return value
+
+
 def weights(**inputs):
-    return _result(IPAFrameWeights().schedule(**inputs))
+    out = _result(IPAFrameWeights().schedule(**inputs))
+    image = inputs.get("image")
+    return (*out[:5], {**out[5], FRAME_COUNT: int(image.shape[0]) if image is not None else 0})
 
 
 def weights_from_strategy(weights_strategy, image=None):
-    return _result(IPAFrameWeightsFromStrategy().schedule(weights_strategy, image=image))
+    strategy = dict(_strategy(weights_strategy))
+    count = strategy.pop(FRAME_COUNT)
+    out = _result(IPAFrameWeightsFromStrategy().schedule(strategy, image=image))
+    return (*out[:5], {**out[5], FRAME_COUNT: count})
+
+
+# ------------------------------------------------------------------------------------------ tiles
+def tiled(**inputs):
+    """IPAdapter Tiled: the model through its recipe (Encode Image Prompt, tiles 'tiled'), and the tiles and their
+    masks the pack also outputs, from the same layout (ip_core.tiles): tile by tile, each with the batch's images."""
+    model = run_recipe("IPAdapterTiled", inputs)[0]
+    image = inputs["image"]
+    layout = tiling.tile_layout(int(image.shape[1]), int(image.shape[2]))
+    parts = tiling.tile_images(image, layout)
+    masks = tiling.tile_masks(layout, inputs.get("attn_mask"))
+    return model, parts.reshape(-1, *parts.shape[2:]), masks.reshape(-1, *masks.shape[2:])
+
+
+def tiled_batch(image, encode_batch_size, **inputs):
+    """IPAdapter Tiled Batch: one reference per frame is not computed here (our tiles act on parts of the image, not
+    per frame); a single reference image is the same as IPAdapter Tiled."""
+    if image.shape[0] != 1:
+        raise IPAdapterError(f"IPAdapter Tiled Batch with {image.shape[0]} reference images (one per frame) is not "
+                             f"computed by this pack: {migrate_table.PENDING['IPATiledBatch']}.")
+    return tiled(image=image, combine_embeds="concat", **inputs)
+
+
+# ------------------------------------------------------------------------------------------ regions
+@dataclass
+class PackParams:
+    """IPADAPTER_PARAMS: the regions of Regional Conditioning nodes, in order (Combine Params joins them)."""
+    regions: tuple
+
+
+def regional_conditioning(image, image_weight, prompt_weight, weight_type, start_at, end_at, mask=None, positive=None,
+                          negative=None):
+    if mask is not None:  # the text prompts act where the mask is (the host's ConditioningSetMask, area 'default')
+        positive = host.mask_conditioning(positive, mask, prompt_weight) if positive is not None else None
+        negative = host.mask_conditioning(negative, mask, prompt_weight) if negative is not None else None
+    region = dict(image=image, attn_mask=mask, weight=image_weight, weight_type=weight_type, start_at=start_at,
+                  end_at=end_at)
+    return PackParams((region,)), positive, negative
+
+
+def combine_params(params_1, params_2, params_3=None, params_4=None, params_5=None):
+    given = [p for p in (params_1, params_2, params_3, params_4, params_5) if p is not None]
+    for i, p in enumerate(given, 1):
+        if not isinstance(p, PackParams):
+            raise IPAdapterError(f"IPAdapter Combine Params: params_{i} must be IPADAPTER_PARAMS from IPAdapter Regional "
+                                 f"Conditioning or Combine Params, got {type(p).__name__}.")
+    return (PackParams(tuple(r for p in given for r in p.regions)),)
+
+
+def from_params(model, ipadapter, ipadapter_params, combine_embeds, embeds_scaling, image_negative=None,
+                clip_vision=None):
+    """IPAdapter From Params: per region, our Encode Image Prompt and Apply IPAdapter (attn_mask = the region's mask),
+    each applied to the model the previous one made (the converter builds the same chain: migrate_table.REGIONS)."""
+    pipe = _pipeline(ipadapter)
+    if not isinstance(ipadapter_params, PackParams):
+        raise IPAdapterError("IPAdapter From Params: ipadapter_params must come from IPAdapter Regional Conditioning or "
+                             f"Combine Params, got {type(ipadapter_params).__name__}.")
+    cv = _clip_vision(pipe, clip_vision)
+    for region in ipadapter_params.regions:
+        prompt = _result(IPAEncodeImagePrompt().encode(pipe.adapter, cv, region["image"], combine=combine_embeds,
+                                                       negative_image=image_negative, legacy=legacy()))[0]
+        model = _result(IPAApplyAdapter().apply(model, pipe.adapter, prompt, region["weight"], region["start_at"],
+                                                region["end_at"], attn_mask=region["attn_mask"],
+                                                weight_type=region["weight_type"], embeds_scaling=embeds_scaling,
+                                                legacy=legacy()))[0]
+    return (model,)
+
+
+# ------------------------------------------------------------------------------------------ images, files, loaders
+PREP_SIZE = 224  # the pack's Prep Image For ClipVision output side
+
+
+def _square_box(h: int, w: int, crop_position: str) -> tuple:
+    """(top, left, side) of the square crop_position keeps: centred, or against the named edge."""
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    top = {"top": 0, "bottom": h - side}.get(crop_position, top)
+    left = {"left": 0, "right": w - side}.get(crop_position, left)
+    return top, left, side
+
+
+def prep_image(image, interpolation, crop_position, sharpening):
+    """Prep Image For ClipVision: a 224 x 224 IMAGE, as the pack makes it: a square cut at crop_position (or black
+    bars around the short side, 'pad'), then resized on 8-bit values with PIL's filter of that name."""
+    if sharpening != 0:
+        rule = migrate_table.PACK["PrepImageForClipVision"]["options"]["sharpening"]
+        raise IPAdapterError(f"Prep Image For ClipVision: sharpening={sharpening!r} is not computed here "
+                             f"({rule['unsupported']}); use 0.")
+    from PIL import Image
+
+    if interpolation not in Image.Resampling.__members__:
+        raise IPAdapterError(f"Prep Image For ClipVision: unknown interpolation {interpolation!r}; use one of "
+                             f"{', '.join(Image.Resampling.__members__)}.")
+    x = image.permute(0, 3, 1, 2)
+    _, _, h, w = x.shape
+    if crop_position == "pad":
+        if h != w:  # the long side's excess split in two, each side of the short one (integer half, as the pack)
+            half = abs(h - w) // 2
+            pad = (half, half, 0, 0) if h > w else (0, 0, half, half)
+            x = torch.nn.functional.pad(x, pad)
+    else:
+        top, left, side = _square_box(h, w, crop_position)
+        x = x[:, :, top:top + side, left:left + side]
+    out = []
+    for img in x:
+        u8 = img.float().mul(255).byte().permute(1, 2, 0).cpu().numpy()  # truncated to 8 bits, as the pack's PIL round trip
+        pil = Image.fromarray(u8[:, :, 0] if u8.shape[2] == 1 else u8)
+        resized = torch.from_numpy(np.asarray(pil.resize((PREP_SIZE, PREP_SIZE), resample=Image.Resampling[interpolation])).copy())
+        out.append((resized[:, :, None] if resized.ndim == 2 else resized).float().div(255))
+    return (torch.stack(out).to(image.device),)
+
+
+def save_pack_embeds(embeds, filename_prefix):
+    """IPAdapter Save Embeds: our safetensors embeds file (never a pickle), named .ipadpt as the pack names its files so
+    that IPAdapter Load Embeds lists it; a neg_embed output is saved as the side it is."""
+    e = _embeds(embeds, "embeds")
+    p = e.prompt
+    if e.negative:
+        p = replace(p, cond=p.uncond, uncond=p.cond, cond_features=p.uncond_features, uncond_features=p.cond_features)
+    folder, filename, counter, subfolder, _ = host.save_path(filename_prefix, host.output_directory())
+    name = f"{filename}_{counter:05}.ipadpt"
+    with host.refusals(f"saving {os.path.join(subfolder, name)}", "Choose a shorter filename_prefix, or free space or "
+                       "permission in the output folder."):
+        save_embeds(p, os.path.join(folder, name), "saved by IPAdapter Save Embeds (ComfyUI_IPAdapter_plus id)")
+    return {"ui": {"text": [f"saved {os.path.join(subfolder, name)} (safetensors)"]}, "result": ()}
+
+
+def load_pack_embeds(embeds):
+    """IPAdapter Load Embeds: files saved by IPAdapter Save Embeds here; the pack's own .ipadpt files are pickles and are
+    refused unread (Load Image Prompt Embeds says what to do)."""
+    return (PackEmbeds(_result(IPALoadEmbeds().load(embeds))[0], None),)
+
+
+def unified_loader_community(model, preset, ipadapter=None):
+    if preset == "Composition":
+        raise IPAdapterError("IPAdapter Unified Loader Community: preset 'Composition' is not a preset here; load "
+                             "ip_plus_composition_sd15 (or _sdxl) with IPAdapter Model Loader and connect a ViT-H "
+                             "Load CLIP Vision to the IPAdapter node's clip_vision.")
+    return unified_loader(model, preset)
+
+
+# ------------------------------------------------------------------------------------------ weights
+def combine_weights(weights_1, weights_2):
+    joined = [*(weights_1 if isinstance(weights_1, list) else [weights_1]),
+              *(weights_2 if isinstance(weights_2, list) else [weights_2])]
+    return joined, len(joined)
+
+
+def prompt_schedule(weights_strategy, prompt=""):
+    """IPAdapter Prompt Schedule From Weights Strategy: one prompt line per reference image of the schedule, keyed by
+    the frame where that image starts (the text format prompt-schedule nodes read)."""
+    s = _strategy(weights_strategy)
+    lines = [p for p in prompt.split("\n") if p.strip()]
+    count = s["frame_count"]
+    if not lines or count <= 0:
+        return ("",)
+    lines = (lines + [lines[-1]] * count)[:count]
+    first = s["add_starting_frames"]
+    keyed = ([(0, lines[0])] if first > 0 else []) + [(i * s["frames"] + first, line) for i, line in enumerate(lines)]
+    if s["add_ending_frames"] > 0:
+        keyed.append((count * s["frames"] + first, lines[-1]))
+    return ("".join(f'"{frame}": "{line}",\n' for frame, line in keyed),)
 
 
 COMPUTE = {
@@ -278,6 +461,17 @@ COMPUTE = {
     "IPAdapterNoise": noise,
     "IPAdapterWeights": weights,
     "IPAdapterWeightsFromStrategy": weights_from_strategy,
+    "IPAdapterTiled": tiled,
+    "IPAdapterTiledBatch": tiled_batch,
+    "IPAdapterRegionalConditioning": regional_conditioning,
+    "IPAdapterCombineParams": combine_params,
+    "IPAdapterFromParams": from_params,
+    "PrepImageForClipVision": prep_image,
+    "IPAdapterSaveEmbeds": save_pack_embeds,
+    "IPAdapterLoadEmbeds": load_pack_embeds,
+    "IPAdapterUnifiedLoaderCommunity": unified_loader_community,
+    "IPAdapterCombineWeights": combine_weights,
+    "IPAdapterPromptScheduleFromWeightsStrategy": prompt_schedule,
 }
 RECIPE_IDS = ("IPAdapter", "IPAdapterAdvanced", "IPAdapterBatch", "IPAdapterStyleComposition",
               "IPAdapterStyleCompositionBatch", "IPAdapterMS", "IPAdapterClipVisionEnhancer",

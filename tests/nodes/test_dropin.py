@@ -1,5 +1,6 @@
 """The drop-in layer (nodes/dropin/): the other pack's ids, registered only where that pack is absent, computed by
 our nodes. Its interface and pictures against the pack itself: tests/integration/test_integration_dropin.py."""
+import shutil
 import sys
 import types
 
@@ -9,7 +10,9 @@ import torch
 from comfy_standin import make_model
 from nodes import dropin, migrate_table, pack_interface
 from nodes.dropin import compute
+from test_nodes_apply import _run
 from test_nodes_legacy import host_preprocess  # noqa: F401  (fixture: the host's clip_preprocess, stood in)
+from test_nodes_toolkit import folders  # noqa: F401  (fixture: output / input folders, stood in)
 
 
 def test_the_converter_reads_the_packs_inputs_from_the_interface_table():
@@ -47,9 +50,9 @@ def test_no_ids_where_opted_out_or_where_the_pack_is_imported(monkeypatch, tmp_p
     assert dropin.registrations() == ({}, {})
 
 
-def test_ids_without_a_computation_here_say_what_to_do():
-    with pytest.raises(Exception, match="python -m nodes.migrate"):
-        compute.run("IPAdapterTiled", {})
+def test_every_id_of_the_pack_computes_here():
+    assert set(compute.COMPUTE) | set(compute.RECIPE_IDS) == set(pack_interface.NODES)
+    assert not set(compute.COMPUTE) & set(compute.RECIPE_IDS)
 
 
 def _pipe(adapter, vit_h):
@@ -94,3 +97,158 @@ def test_links_of_our_own_types_are_refused_with_the_node_to_use(host, plus):
         compute.run("IPAdapterEncoder", dict(ipadapter=plus, image=torch.rand(1, 64, 64, 3), weight=1.0))
     with pytest.raises(Exception, match="IPAdapter Encoder"):
         compute.run("IPAdapterCombineEmbeds", dict(embed1=torch.zeros(1, 1280), method="concat"))
+
+
+# ------------------------------------------------------------------ tiles
+def _image(h, w, seed=0, batch=1):
+    return torch.rand(batch, h, w, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def _tiled_inputs(pipe, image, **kw):
+    return dict(model=make_model("sd15"), ipadapter=pipe, image=image, weight=0.7, weight_type="linear",
+                combine_embeds="concat", start_at=0.0, end_at=1.0, sharpening=0.0, embeds_scaling="V only", **kw)
+
+
+def test_tiled_gives_our_tiled_encoding_and_the_packs_tiles_and_masks(host, plus, vit_h, monkeypatch, host_preprocess):
+    """A 256 x 512 reference: two tiles side by side; the model equals Encode Image Prompt
+    (tiles 'tiled', legacy) + Apply IPAdapter; the tiles are the two halves and each mask covers its half."""
+    from nodes.nodes_apply import IPAApplyAdapter
+    from nodes.nodes_encode import IPAEncodeImagePrompt
+
+    monkeypatch.delenv(dropin.ENV, raising=False)
+    image, pipe = _image(256, 512), _pipe(plus, vit_h)
+    model, tiles, masks = compute.run("IPAdapterTiled", _tiled_inputs(pipe, image))
+    assert tiles.shape == (2, 256, 256, 3) and masks.shape == (2, 256, 512)
+    assert masks[0, :, :256].eq(1).all() and masks[0, :, 256:].eq(0).all()
+    assert masks[1, :, :256].eq(0).all() and masks[1, :, 256:].eq(1).all()
+    (embeds,) = IPAEncodeImagePrompt().encode(plus, vit_h, image, tiles="tiled", legacy=True)
+    (ours,) = IPAApplyAdapter().apply(make_model("sd15"), plus, embeds, 0.7, 0.0, 1.0, legacy=True)
+    assert torch.equal(_run(model), _run(ours))
+    with pytest.raises(Exception, match="sharpening=0.5 has no counterpart here"):
+        compute.run("IPAdapterTiled", {**_tiled_inputs(pipe, image), "sharpening": 0.5})
+
+
+def test_tiled_batch_of_one_image_is_tiled_and_of_several_says_what_to_use(host, plus, vit_h, host_preprocess):
+    pipe, image = _pipe(plus, vit_h), _image(256, 256)
+    inputs = {k: v for k, v in _tiled_inputs(pipe, image).items() if k != "combine_embeds"}
+    model, tiles, _ = compute.run("IPAdapterTiledBatch", {**inputs, "encode_batch_size": 0})
+    model_tiled, tiles_tiled, _ = compute.run("IPAdapterTiled", _tiled_inputs(pipe, image))
+    assert torch.equal(tiles, tiles_tiled) and torch.equal(_run(model), _run(model_tiled))
+    with pytest.raises(Exception, match="2 reference images .*use IPAdapter Tiled"):
+        compute.run("IPAdapterTiledBatch", {**inputs, "image": _image(256, 256, batch=2), "encode_batch_size": 0})
+
+
+# ------------------------------------------------------------------ regions
+@pytest.fixture
+def node_helpers(monkeypatch):
+    """The host's node_helpers.conditioning_set_values (what ConditioningSetMask calls), stood in."""
+    module = types.ModuleType("node_helpers")
+
+    def conditioning_set_values(conditioning, values):
+        return [[t[0], {**t[1], **values}] for t in conditioning]
+
+    module.conditioning_set_values = conditioning_set_values
+    monkeypatch.setitem(sys.modules, "node_helpers", module)
+
+
+def test_regional_conditioning_masks_the_prompts_only_with_a_mask(node_helpers):
+    text = [[torch.zeros(1, 77, 768), {"pooled_output": None}]]
+    mask = torch.zeros(1, 64, 64)
+    params, pos, neg = compute.run("IPAdapterRegionalConditioning", dict(
+        image=_image(64, 64), image_weight=0.6, prompt_weight=1.5, weight_type="ease in", start_at=0.1, end_at=0.9,
+        mask=mask, positive=text, negative=None))
+    assert pos[0][1]["mask"] is mask and pos[0][1]["mask_strength"] == 1.5 and pos[0][1]["set_area_to_bounds"] is False
+    assert neg is None and "mask" not in text[0][1]
+    (region,) = params.regions
+    assert (region["weight"], region["weight_type"], region["start_at"], region["end_at"]) == (0.6, "ease in", 0.1, 0.9)
+    unmasked, pos, _ = compute.run("IPAdapterRegionalConditioning", dict(
+        image=_image(64, 64), image_weight=1.0, prompt_weight=1.0, weight_type="linear", start_at=0.0, end_at=1.0,
+        positive=text))
+    assert pos is text and unmasked.regions[0]["attn_mask"] is None
+
+
+def test_from_params_chains_one_encode_and_apply_per_region_in_order(host, plus, vit_h, host_preprocess):
+    from nodes.nodes_apply import IPAApplyAdapter
+    from nodes.nodes_encode import IPAEncodeImagePrompt
+
+    left, right = torch.zeros(1, 64, 64), torch.zeros(1, 64, 64)
+    left[:, :, :32], right[:, :, 32:] = 1, 1
+    images = [_image(64, 64, seed=s) for s in range(3)]
+    regions = [compute.regional_conditioning(img, w, 1.0, "linear", 0.0, 1.0, mask=m)[0]
+               for img, w, m in zip(images, (0.5, 0.8, 1.0), (left, right, None))]
+    (two,) = compute.run("IPAdapterCombineParams", dict(params_1=regions[0], params_2=regions[1]))
+    (joined,) = compute.run("IPAdapterCombineParams", dict(params_1=two, params_2=regions[2]))
+    assert [r["weight"] for r in joined.regions] == [0.5, 0.8, 1.0]
+    (model,) = compute.run("IPAdapterFromParams", dict(model=make_model("sd15"), ipadapter=_pipe(plus, vit_h),
+                                                        ipadapter_params=joined, combine_embeds="concat",
+                                                        embeds_scaling="K+V"))
+    ours = make_model("sd15")
+    for img, w, m in zip(images, (0.5, 0.8, 1.0), (left, right, None)):
+        (e,) = IPAEncodeImagePrompt().encode(plus, vit_h, img, legacy=True)
+        (ours,) = IPAApplyAdapter().apply(ours, plus, e, w, 0.0, 1.0, attn_mask=m, embeds_scaling="K+V", legacy=True)
+    assert torch.equal(_run(model), _run(ours))
+    with pytest.raises(Exception, match="params_2 must be IPADAPTER_PARAMS"):
+        compute.run("IPAdapterCombineParams", dict(params_1=two, params_2=torch.zeros(1)))
+
+
+# ------------------------------------------------------------------ images, files, loaders, weights
+def test_prep_image_crops_where_asked_then_resizes_to_224():
+    tall = _image(448, 224)
+    (top,) = compute.run("PrepImageForClipVision", dict(image=tall, interpolation="LANCZOS", crop_position="top",
+                                                         sharpening=0.0))
+    (bottom,) = compute.run("PrepImageForClipVision", dict(image=tall, interpolation="NEAREST", crop_position="bottom",
+                                                            sharpening=0.0))
+    eight_bit = (tall * 255).byte().float() / 255  # 224 px already: PIL's resize keeps the pixels
+    assert top.shape == (1, 224, 224, 3) and torch.equal(top, eight_bit[:, :224]) and torch.equal(bottom, eight_bit[:, 224:])
+    (padded,) = compute.run("PrepImageForClipVision", dict(image=_image(224, 112), interpolation="BICUBIC",
+                                                            crop_position="pad", sharpening=0.0))
+    assert padded[:, :, :56].eq(0).all() and padded[:, :, 168:].eq(0).all()
+    assert torch.equal(padded[:, :, 56:168], (_image(224, 112) * 255).byte().float() / 255)
+    with pytest.raises(Exception, match="sharpening=0.3 is not computed here"):
+        compute.run("PrepImageForClipVision", dict(image=tall, interpolation="LANCZOS", crop_position="top",
+                                                   sharpening=0.3))
+
+
+def test_saved_embeds_load_back_as_safetensors_and_the_packs_pickles_are_refused(folders, host, plus, vit_h,
+                                                                              host_preprocess):
+    out_dir, in_dir = folders
+    pos, neg = compute.encoder(_pipe(plus, vit_h), _image(64, 64), 1.0)
+    compute.run("IPAdapterSaveEmbeds", dict(embeds=pos, filename_prefix="ipadapter/cat"))
+    compute.run("IPAdapterSaveEmbeds", dict(embeds=neg, filename_prefix="ipadapter/cat_neg"))
+    for name in ("cat", "cat_neg"):
+        shutil.copy(out_dir / "ipadapter" / f"{name}_00001.ipadpt", in_dir / f"{name}.ipadpt")
+    torch.save(torch.randn(1, 1280), in_dir / "theirs.ipadpt")
+    assert compute.dynamic_choices(pack_interface.FILES_EMBEDS) == ["cat.ipadpt", "cat_neg.ipadpt", "theirs.ipadpt"]
+    (loaded,) = compute.run("IPAdapterLoadEmbeds", dict(embeds="cat.ipadpt"))
+    (loaded_neg,) = compute.run("IPAdapterLoadEmbeds", dict(embeds="cat_neg.ipadpt"))
+    assert torch.equal(loaded.features(), pos.features()) and torch.equal(loaded_neg.features(), neg.features())
+    model = make_model("sd15")
+    args = dict(model=model, ipadapter=_pipe(plus, vit_h), weight=1.0, weight_type="linear", start_at=0.0, end_at=1.0,
+                embeds_scaling="V only")
+    (from_file,) = compute.run("IPAdapterEmbeds", dict(args, pos_embed=loaded, neg_embed=loaded_neg))
+    (direct,) = compute.run("IPAdapterEmbeds", dict(args, pos_embed=pos, neg_embed=neg))
+    assert torch.equal(_run(from_file), _run(direct))
+    with pytest.raises(Exception, match="theirs.ipadpt: a pickle"):
+        compute.run("IPAdapterLoadEmbeds", dict(embeds="theirs.ipadpt"))
+
+
+def test_community_loader_composition_says_what_to_load_instead():
+    with pytest.raises(Exception, match="ip_plus_composition_sd15 .*IPAdapter Model Loader"):
+        compute.run("IPAdapterUnifiedLoaderCommunity", dict(model=make_model("sd15"), preset="Composition"))
+
+
+def test_combine_weights_joins_the_lists():
+    assert compute.run("IPAdapterCombineWeights", dict(weights_1=0.5, weights_2=[0.1, 0.2])) == ([0.5, 0.1, 0.2], 3)
+
+
+def test_prompt_schedule_keys_each_prompt_line_by_the_frame_its_image_starts():
+    """3 images, 4 frames each, 2 frames before and 1 after: lines a, b, b (the last repeated), keyed 0 (the added
+    start), 2, 6, 10 and 14 (the added end)."""
+    out = compute.run("IPAdapterWeights", dict(weights="1.0, 0.0", timing="linear", frames=4, start_frame=0,
+                                               end_frame=9999, add_starting_frames=2, add_ending_frames=1,
+                                               method="full batch", image=_image(8, 8, batch=3)))
+    (again,) = compute.run("IPAdapterWeightsFromStrategy", dict(weights_strategy=out[5]))[5:]
+    (schedule,) = compute.run("IPAdapterPromptScheduleFromWeightsStrategy", dict(weights_strategy=again,
+                                                                                 prompt="a\n\nb\n"))
+    assert schedule == '"0": "a",\n"2": "a",\n"6": "b",\n"10": "b",\n"14": "b",\n'
+    assert compute.prompt_schedule(out[5], "")[0] == ""
