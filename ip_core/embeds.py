@@ -313,6 +313,9 @@ def _kind(t) -> str:
     return "missing" if t is None else f"{str(t.dtype).replace('torch.', '')} {list(t.shape)}"
 
 
+MASK_OVERSHOOT = 0.125  # how far a resized tile mask may leave 0..1 (see check_embeds_values)
+
+
 def check_embeds_values(embeds: ImagePromptEmbeds, label: str = "the image prompt embeds") -> None:
     """What any embeds must be, whatever the adapter: float tensors of consistent shapes, finite values.
 
@@ -342,8 +345,10 @@ def check_embeds_values(embeds: ImagePromptEmbeds, label: str = "the image promp
         raise IPAdapterError(f"{label}: cond_features {list(cf.shape)} and uncond_features {list(uf.shape)} must be "
                              f"[references, width] or [references, tokens, width] of the same shape; {remedy}")
     masks = embeds.region_masks
+    # Tile masks are resized bicubically, as the widely used pack resizes its own: at a mask's edge they overshoot
+    # 0..1 a little (the cubic kernel's ripple, under 0.1), and a constant mask can come out 1 + rounding.
     if masks is not None and (masks.ndim != 3 or masks.shape[0] != cond.shape[0] or 0 in masks.shape
-                              or float(masks.min()) < 0 or float(masks.max()) > 1):
+                              or float(masks.min()) < -MASK_OVERSHOOT or float(masks.max()) > 1 + MASK_OVERSHOOT):
         raise IPAdapterError(f"{label}: region_masks {list(masks.shape)} must be one [H, W] mask within 0..1 per "
                              f"reference ({cond.shape[0]}); {remedy}")
 

@@ -84,6 +84,24 @@ def test_inconsistent_tensors_are_refused_without_an_adapter(base):
             check_embeds_values(dataclasses.replace(e, **changes))
 
 
+def test_tile_masks_of_any_reference_pass_the_check(base):
+    """A tiled reference's masks are resized bicubically (as the widely used pack does): a half mask on a 300 x 260
+    reference overshoots 0..1 by 0.07 at its edge. Such embeds are valid; a mask at 1.5 is not."""
+    from ip_core import tiles
+    from ip_core.embeds import MASK_OVERSHOOT
+
+    mask = torch.zeros(1, 300, 260)
+    mask[:, :, :130] = 1
+    masks = tiles.tile_masks(tiles.tile_layout(300, 260), mask)[:, 0]
+    assert float(masks.max()) > 1.05 and float(masks.min()) < -0.05  # the overshoot is real
+    e = _prompt(base, refs=1)
+    rows = masks.shape[0]
+    tiled = dataclasses.replace(e, cond=e.cond.repeat(rows, 1, 1), uncond=e.uncond.repeat(rows, 1, 1), region_masks=masks)
+    check_embeds_values(tiled)
+    with pytest.raises(IPAdapterError, match="region_masks .* within 0..1"):
+        check_embeds_values(dataclasses.replace(tiled, region_masks=masks.clamp(0, 1) * (1 + 4 * MASK_OVERSHOOT)))
+
+
 def test_combine_names_a_width_before_blaming_the_encoders(base):
     """A 27-wide feature row is not 'another CLIP vision model': it fits no encoder of this adapter."""
     e = _prompt(base, refs=1)
