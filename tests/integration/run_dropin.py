@@ -161,11 +161,10 @@ GRAPHS = {
 
 def compute(which, out_dir):
     host_nodes, module, adapters = _boot(which, out_dir)
-    import execution
     from run_migrate import _harness, _run
 
     captured = _harness(out_dir, host_nodes, module, adapters)
-    executor = execution.PromptExecutor(comfy_host.SilentServer())
+    executor = comfy_host.prompt_executor()
     results, latents = {}, {}
     for name, make in GRAPHS.items():
         graph = make()
