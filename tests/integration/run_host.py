@@ -109,7 +109,7 @@ def attention(out_dir):
     import comfy.ldm.modules.attention as attention_module
 
     host = comfy_host.pack_module("nodes.host")
-    flux = comfy_host.pack_module("ip_core.flux")
+    flux = comfy_host.pack_module("ip_core.families.flux")
     embeds_mod = comfy_host.pack_module("ip_core.embeds")
     patch_dit = comfy_host.pack_module("nodes.patch_dit")
     apply_node = host_nodes.NODE_CLASS_MAPPINGS["IPAApplyAdapter"]()
