@@ -345,17 +345,20 @@ def annotated_input_path(name: str) -> str:
     stay inside that folder: the host lists the input folder's files, but a linked or edited name can say '../x'."""
     import folder_paths
 
-    path = folder_paths.get_annotated_filepath(name)
     annotated = getattr(folder_paths, "annotated_filepath", None)
     base = (annotated(name)[1] if annotated else None) or folder_paths.get_input_directory()
-    base, full = os.path.abspath(base), os.path.abspath(path)
+    base = os.path.abspath(base)
+    remedy = "choose a file listed in the node (files in ComfyUI's input folder)."
     try:
-        inside = os.path.commonpath((base, full)) == base
+        path = folder_paths.get_annotated_filepath(name)
+    except ValueError as e:  # newer hosts refuse a path outside the folder themselves ("Invalid file path: ...")
+        raise InputRefusedError(f"'{name}' points outside its folder ({base}): {e}; {remedy}") from e
+    try:
+        inside = os.path.commonpath((base, os.path.abspath(path))) == base
     except ValueError:  # another drive (Windows)
         inside = False
     if not inside:
-        raise InputRefusedError(f"'{name}' points outside its folder ({base}); choose a file listed in the node "
-                                "(files in ComfyUI's input folder).")
+        raise InputRefusedError(f"'{name}' points outside its folder ({base}); {remedy}")
     return path
 
 
