@@ -43,6 +43,21 @@ def tensor_dims(part: dict, part_name: str, key: str, ndim: int, variant: str) -
     return tuple(t.shape)
 
 
+def shapes_by_block(ip: dict, key_pattern, file_kind: str, sd: dict) -> dict:
+    """The `ip_adapter` part of a per-block adapter (Flux, SD3.5) as {block number: {part: shape}}: each key must
+    match `key_pattern` (group 1 the block number, the other groups the part, joined by '.'); any other key means
+    a mixed or unknown layout, refused with the file's summary."""
+    blocks = {}
+    for key, t in ip.items():
+        m = key_pattern.match(key)
+        if not m:
+            raise UnsupportedAdapterError(
+                f"unexpected key ip_adapter.{key} in {file_kind} file: {summarize(sd)}. The file mixes layouts or is "
+                "a new layout this version does not know; use the released file.")
+        blocks.setdefault(int(m.group(1)), {})[".".join(m.groups()[1:])] = tuple(t.shape)
+    return blocks
+
+
 def whole_number(numerator: int, denominator: int, what: str) -> int:
     """numerator / denominator when it divides evenly; a damaged file otherwise."""
     if numerator % denominator:

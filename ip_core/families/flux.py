@@ -37,7 +37,7 @@ from ..encoder_table import IMAGE_EMBEDS, encoder_name_for
 from ..errors import UnsupportedAdapterError
 from ..layers import LayerSpec
 from ..projection import check_layout
-from ..state_dict import summarize, tensor_dims
+from ..state_dict import shapes_by_block, summarize, tensor_dims
 
 NAME = "flux"
 LABEL = "Flux"
@@ -165,14 +165,7 @@ def detect_flux_config(sd: dict) -> Optional[FluxAdapterConfig]:
         raise UnsupportedAdapterError(
             f"a {name} file whose projection makes {out} values, not a whole number of {context_dim}-wide tokens; "
             f"the file is damaged: download it again. {summarize(sd)}")
-    blocks = {}
-    for key, t in ip.items():
-        m = _FLUX_KEY.match(key)
-        if not m:
-            raise UnsupportedAdapterError(
-                f"unexpected key ip_adapter.{key} in a {name} file: {summarize(sd)}. The file mixes layouts or is a new "
-                "layout this version does not know; use the released file.")
-        blocks.setdefault(int(m.group(1)), {})[f"{m.group(2)}.{m.group(3)}"] = tuple(t.shape)
+    blocks = shapes_by_block(ip, _FLUX_KEY, f"a {name}", sd)
     parts = {"to_k_ip.weight", "to_v_ip.weight"} | ({"to_k_ip.bias", "to_v_ip.bias"} if xlabs else set())
     numbers = sorted(blocks)
     hidden = None

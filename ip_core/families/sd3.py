@@ -38,7 +38,7 @@ from ..encoder_table import PENULTIMATE, encoder_name_for
 from ..errors import UnsupportedAdapterError
 from ..layers import LayerSpec
 from ..projection import PerceiverAttention, check_layout, feed_forward
-from ..state_dict import summarize, tensor_dims
+from ..state_dict import shapes_by_block, summarize, tensor_dims
 
 NAME = "sd3"
 LABEL = "SD3.5"
@@ -137,14 +137,7 @@ def detect_sd3_config(sd: dict) -> Optional[SD3AdapterConfig]:
     inner = tensor_dims(proj, "image_proj", "layers.0.0.to_q.weight", 2, name)[0]
     ff_hidden = tensor_dims(proj, "image_proj", "layers.0.1.1.weight", 2, name)[0]
     depth = 1 + max(int(m.group(1)) for k in proj if (m := _LAYER.match(k)))
-    blocks = {}
-    for key, t in ip.items():
-        m = _BLOCK_KEY.match(key)
-        if not m:
-            raise UnsupportedAdapterError(
-                f"unexpected key ip_adapter.{key} in an {name} file: {summarize(sd)}. The file mixes layouts or is a new "
-                "layout this version does not know; use the released file.")
-        blocks.setdefault(int(m.group(1)), {})[m.group(2)] = tuple(t.shape)
+    blocks = shapes_by_block(ip, _BLOCK_KEY, f"an {name}", sd)
     numbers = sorted(blocks)
     if not numbers or numbers != list(range(len(numbers))):
         raise UnsupportedAdapterError(
