@@ -251,4 +251,27 @@ def renormalize(pixels: torch.Tensor, mean=None, std=None) -> torch.Tensor:
     return (pixels * clip_std + clip_mean - new_mean) / new_std
 
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "MAX_IMAGE_SIDE", "MODES", "preprocess_images", "pil_bicubic_resize", "renormalize"]
+def contrast_adaptive_sharpen(images: torch.Tensor, amount: float) -> torch.Tensor:
+    """AMD FidelityFX contrast-adaptive sharpening (CAS) of 0..1 images (N, C, H, W), as the widely used pack's
+    `sharpening` applies it: zeros outside the image; per pixel, the min and max of the plus-shaped neighbourhood
+    plus those of the four diagonals give an amplitude sqrt(min(mn, 2 - mx) / mx); the four edge neighbours are
+    weighted w = -amp * (1/8 + amount * (1/5 - 1/8)) and the result (w * (n + s + e + w') + centre) / (1 + 4 w),
+    non-finite values set to 0 (black areas), clamped to 0..1. amount 0 still sharpens a little (CAS's floor);
+    callers skip it at 0 as the pack does."""
+    if not 0.0 <= float(amount) <= 1.0:
+        raise IPAdapterError(f"sharpening amount {amount!r} is outside 0..1.")
+    x = torch.nn.functional.pad(images, (1, 1, 1, 1))
+    h, w = images.shape[-2:]
+    at = lambda dy, dx: x[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]  # noqa: E731  (the neighbour at an offset)
+    centre, up, down, left, right = at(0, 0), at(-1, 0), at(1, 0), at(0, -1), at(0, 1)
+    plus = torch.stack((up, left, centre, right, down))
+    corners = torch.stack((at(-1, -1), at(-1, 1), at(1, -1), at(1, 1)))
+    mx = plus.amax(0) + corners.amax(0)
+    mn = plus.amin(0) + corners.amin(0)
+    amp = torch.sqrt(torch.minimum(mn, 2 - mx) / mx)
+    weight = -amp * (float(amount) * (1 / 5 - 1 / 8) + 1 / 8)
+    out = ((up + left + right + down) * weight + centre) / (1 + 4 * weight)
+    return torch.nan_to_num(out).clamp(0, 1)
+
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "contrast_adaptive_sharpen", "MAX_IMAGE_SIDE", "MODES", "preprocess_images", "pil_bicubic_resize", "renormalize"]

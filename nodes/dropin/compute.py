@@ -17,6 +17,7 @@ from ...ip_core.embeds import ImagePromptEmbeds, build_image_prompt, combine_emb
 from ...ip_core import tiles as tiling
 from ...ip_core.embeds_file import save_embeds
 from ...ip_core.errors import IPAdapterError
+from ...ip_core.preprocess import contrast_adaptive_sharpen
 from .. import face_analysis, host, migrate, migrate_table, pack_interface
 from ..common import LoadedAdapter
 from ..nodes_animation import IPAFrameWeights, IPAFrameWeightsFromStrategy
@@ -365,11 +366,8 @@ def _square_box(h: int, w: int, crop_position: str) -> tuple:
 
 def prep_image(image, interpolation, crop_position, sharpening):
     """Prep Image For ClipVision: a 224 x 224 IMAGE, as the pack makes it: a square cut at crop_position (or black
-    bars around the short side, 'pad'), then resized on 8-bit values with PIL's filter of that name."""
-    if sharpening != 0:
-        rule = migrate_table.PACK["PrepImageForClipVision"]["options"]["sharpening"]
-        raise IPAdapterError(f"Prep Image For ClipVision: sharpening={sharpening!r} is not computed here "
-                             f"({rule['unsupported']}); use 0.")
+    bars around the short side, 'pad'), then resized on 8-bit values with PIL's filter of that name, then sharpened
+    (contrast-adaptive) where sharpening > 0."""
     from PIL import Image
 
     if interpolation not in Image.Resampling.__members__:
@@ -391,7 +389,10 @@ def prep_image(image, interpolation, crop_position, sharpening):
         pil = Image.fromarray(u8[:, :, 0] if u8.shape[2] == 1 else u8)
         resized = torch.from_numpy(np.asarray(pil.resize((PREP_SIZE, PREP_SIZE), resample=Image.Resampling[interpolation])).copy())
         out.append((resized[:, :, None] if resized.ndim == 2 else resized).float().div(255))
-    return (torch.stack(out).to(image.device),)
+    out = torch.stack(out).to(image.device)
+    if sharpening > 0:
+        out = contrast_adaptive_sharpen(out.permute(0, 3, 1, 2), sharpening).permute(0, 2, 3, 1)
+    return (out,)
 
 
 def save_pack_embeds(embeds, filename_prefix):

@@ -204,9 +204,32 @@ def test_prep_image_crops_where_asked_then_resizes_to_224():
                                                             crop_position="pad", sharpening=0.0))
     assert padded[:, :, :56].eq(0).all() and padded[:, :, 168:].eq(0).all()
     assert torch.equal(padded[:, :, 56:168], (_image(224, 112) * 255).byte().float() / 255)
-    with pytest.raises(Exception, match="sharpening=0.3 is not computed here"):
-        compute.run("PrepImageForClipVision", dict(image=tall, interpolation="LANCZOS", crop_position="top",
-                                                   sharpening=0.3))
+    (sharp,) = compute.run("PrepImageForClipVision", dict(image=tall, interpolation="LANCZOS", crop_position="top",
+                                                           sharpening=0.3))
+    assert torch.allclose(sharp, sharpen_by_the_pixel(top, 0.3), atol=1e-6) and not torch.allclose(sharp, top, atol=1e-2)
+
+
+def sharpen_by_the_pixel(images, amount):
+    """Contrast-adaptive sharpening written out pixel by pixel in float64 (NHWC): the specification the drop-in's
+    sharpening follows (zeros outside the image, NaN where all nine are black -> 0)."""
+    n, c, h, w = images.permute(0, 3, 1, 2).shape
+    x = images.double().permute(0, 3, 1, 2).tolist()
+    out = torch.empty(n, c, h, w, dtype=torch.float64)
+    px = lambda b, ch, i, j: x[b][ch][i][j] if 0 <= i < h and 0 <= j < w else 0.0  # noqa: E731
+    for b in range(n):
+        for ch in range(c):
+            for i in range(h):
+                for j in range(w):
+                    plus = [px(b, ch, i + di, j + dj) for di, dj in ((-1, 0), (0, -1), (0, 0), (0, 1), (1, 0))]
+                    diag = [px(b, ch, i + di, j + dj) for di, dj in ((-1, -1), (-1, 1), (1, -1), (1, 1))]
+                    mx, mn = max(plus) + max(diag), min(plus) + min(diag)
+                    if mx == 0:
+                        out[b, ch, i, j] = 0.0
+                        continue
+                    wgt = -((min(mn, 2 - mx) / mx) ** 0.5) * (amount * (1 / 5 - 1 / 8) + 1 / 8)
+                    edges = plus[0] + plus[1] + plus[3] + plus[4]
+                    out[b, ch, i, j] = min(max((edges * wgt + plus[2]) / (1 + 4 * wgt), 0.0), 1.0)
+    return out.permute(0, 2, 3, 1).float()
 
 
 def test_saved_embeds_load_back_as_safetensors_and_the_packs_pickles_are_refused(folders, host, plus, vit_h,
