@@ -97,6 +97,8 @@ PRESETS = (
     Preset("FACEID PORTRAIT UNNORM - SDXL only (strong)", {"sdxl": _face("ip-adapter-faceid-portrait_sdxl_unnorm", "faceid-portrait-unnorm", 16)}, _H),
     # The pack's community loader; Kolors' UNet is SDXL-shaped, so its adapter is listed under "sdxl".
     Preset("Kolors", {"sdxl": _r(("ip_adapter_plus_general", "Kolors-IP-Adapter-Plus"), "plus", 16, KOLORS_ENCODER)}),
+    # The pack's other community preset: the composition adapters (plus layout on ViT-H), one per base model.
+    Preset("Composition", {"sd15": _r("ip_plus_composition_sd15", "plus", 16), "sdxl": _r("ip_plus_composition_sdxl", "plus", 16)}),
 )
 PRESET_NAMES = tuple(p.name for p in PRESETS)
 _BY_NAME = {p.name: p for p in PRESETS}

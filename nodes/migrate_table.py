@@ -162,7 +162,7 @@ CHOICES = {
                                 "VIT-G (medium strength)", "PLUS (high strength)", "PLUS FACE (portraits)",
                                 "FULL FACE - SD1.5 only (portraits stronger)", "FACEID", "FACEID PLUS - SD1.5 only",
                                 "FACEID PLUS V2", "FACEID PORTRAIT (style transfer)",
-                                "FACEID PORTRAIT UNNORM - SDXL only (strong)", "Kolors"),
+                                "FACEID PORTRAIT UNNORM - SDXL only (strong)", "Kolors", "Composition"),
     "IPACombineEmbeds.method": ("concat", "add", "subtract", "average", "norm average", "max", "min"),
     "IPANoise.type": ("fade", "dissolve", "gaussian", "shuffle"),
     "IPAEncodeFace.provider": ("CPU", "CUDA", "ROCM", "DirectML", "OpenVINO", "CoreML"),

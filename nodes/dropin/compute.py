@@ -417,10 +417,6 @@ def load_pack_embeds(embeds):
 
 
 def unified_loader_community(model, preset, ipadapter=None):
-    if preset == "Composition":
-        raise IPAdapterError("IPAdapter Unified Loader Community: preset 'Composition' is not a preset here; load "
-                             "ip_plus_composition_sd15 (or _sdxl) with IPAdapter Model Loader and connect a ViT-H "
-                             "Load CLIP Vision to the IPAdapter node's clip_vision.")
     return unified_loader(model, preset)
 
 

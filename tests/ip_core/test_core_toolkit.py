@@ -33,7 +33,7 @@ CONFIGS = {
     "unnormxl": make_config("faceid-portrait-unnorm", SDXL, 2048, 512),
 }
 STANDARD, PLUS, LIGHT, VITG = PRESET_NAMES[1], PRESET_NAMES[3], PRESET_NAMES[0], PRESET_NAMES[2]
-FACEID, FPLUS, FPLUSV2, PORTRAIT, UNNORM, KOLORS = PRESET_NAMES[6:]
+FACEID, FPLUS, FPLUSV2, PORTRAIT, UNNORM, KOLORS, COMPOSITION = PRESET_NAMES[6:]
 
 
 def no_contents(name):
@@ -44,10 +44,10 @@ def test_preset_table_has_the_packs_labels_and_one_encoder_each():
     assert PRESET_NAMES == ("LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)", "VIT-G (medium strength)",
                             "PLUS (high strength)", "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)",
                             "FACEID", "FACEID PLUS - SD1.5 only", "FACEID PLUS V2", "FACEID PORTRAIT (style transfer)",
-                            "FACEID PORTRAIT UNNORM - SDXL only (strong)", "Kolors")
+                            "FACEID PORTRAIT UNNORM - SDXL only (strong)", "Kolors", "Composition")
     # FaceID adapters take InsightFace; like the pack's loader, every FaceID preset returns ViT-H (Plus uses it)
-    assert [p.clip_vision_name for p in PRESETS] == ["ViT-H/14", "ViT-H/14", "ViT-bigG/14"] + ["ViT-H/14"] * 8 + ["ViT-L/14-336"]
-    assert [p.plus_v2 for p in PRESETS] == [None] * 7 + [False, True, None, None, None]
+    assert [p.clip_vision_name for p in PRESETS] == ["ViT-H/14", "ViT-H/14", "ViT-bigG/14"] + ["ViT-H/14"] * 8 + ["ViT-L/14-336", "ViT-H/14"]
+    assert [p.plus_v2 for p in PRESETS] == [None] * 7 + [False, True, None, None, None, None]
 
 
 def test_the_kolors_preset_finds_the_kolors_files_by_name_or_contents(kolors_plus_sd):
@@ -60,6 +60,15 @@ def test_the_kolors_preset_finds_the_kolors_files_by_name_or_contents(kolors_plu
         choose_adapter(KOLORS, "sd15", names, no_contents)
     clips = ["CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "clip-vit-large-patch14-336.bin", "clip-vit-large-patch14.bin"]
     assert choose_encoder("ViT-L/14-336", clips, lambda n: None).name == "clip-vit-large-patch14-336.bin"
+
+
+def test_the_composition_preset_finds_the_composition_files_of_each_base_model():
+    """The pack's other community preset: ip_plus_composition_sd15 / _sdxl (plus, 16 tokens) on ViT-H."""
+    names = ["ip-adapter-plus_sd15.safetensors", "ip_plus_composition_sd15.safetensors", "ip_plus_composition_sdxl.safetensors"]
+    assert choose_adapter(COMPOSITION, "sd15", names, no_contents) == Choice("ip_plus_composition_sd15.safetensors", "by name")
+    assert choose_adapter(COMPOSITION, "sdxl", names, no_contents) == Choice("ip_plus_composition_sdxl.safetensors", "by name")
+    with pytest.raises(IPAdapterError, match="needs ip_plus_composition_sd15"):
+        choose_adapter(COMPOSITION, "sd15", names[:1], no_contents)
 
 
 def test_released_names_match_with_any_separator_in_sub_folders_not_other_releases():

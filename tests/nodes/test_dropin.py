@@ -255,11 +255,6 @@ def test_saved_embeds_load_back_as_safetensors_and_the_packs_pickles_are_refused
         compute.run("IPAdapterLoadEmbeds", dict(embeds="theirs.ipadpt"))
 
 
-def test_community_loader_composition_says_what_to_load_instead():
-    with pytest.raises(Exception, match="ip_plus_composition_sd15 .*IPAdapter Model Loader"):
-        compute.run("IPAdapterUnifiedLoaderCommunity", dict(model=make_model("sd15"), preset="Composition"))
-
-
 def test_combine_weights_joins_the_lists():
     assert compute.run("IPAdapterCombineWeights", dict(weights_1=0.5, weights_2=[0.1, 0.2])) == ([0.5, 0.1, 0.2], 3)
 
