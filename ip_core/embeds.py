@@ -196,8 +196,10 @@ class ImagePromptEmbeds:
     reference kept), so the references can be combined again before the projection (Combine Embeds);
     None for embeds made without them.
 
-    region_masks (tiled references): None, or [R, H, W]: then row r is a separate image prompt that acts
-    only where region_masks[r] is 1 (stretched over the image); the rows add up (ip_core.tiles).
+    region_masks (tiled references): None, or [R, H, W]: then the rows are R separate image prompts, region
+    by region, each acting only where its region_masks[r] is 1 (stretched over the image); they add up
+    (ip_core.tiles). A region has one row, or one per batch item (cond [R * F, N, ctx], region r's rows
+    r * F .. r * F + F - 1: its tile of each frame's reference).
     """
 
     cond: torch.Tensor
@@ -211,8 +213,12 @@ class ImagePromptEmbeds:
     region_masks: Optional[torch.Tensor] = None
 
     @property
+    def rows_per_region(self) -> int:
+        return self.cond.shape[0] // (1 if self.region_masks is None else max(1, self.region_masks.shape[0]))
+
+    @property
     def per_batch_item(self) -> bool:
-        return self.cond.shape[0] > 1
+        return self.rows_per_region > 1
 
     def to(self, device=None, dtype=None) -> "ImagePromptEmbeds":
         def move(t):
@@ -226,9 +232,10 @@ class ImagePromptEmbeds:
         """[(embeds of one region, its mask [H, W])] for tiled embeds; [(self, None)] otherwise."""
         if self.region_masks is None:
             return [(self, None)]
-        return [(ImagePromptEmbeds(self.cond[r:r + 1], self.uncond[r:r + 1], self.signature, self.description,
-                                   self.encoder_name, self.adapter_fingerprint), self.region_masks[r])
-                for r in range(self.cond.shape[0])]
+        f = self.rows_per_region
+        return [(ImagePromptEmbeds(self.cond[r * f:(r + 1) * f], self.uncond[r * f:(r + 1) * f], self.signature,
+                                   self.description, self.encoder_name, self.adapter_fingerprint), self.region_masks[r])
+                for r in range(self.region_masks.shape[0])]
 
     def state_dict(self) -> dict:
         sd = {"cond": self.cond, "uncond": self.uncond}
@@ -320,7 +327,7 @@ def check_embeds_values(embeds: ImagePromptEmbeds, label: str = "the image promp
     """What any embeds must be, whatever the adapter: float tensors of consistent shapes, finite values.
 
     cond / uncond: equal [R >= 1, tokens >= 1, width >= 1]; cond_features / uncond_features: both or neither,
-    equal shapes after the first dim; region_masks: None or [R, H, W] within 0..1.
+    equal shapes after the first dim; region_masks: None or [R, H, W] within 0..1, R dividing the rows.
     """
     remedy = "encode the reference image again (a saved file was damaged or written by other code)."
     for name in ("cond", "uncond", "cond_features", "uncond_features", "region_masks"):
@@ -347,10 +354,10 @@ def check_embeds_values(embeds: ImagePromptEmbeds, label: str = "the image promp
     masks = embeds.region_masks
     # Tile masks are resized bicubically, as the widely used pack resizes its own: at a mask's edge they overshoot
     # 0..1 a little (the cubic kernel's ripple, under 0.1), and a constant mask can come out 1 + rounding.
-    if masks is not None and (masks.ndim != 3 or masks.shape[0] != cond.shape[0] or 0 in masks.shape
+    if masks is not None and (masks.ndim != 3 or 0 in masks.shape or cond.shape[0] % masks.shape[0]
                               or float(masks.min()) < -MASK_OVERSHOOT or float(masks.max()) > 1 + MASK_OVERSHOOT):
         raise IPAdapterError(f"{label}: region_masks {list(masks.shape)} must be one [H, W] mask within 0..1 per "
-                             f"reference ({cond.shape[0]}); {remedy}")
+                             f"region, the {cond.shape[0]} rows being the same number per region; {remedy}")
 
 
 def check_embeds_fit(adapter, embeds: ImagePromptEmbeds, label: str = "these image prompt embeds") -> None:

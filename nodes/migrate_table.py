@@ -176,8 +176,6 @@ CHOICES = {
 PENDING = {
     "IPACombineFrameWeights": "IPAdapter Frame Weights has no combining node; join the weight lists by hand",
     "IPAPromptSchedule": "no prompt-schedule node here; write the schedule for your scheduler node by hand",
-    "IPATiledBatch": ("Encode Image Prompt refuses tiles 'tiled' with combine 'batch' (each tile already maps to a part "
-                      "of the image): use IPAdapter Tiled (one reference for all frames) or a Batch node without tiles"),
 }
 
 # ---------------------------------------------------------------------------------------------- shared rules
@@ -418,8 +416,11 @@ PACK = {
                                           "weight": _WEIGHT_BATCH, "combine_embeds": _BATCH_COMBINE}},
     "IPAdapterTiled": {**_apply_family(_TILED, outputs=("MODEL", "IMAGE", "MASK"), wires={"encode.tiles": "=tiled"},
                                        extra_options={"sharpening": _SHARPEN}), "output_map": _TILED_OUT},
-    "IPAdapterTiledBatch": {"required": _TILED_BATCH, "optional": _APPLY_OPT, "outputs": ("MODEL", "IMAGE", "MASK"),
-                            "counterpart": "IPATiledBatch"},
+    # one reference per frame, each frame attending to its own reference's tiles (Encode's tiles 'tiled', combine 'batch')
+    "IPAdapterTiledBatch": {**_apply_family(_TILED_BATCH, outputs=("MODEL", "IMAGE", "MASK"),
+                                            wires={"encode.tiles": "=tiled", **_UNFOLD},
+                                            extra_options={"sharpening": _SHARPEN, "image": {**_IMAGE, **_UNFOLD_NOTE}}),
+                            "output_map": _TILED_OUT},
     "IPAdapterEmbeds": _EMBEDS_ENTRY,
     "IPAdapterEmbedsBatch": {**_EMBEDS_ENTRY, "options": {**_EMBEDS_ENTRY["options"], "weight": _WEIGHT_BATCH, "pos_embed": {
         "to": "apply.embeds", "approx": "Batch node: the embeds must hold one reference per batch item (encode with "

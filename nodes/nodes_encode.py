@@ -70,34 +70,44 @@ def _no_image(config, clip_vision, crop: str, progress, label: str, legacy: bool
 
 
 def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image, weights=None, legacy: bool = False):
-    """One image prompt per tile (each tile's references combined as `combine` says) and the tiles' masks."""
-    if combine == "batch":
-        raise IPAdapterError(
-            "tiles 'tiled' with combine 'batch' is not supported: tiles already map to parts of the image. "
-            "Use combine 'concat' or 'average', or tiles 'off' for one reference per frame."
-        )
+    """One image prompt per tile and the tiles' masks. Each tile's references are combined as `combine` says;
+    'batch' keeps one per frame (frame i attends to the tiles of reference i, each tile in its region), encoded
+    ENCODE_CHUNK references at a time so that pixels and features stay bounded whatever the frame count."""
     config = a.config
     label = "the connected CLIP vision model"
+    count = int(image.shape[0])
     layout = tiling.tile_layout(int(image.shape[1]), int(image.shape[2]))
-    parts = tiling.tile_images(image, layout)  # [G, B, tile, tile, C]
-    progress = host.progress_bar(parts.shape[0] * parts.shape[1] + 1)
+    progress = host.progress_bar(layout.count * count + 1)
     neg = None
     if negative_image is not None:
         check_images(negative_image, "negative_image")
         neg = features_for(config, _encode(clip_vision, negative_image, crop, progress, legacy=legacy), label)
-    prompts = []
-    for g in range(parts.shape[0]):
-        cond = weight_references(features_for(config, _encode(clip_vision, parts[g], crop, progress, legacy=legacy), label), weights)
-        if neg is None:  # the same "no image" for every tile
-            neg = family_for(config).no_image_features(config, cond[:1], _no_image(config, clip_vision, crop, progress, label))
-        prompts.append(build_image_prompt(a.adapter, cond, neg, combine=combine, encoder_name=config.encoder_name))
+        if combine == "batch" and neg.shape[0] not in (1, count):
+            raise IPAdapterError(f"{neg.shape[0]} negative images for {count} reference images; give one negative "
+                                 "image, or one per reference")
+    step = ENCODE_CHUNK if combine == "batch" else count  # merging modes need all references of a tile together
+    prompts = [[] for _ in range(layout.count)]  # per tile, per chunk of references
+    for start in range(0, count, step):
+        parts = tiling.tile_images(image[start:start + step], layout)  # [G, b, tile, tile, C]
+        chunk_weights = None if weights is None else weights[start:start + step]
+        chunk_neg = neg if neg is None or neg.shape[0] == 1 else neg[start:start + step]
+        for g in range(layout.count):
+            cond = weight_references(features_for(config, _encode(clip_vision, parts[g], crop, progress, legacy=legacy),
+                                                  label), chunk_weights)
+            if neg is None:  # the same "no image" for every tile and frame
+                neg = chunk_neg = family_for(config).no_image_features(
+                    config, cond[:1], _no_image(config, clip_vision, crop, progress, label, legacy))
+            prompts[g].append(build_image_prompt(a.adapter, cond, chunk_neg, combine=combine,
+                                                 encoder_name=config.encoder_name))
+        del parts
     progress.update(1)
     host.check_interrupt()
-    first = prompts[0]
+    first = prompts[0][0]
     # Tile prompts act in their own regions: they are not re-combined before the projection (no features kept).
-    return replace(first, cond=torch.cat([p.cond for p in prompts]), uncond=torch.cat([p.uncond for p in prompts]),
+    # Rows region by region, each region's rows frame by frame (ImagePromptEmbeds.regions).
+    return replace(first, cond=torch.cat([p.cond for tile in prompts for p in tile]),
+                   uncond=torch.cat([p.uncond for tile in prompts for p in tile]),
                    region_masks=tiling.tile_masks(layout)[:, 0], cond_features=None, uncond_features=None)
-
 
 
 class IPAEncodeImagePrompt:
@@ -127,7 +137,7 @@ class IPAEncodeImagePrompt:
                 "negative_image": ("IMAGE", {"tooltip": "Optional image(s) whose tokens replace the unconditional ones (guidance pushes away from them). One, or one per reference."}),
                 "reference_weights": ("STRING", {"default": "", "tooltip": "One weight per reference image ('1, 0.5'), or one for all; empty = all 1. Scales each reference's CLIP features before the projection (the widely used pack's encoder weight), -1..3."}),
                 "mask": ("MASK", {"tooltip": "Optional mask over the CLIP input: the encoder sees the reference only where the mask is 1 (it follows the crop mode). One mask, or one per reference."}),
-                "tiles": (list(TILE_MODES), {"default": "off", "tooltip": "tiled: cut the reference into 256 px squares (short side one tile, up to 4 along the long side), each acting on its own part of the image; enhance: also encode an enhance_tiles x enhance_tiles grid and add it to the whole-image encoding."}),
+                "tiles": (list(TILE_MODES), {"default": "off", "tooltip": "tiled: cut the reference into 256 px squares (short side one tile, up to 4 along the long side), each acting on its own part of the image (with combine 'batch', each frame gets its own reference's tiles); enhance: also encode an enhance_tiles x enhance_tiles grid and add it to the whole-image encoding."}),
                 "enhance_tiles": ("INT", {"default": 2, "min": 1, "max": tiling.MAX_ENHANCE_GRID, "tooltip": f"enhance: tiles per side of the grid (1 = off); 1 to {tiling.MAX_ENHANCE_GRID}."}),
                 "enhance_ratio": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "enhance: scale of the whole-image encoding (one image: added beside the tiles; several: blended with them)."}),
                 "legacy": ("BOOLEAN", {"default": False, "tooltip": "Reproduce ComfyUI_IPAdapter_plus: the host's clip_preprocess instead of the exact official preprocessing (crop center / squash), and for plus / full-face adapters a black image as the unconditional input instead of the official zero (normalised) image. Set by the workflow converter (python -m nodes.migrate --legacy)."}),

@@ -286,24 +286,16 @@ def weights_from_strategy(weights_strategy, image=None):
 
 
 # ------------------------------------------------------------------------------------------ tiles
-def tiled(**inputs):
-    """IPAdapter Tiled: the model through its recipe (Encode Image Prompt, tiles 'tiled'), and the tiles and their
-    masks the pack also outputs, from the same layout (ip_core.tiles): tile by tile, each with the batch's images."""
-    model = run_recipe("IPAdapterTiled", inputs)[0]
+def tiled(node_id="IPAdapterTiled", **inputs):
+    """IPAdapter Tiled (Batch): the model through its recipe (Encode Image Prompt, tiles 'tiled'; the Batch id with
+    combine 'batch', one reference per frame), and the tiles and their masks the pack also outputs, from the same
+    layout (ip_core.tiles): tile by tile, each with the batch's images."""
+    model = run_recipe(node_id, inputs)[0]
     image = inputs["image"]
     layout = tiling.tile_layout(int(image.shape[1]), int(image.shape[2]))
     parts = tiling.tile_images(image, layout)
     masks = tiling.tile_masks(layout, inputs.get("attn_mask"))
     return model, parts.reshape(-1, *parts.shape[2:]), masks.reshape(-1, *masks.shape[2:])
-
-
-def tiled_batch(image, encode_batch_size, **inputs):
-    """IPAdapter Tiled Batch: one reference per frame is not computed here (our tiles act on parts of the image, not
-    per frame); a single reference image is the same as IPAdapter Tiled."""
-    if image.shape[0] != 1:
-        raise IPAdapterError(f"IPAdapter Tiled Batch with {image.shape[0]} reference images (one per frame) is not "
-                             f"computed by this pack: {migrate_table.PENDING['IPATiledBatch']}.")
-    return tiled(image=image, combine_embeds="concat", **inputs)
 
 
 # ------------------------------------------------------------------------------------------ regions
@@ -459,7 +451,7 @@ COMPUTE = {
     "IPAdapterWeights": weights,
     "IPAdapterWeightsFromStrategy": weights_from_strategy,
     "IPAdapterTiled": tiled,
-    "IPAdapterTiledBatch": tiled_batch,
+    "IPAdapterTiledBatch": lambda **kw: tiled("IPAdapterTiledBatch", **kw),
     "IPAdapterRegionalConditioning": regional_conditioning,
     "IPAdapterCombineParams": combine_params,
     "IPAdapterFromParams": from_params,

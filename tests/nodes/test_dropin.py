@@ -7,7 +7,8 @@ import types
 import pytest
 import torch
 
-from comfy_standin import make_model
+import pack_standin
+from comfy_standin import make_model, run_model
 from nodes import dropin, migrate_table, pack_interface
 from nodes.dropin import compute
 from test_nodes_apply import _run
@@ -128,14 +129,57 @@ def test_tiled_gives_our_tiled_encoding_and_the_packs_tiles_and_masks(host, plus
         compute.run("IPAdapterTiled", {**_tiled_inputs(pipe, image), "sharpening": 0.5})
 
 
-def test_tiled_batch_of_one_image_is_tiled_and_of_several_says_what_to_use(host, plus, vit_h, host_preprocess):
+def test_tiled_batch_of_one_image_is_tiled(host, plus, vit_h, host_preprocess):
     pipe, image = _pipe(plus, vit_h), _image(256, 256)
     inputs = {k: v for k, v in _tiled_inputs(pipe, image).items() if k != "combine_embeds"}
     model, tiles, _ = compute.run("IPAdapterTiledBatch", {**inputs, "encode_batch_size": 0})
     model_tiled, tiles_tiled, _ = compute.run("IPAdapterTiled", _tiled_inputs(pipe, image))
     assert torch.equal(tiles, tiles_tiled) and torch.equal(_run(model), _run(model_tiled))
-    with pytest.raises(Exception, match="2 reference images .*use IPAdapter Tiled"):
-        compute.run("IPAdapterTiledBatch", {**inputs, "image": _image(256, 256, batch=2), "encode_batch_size": 0})
+
+
+@pytest.fixture
+def pack_nodes(host, monkeypatch):
+    """The widely used pack's own node classes, loaded into the stand-in host (pack_standin.py); both packs see the
+    same host preprocessing (a squash resize, so that any size of tile goes in)."""
+    from ip_core.preprocess import preprocess_images
+
+    return pack_standin.load(monkeypatch, host, lambda images, size, crop=True: preprocess_images(images, "squash", size))
+
+
+def _frame_masks(h, w):
+    """One attn_mask per frame: all, the lower half, the left part."""
+    m = torch.ones(3, h, w)
+    m[1, :h // 2], m[2, :, w // 3:] = 0, 0
+    return m
+
+
+@pytest.mark.parametrize("node_id, adapter, weight_type, scaling, shape, references, frames, masked", [
+    ("IPAdapterTiledBatch", "base", "linear", "V only", (200, 300), 3, 3, False),  # two overlapping tiles side by side
+    ("IPAdapterTiledBatch", "plus", "ease in", "K+V w/ C penalty", (256, 256), 3, 4, False),  # 2 x 2; frame 4 repeats
+    ("IPAdapterTiledBatch", "base", "linear", "V only", (256, 256), 3, 3, True),  # a square reference, a mask per frame
+    ("IPAdapterTiled", "plus", "style transfer", "V only", (300, 200), 1, 2, False),  # one reference for every frame
+])
+def test_tiled_ids_equal_the_packs_own_nodes(request, host, vit_h, pack_nodes, monkeypatch, node_id, adapter,
+                                             weight_type, scaling, shape, references, frames, masked):
+    """IPAdapter Tiled Batch, several references (one per frame), and IPAdapter Tiled: the model, tiles and masks equal
+    the pack's own node's (loaded from its source in ../shared/hosts), frame by frame. (An attn_mask on a reference
+    that is not square differs: ours is stretched over the image, the pack's cut like the reference; docs/nodes.md.)"""
+    monkeypatch.delenv(dropin.ENV, raising=False)  # the pack's results (legacy)
+    a = request.getfixturevalue(adapter)
+    images = _image(*shape, seed=3, batch=references)
+    options = dict(weight=0.7, weight_type=weight_type, start_at=0.0, end_at=1.0, sharpening=0.0, embeds_scaling=scaling,
+                   attn_mask=_frame_masks(*shape) if masked else None)
+    options.update(encode_batch_size=0) if node_id == "IPAdapterTiledBatch" else options.update(combine_embeds="concat")
+    model = make_model("sd15")
+    ref_model, ref_tiles, ref_masks = pack_nodes[node_id]().apply_tiled(
+        model, a.adapter.released_state_dict(), images, clip_vision=vit_h, **options)
+    ours, tiles, masks = compute.run(node_id, dict(model=model, ipadapter=_pipe(a, vit_h), image=images, **options))
+    assert torch.equal(tiles, ref_tiles) and torch.allclose(masks, ref_masks, atol=1e-6)
+    g = torch.Generator().manual_seed(9)
+    x, c, u = (torch.randn(frames, *s, generator=g) for s in ((4, 8, 8), (8, 768), (8, 768)))
+    expected, got = run_model(ref_model, x, 5.0, c, u), run_model(ours, x, 5.0, c, u)
+    assert not torch.allclose(expected, run_model(model, x, 5.0, c, u), atol=1e-3)  # the tiles do act
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------ regions

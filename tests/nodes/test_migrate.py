@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pack_workflows import CORE, _Graph, api_of, pack_workflow
+from pack_workflows import CORE, _Graph, api_of, pack_workflow, without_counterpart
 from workflow_api import CORE_SCHEMAS, ui_to_api
 from nodes import migrate, migrate_table as table
 from nodes.migrate import NotAWorkflow, convert, node_rect, validate_api, validate_ui
@@ -182,13 +182,33 @@ def test_a_missing_input_of_ours_is_reported_as_not_supported_yet(monkeypatch):
     assert [n.kind for n in report.notes if n.text.startswith("weight_type")] == ["mapped"]  # our default does it
 
 
-def test_nodes_without_counterpart_are_kept_with_what_feeds_them_through_the_packs_types():
+def test_nodes_without_counterpart_are_kept_with_what_feeds_them_through_the_packs_types(monkeypatch):
+    without_counterpart(monkeypatch, "IPAdapterTiledBatch", "no tiles per batch item here (test)")
     new, report = convert(pack_workflow("IPAdapterTiledBatch", connect_optional=True))
-    # tiles per batch item have no counterpart: kept, and the loader that feeds it the pack's types stays
+    # no counterpart: kept, and the loader that feeds it the pack's types stays
     assert {"IPAdapterTiledBatch", "IPAdapterModelLoader"} <= set(_types(new))
     assert validate_ui(new) == []
     assert any("joined by the pack's own types" in n.text for n in report.of("kept"))
-    assert any("refuses tiles 'tiled'" in n.text for n in report.of("not supported yet"))
+    assert any("no tiles per batch item here" in n.text for n in report.of("not supported yet"))
+
+
+def test_tiled_batch_becomes_a_tiled_encode_with_one_reference_per_frame(host):
+    """IPAdapter Tiled Batch: Encode Image Prompt (tiles 'tiled', combine 'batch') + Apply IPAdapter, each option
+    mapped or named; its tiles and masks outputs have no counterpart (left unconnected, reported)."""
+    new, report, api = _both(pack_workflow("IPAdapterTiledBatch", {"weight": 0.6, "weight_type": "ease out",
+                                                                    "start_at": 0.2, "embeds_scaling": "K+V",
+                                                                    "encode_batch_size": 8}, connect_optional=True))
+    encode, apply = _values(new, "IPAEncodeImagePrompt"), _values(new, "IPAApplyAdapter")
+    assert "IPAdapterTiledBatch" not in _types(new) and validate_ui(new) == []
+    assert (encode["tiles"], encode["combine"]) == ("tiled", "batch")
+    assert (apply["weight"], apply["weight_type"], apply["start_at"], apply["embeds_scaling"]) == (0.6, "ease out", 0.2, "K+V")
+    assert _api_node(api, "IPAEncodeImagePrompt")["tiles"] == "tiled" and _api_node(api, "IPAEncodeImagePrompt")["combine"] == "batch"
+    assert any(n.text.startswith("encode_batch_size (8)") for n in report.of("not needed"))
+    mapped = " ".join(n.text for n in report.of("mapped"))
+    assert "image_negative (connected) -> IPAEncodeImagePrompt.negative_image" in mapped
+    assert "attn_mask (connected) -> IPAApplyAdapter.attn_mask" in mapped
+    _, sharpened = convert(pack_workflow("IPAdapterTiledBatch", {"sharpening": 0.3}))
+    assert any(n.text.startswith("sharpening (0.3): no sharpening") for n in sharpened.of("not supported"))
 
 
 def test_embeds_chain_keeps_uncond_with_the_embeds():
@@ -241,8 +261,8 @@ NEWLY_MAPPED = ("IPAdapterStyleComposition", "IPAdapterStyleCompositionBatch", "
                 "IPAdapterLoadEmbeds", "IPAdapterNoise", "IPAdapterTiled",
                 "IPAdapterClipVisionEnhancer", "IPAdapterClipVisionEnhancerBatch", "IPAdapterBatch",
                 "IPAdapterEmbedsBatch", "IPAdapterWeights", "IPAdapterWeightsFromStrategy", "IPAdapterMS",
-                "IPAdapterFaceIDKolors")
-STILL_MISSING = {"IPAdapterCombineWeights", "IPAdapterPromptScheduleFromWeightsStrategy", "IPAdapterTiledBatch"}
+                "IPAdapterFaceIDKolors", "IPAdapterTiledBatch")
+STILL_MISSING = {"IPAdapterCombineWeights", "IPAdapterPromptScheduleFromWeightsStrategy"}
 
 
 def test_what_converts_and_what_does_not():

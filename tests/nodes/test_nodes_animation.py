@@ -161,8 +161,38 @@ def test_tiled_encode_equals_one_masked_adapter_per_tile(host, base, vit_h):
         chained = _apply(chained, base, part, weight=0.7, attn_mask=tiles.region_mask(region, attn))
     x, c, u = _latents(2)
     assert torch.equal(run_model(patched, x, 5.0, c, u), run_model(chained, x, 5.0, c, u))
-    with pytest.raises(IPAdapterError, match="combine 'batch' is not supported"):
-        IPAEncodeImagePrompt().encode(base, vit_h, image, combine="batch", tiles="tiled")
+
+
+def test_tiled_encode_with_combine_batch_gives_each_frame_its_own_references_tiles(host, base, vit_h, monkeypatch):
+    """tiles 'tiled' + combine 'batch' (the widely used pack's IPAdapter Tiled Batch): frame i attends to the tiles
+    of reference i, each tile in its region; encoded a few references at a time, with the same result."""
+    from nodes import nodes_encode
+
+    images = torch.rand(3, 200, 300, 3, generator=torch.Generator().manual_seed(5))
+    (emb,) = IPAEncodeImagePrompt().encode(base, vit_h, images, combine="batch", tiles="tiled", reference_weights="1, 0.5, 2")
+    lay = tiles.tile_layout(200, 300)
+    assert emb.cond.shape == (2 * 3, 4, 768) and emb.region_masks.shape == (2, *lay.hw) and emb.per_batch_item
+    alone = [IPAEncodeImagePrompt().encode(base, vit_h, images[i:i + 1], tiles="tiled", reference_weights=w)[0]
+             for i, w in enumerate(("1", "0.5", "2"))]
+    for g in range(2):  # region by region, frame by frame
+        for i in range(3):
+            assert torch.allclose(emb.cond[g * 3 + i], alone[i].cond[g], atol=1e-6)
+            assert torch.equal(emb.uncond[g * 3 + i], alone[i].uncond[g])
+    monkeypatch.setattr(nodes_encode, "ENCODE_CHUNK", 2)  # 3 references: chunks of 2 and 1
+    (chunked,) = IPAEncodeImagePrompt().encode(base, vit_h, images, combine="batch", tiles="tiled", reference_weights="1, 0.5, 2")
+    assert torch.allclose(chunked.cond, emb.cond, atol=1e-6) and torch.equal(chunked.region_masks, emb.region_masks)
+    model = make_model("sd15")
+    patched = _apply(model, base, emb, weight=0.7)
+    assert len(_branches(patched)) == 2  # one per tile, each holding the three frames' references
+    x, c, u = _latents(3)
+    together = run_model(patched, x, 5.0, c, u)
+    for i in range(3):
+        one = run_model(_apply(model, base, alone[i], weight=0.7), x[i:i + 1], 5.0, c[i:i + 1], u[i:i + 1])
+        assert torch.allclose(together[[i, 3 + i]], one, atol=1e-5)
+    with pytest.raises(IPAdapterError, match="references of .*: 3 given for 2 frames"):
+        run_model(patched, x[:2], 5.0, c[:2], u[:2])
+    with pytest.raises(IPAdapterError, match="2 negative images for 3 reference images"):
+        IPAEncodeImagePrompt().encode(base, vit_h, images, combine="batch", tiles="tiled", negative_image=images[:2])
 
 
 def test_enhance_adds_the_merged_grid_to_the_whole_image(host, base, vit_h):

@@ -247,15 +247,16 @@ def test_load_embeds_checks_the_tensors_against_the_adapter(folders, base):
         IPALoadEmbeds().load("int8.safetensors")
 
 
-def test_tiled_embeds_survive_save_and_load(folders, base, vit_h):
+@pytest.mark.parametrize("references, combine", [(1, "concat"), (2, "batch")])  # batch: per region, one row per frame
+def test_tiled_embeds_survive_save_and_load(folders, base, vit_h, references, combine):
     out_dir, in_dir = folders
-    (e,) = IPAEncodeImagePrompt().encode(base, vit_h, torch.rand(1, 256, 512, 3), tiles="tiled")
-    assert e.region_masks is not None and e.cond.shape[0] > 1
+    (e,) = IPAEncodeImagePrompt().encode(base, vit_h, torch.rand(references, 256, 512, 3), tiles="tiled", combine=combine)
+    assert e.region_masks is not None and e.cond.shape[0] == 2 * references
     IPASaveEmbeds().save(e, "tiles", "")
     shutil.copy(out_dir / "tiles_00001_.safetensors", in_dir / "tiles.safetensors")
     back = IPALoadEmbeds().load("tiles.safetensors", ipadapter=base)["result"][0]
     assert torch.equal(back.region_masks, e.region_masks) and torch.equal(back.cond, e.cond)
-    x, ctx = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 768)
+    x, ctx = torch.randn(references, 4, 8, 8), torch.randn(references, 77, 768)
     model = comfy_standin.make_model("sd15")
     (ours,) = IPAApplyAdapter().apply(model, base, back, 1.0, 0.0, 1.0)
     (theirs,) = IPAApplyAdapter().apply(model, base, e, 1.0, 0.0, 1.0)
