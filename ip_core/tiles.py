@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import IPAdapterError
+from .preprocess import contrast_adaptive_sharpen
 
 TILE = 256  # px; divides common latent sizes better than 224 (the encoder resizes each tile)
 MAX_TILES = 4  # along the long side
@@ -89,8 +90,9 @@ def _crop(x: torch.Tensor, hw: tuple) -> torch.Tensor:
     return x[..., top:top + hw[0], left:left + hw[1]]
 
 
-def tile_images(images: torch.Tensor, layout: TileLayout) -> torch.Tensor:
-    """IMAGE [B, H, W, C] (0..1) -> tiles [count, B, tile, tile, C] float32 (values k / 255)."""
+def tile_images(images: torch.Tensor, layout: TileLayout, sharpening: float = 0.0) -> torch.Tensor:
+    """IMAGE [B, H, W, C] (0..1) -> tiles [count, B, tile, tile, C] float32 (values k / 255; sharpened where
+    sharpening > 0: the resized image, before it is cut, as the widely used pack sharpens it)."""
     if tuple(images.shape[1:3]) != tuple(layout.source_hw):
         raise IPAdapterError(f"images of {tuple(images.shape[1:3])} px do not fit a layout made for {layout.source_hw}.")
     x = images.permute(0, 3, 1, 2)
@@ -111,6 +113,8 @@ def tile_images(images: torch.Tensor, layout: TileLayout) -> torch.Tensor:
     x = torch.stack(out).to(images.device)
     if layout.crop_hw is not None:
         x = _crop(x, layout.crop_hw)
+    if sharpening > 0:
+        x = contrast_adaptive_sharpen(x, sharpening)
     x = x.permute(0, 2, 3, 1)
     t = layout.tile
     return torch.stack([x[:, y:y + t, xo:xo + t, :] for y, xo in layout.origins])

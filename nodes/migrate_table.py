@@ -51,9 +51,9 @@ OURS = {
     "IPAEncodeImagePrompt": {
         "required": ("ipadapter:IPA_ADAPTER", "clip_vision:CLIP_VISION", "image:IMAGE"),
         "optional": ("crop:COMBO", "combine:COMBO", "negative_image:IMAGE", "reference_weights:STRING", "mask:MASK",
-                     "tiles:COMBO", "enhance_tiles:INT", "enhance_ratio:FLOAT", "legacy:BOOLEAN"),
+                     "tiles:COMBO", "enhance_tiles:INT", "enhance_ratio:FLOAT", "legacy:BOOLEAN", "tile_sharpening:FLOAT"),
         "defaults": {"crop": "center", "combine": "concat", "reference_weights": "", "tiles": "off", "enhance_tiles": 2,
-                     "enhance_ratio": 1.0, "legacy": False},
+                     "enhance_ratio": 1.0, "legacy": False, "tile_sharpening": 0.0},
         "outputs": ("IPA_EMBEDS",), "size": (320, 290),
     },
     "IPAApplyAdapter": {
@@ -138,6 +138,7 @@ HOST_NODES = ("CLIPVisionLoader", "ConditioningSetMask")  # in OURS, checked in 
 RANGES = {
     "ConditioningSetMask.strength": (0.0, 10.0),
     "IPAEncodeImagePrompt.enhance_tiles": (1, 16), "IPAEncodeImagePrompt.enhance_ratio": (0.0, 1.0),
+    "IPAEncodeImagePrompt.tile_sharpening": (0.0, 1.0),
     "IPAApplyAdapter.weight": (-1.0, 5.0), "IPAApplyAdapter.start_at": (0.0, 1.0), "IPAApplyAdapter.end_at": (0.0, 1.0),
     "IPAApplyAdapter.weight_composition": (-1.0, 5.0), "IPAApplyAdapter.style_boost": (-5.0, 5.0),
     "IPAApplyAdapter.composition_boost": (-5.0, 5.0), "IPAApplyAdapter.faceid_lora_strength": (0.0, 2.0),
@@ -248,7 +249,7 @@ _TILED = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "combine_embeds:COMB
                        "sharpening:FLOAT", "embeds_scaling:COMBO")
 _TILED_BATCH = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT", "end_at:FLOAT", "sharpening:FLOAT",
                              "embeds_scaling:COMBO", "encode_batch_size:INT")
-_SHARPEN = {"same": [0.0], "unsupported": "no sharpening of the tiles here"}
+_SHARPEN = {"to": "encode.tile_sharpening"}
 _ENH = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "combine_embeds:COMBO", "start_at:FLOAT", "end_at:FLOAT",
                      "embeds_scaling:COMBO", "enhance_tiles:INT", "enhance_ratio:FLOAT")
 _ENH_BATCH = _APPLY_REQ + ("weight:FLOAT", "weight_type:COMBO", "start_at:FLOAT", "end_at:FLOAT", "embeds_scaling:COMBO",

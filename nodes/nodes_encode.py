@@ -69,7 +69,8 @@ def _no_image(config, clip_vision, crop: str, progress, label: str, legacy: bool
     return NoImage(config, clip_vision, black, features, legacy=legacy, progress=count)
 
 
-def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image, weights=None, legacy: bool = False):
+def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image, weights=None, legacy: bool = False,
+                  sharpening: float = 0.0):
     """One image prompt per tile and the tiles' masks. Each tile's references are combined as `combine` says;
     'batch' keeps one per frame (frame i attends to the tiles of reference i, each tile in its region), encoded
     ENCODE_CHUNK references at a time so that pixels and features stay bounded whatever the frame count."""
@@ -88,7 +89,7 @@ def _encode_tiled(a, clip_vision, image, crop: str, combine: str, negative_image
     step = ENCODE_CHUNK if combine == "batch" else count  # merging modes need all references of a tile together
     prompts = [[] for _ in range(layout.count)]  # per tile, per chunk of references
     for start in range(0, count, step):
-        parts = tiling.tile_images(image[start:start + step], layout)  # [G, b, tile, tile, C]
+        parts = tiling.tile_images(image[start:start + step], layout, sharpening)  # [G, b, tile, tile, C]
         chunk_weights = None if weights is None else weights[start:start + step]
         chunk_neg = neg if neg is None or neg.shape[0] == 1 else neg[start:start + step]
         for g in range(layout.count):
@@ -141,12 +142,14 @@ class IPAEncodeImagePrompt:
                 "enhance_tiles": ("INT", {"default": 2, "min": 1, "max": tiling.MAX_ENHANCE_GRID, "tooltip": f"enhance: tiles per side of the grid (1 = off); 1 to {tiling.MAX_ENHANCE_GRID}."}),
                 "enhance_ratio": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "enhance: scale of the whole-image encoding (one image: added beside the tiles; several: blended with them)."}),
                 "legacy": ("BOOLEAN", {"default": False, "tooltip": "Reproduce ComfyUI_IPAdapter_plus: the host's clip_preprocess instead of the exact official preprocessing (crop center / squash), and for plus / full-face adapters a black image as the unconditional input instead of the official zero (normalised) image. Set by the workflow converter (python -m nodes.migrate --legacy)."}),
+                "tile_sharpening": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "tiles 'tiled': contrast-adaptive sharpening of the resized reference before it is cut into tiles (the widely used pack's IPAdapter Tiled sharpening); 0 = none."}),
             },
         }
 
     @error_boundary
     def encode(self, ipadapter, clip_vision, image, crop="center", combine="concat", negative_image=None,
-               reference_weights="", mask=None, tiles="off", enhance_tiles=2, enhance_ratio=1.0, legacy=False):
+               reference_weights="", mask=None, tiles="off", enhance_tiles=2, enhance_ratio=1.0, legacy=False,
+               tile_sharpening=0.0):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         config = a.config
         if config.is_faceid:
@@ -163,8 +166,12 @@ class IPAEncodeImagePrompt:
             raise IPAdapterError(
                 f"mask with tiles {tiles!r} is not supported: the tiles already choose which part of the reference each "
                 "encoding sees. Disconnect the mask, or set tiles to 'off'.")
+        tile_sharpening = check_number(tile_sharpening, "tile_sharpening", 0.0, 1.0)
+        if tile_sharpening and tiles != "tiled":
+            raise IPAdapterError(f"tile_sharpening {tile_sharpening} sharpens tiles, and tiles is {tiles!r}: set tiles to "
+                                 "'tiled', or tile_sharpening to 0.")
         if tiles == "tiled":
-            return (_encode_tiled(a, clip_vision, image, crop, combine, negative_image, weights, legacy),)
+            return (_encode_tiled(a, clip_vision, image, crop, combine, negative_image, weights, legacy, tile_sharpening),)
         masks = None
         if mask is not None:
             masks = encoder_masks(mask, image.shape[0], tuple(image.shape[1:3]), crop, int(getattr(clip_vision, "image_size", 224)))

@@ -293,7 +293,7 @@ def tiled(node_id="IPAdapterTiled", **inputs):
     model = run_recipe(node_id, inputs)[0]
     image = inputs["image"]
     layout = tiling.tile_layout(int(image.shape[1]), int(image.shape[2]))
-    parts = tiling.tile_images(image, layout)
+    parts = tiling.tile_images(image, layout, float(inputs.get("sharpening", 0.0)))
     masks = tiling.tile_masks(layout, inputs.get("attn_mask"))
     return model, parts.reshape(-1, *parts.shape[2:]), masks.reshape(-1, *masks.shape[2:])
 

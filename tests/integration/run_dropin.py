@@ -148,6 +148,110 @@ def faces():
     return g
 
 
+def _two_frames(g):
+    """Two reference images, two frames (the Batch ids give frame i the i-th image)."""
+    g["latent"]["inputs"]["batch_size"] = 2
+    g["scaled"] = {"class_type": "ImageScale", "inputs": {"image": ["image2", 0], "upscale_method": "nearest-exact",
+                                                          "width": 260, "height": 300, "crop": "disabled"}}
+    g["batch"] = {"class_type": "ImageBatch", "inputs": {"image1": ["image", 0], "image2": ["scaled", 0]}}
+    return ["batch", 0]
+
+
+def precise(node_id, boost, frames=False):
+    """IPAdapter Precise Style Transfer / Composition (and their Batch ids), plus adapter, a negative image."""
+    g = _base(["apply", 0], node_id)
+    g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": "ip-adapter-plus_sd15.safetensors"}}
+    g["apply"] = {"class_type": node_id, "inputs": {
+        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "image": _two_frames(g) if frames else ["image", 0], "weight": 0.9,
+        boost: 1.5, "combine_embeds": "concat", "start_at": 0.0, "end_at": 1.0, "embeds_scaling": "K+V",
+        "image_negative": ["image2", 0], "clip_vision": ["clip_vision", 0]}}
+    return g
+
+
+def style_composition_batch():
+    g = _base(["apply", 0], "style composition batch")
+    g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": "ip-adapter-plus_sd15.safetensors"}}
+    g["apply"] = {"class_type": "IPAdapterStyleCompositionBatch", "inputs": {
+        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "image_style": _two_frames(g), "image_composition": ["image", 0],
+        "weight_style": 1.2, "weight_composition": 0.8, "expand_style": True, "start_at": 0.0, "end_at": 1.0,
+        "embeds_scaling": "V only", "clip_vision": ["clip_vision", 0]}}
+    return g
+
+
+def enhancer_batch():
+    g = _base(["apply", 0], "clip vision enhancer batch")
+    g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": "ip-adapter-plus_sd15.safetensors"}}
+    g["apply"] = {"class_type": "IPAdapterClipVisionEnhancerBatch", "inputs": {
+        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "image": _two_frames(g), "weight": 1.0, "weight_type": "ease out",
+        "start_at": 0.0, "end_at": 1.0, "embeds_scaling": "V only", "enhance_tiles": 2, "enhance_ratio": 0.5,
+        "encode_batch_size": 0, "clip_vision": ["clip_vision", 0]}}
+    return g
+
+
+def embeds_batch():
+    """IPAdapter Encoder (two images, one per frame) -> IPAdapter Embeds Batch with the encoder's negative."""
+    g = _base(["apply", 0], "embeds batch")
+    g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": "ip-adapter_sd15.safetensors"}}
+    g["enc"] = {"class_type": "IPAdapterEncoder", "inputs": {"ipadapter": ["loader", 0], "image": _two_frames(g), "weight": 0.7,
+                                                             "clip_vision": ["clip_vision", 0]}}
+    g["apply"] = {"class_type": "IPAdapterEmbedsBatch", "inputs": {
+        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "pos_embed": ["enc", 0], "neg_embed": ["enc", 1], "weight": 1.0,
+        "weight_type": "linear", "start_at": 0.0, "end_at": 1.0, "embeds_scaling": "V only"}}
+    return g
+
+
+def community_composition():
+    g = _base(["apply", 0], "community composition")
+    g["unified"] = {"class_type": "IPAdapterUnifiedLoaderCommunity", "inputs": {"model": ["ckpt", 0], "preset": "Composition"}}
+    g["apply"] = {"class_type": "IPAdapter", "inputs": {"model": ["unified", 0], "ipadapter": ["unified", 1], "image": ["image", 0],
+                                                        "weight": 1.0, "start_at": 0.0, "end_at": 1.0, "weight_type": "linear"}}
+    return g
+
+
+def weights_schedule():
+    """IPAdapter Weights (two images over two frames) -> Weights From Strategy -> Combine Weights (weights and their
+    inverse: four frames) into IPAdapter Batch's weight; the Prompt Schedule from the strategy is the positive text."""
+    g = _base(["apply", 0], "weights, schedule")
+    images = _two_frames(g)
+    g["latent"]["inputs"]["batch_size"] = 4
+    g["weights"] = {"class_type": "IPAdapterWeights", "inputs": {
+        "weights": "1.0, 0.2", "timing": "ease_in_out", "frames": 2, "start_frame": 0, "end_frame": 9999,
+        "add_starting_frames": 0, "add_ending_frames": 0, "method": "full batch", "image": images}}
+    g["again"] = {"class_type": "IPAdapterWeightsFromStrategy", "inputs": {"weights_strategy": ["weights", 5], "image": images}}
+    g["joined"] = {"class_type": "IPAdapterCombineWeights", "inputs": {"weights_1": ["again", 0], "weights_2": ["again", 1]}}
+    g["schedule"] = {"class_type": "IPAdapterPromptScheduleFromWeightsStrategy", "inputs": {
+        "weights_strategy": ["again", 5], "prompt": "a red house\na green field"}}
+    g["pos"]["inputs"]["text"] = ["schedule", 0]
+    g["frames"] = {"class_type": "ImageBatch", "inputs": {"image1": ["again", 3], "image2": ["again", 4]}}
+    g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": "ip-adapter_sd15.safetensors"}}
+    g["apply"] = {"class_type": "IPAdapterBatch", "inputs": {
+        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "image": ["frames", 0], "weight": ["joined", 0],
+        "weight_type": "linear", "start_at": 0.0, "end_at": 1.0, "embeds_scaling": "V only", "encode_batch_size": 0,
+        "clip_vision": ["clip_vision", 0]}}
+    return g
+
+
+def save_embeds():
+    """IPAdapter Encoder -> IPAdapter Save Embeds (the file each pack writes; the test moves it to the input folder)."""
+    g = {k: v for k, v in _base(None, "").items() if k in ("image", "clip_vision")}
+    g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": "ip-adapter-plus_sd15.safetensors"}}
+    g["enc"] = {"class_type": "IPAdapterEncoder", "inputs": {"ipadapter": ["loader", 0], "image": ["image", 0], "weight": 1.0,
+                                                             "clip_vision": ["clip_vision", 0]}}
+    g["save"] = {"class_type": "IPAdapterSaveEmbeds", "inputs": {"embeds": ["enc", 0], "filename_prefix": "dropin"}}
+    return g
+
+
+def load_embeds(name):
+    """IPAdapter Load Embeds (the file Save Embeds wrote) -> IPAdapter Embeds."""
+    g = _base(["apply", 0], "load embeds")
+    g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": "ip-adapter-plus_sd15.safetensors"}}
+    g["load"] = {"class_type": "IPAdapterLoadEmbeds", "inputs": {"embeds": name}}
+    g["apply"] = {"class_type": "IPAdapterEmbeds", "inputs": {
+        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "pos_embed": ["load", 0], "weight": 1.0, "weight_type": "linear",
+        "start_at": 0.0, "end_at": 1.0, "embeds_scaling": "V only", "clip_vision": ["clip_vision", 0]}}
+    return g
+
+
 GRAPHS = {
     "krita base, 2 references": lambda: krita("ip-adapter_sd15.safetensors", "linear"),
     "krita plus, style transfer": lambda: krita("ip-adapter-plus_sd15.safetensors", "style transfer"),
@@ -156,6 +260,15 @@ GRAPHS = {
     "swarm unified, prompt is more important": lambda: swarm_unified("STANDARD (medium strength)", "prompt is more important"),
     "swarm advanced base": lambda: swarm_advanced("ip-adapter_sd15.safetensors"),
     "swarm advanced plus, average": lambda: swarm_advanced("ip-adapter-plus_sd15.safetensors", "average"),
+    # the pack's other ids, as a program would send them
+    "precise style transfer": lambda: precise("IPAdapterPreciseStyleTransfer", "style_boost"),
+    "precise style transfer batch": lambda: precise("IPAdapterPreciseStyleTransferBatch", "style_boost", frames=True),
+    "precise composition batch": lambda: precise("IPAdapterPreciseCompositionBatch", "composition_boost", frames=True),
+    "style composition batch": style_composition_batch,
+    "clip vision enhancer batch": enhancer_batch,
+    "embeds batch": embeds_batch,
+    "community composition": community_composition,
+    "weights, schedule": weights_schedule,
 }
 
 
@@ -172,9 +285,30 @@ def compute(which, out_dir):
         results[name] = _run(executor, graph, name)
         if name in captured:
             latents[name] = captured.pop(name)
+    results["save embeds"] = _run(executor, save_embeds(), "save embeds")
+    results["load embeds"] = _load_saved_embeds(executor, captured, latents)
     results["faceid"] = _run(executor, faces(), "faceid")
     torch.save(latents, os.path.join(out_dir, f"latents-{which}.pt"))
     return results
+
+
+def _load_saved_embeds(executor, captured, latents):
+    """The embeds file Save Embeds wrote (in the output folder) moved where Load Embeds lists files, then loaded."""
+    import shutil
+
+    import folder_paths
+
+    out, into = folder_paths.get_output_directory(), folder_paths.get_input_directory()
+    saved = sorted(f for f in os.listdir(out) if f.startswith("dropin") and f.endswith(".ipadpt"))
+    if len(saved) != 1:
+        return {"executed": False, "error": f"Save Embeds wrote {saved}"}
+    shutil.move(os.path.join(out, saved[0]), os.path.join(into, saved[0]))
+    graph = load_embeds(saved[0])
+    graph["capture"]["inputs"]["key"] = "load embeds"
+    result = _run(executor, graph, "load embeds")
+    if "load embeds" in captured:
+        latents["load embeds"] = captured.pop("load embeds")
+    return result
 
 
 class _Lines(logging.Handler):

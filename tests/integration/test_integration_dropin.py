@@ -43,13 +43,17 @@ def _compute(which, tmp_path):
 
 def test_the_graphs_programs_send_give_the_packs_final_latents(tmp_path):
     """Krita AI Diffusion's and SwarmUI's image prompt graphs (REFERENCE.md section 8), as they send them (JSON null
-    for attn_mask), on a host with only the pack and on a host with only ours: every graph accepted and executed,
-    the final latents equal to 1e-4 relative. Without InsightFace the face graph stops with what to install."""
+    for attn_mask), and a graph for each other id of the pack that makes a MODEL or feeds one (the Batch ids with
+    one reference per frame, weights and prompt schedule, save then load embeds, the community Composition
+    preset), on a host with only the pack and on a host with only ours: every graph accepted and executed, the
+    final latents equal to 1e-4 relative. Without InsightFace the face graph stops with what to install."""
     pack, pack_latents = _compute("pack", tmp_path)
     ours, our_latents = _compute("ours", tmp_path)
     face = ours.pop("faceid")
     pack.pop("faceid")
-    assert len(ours) == 7 and sorted(our_latents) == sorted(pack_latents) == sorted(ours)
+    for saved in (ours.pop("save embeds"), pack.pop("save embeds")):  # an output node: no latent of its own
+        assert saved["valid"] and saved["executed"] and saved["error"] is None, saved
+    assert len(ours) == 16 and sorted(our_latents) == sorted(pack_latents) == sorted(ours)
     for name, res in ours.items():
         assert res["valid"] and res["executed"] and res["error"] is None, (name, res)
         ref = pack_latents[name]

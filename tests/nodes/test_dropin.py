@@ -125,8 +125,10 @@ def test_tiled_gives_our_tiled_encoding_and_the_packs_tiles_and_masks(host, plus
     (embeds,) = IPAEncodeImagePrompt().encode(plus, vit_h, image, tiles="tiled", legacy=True)
     (ours,) = IPAApplyAdapter().apply(make_model("sd15"), plus, embeds, 0.7, 0.0, 1.0, legacy=True)
     assert torch.equal(_run(model), _run(ours))
-    with pytest.raises(Exception, match="sharpening=0.5 has no counterpart here"):
-        compute.run("IPAdapterTiled", {**_tiled_inputs(pipe, image), "sharpening": 0.5})
+    sharp_model, sharp_tiles, _ = compute.run("IPAdapterTiled", {**_tiled_inputs(pipe, image), "sharpening": 0.5})
+    (embeds,) = IPAEncodeImagePrompt().encode(plus, vit_h, image, tiles="tiled", legacy=True, tile_sharpening=0.5)
+    (ours,) = IPAApplyAdapter().apply(make_model("sd15"), plus, embeds, 0.7, 0.0, 1.0, legacy=True)
+    assert torch.equal(_run(sharp_model), _run(ours)) and not torch.allclose(sharp_tiles, tiles, atol=1e-3)
 
 
 def test_tiled_batch_of_one_image_is_tiled(host, plus, vit_h, host_preprocess):
@@ -153,28 +155,29 @@ def _frame_masks(h, w):
     return m
 
 
-@pytest.mark.parametrize("node_id, adapter, weight_type, scaling, shape, references, frames, masked", [
-    ("IPAdapterTiledBatch", "base", "linear", "V only", (200, 300), 3, 3, False),  # two overlapping tiles side by side
-    ("IPAdapterTiledBatch", "plus", "ease in", "K+V w/ C penalty", (256, 256), 3, 4, False),  # 2 x 2; frame 4 repeats
-    ("IPAdapterTiledBatch", "base", "linear", "V only", (256, 256), 3, 3, True),  # a square reference, a mask per frame
-    ("IPAdapterTiled", "plus", "style transfer", "V only", (300, 200), 1, 2, False),  # one reference for every frame
+@pytest.mark.parametrize("node_id, adapter, weight_type, scaling, shape, references, frames, masked, sharpening", [
+    ("IPAdapterTiledBatch", "base", "linear", "V only", (200, 300), 3, 3, False, 0.0),  # two overlapping tiles side by side
+    ("IPAdapterTiledBatch", "plus", "ease in", "K+V w/ C penalty", (256, 256), 3, 4, False, 0.0),  # 2 x 2; frame 4 repeats
+    ("IPAdapterTiledBatch", "base", "linear", "V only", (256, 256), 3, 3, True, 0.0),  # a square reference, a mask per frame
+    ("IPAdapterTiled", "plus", "style transfer", "V only", (300, 200), 1, 2, False, 0.0),  # one reference for every frame
+    ("IPAdapterTiled", "base", "linear", "V only", (200, 300), 1, 2, False, 0.6),  # sharpened before the cut
 ])
 def test_tiled_ids_equal_the_packs_own_nodes(request, host, vit_h, pack_nodes, monkeypatch, node_id, adapter,
-                                             weight_type, scaling, shape, references, frames, masked):
+                                             weight_type, scaling, shape, references, frames, masked, sharpening):
     """IPAdapter Tiled Batch, several references (one per frame), and IPAdapter Tiled: the model, tiles and masks equal
     the pack's own node's (loaded from its source in ../shared/hosts), frame by frame. (An attn_mask on a reference
     that is not square differs: ours is stretched over the image, the pack's cut like the reference; docs/nodes.md.)"""
     monkeypatch.delenv(dropin.ENV, raising=False)  # the pack's results (legacy)
     a = request.getfixturevalue(adapter)
     images = _image(*shape, seed=3, batch=references)
-    options = dict(weight=0.7, weight_type=weight_type, start_at=0.0, end_at=1.0, sharpening=0.0, embeds_scaling=scaling,
+    options = dict(weight=0.7, weight_type=weight_type, start_at=0.0, end_at=1.0, sharpening=sharpening, embeds_scaling=scaling,
                    attn_mask=_frame_masks(*shape) if masked else None)
     options.update(encode_batch_size=0) if node_id == "IPAdapterTiledBatch" else options.update(combine_embeds="concat")
     model = make_model("sd15")
     ref_model, ref_tiles, ref_masks = pack_nodes[node_id]().apply_tiled(
         model, a.adapter.released_state_dict(), images, clip_vision=vit_h, **options)
     ours, tiles, masks = compute.run(node_id, dict(model=model, ipadapter=_pipe(a, vit_h), image=images, **options))
-    assert torch.equal(tiles, ref_tiles) and torch.allclose(masks, ref_masks, atol=1e-6)
+    assert torch.allclose(tiles, ref_tiles, atol=1e-6) and torch.allclose(masks, ref_masks, atol=1e-6)
     g = torch.Generator().manual_seed(9)
     x, c, u = (torch.randn(frames, *s, generator=g) for s in ((4, 8, 8), (8, 768), (8, 768)))
     expected, got = run_model(ref_model, x, 5.0, c, u), run_model(ours, x, 5.0, c, u)
@@ -251,6 +254,15 @@ def test_prep_image_crops_where_asked_then_resizes_to_224():
     (sharp,) = compute.run("PrepImageForClipVision", dict(image=tall, interpolation="LANCZOS", crop_position="top",
                                                            sharpening=0.3))
     assert torch.allclose(sharp, sharpen_by_the_pixel(top, 0.3), atol=1e-6) and not torch.allclose(sharp, top, atol=1e-2)
+
+
+@pytest.mark.parametrize("crop_position, sharpening", [("top", 0.3), ("pad", 1.0), ("center", 0.0)])
+def test_prep_image_equals_the_packs_own_node(pack_nodes, crop_position, sharpening):
+    image = _image(300, 200, seed=5, batch=2)
+    (ref,) = pack_nodes["PrepImageForClipVision"]().prep_image(image, "LANCZOS", crop_position, sharpening)
+    (ours,) = compute.run("PrepImageForClipVision", dict(image=image, interpolation="LANCZOS", crop_position=crop_position,
+                                                          sharpening=sharpening))
+    assert ours.shape == ref.shape == (2, 224, 224, 3) and torch.allclose(ours, ref, atol=1e-6)
 
 
 def sharpen_by_the_pixel(images, amount):
