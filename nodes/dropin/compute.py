@@ -144,6 +144,9 @@ def _target_values(node_id, rule, name, value, pipe, kwargs, calls):
         value = migrate.pack_layer_weights(value)[0]
     if "linked_to" in rule and not isinstance(value, (int, float)):  # a weight list from IPAdapter Weights
         targets = [rule["linked_to"]]
+        local, input_name = rule["to"].split(".", 1)
+        if local in calls:  # frame_weights multiply Apply's weight
+            kwargs[local][input_name] = 1.0
     else:
         targets = rule["to"] if isinstance(rule["to"], list) else [rule["to"]]
     for target in targets:

@@ -48,8 +48,13 @@ def load(monkeypatch, host, clip_preprocess):
     sd.load_lora_for_models = _not_stood_in("comfy.sd.load_lora_for_models")
     helpers = types.ModuleType("node_helpers")
     helpers.conditioning_set_values = _not_stood_in("node_helpers.conditioning_set_values")
-    for name, module in (("comfy.clip_vision", clip_vision), ("comfy.sd", sd), ("node_helpers", helpers)):
+    model_base = types.ModuleType("comfy.model_base")  # the pack's SDXL test: the stand-in models are SD1.5
+    for name in ("SDXL", "SDXLRefiner", "SDXL_instructpix2pix"):
+        setattr(model_base, name, type(name, (), {}))
+    for name, module in (("comfy.clip_vision", clip_vision), ("comfy.sd", sd), ("node_helpers", helpers),
+                         ("comfy.model_base", model_base)):
         monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(sys.modules["comfy"], "model_base", model_base, raising=False)
     mm = host.model_management
     for name, value in (("get_torch_device", lambda: torch.device("cpu")), ("unet_dtype", lambda: torch.float32),
                         ("should_use_fp16", lambda: False), ("load_model_gpu", lambda patcher: None)):

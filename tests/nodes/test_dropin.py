@@ -185,6 +185,23 @@ def test_tiled_ids_equal_the_packs_own_nodes(request, host, vit_h, pack_nodes, m
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_batch_node_with_a_weight_list_equals_the_packs_own_node(host, vit_h, base, pack_nodes, monkeypatch):
+    """IPAdapter Batch with its weight linked from IPAdapter Weights (one weight per frame, as the pack's weights
+    example sends it): the pack's model, frame by frame."""
+    monkeypatch.delenv(dropin.ENV, raising=False)
+    images, model = _image(64, 64, seed=4, batch=3), make_model("sd15")
+    options = dict(weight=[1.0, 0.3, 0.0], weight_type="linear", start_at=0.0, end_at=1.0, embeds_scaling="V only",
+                   encode_batch_size=0)
+    ref = pack_nodes["IPAdapterBatch"]().apply_ipadapter(model, base.adapter.released_state_dict(), image=images,
+                                                         clip_vision=vit_h, **options)[0]
+    (ours,) = compute.run("IPAdapterBatch", dict(model=model, ipadapter=_pipe(base, vit_h), image=images, **options))
+    g = torch.Generator().manual_seed(2)
+    x, c, u = (torch.randn(3, *s, generator=g) for s in ((4, 8, 8), (8, 768), (8, 768)))
+    expected, plain = run_model(ref, x, 5.0, c, u), run_model(model, x, 5.0, c, u)
+    assert torch.allclose(run_model(ours, x, 5.0, c, u), expected, rtol=1e-4, atol=1e-5)
+    assert torch.equal(expected[2], plain[2]) and not torch.allclose(expected[1], plain[1], atol=1e-3)  # weight 0: untouched
+
+
 # ------------------------------------------------------------------ regions
 @pytest.fixture
 def node_helpers(monkeypatch):
