@@ -71,10 +71,13 @@ BEHAVIOUR = {"SimpleMath+": _simple_math, "ImageCASharpening+": lambda standin_w
              "ConditioningCombineMultiple+": _combine_conditioning, "MaskFromRGBCMYBW+": _mask_from_rgb}
 
 
-def _standin(node_type: str, node: dict):
-    """A node of another pack, declared from its UI entry: its linked inputs and outputs with their types; its widget values
-    arrive as one JSON string."""
-    inputs = {i["name"]: (i["type"],) for i in node.get("inputs", []) if i.get("link") is not None}
+STANDINS: set = set()  # the node types of other packs declared as stand-ins so far (for every example after too)
+
+
+def _standin(node_type: str, nodes: list):
+    """A node of another pack, declared from its UI entries in one workflow: the inputs any of them links and the
+    outputs with their types; its widget values arrive as one JSON string."""
+    inputs = {i["name"]: (i["type"],) for n in nodes for i in n.get("inputs", []) if i.get("link") is not None}
     inputs["standin_widgets"] = ("STRING", {"default": "[]"})
 
     def run(self, **kw):
@@ -84,26 +87,31 @@ def _standin(node_type: str, node: dict):
 
     return type(node_type.replace("+", "Plus"), (), {
         "INPUT_TYPES": classmethod(lambda cls: {"required": {}, "optional": dict(inputs)}),
-        "RETURN_TYPES": tuple(o["type"] for o in node.get("outputs", [])), "FUNCTION": "run", "CATEGORY": "test",
+        "RETURN_TYPES": tuple(o["type"] for o in nodes[0].get("outputs", [])), "FUNCTION": "run", "CATEGORY": "test",
         "run": run})
 
 
 def _frontend(workflow: dict, host_nodes) -> tuple[dict, set]:
     """The workflow as the frontend sends it: notes left out, PrimitiveNode values kept in their targets' widgets
-    (graphToPrompt does so), nodes of other packs declared as stand-ins. -> (workflow, their node ids)."""
+    (graphToPrompt does so), nodes of other packs declared as stand-ins (one class per type, from all its nodes).
+    -> (workflow, their node ids)."""
     wf = json.loads(json.dumps(workflow))
     primitives = {n["id"] for n in wf["nodes"] if n["type"] == "PrimitiveNode"}
-    foreign = set()
+    links = {l[0]: l for l in wf["links"]}
     for n in wf["nodes"]:
         for i in n.get("inputs", []):
-            link = next((l for l in wf["links"] if l[0] == i.get("link")), None)
+            link = links.get(i.get("link"))
             if link is not None and link[1] in primitives:
                 i["link"] = None
-        if n["type"] not in host_nodes.NODE_CLASS_MAPPINGS and n["type"] not in ("Note", "MarkdownNote", "PrimitiveNode"):
-            host_nodes.NODE_CLASS_MAPPINGS[n["type"]] = _standin(n["type"], n)
+    wf["nodes"] = [n for n in wf["nodes"] if n["type"] not in ("Note", "MarkdownNote", "PrimitiveNode")]
+    STANDINS.update(n["type"] for n in wf["nodes"] if n["type"] not in host_nodes.NODE_CLASS_MAPPINGS)
+    foreign = set()
+    for node_type in {n["type"] for n in wf["nodes"]} & STANDINS:
+        nodes = [n for n in wf["nodes"] if n["type"] == node_type]
+        host_nodes.NODE_CLASS_MAPPINGS[node_type] = _standin(node_type, nodes)
+        for n in nodes:
             n["standin_widgets"], n["widgets_values"] = json.dumps(n.get("widgets_values") or []), []
             foreign.add(str(n["id"]))
-    wf["nodes"] = [n for n in wf["nodes"] if n["type"] not in ("Note", "MarkdownNote", "PrimitiveNode")]
     return wf, foreign
 
 
@@ -161,7 +169,7 @@ def run_examples(which: str, out_dir: str) -> dict:
     in_dir, vaes = folder_paths.get_input_directory(), os.path.join(out_dir, "vae")
     os.makedirs(vaes, exist_ok=True)
     folder_paths.add_model_folder_path("vae", vaes)
-    executor = execution.PromptExecutor(comfy_host.SilentServer())
+    executor = comfy_host.prompt_executor()
     results = {}
     for name, workflow in sorted(examples().items()):
         _inputs(workflow, in_dir, adapters, vaes)

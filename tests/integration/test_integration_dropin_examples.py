@@ -15,20 +15,11 @@ NOT_SD15 = {"IPAdapter_FaceIDv2_Kolors", "ipadapter_kolors", "ipadapter_cosxl_ed
 # FaceID: no FaceID adapter file (nor InsightFace) here; they stop at the FaceID loader naming the file its preset needs
 # (with the file, the InsightFace message follows: test_integration_dropin.py's face graph)
 FACE = {"ipadapter_faceid", "ipadapter_faceid_batch", "ipadapter_ideal_faceid_config", "ipadapter_portrait"}
-# the id of the pack each example needs that the drop-in does not compute yet: the example validates, and executing
-# it stops at that id with the drop-in's refusal. An entry that goes stale (the id computed) fails the test: move
-# the example to the compared ones.
-NEEDS = {
-    "ipadapter_advanced": "PrepImageForClipVision",
-    "ipadapter_negative_image": "PrepImageForClipVision",
-    "ipadapter_noise_injection": "PrepImageForClipVision",
-    "ipadapter_weights": "PrepImageForClipVision",
-    "ipadapter_tiled": "IPAdapterTiled",
-    "ipadapter_regional_conditioning": "IPAdapterRegionalConditioning",
-}
-COMPARED = {"ipadapter_clipvision_enhancer", "ipadapter_combine_embeds", "ipadapter_precise_composition",
-            "ipadapter_precise_weight_type", "ipadapter_simple", "ipadapter_style_composition",
-            "ipadapter_weight_types", "ipadapter_weighted_embeds"}
+# every other example is an SD1.5 graph whose ids all compute here (Prep Image's sharpening, tiles, regions included)
+COMPARED = {"ipadapter_advanced", "ipadapter_clipvision_enhancer", "ipadapter_combine_embeds", "ipadapter_negative_image",
+            "ipadapter_noise_injection", "ipadapter_precise_composition", "ipadapter_precise_weight_type",
+            "ipadapter_regional_conditioning", "ipadapter_simple", "ipadapter_style_composition", "ipadapter_tiled",
+            "ipadapter_weight_types", "ipadapter_weighted_embeds", "ipadapter_weights"}
 
 
 def _run(which, tmp_path):
@@ -44,7 +35,7 @@ def runs(tmp_path_factory):
 
 def test_every_example_validates_with_only_our_pack(runs):
     (ours, _), (pack, _) = runs
-    assert len(ours) == len(pack) == 21 and NOT_SD15 | FACE | set(NEEDS) | COMPARED == set(ours)
+    assert len(ours) == len(pack) == 21 and NOT_SD15 | FACE | COMPARED == set(ours)
     for name in ours:
         assert ours[name]["valid"] and pack[name]["valid"], (name, ours[name], pack[name])
     assert all("executed" not in ours[name] for name in NOT_SD15)
@@ -62,15 +53,6 @@ def test_the_sd15_examples_give_the_packs_final_latents(runs):
             ref = pack_latents[key]
             assert torch.isfinite(ref).all() and ref.shape[-2:] == (8, 8), key
             assert float((our_latents[key] - ref).abs().max() / ref.abs().max()) < 1e-4, key
-
-
-def test_examples_needing_an_id_not_computed_yet_stop_at_it_clearly(runs):
-    (ours, _), (pack, _) = runs
-    for name, node_id in NEEDS.items():
-        assert pack[name]["executed"], (name, pack[name])  # the pack's latent is there to compare with once computed
-        res = ours[name]
-        assert res["executed"] is False and res["failed_node"] == node_id, (name, res)
-        assert res["error"].startswith(node_id) and "does not compute it" in res["error"], (name, res)
 
 
 def test_face_examples_without_their_models_say_which_file_is_needed(runs):
