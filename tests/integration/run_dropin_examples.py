@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import torch
@@ -177,10 +178,11 @@ def run_examples(which: str, out_dir: str) -> dict:
         valid = asyncio.run(execution.validate_prompt(name, prompt, None))
         res = {"valid": bool(valid[0]), "error": valid[1], "node_errors": valid[3]}
         if valid[0] and name not in NOT_SD15:
+            t0 = time.time()
             executor.execute(prompt, name, {}, valid[2])
             errors = [m for m in executor.status_messages if m[0] == "execution_error"]
             res.update(executed=executor.success, error=errors[0][1]["exception_message"] if errors else None,
-                       failed_node=errors[0][1]["node_type"] if errors else None)
+                       failed_node=errors[0][1]["node_type"] if errors else None, seconds=round(time.time() - t0, 1))
         results[name] = res
     torch.save(dict(captured), os.path.join(out_dir, f"latents-{which}.pt"))
     return results
