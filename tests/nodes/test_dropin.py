@@ -10,6 +10,7 @@ import torch
 from comfy_standin import make_model
 from nodes import dropin, migrate_table, pack_interface
 from nodes.dropin import compute
+from nodes.nodes_animation import IPACombineFrameWeights
 from test_nodes_apply import _run
 from test_nodes_legacy import host_preprocess  # noqa: F401  (fixture: the host's clip_preprocess, stood in)
 from test_nodes_toolkit import folders  # noqa: F401  (fixture: output / input folders, stood in)
@@ -237,8 +238,10 @@ def test_community_loader_composition_says_what_to_load_instead():
         compute.run("IPAdapterUnifiedLoaderCommunity", dict(model=make_model("sd15"), preset="Composition"))
 
 
-def test_combine_weights_joins_the_lists():
+def test_combine_weights_joins_the_lists_through_our_node():
     assert compute.run("IPAdapterCombineWeights", dict(weights_1=0.5, weights_2=[0.1, 0.2])) == ([0.5, 0.1, 0.2], 3)
+    assert compute.COMPUTE["IPAdapterCombineWeights"](weights_1=[0.5], weights_2=0.1) == \
+        IPACombineFrameWeights().combine([0.5], 0.1)
 
 
 def test_prompt_schedule_keys_each_prompt_line_by_the_frame_its_image_starts():
@@ -251,4 +254,4 @@ def test_prompt_schedule_keys_each_prompt_line_by_the_frame_its_image_starts():
     (schedule,) = compute.run("IPAdapterPromptScheduleFromWeightsStrategy", dict(weights_strategy=again,
                                                                                  prompt="a\n\nb\n"))
     assert schedule == '"0": "a",\n"2": "a",\n"6": "b",\n"10": "b",\n"14": "b",\n'
-    assert compute.prompt_schedule(out[5], "")[0] == ""
+    assert compute.run("IPAdapterPromptScheduleFromWeightsStrategy", dict(weights_strategy=out[5], prompt="")) == ("",)
