@@ -26,8 +26,6 @@ import argparse
 import bisect
 import copy
 import functools
-import heapq
-import itertools
 import json
 import math
 import os
@@ -672,45 +670,78 @@ def _overlap(a, b, gap=0.0):
     return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] + gap and b[1] < a[3] + gap
 
 
+_FAR = 1e15  # x beyond +-this (up to an infinite edge) is indexed as this: no canvas is that wide, and clamping
+# both edges keeps every overlap an overlap
+
+
 class _Space:
-    """The rects placed so far, in columns of COLUMN units by x, each column sorted by top edge: placing a
-    rect looks only at the columns it spans, from the first rect that can reach it (n log n in practice)."""
-    COLUMN = 512.0
-    MAX_COLUMNS = 64  # a rect wider than this many columns is checked against every placement
+    """The rects placed so far, for placing new ones where they overlap nothing (with GAP around each).
+
+    x is cut into columns of COLUMN units, grouped FACTOR by FACTOR into the columns of the next level, and so
+    on (a tree of columns). A rect is stored in the fewest columns that cover its x-range (those it fills, at
+    the coarsest level they fit, plus the two columns at its edges): a few per level. Each column keeps, as
+    sorted disjoint runs, the union of the y-ranges (widened by GAP) of the rects stored in it. Placing a rect
+    looks, in every column over its x-range at each level, for the run at its y and jumps below it: a binary
+    search per jump, and a pile of nodes on one spot is a single run, so n placements cost n log n instead of
+    testing every placed rect. An edge column counts as filled, so a new node may keep up to COLUMN more than
+    GAP from a neighbour, never less."""
+    COLUMN = 32.0
+    FACTOR = 4
 
     def __init__(self):
-        self.columns, self.wide, self.tallest, self.resume = {}, [], 0.0, {}
+        self.levels = {}  # level -> {column index at that level -> ([run starts], [run ends])}
+        self.resume = {}  # the same request again (nodes piled on one spot) starts where the last one ended
+        self.steps = 0  # column look-ups and run merges: what placement costs, for tests of its growth
 
-    def _span(self, x0, x1):
-        a, b = x0 / self.COLUMN, x1 / self.COLUMN
-        if not (math.isfinite(a) and math.isfinite(b)) or b - a > self.MAX_COLUMNS:
-            return None
-        return range(math.floor(a), math.floor(b) + 1)
+    def _range(self, x0, x1):
+        """The first-level columns x0..x1 reaches into."""
+        return (math.floor(min(max(x0, -_FAR), _FAR) / self.COLUMN),
+                math.floor(min(max(x1, -_FAR), _FAR) / self.COLUMN))
+
+    def _store(self, level, column, lo, hi):
+        starts, ends = self.levels.setdefault(level, {}).setdefault(column, ([], []))
+        i, j = bisect.bisect_left(ends, lo), bisect.bisect_right(starts, hi)  # the runs it touches
+        if i < j:
+            lo, hi = min(lo, starts[i]), max(hi, ends[j - 1])
+        starts[i:j], ends[i:j] = [lo], [hi]
+        self.steps += 1
 
     def add(self, rect):
-        self.tallest = max(self.tallest, rect[3] - rect[1])
-        span = self._span(rect[0], rect[2])
-        if span is None:
-            bisect.insort(self.wide, (rect[1], rect))
-            return
-        for c in span:
-            bisect.insort(self.columns.setdefault(c, []), (rect[1], rect))
+        lo, hi = rect[1] - GAP, rect[3] + GAP
+        a, b = self._range(rect[0], rect[2])
+        level = 0
+        while a <= b:  # the columns at this level that the next level's cannot hold, then one level up
+            while a <= b and a % self.FACTOR:
+                self._store(level, a, lo, hi)
+                a += 1
+            while a <= b and (b + 1) % self.FACTOR:
+                self._store(level, b, lo, hi)
+                b -= 1
+            a, b, level = a // self.FACTOR, (b + 1) // self.FACTOR - 1, level + 1
 
     def place(self, rect):
         """Move rect down until it overlaps nothing placed (with GAP), add it, return it."""
         x0, y0, x1, y1 = rect
         h = y1 - y0
-        key = (x0, x1, y0, h)  # the same request again (nodes piled on one spot) resumes where the last stopped
+        key = (x0, x1, y0, h)
         y = max(y0, self.resume.get(key, y0))
-        span = self._span(x0 - GAP, x1 + GAP)
-        lists = [self.wide] + ([self.columns.get(c, ()) for c in span] if span is not None else list(self.columns.values()))
-        first = y - self.tallest - GAP - 1  # rects starting above this end above y - GAP
-        merged = heapq.merge(*(itertools.islice(lst, bisect.bisect_left(lst, (first,)), None) for lst in lists if lst))
-        for top, r in merged:
-            if top >= y + h + GAP:
-                break
-            if x0 < r[2] + GAP and r[0] < x1 + GAP and y < r[3] + GAP:
-                y = max(y, r[3] + GAP + 1)
+        a, b = self._range(x0 - GAP, x1 + GAP)
+        runs = []
+        for level, columns in self.levels.items():
+            ca, cb = a // self.FACTOR ** level, b // self.FACTOR ** level
+            if cb - ca >= len(columns):  # a span wider than the columns there are: look only at those
+                runs += [runs_c for c, runs_c in columns.items() if ca <= c <= cb]
+            else:
+                runs += [columns[c] for c in range(ca, cb + 1) if c in columns]
+        i = clean = 0
+        while clean < len(runs):  # until a whole round of columns finds [y, y + h] free
+            starts, ends = runs[i]
+            j = bisect.bisect_right(ends, y)  # the first run ending below y
+            self.steps += 1
+            if j < len(ends) and starts[j] < y + h:
+                y, clean = ends[j] + 1, 0
+            else:
+                i, clean = (i + 1) % len(runs), clean + 1
         self.resume[key] = y
         placed = (x0, y, x1, y + h)
         self.add(placed)
@@ -1043,7 +1074,8 @@ def _convert_ui(wf, legacy):
             pack_links.append((str(source[1]), str(l[3])))
     conv.close_kept(pack, keep, pack_links)
     conv.next_id = 1 + max([int(n) for n in by_id if n.lstrip("-").isdigit()] + [last_node_id])
-    converted = [n for n in nodes if str(n["id"]) in pack - keep]
+    to_convert = pack - keep
+    converted = [n for n in nodes if str(n["id"]) in to_convert]
     for node in converted:
         nid = str(node["id"])
         mode = node.get("mode") if isinstance(node.get("mode"), int) and not isinstance(node.get("mode"), bool) else 0
@@ -1206,6 +1238,7 @@ def validate_ui(wf) -> list:
     link_ids = [l[0] for l in wf.get("links", [])]
     if len(link_ids) != len(set(link_ids)):
         problems.append("duplicate link ids")
+    outputs = {}
     for l in wf.get("links", []):
         src, dst = nodes.get(str(l[1])), nodes.get(str(l[3]))
         if src is None or dst is None:
@@ -1217,7 +1250,11 @@ def validate_ui(wf) -> list:
             continue
         if dst_slots[l[4]].get("link") != l[0]:
             problems.append(f"link {l[0]} is not recorded on node {l[3]}'s input {l[4]}")
-        if l[0] not in (src_slots[l[2]].get("links") or []):
+        recorded = outputs.get((str(l[1]), l[2]))
+        if recorded is None:  # a set per output: a loader feeding thousands of nodes is checked in linear time
+            links = src_slots[l[2]].get("links")
+            recorded = outputs[str(l[1]), l[2]] = {x for x in links if _hashable(x)} if isinstance(links, list) else set()
+        if l[0] not in recorded:
             problems.append(f"link {l[0]} is not recorded on node {l[1]}'s output {l[2]}")
     known = set(link_ids)
     for n in wf.get("nodes", []):
@@ -1286,8 +1323,9 @@ def _convert_api(prompt, legacy):
                   if isinstance(g, _Link) and g.type in table.PACK_TYPES]
     conv.close_kept(pack, keep, pack_links)
     conv.next_id = 1 + max([int(n) for n in prompt if str(n).lstrip("-").isdigit()] + [0])
+    to_convert = pack - keep
     for nid in prompt:
-        if nid in pack - keep:
+        if nid in to_convert:
             inst = _Instance(nid, conv.types[nid], table.PACK[conv.types[nid]], given_of[nid])
             conv.instances[nid] = inst
             conv.create(inst)

@@ -262,6 +262,41 @@ def test_500_pack_nodes_on_one_spot_are_placed_without_overlaps():
     assert _overlapping(new) == []
 
 
+def _pile_steps(n):
+    """Steps of the placement (column look-ups, run merges) for n pairs of our nodes piled near one spot, each
+    a little off the last (no two requests alike), among kept nodes."""
+    space = migrate._Space()
+    for i in range(20):
+        space.add((i * 150.0, (i % 3) * 200.0, i * 150.0 + 140, (i % 3) * 200.0 + 100))
+    for i in range(n):
+        space.place((100 + i * 0.01, 70, 420 + i * 0.01, 390))
+        space.place((100 + i * 0.37 % 50, 70, 420 + i * 0.37 % 50, 530))
+    return space.steps
+
+
+def test_placing_a_pile_grows_linearly_in_its_size():
+    """The issue's hang: every new node tested against every placed one (a pile of 5,000 took minutes). Counted
+    in steps, not seconds: four times the pile, about four times the steps (a quadratic placement: sixteen)."""
+    small, large = _pile_steps(500), _pile_steps(2000)
+    assert large < 4.5 * small and small < 100 * 500
+
+
+def test_a_jittered_pile_is_placed_without_overlaps():
+    b = _FastBuilder()
+    ckpt = b.node("CheckpointLoaderSimple", pos=[-2000, 0])
+    loader = b.node("IPAdapterModelLoader", pos=[-2000, 400])
+    image = b.node("LoadImage", pos=[-2000, 800])
+    clip = b.node("CLIPVisionLoader", pos=[-2000, 1200])
+    b.node("Note", pos=[180, 300])  # a kept node inside the pile
+    for i in range(300):
+        nid = b.node("IPAdapterAdvanced" if i % 3 else "IPAdapterFaceID", pos=[100 + (i * 7) % 90, 100 + (i * 13) % 40])
+        for src, slot, name in ((ckpt, 0, "model"), (loader, 0, "ipadapter"), (image, 0, "image"), (clip, 0, "clip_vision")):
+            b.link(src, slot, nid, name)
+    new, report = convert(b.wf)
+    assert validate_ui(new) == [] and len(report.of("converted")) == 301  # and the loader
+    assert _overlapping(new) == []
+
+
 def test_the_space_places_below_whatever_it_would_overlap():
     space = migrate._Space()
     for r in [(0, 0, 100, 100), (50, 120, 150, 400), (-5000, 500, 5000, 520), (1e300, 0, float("inf"), 10)]:
