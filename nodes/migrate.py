@@ -32,6 +32,7 @@ import os
 import re
 import sys
 import tempfile
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -233,6 +234,9 @@ class _Converter:
         self.instances = {}
         self.layout_notes = {}  # node id -> [(kind, text)] about the widget layout it was saved with
         self.next_id = 0
+        self.boundary = {}  # (node id, output slot) -> what that subgraph boundary slot carries here (_Crossings)
+        self.boundary_parts = {}  # (node id, output slot) -> {part: link}: what a boundary slot's value carries apart
+        self.boundary_settings = {}  # (node id, output slot) -> _Settings of the node feeding the other side
 
     # -- shared by both formats
     def classify(self, nodes):
@@ -308,6 +312,9 @@ class _Converter:
         A loop, not recursion: a chain of pass-through nodes (Prep Image ...) may be as long as the file."""
         seen = set()
         while isinstance(link, _Link):
+            crossing = self.boundary.get((link.src, link.slot))
+            if crossing is not None:  # a value of the pack's types entering through a subgraph's boundary
+                return crossing
             inst = self.instances.get(link.src)
             if inst is None:
                 return link
@@ -336,6 +343,18 @@ class _Converter:
         local, slot = spec.split(".")
         nid = inst.created[local]
         return _Link(nid, int(slot), table.OURS[self.new_nodes[nid]["type"]]["outputs"][int(slot)])
+
+    def _feeder(self, link):
+        """The converted node a link comes from (its settings go to the nodes it feeds), or what stands in for it
+        across a subgraph boundary."""
+        return self.instances.get(link.src) or self.boundary_settings.get((link.src, link.slot))
+
+    def parts_of(self, ref):
+        """The inputs of our node that made the value at `ref` (the adapter of an encode), or what a subgraph
+        boundary brings with it."""
+        if ref.src in self.new_nodes:
+            return self.new_nodes[ref.src]["links"]
+        return self.boundary_parts.get((ref.src, ref.slot), {})
 
     def _set(self, inst, target, value=None, link=None):
         local, name = target.split(".", 1)
@@ -423,7 +442,7 @@ class _Converter:
                                     "counterpart (ours travel with the embeds); encode with negative_image instead")
             return
         if "settings_from" in rule:
-            src = self.instances.get(given.src) if linked else None
+            src = self._feeder(given) if linked else None
             if src is not None and src.consumer_values:
                 self._take_settings(inst, src, list(inst.created.values()))
             elif given is not None:
@@ -489,8 +508,7 @@ class _Converter:
             elif isinstance(src, dict):
                 src = None
             if rule.get("upstream") and isinstance(src, _Link):  # the input of our node that gives this value
-                upstream = self.new_nodes.get(src.src, {}).get("links", {})
-                src = upstream.get(rule["upstream"])
+                src = self.parts_of(src).get(rule["upstream"])
                 if src is None:
                     self.report.add(label, "problem", f"{name}: its source has no {rule['upstream']} to reuse; "
                                     f"connect {ours} by hand")
@@ -503,7 +521,7 @@ class _Converter:
                     return
                 self.report.add(label, "problem", f"{name}: its source gives nothing this pack can use; connect {ours} by hand")
                 return
-            prep = self.instances.get(given.src)
+            prep = self._feeder(given)
             if prep is not None and prep.consumer_values:
                 self._take_settings(inst, prep, [inst.created[target.split(".")[0]]])
             self._set(inst, target, link=src)
@@ -605,6 +623,7 @@ class _Converter:
         if not regions:
             self.report.add(inst.label, "problem", "ipadapter_params brings no Regional Conditioning; rebuild with "
                             "Encode Image Prompt -> Apply IPAdapter (attn_mask) by hand")
+            inst.output_map = [None]  # nothing made: its model output has no counterpart
             return
         pipeline = self.resolve(inst.given.get("ipadapter"))
         adapter = pipeline.get("adapter") if isinstance(pipeline, dict) else None
@@ -962,7 +981,162 @@ def _subgraph_problem(sub):
     return None
 
 
-def _convert_subgraphs(out, legacy, report):
+# What a value of the pack's types becomes when it crosses a subgraph's boundary (its input or output slot):
+# our type on the slot itself, and what ours carries apart on a slot added after the others (named after the
+# slot + "_" + its part): the pipeline's CLIP vision, the adapter that made the embeds (Combine Image Prompts
+# takes it). The InsightFace loader becomes nothing: only its settings cross, to the Encode Face nodes it feeds
+# (its slot stays, unconnected). The regions (IPADAPTER_PARAMS) are rebuilt from the nodes that make them,
+# which must be in the same graph: they do not cross.
+CROSSING_TYPES = {"IPADAPTER": ("IPA_ADAPTER", "clip_vision", "CLIP_VISION"),
+                  "EMBEDS": ("IPA_EMBEDS", "ipadapter", "IPA_ADAPTER"),
+                  "WEIGHTS_STRATEGY": ("IPA_WEIGHTS_STRATEGY", None, None),
+                  "INSIGHTFACE": (None, None, None)}
+_UUID_SPACE = uuid.UUID("4b1d6a8e-2f0c-4c57-9a3e-6f1b2d9c0e71")  # the added slots' ids: the same file, the same ids
+
+
+@dataclass
+class _Settings:
+    """What a converted node that feeds a subgraph's boundary sets on the nodes it feeds (its consumer values),
+    standing in for it on the other side."""
+    label: str
+    consumer_values: dict
+
+
+class _Crossings:
+    """The slots of the pack's types on subgraph boundaries that the conversion follows across (one plan for
+    the whole file: a definition's slots are shared by all its instances), those found not followable while
+    converting (a side kept, or not the pack's), and what the values crossing were found to carry: the file is
+    converted again when the other side needed that before it was known (a part the value lacks, settings)."""
+
+    def __init__(self, plan, known=None, dropped=()):
+        self.plan = plan  # subgraph id -> {"in" / "out": {slot: (pack type, index of the added slot)},
+        #                                    "slots": (inputs, outputs) of the definition}
+        self.known = known or {}  # (subgraph id, "in" / "out", slot) -> {"part": bool, "settings": _Settings | None}
+        self.learned = {}  # the same, found while converting with `known`
+        self.bad = {}  # (subgraph id, "in" / "out", slot) -> why
+        self.conflicts = []  # (node label, text): instances feeding one crossing different settings
+        self.dropped = {sid for sid, _, _ in dropped}  # subgraphs with a crossing not followed: what it joins stays
+
+    DEFAULT = {"part": True, "settings": None}
+
+    def learn(self, key, part, settings):
+        """What one converted node gives into a crossing: whether its value has the added slot's part, and its
+        settings. All instances' values must have the part for the other side to use it."""
+        seen = self.learned.get(key)
+        if seen is None:
+            self.learned[key] = {"part": part, "settings": settings}
+            return
+        if seen["settings"] is None:
+            seen["settings"] = settings
+        elif settings is not None and settings.consumer_values != seen["settings"].consumer_values:
+            self.conflicts.append((settings.label, f"its settings {settings.consumer_values} differ from those "
+                                   f"{seen['settings'].label} gives into the same subgraph input; the subgraph's nodes "
+                                   "take the latter's"))
+        seen["part"] = seen["part"] and part
+
+    def changed(self):
+        return any(self.learned.get(k, self.DEFAULT) != self.known.get(k, self.DEFAULT)
+                   for k in set(self.learned) | set(self.known))
+
+    @staticmethod
+    def value(ty, src, slot, added, part):
+        """What the converted graph finds at output `slot` of boundary node src: a pipeline, or a link of our
+        type, and what its added slot gives (the embeds' adapter) as {part: link}; part False: nothing there."""
+        ours, part_name, part_type = CROSSING_TYPES[ty]
+        extra = _Link(src, added, part_type) if part_name and part else None
+        if ours is None:  # settings only
+            return None, {}
+        if ty == "IPADAPTER":
+            return {"adapter": _Link(src, slot, ours), part_name: extra}, {}
+        return _Link(src, slot, ours), ({part_name: extra} if extra else {})
+
+    def boundary(self, types, sub_id):
+        """({(node id, slot): value}, {(node id, slot): {part: link}}, {(node id, slot): _Settings}) for the
+        instances of planned subgraphs in one graph and, inside subgraph sub_id, for its input node."""
+        ends = [(nid, t, "out") for nid, t in types.items()] + [(str(SUBGRAPH_IN), sub_id, "in")]
+        values, parts, settings = {}, {}, {}
+        for nid, sid, direction in ends:
+            for slot, (ty, added) in self.plan.get(sid, {}).get(direction, {}).items():
+                known = self.known.get((sid, direction, slot), self.DEFAULT)
+                value, parts[nid, slot] = self.value(ty, nid, slot, added, known["part"])
+                if value is not None:
+                    values[nid, slot] = value
+                if known["settings"] is not None:
+                    settings[nid, slot] = known["settings"]
+        return values, parts, settings
+
+    def sink(self, types, nid, slot, sub_id):
+        """The crossing that input `slot` of node nid is (an instance's input, the subgraph's output), or None."""
+        if nid == str(SUBGRAPH_OUT) and slot in self.plan.get(sub_id, {}).get("out", {}):
+            return sub_id, "out", slot
+        if slot in self.plan.get(types.get(nid), {}).get("in", {}):
+            return types[nid], "in", slot
+        return None
+
+    def source(self, types, nid, slot, sub_id):
+        if nid == str(SUBGRAPH_IN) and slot in self.plan.get(sub_id, {}).get("in", {}):
+            return sub_id, "in", slot
+        if slot in self.plan.get(types.get(nid), {}).get("out", {}):
+            return types[nid], "out", slot
+        return None
+
+
+def _plan_crossings(wf):
+    """The boundary slots of the pack's types of the file's subgraphs, each with the index of its added CLIP vision
+    slot (pipelines), and report lines for those of types that cannot cross."""
+    definitions = wf.get("definitions")
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    plan, lines = {}, []
+    for sub in subgraphs if isinstance(subgraphs, list) else ():
+        if _subgraph_problem(sub) or not _is_id(sub.get("id")):
+            continue
+        name = _short(sub.get("name") or sub.get("id"), 40)
+        for direction in ("in", "out"):
+            slots = sub.get("inputs" if direction == "in" else "outputs") or []
+            added = len(slots)
+            for k, slot in enumerate(slots):
+                ty = slot.get("type")
+                if ty in CROSSING_TYPES:
+                    entry = plan.setdefault(sub["id"], {"in": {}, "out": {}, "slots": (
+                        len(sub.get("inputs") or []), len(sub.get("outputs") or []))})
+                    entry[direction][k] = (ty, added)
+                    added += CROSSING_TYPES[ty][1] is not None
+                elif ty in table.PACK_TYPES:
+                    lines.append((f"subgraph {name}", f"its {'input' if direction == 'in' else 'output'} "
+                                  f"{_short(slot.get('name'), 40)} carries the pack's {ty}: the regions are rebuilt "
+                                  "from the Regional Conditioning / Combine Params nodes that make them, which must be in "
+                                  "the same graph as the IPAdapter From Params they feed; move them into one graph and "
+                                  "convert again"))
+    return plan, lines
+
+
+def _check_crossings(ctx, conv, links, follow, converted, sub_id):
+    """Mark the planned crossings of one graph that cannot be followed: a pack-typed value that enters from, or
+    leaves to, a node that is not converted here (kept, another pack's, or behind a Reroute)."""
+    for l in links:
+        src, dst = str(l[1]), str(l[3])
+        sink = ctx.sink(conv.types, dst, l[4], sub_id)
+        if sink is not None and src not in converted:
+            ctx.bad.setdefault(sink, f"fed by {src} {conv.types.get(src)}, which is not a pack node converted here")
+        source = ctx.source(conv.types, src, l[2], sub_id)
+        if source is not None and dst not in converted and conv.types.get(dst) != REROUTE:
+            ctx.bad.setdefault(source, f"it feeds {dst} {conv.types.get(dst)}, which is not a pack node converted here")
+
+
+def _retype_slots(node, plan_entry):
+    """An instance of a planned subgraph (its slots as its definition's, checked): its pack-typed slots take our
+    types, and each pipeline's slot gets its CLIP vision slot added after the others, as the definition does."""
+    for direction, key in (("in", "inputs"), ("out", "outputs")):
+        slots = node[key]
+        for k, (ty, added) in sorted(plan_entry[direction].items()):
+            ours, part, part_type = CROSSING_TYPES[ty]
+            slots[k] = {**slots[k], "type": ours or slots[k].get("type")}
+            if part:
+                extra = {"name": f"{slots[k].get('name')}_{part}", "type": part_type}
+                slots.append({**extra, **({"link": None} if key == "inputs" else {"links": []})})
+
+
+def _convert_subgraphs(out, legacy, report, ctx):
     """The pack nodes inside the frontend's subgraphs (`definitions.subgraphs`), converted like the graph's:
     the subgraph's input and output nodes stand in as two nodes whose slots are the subgraph's inputs and
     outputs. New node and link ids follow every id of the file. Each line names its subgraph."""
@@ -983,14 +1157,14 @@ def _convert_subgraphs(out, legacy, report):
     converted = []
     for sub in subgraphs:
         problem = _subgraph_problem(sub)
-        has_pack = problem is None and any(n["type"] in table.PACK for n in sub["nodes"])
+        has_pack = problem is None and (any(n["type"] in table.PACK for n in sub["nodes"]) or sub.get("id") in ctx.plan)
         if problem:
             report.add("", "problem", problem + "; kept as is")
         if not has_pack:
             converted.append(sub)
             continue
         name = _short(sub.get("name") or sub.get("id"), 40)
-        new_sub, sub_report, next_node, next_link = _convert_subgraph(sub, legacy, next_node, next_link)
+        new_sub, sub_report, next_node, next_link = _convert_subgraph(sub, legacy, next_node, next_link, ctx)
         for n in sub_report.notes:
             report.add(f"subgraph {name}: {n.node}" if n.node else f"subgraph {name}", n.kind, n.text)
         converted.append(new_sub)
@@ -998,8 +1172,21 @@ def _convert_subgraphs(out, legacy, report):
     out["last_node_id"], out["last_link_id"] = next_node, next_link
 
 
-def _convert_subgraph(sub, legacy, last_node, last_link):
-    ins, outs = sub.get("inputs") or [], sub.get("outputs") or []
+def _convert_subgraph(sub, legacy, last_node, last_link, ctx):
+    plan = ctx.plan.get(sub.get("id"), {"in": {}, "out": {}})
+    # the boundary as the conversion leaves it: pack-typed slots retyped, a pipeline's CLIP vision slot added
+    ins = [{**x, "type": CROSSING_TYPES[plan["in"][k][0]][0] or x.get("type")} if k in plan["in"] else x
+           for k, x in enumerate(sub.get("inputs") or [])]
+    outs = [{**x, "type": CROSSING_TYPES[plan["out"][k][0]][0] or x.get("type")} if k in plan["out"] else x
+            for k, x in enumerate(sub.get("outputs") or [])]
+    for direction, slots in (("in", ins), ("out", outs)):
+        for k, (ty, added) in sorted(plan[direction].items()):
+            _, part, part_type = CROSSING_TYPES[ty]
+            if part:
+                name = f"{slots[k].get('name')}_{part}"
+                slots.append({"id": str(uuid.uuid5(_UUID_SPACE, f"{sub.get('id')}/{direction}/{k}")), "name": name,
+                              "type": part_type, "linkIds": [], **({"localized_name": name} if "localized_name" in
+                                                                   slots[k] else {})})
     ids = lambda slot: [i for i in slot.get("linkIds") or [] if isinstance(i, int) and not isinstance(i, bool)]  # noqa: E731
     far = [-1e9, -1e9]
     io_in = {"id": SUBGRAPH_IN, "type": "subgraph inputs", "pos": far, "size": [0, 0], "inputs": [],
@@ -1008,7 +1195,7 @@ def _convert_subgraph(sub, legacy, last_node, last_link):
               "inputs": [{"name": s.get("name"), "type": s.get("type", "*"), "link": (ids(s) or [None])[0]} for s in outs]}
     inner = {"nodes": [n for n in sub["nodes"] if str(n["id"]) not in (str(SUBGRAPH_IN), str(SUBGRAPH_OUT))] + [io_in, io_out],
              "links": sub.get("links") or [], "last_node_id": last_node, "last_link_id": last_link}
-    new, report = _convert_ui(inner, legacy)
+    new, report = _convert_ui(inner, legacy, ctx, sub.get("id"))
     problems = validate_ui(new)
     if problems:
         raise Inconsistent("a converted subgraph is inconsistent: " + "; ".join(problems[:5]))
@@ -1030,7 +1217,45 @@ def _convert_subgraph(sub, legacy, last_node, last_link):
     return new_sub, report, new["last_node_id"], new["last_link_id"]
 
 
-def _convert_ui(wf, legacy):
+def _convert_ui_file(wf, legacy):
+    """A UI workflow with its subgraphs. Values of the pack's types that cross a subgraph's boundary are followed
+    across (_Crossings); a crossing found not followable (a side kept, or not the pack's) is left as it was, with
+    its line, and the file converted again without it (at most a few times: then without any crossing)."""
+    plan, lines = _plan_crossings(wf)
+    dropped, known = {}, {}
+    for attempt in range(6):
+        ctx = _Crossings(plan if attempt < 5 else {}, known, dropped)
+        try:
+            out, report = _convert_ui(wf, legacy, ctx)
+        except Inconsistent:
+            if not ctx.bad:
+                raise
+        if not ctx.bad and not ctx.changed():
+            break
+        dropped.update(ctx.bad)
+        known = {k: v for k, v in ctx.learned.items() if k not in ctx.bad}
+        plan = {sid: {**e, **{d: {k: v for k, v in e[d].items() if (sid, d, k) not in ctx.bad} for d in ("in", "out")}}
+                for sid, e in plan.items()}
+    for node, text in ctx.conflicts:
+        report.add(node, "not supported", text)
+    names = _subgraph_names(wf)
+    for node, line in lines:
+        report.add(node, "not supported", line)
+    for (sid, direction, k), why in dropped.items():
+        report.add(f"subgraph {names.get(sid, _short(sid, 40))}", "not supported",
+                   f"its {'input' if direction == 'in' else 'output'} {k} carries the pack's pipeline or embeds, and is "
+                   f"{why}: the value is not followed across the boundary; the nodes on both sides say what became of them")
+    return out, report
+
+
+def _subgraph_names(wf):
+    definitions = wf.get("definitions")
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    return {sub["id"]: _short(sub.get("name") or sub["id"], 40) for sub in (subgraphs if isinstance(subgraphs, list) else ())
+            if isinstance(sub, dict) and _is_id(sub.get("id"))}
+
+
+def _convert_ui(wf, legacy, ctx, sub_id=None):
     out = dict(wf)  # shallow: only nodes, their slots and the links are rewritten, each copied first
     conv = _Converter(legacy)
     report = conv.report
@@ -1038,6 +1263,18 @@ def _convert_ui(wf, legacy):
     for nid, node in by_id.items():
         conv.types[nid] = node["type"]
     links = _read_ui_links(wf, by_id, frozen, report)
+    for nid, node in by_id.items():  # instances of subgraphs whose pack-typed slots are followed across
+        entry = ctx.plan.get(node["type"])
+        if entry is None:
+            continue
+        if nid in frozen or (len(node.get("inputs") or []), len(node.get("outputs") or [])) != entry["slots"]:
+            for direction in ("in", "out"):
+                for k in entry[direction]:
+                    ctx.bad.setdefault((node["type"], direction, k), f"on node {nid}, whose slots differ from its "
+                                       "subgraph's")
+            continue
+        _retype_slots(node, entry)
+    conv.boundary, conv.boundary_parts, conv.boundary_settings = ctx.boundary({n: t for n, t in conv.types.items() if t in ctx.plan}, sub_id)
     last_node_id = _counter(wf.get("last_node_id"), "last_node_id", report)
     last_link_id = _counter(wf.get("last_link_id"), "last_link_id", report)
     links_by_id = {link[0]: link for link in links}
@@ -1067,6 +1304,12 @@ def _convert_ui(wf, legacy):
         props = node.get("properties") if isinstance(node.get("properties"), dict) else None
         nodes_info[nid] = (node["type"], given, problems, props)
     pack, keep = conv.classify(nodes_info)
+    # a subgraph boundary whose pack-typed value is not followed across: what it joins stays the pack's, as a
+    # kept node's neighbours do (the boundary's nodes join the walk below as kept nodes)
+    anchors = {nid for nid, t in conv.types.items() if t in ctx.dropped and nid not in frozen}
+    anchors |= {n for n in (str(SUBGRAPH_IN), str(SUBGRAPH_OUT)) if n in by_id} if sub_id in ctx.dropped else set()
+    pack |= anchors
+    keep |= anchors
     pack_links = []  # pack-type links between pack nodes, through Reroutes
     for l in links:
         source = follow(l) if conv.types.get(str(l[3])) != REROUTE else None
@@ -1075,6 +1318,7 @@ def _convert_ui(wf, legacy):
     conv.close_kept(pack, keep, pack_links)
     conv.next_id = 1 + max([int(n) for n in by_id if n.lstrip("-").isdigit()] + [last_node_id])
     to_convert = pack - keep
+    _check_crossings(ctx, conv, links, follow, to_convert, sub_id)
     converted = [n for n in nodes if str(n["id"]) in to_convert]
     for node in converted:
         nid = str(node["id"])
@@ -1101,6 +1345,24 @@ def _convert_ui(wf, legacy):
         src, dst = str(link[1]), str(link[3])
         if src in conv.instances and dst not in conv.instances:
             ref = conv.resolve(_Link(src, link[2], link[5]))
+            sink = ctx.sink(conv.types, dst, link[4], sub_id)
+            if sink is not None and CROSSING_TYPES[ctx.plan[sink[0]][sink[1]][link[4]][0]][0] is None:
+                feeder = conv.instances[src]  # settings only (the InsightFace loader): its slot stays unconnected
+                ctx.learn(sink, True, _Settings(feeder.label, dict(feeder.consumer_values)))
+                continue
+            if sink is not None and (isinstance(ref, _Link) or isinstance(ref, dict) and ref.get("adapter")):
+                ty, added = ctx.plan[sink[0]][sink[1]][link[4]]
+                _, part_name, _ = CROSSING_TYPES[ty]
+                value, part = (ref["adapter"], ref.get(part_name)) if isinstance(ref, dict) else (
+                    ref, conv.parts_of(ref).get(part_name) if part_name else None)
+                for slot, end in ((link[4], value), (added, part)):
+                    if isinstance(end, _Link):
+                        final_links.append([next_link, _node_id(end.src, by_id), end.slot, link[3], slot, end.type])
+                        next_link += 1
+                feeder = conv.instances[src]
+                ctx.learn(sink, part is not None, _Settings(feeder.label, dict(feeder.consumer_values))
+                          if feeder.consumer_values else None)
+                continue
             if not isinstance(ref, _Link):
                 unfed.append((dst, link[4], src))
                 continue
@@ -1135,7 +1397,7 @@ def _convert_ui(wf, legacy):
     _sync_slots(out, frozen)
     out["last_node_id"] = max([last_node_id] + [int(n["id"]) for n in out["nodes"] if str(n["id"]).lstrip("-").isdigit()])
     out["last_link_id"] = max([last_link_id] + [l[0] for l in final_links])
-    _convert_subgraphs(out, legacy, report)
+    _convert_subgraphs(out, legacy, report, ctx)
     return out, report
 
 
@@ -1403,7 +1665,7 @@ def convert(workflow: dict, legacy: bool = False):
     Inconsistent if the result breaks its own bookkeeping (a bug of this converter).
     """
     fmt = workflow_format(workflow)
-    new, report = (_convert_ui if fmt == "ui" else _convert_api)(workflow, legacy)
+    new, report = (_convert_ui_file if fmt == "ui" else _convert_api)(workflow, legacy)
     problems = (validate_ui if fmt == "ui" else validate_api)(new)
     if problems:  # a bug here, never the user's input: refuse to hand out a broken file
         raise Inconsistent("the converted workflow is inconsistent: " + "; ".join(problems[:5]))

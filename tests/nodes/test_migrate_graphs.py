@@ -2,6 +2,8 @@
 (followed upstream to the value's source and downstream from a converted node), Primitive nodes feeding
 widgets, muted and bypassed nodes, and subgraphs (`definitions.subgraphs`, whose pack nodes convert too).
 """
+import re
+
 from pack_workflows import _Graph, pack_workflow
 from test_migrate import _check_inputs
 from nodes import migrate, migrate_table as table
@@ -257,3 +259,183 @@ def test_broken_subgraph_definitions_are_named_and_kept():
     assert validate_ui(new) == []
     assert new["definitions"]["subgraphs"][1:] == wf["definitions"]["subgraphs"][1:]
     assert len([n for n in report.of("problem") if "kept as is" in n.text]) == 3
+
+
+# ------------------------------------------------------------------------------------------ across subgraph boundaries
+
+def _into_subgraph(wf, inside, name="part", sub_id="c0ffee00-part"):
+    """The frontend's 'convert to subgraph' on a flat UI workflow: the nodes with ids in `inside` move into a
+    subgraph definition; each outer output that feeds them becomes a subgraph input, each of their outputs that
+    feeds the outside a subgraph output (with its type), and one instance node takes their place."""
+    wf = {**wf, "nodes": [dict(n) for n in wf["nodes"]], "links": [list(l) for l in wf["links"]]}
+    by_id = {n["id"]: n for n in wf["nodes"]}
+    inst = wf["last_node_id"] + 1
+    next_link = wf["last_link_id"]
+    ins, outs, inner_links, outer_links, in_of, out_of = [], [], [], [], {}, {}
+    for lid, src, slot, dst, dst_slot, ty in wf["links"]:
+        if (src in inside) == (dst in inside):
+            (inner_links if src in inside else outer_links).append([lid, src, slot, dst, dst_slot, ty])
+            continue
+        next_link += 1
+        if dst in inside:  # crosses in: one subgraph input per outer output
+            k = in_of.setdefault((src, slot), len(ins))
+            if k == len(ins):
+                ins.append({"id": f"in-{k}", "name": by_id[dst]["inputs"][dst_slot]["name"], "type": ty, "linkIds": []})
+                outer_links.append([next_link, src, slot, inst, k, ty])
+            inner_links.append([lid, -10, k, dst, dst_slot, ty])
+            ins[k]["linkIds"].append(lid)
+        else:  # crosses out: one subgraph output per inner output
+            k = out_of.setdefault((src, slot), len(outs))
+            if k == len(outs):
+                outs.append({"id": f"out-{k}", "name": by_id[src]["outputs"][slot]["name"], "type": ty, "linkIds": [lid]})
+                inner_links.append([lid, src, slot, -20, k, ty])
+            outer_links.append([next_link, inst, k, dst, dst_slot, ty])
+    instance = {"id": inst, "type": sub_id, "pos": [400, 600], "size": [200, 80], "flags": {}, "order": 0, "mode": 0,
+                "inputs": [{"name": s["name"], "type": s["type"], "link": None} for s in ins],
+                "outputs": [{"name": s["name"], "type": s["type"], "links": []} for s in outs], "properties": {}}
+    outer = [n for n in wf["nodes"] if n["id"] not in inside] + [instance]
+    for nodes, links in ((outer, outer_links), ([n for n in wf["nodes"] if n["id"] in inside], inner_links)):
+        ids = {n["id"]: n for n in nodes}
+        for n in nodes:
+            n["inputs"] = [{**i, "link": None} for i in n.get("inputs") or []]
+            n["outputs"] = [{**o, "links": []} for o in n.get("outputs") or []]
+        for lid, src, slot, dst, dst_slot, _ in links:
+            if dst in ids:
+                ids[dst]["inputs"][dst_slot]["link"] = lid
+            if src in ids:
+                ids[src]["outputs"][slot]["links"].append(lid)
+    keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+    sub = {"id": sub_id, "version": 1, "name": name, "state": {"lastNodeId": inst, "lastLinkId": next_link},
+           "inputNode": {"id": -10, "bounding": [0, 0, 100, 60]}, "outputNode": {"id": -20, "bounding": [900, 0, 100, 60]},
+           "inputs": ins, "outputs": outs, "widgets": [], "nodes": [by_id[i] for i in sorted(inside)],
+           "links": [dict(zip(keys, l)) for l in inner_links]}
+    return {**wf, "nodes": outer, "links": outer_links, "last_node_id": inst, "last_link_id": next_link,
+            "definitions": {"subgraphs": [sub]}}
+
+
+def _flat_links(wf):
+    """(source type, output slot type, target type, input name) of every link, through the subgraph: the links
+    into and out of the boundary joined up (what the graph computes, whichever side of it a node is on)."""
+    sub = wf["definitions"]["subgraphs"][0]
+    outer = {n["id"]: n for n in wf["nodes"]}
+    inner = {n["id"]: n for n in sub["nodes"]}
+    inst = next(i for i, n in outer.items() if n["type"] == sub["id"])
+    into_inst = {l[4]: l for l in wf["links"] if l[3] == inst}
+    inner_links = [[l["id"], l["origin_id"], l["origin_slot"], l["target_id"], l["target_slot"], l["type"]]
+                   for l in sub["links"]]
+    out_src = {l[4]: l for l in inner_links if l[3] == -20}
+    found = set()
+    for links, here in ((wf["links"], outer), (inner_links, inner)):
+        for _, src, slot, dst, dst_slot, _ in links:
+            side = here
+            while src in (inst, -10) and (side is outer) == (src == inst):  # through the boundary, as often as it goes
+                _, src, slot, _, _, _ = (out_src if src == inst else into_inst)[slot]
+                side = inner if side is outer else outer
+            src_node = side[src]
+            if dst in (inst, -20):
+                continue
+            found.add((src_node["type"], src_node["outputs"][slot]["type"], here[dst]["type"],
+                       here[dst]["inputs"][dst_slot]["name"]))
+    return found
+
+
+def _converted_flat(wf):
+    new, report = convert(wf)
+    assert validate_ui(new) == [], report.text()
+    outer = {n["id"]: n for n in new["nodes"]}
+    return {(outer[l[1]]["type"], outer[l[1]]["outputs"][l[2]]["type"], outer[l[3]]["type"],
+             outer[l[3]]["inputs"][l[4]]["name"]) for l in new["links"]}, report
+
+
+def _lines(report):
+    """The report's lines, whichever graph their node is in and whatever ids the new nodes got."""
+    return sorted((n.kind, re.sub(r"[0-9]+", "#", n.text)) for n in report.notes)
+
+
+def _check_split(flat, inside):
+    """Converting the workflow with `inside` in a subgraph joins the same nodes by the same links as converting it
+    flat, reports no problem, and leaves no pack node on either side."""
+    expected, flat_report = _converted_flat(flat)
+    split = _into_subgraph(flat, inside)
+    new, report = convert(split)
+    assert validate_ui(new) == []  # (each subgraph is validated by the converter itself: exit 3 otherwise)
+    assert _lines(report) == _lines(flat_report), report.text()
+    sub = new["definitions"]["subgraphs"][0]
+    assert not [n["type"] for n in new["nodes"] + sub["nodes"] if n["type"] in table.PACK]
+    assert _flat_links(new) == expected
+    # the instance's slots are its definition's, in order and type
+    inst = next(n for n in new["nodes"] if n["type"] == sub["id"])
+    assert [(i["name"], i["type"]) for i in inst["inputs"]] == [(s["name"], s["type"]) for s in sub["inputs"]]
+    assert [(o["name"], o["type"]) for o in inst["outputs"]] == [(s["name"], s["type"]) for s in sub["outputs"]]
+    return new, report, sub
+
+
+def test_a_pipeline_into_a_subgraph_converts_across_its_boundary(host):
+    """The Unified Loader outside, IPAdapter inside: the subgraph's IPADAPTER input becomes Load IPAdapter's
+    IPA_ADAPTER, and a CLIP_VISION input is added for the pipeline's CLIP vision, which the encode inside uses."""
+    flat = pack_workflow("IPAdapter")
+    new, report, sub = _check_split(flat, {_node(flat, "IPAdapter")["id"]})
+    types = {s["name"]: s["type"] for s in sub["inputs"]}
+    assert types["ipadapter"] == "IPA_ADAPTER" and types["ipadapter_clip_vision"] == "CLIP_VISION"
+    assert len({s["id"] for s in sub["inputs"]}) == len(sub["inputs"])
+    assert convert(_into_subgraph(flat, {_node(flat, "IPAdapter")["id"]}))[0] == new  # the same ids every time
+
+
+def test_a_pipeline_out_of_a_subgraph_converts_across_its_boundary(host):
+    flat = pack_workflow("IPAdapter")
+    new, report, sub = _check_split(flat, {_node(flat, "IPAdapterUnifiedLoader")["id"]})
+    (adapter, clip_vision), = [sub["outputs"]]
+    assert (adapter["type"], clip_vision["type"]) == ("IPA_ADAPTER", "CLIP_VISION")
+    assert clip_vision["name"] == adapter["name"] + "_clip_vision"
+
+
+def test_embeds_and_strategies_cross_subgraph_boundaries(host):
+    for node_type, moved in (("IPAdapterEmbeds", "IPAdapterEncoder"), ("IPAdapterEmbeds", "IPAdapterEmbeds"),
+                             ("IPAdapterWeightsFromStrategy", "IPAdapterWeights"),
+                             ("IPAdapterPromptScheduleFromWeightsStrategy", "IPAdapterPromptScheduleFromWeightsStrategy")):
+        flat = pack_workflow(node_type)
+        _check_split(flat, {_node(flat, moved)["id"]})
+
+
+REGION_NODES = ("IPAdapterRegionalConditioning", "IPAdapterCombineParams", "IPAdapterFromParams")
+
+
+def test_every_converting_pack_node_converts_in_a_subgraph_as_it_does_outside(host):
+    """Each pack node that converts, moved alone into a subgraph (its loaders, pipelines, embeds, InsightFace
+    loader outside), or alone left outside with everything else inside: the same graph, and the same report
+    lines, as converting it flat (the loaders' settings reach the nodes they feed across the boundary)."""
+    from test_migrate import SUPPORTED
+
+    for node_type in SUPPORTED:
+        if node_type in REGION_NODES:
+            continue  # below
+        for optional in (False, True):
+            flat = pack_workflow(node_type, connect_optional=optional)
+            moved = _node(flat, node_type)["id"]
+            _check_split(flat, {moved})
+            _check_split(flat, {n["id"] for n in flat["nodes"] if n["id"] != moved})
+
+
+def test_regions_do_not_cross_a_boundary_and_say_so(host):
+    """The regions are rebuilt from the nodes that make them: IPAdapter From Params inside a subgraph, its Regional
+    Conditioning outside, is named with what to do (the rest converts, and nothing crashes)."""
+    flat = pack_workflow("IPAdapterFromParams")
+    new, report = convert(_into_subgraph(flat, {_node(flat, "IPAdapterFromParams")["id"]}))
+    assert validate_ui(new) == []
+    assert any("carries the pack's IPADAPTER_PARAMS" in n.text and n.node == "subgraph 'part'"
+               for n in report.of("not supported")), report.text()
+    assert any("brings no Regional Conditioning" in n.text for n in report.of("problem"))
+
+
+def test_a_pipeline_into_a_subgraph_with_a_kept_node_is_left_as_it_was_and_named(host):
+    flat = pack_workflow("IPAdapterAdvanced")
+    adv = _node(flat, "IPAdapterAdvanced")
+    adv["widgets_values"] = adv["widgets_values"][:2]  # a layout no version had: kept unchanged
+    new, report = convert(_into_subgraph(flat, {adv["id"]}))
+    assert validate_ui(new) == []
+    sub = new["definitions"]["subgraphs"][0]
+    assert [s["type"] for s in sub["inputs"]] == [s["type"] for s in _into_subgraph(flat, {adv["id"]})[
+        "definitions"]["subgraphs"][0]["inputs"]]  # the boundary unchanged
+    assert any("is not followed across the boundary" in n.text for n in report.of("not supported")), report.text()
+    assert "IPAdapterAdvanced" in [n["type"] for n in sub["nodes"]]
+    assert "IPAdapterModelLoader" in [n["type"] for n in new["nodes"]]  # kept with it: joined by the pack's types
