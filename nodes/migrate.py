@@ -1095,7 +1095,7 @@ def _plan_crossings(wf):
             slots = sub.get("inputs" if direction == "in" else "outputs") or []
             added = len(slots)
             for k, slot in enumerate(slots):
-                ty = slot.get("type")
+                ty = slot.get("type") if isinstance(slot.get("type"), str) else None
                 if ty in CROSSING_TYPES:
                     entry = plan.setdefault(sub["id"], {"in": {}, "out": {}, "slots": (
                         len(sub.get("inputs") or []), len(sub.get("outputs") or []))})

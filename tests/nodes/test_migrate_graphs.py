@@ -2,6 +2,7 @@
 (followed upstream to the value's source and downstream from a converted node), Primitive nodes feeding
 widgets, muted and bypassed nodes, and subgraphs (`definitions.subgraphs`, whose pack nodes convert too).
 """
+import copy
 import re
 
 from pack_workflows import _Graph, pack_workflow
@@ -439,3 +440,55 @@ def test_a_pipeline_into_a_subgraph_with_a_kept_node_is_left_as_it_was_and_named
     assert any("is not followed across the boundary" in n.text for n in report.of("not supported")), report.text()
     assert "IPAdapterAdvanced" in [n["type"] for n in sub["nodes"]]
     assert "IPAdapterModelLoader" in [n["type"] for n in new["nodes"]]  # kept with it: joined by the pack's types
+
+
+def test_a_boundary_slot_of_any_shape_is_read_safely(host):
+    """A subgraph slot whose type is a list or an object, an instance with fewer slots than its definition:
+    converted without a traceback; the instance's pipeline is then not followed, and says so."""
+    flat = pack_workflow("IPAdapter")
+    split = _into_subgraph(flat, {_node(flat, "IPAdapter")["id"]})
+    split["definitions"]["subgraphs"][0]["inputs"][0]["type"] = ["MODEL"]
+    new, report = convert(split)
+    assert validate_ui(new) == []
+    split = _into_subgraph(flat, {_node(flat, "IPAdapter")["id"]})
+    inst = next(n for n in split["nodes"] if n["type"] == "c0ffee00-part")
+    inst["inputs"] = inst["inputs"][:-1]
+    new, report = convert(split)
+    assert validate_ui(new) == []
+    assert any("whose slots differ from its subgraph's" in n.text for n in report.of("not supported")), report.text()
+
+
+def test_each_instance_of_a_subgraph_gets_its_pipeline(host):
+    """Two instances of one subgraph, each fed by its own Unified Loader: each instance's adapter and CLIP vision
+    inputs come from the loader that fed it, and both have the definition's slots."""
+    flat = pack_workflow("IPAdapter")
+    split = _into_subgraph(flat, {_node(flat, "IPAdapter")["id"]})
+    by_id = {n["id"]: n for n in split["nodes"]}
+    first = next(n for n in split["nodes"] if n["type"] == "c0ffee00-part")
+    loader = _node(split, "IPAdapterUnifiedLoader")
+    other = {**copy.deepcopy(loader), "id": split["last_node_id"] + 1, "pos": [0, 2000]}
+    second = {**copy.deepcopy(first), "id": split["last_node_id"] + 2, "pos": [400, 2000]}
+    for n in (other, second):
+        for i in n["inputs"]:
+            i["link"] = None
+        for o in n["outputs"]:
+            o["links"] = []
+        split["nodes"].append(n)
+        by_id[n["id"]] = n
+    split["last_node_id"] += 2
+    for l in [l for l in split["links"] if l[3] == first["id"]]:
+        src = other["id"] if l[1] == loader["id"] else l[1]
+        _link(split, by_id, src, l[2], second["id"], l[4], l[5])
+    for l in [l for l in split["links"] if l[3] == loader["id"]]:
+        _link(split, by_id, l[1], l[2], other["id"], l[4], l[5])
+    new, report = convert(split)
+    assert validate_ui(new) == [] and not report.of("problem"), report.text()
+    nodes = {n["id"]: n for n in new["nodes"]}
+    feeders = []
+    for inst in (first, second):
+        into = {l[4]: nodes[l[1]] for l in new["links"] if l[3] == inst["id"]}
+        slots = {i["name"]: k for k, i in enumerate(nodes[inst["id"]]["inputs"])}
+        assert into[slots["ipadapter"]]["type"] == "IPAUnifiedLoader"
+        assert into[slots["ipadapter_clip_vision"]]["id"] == into[slots["ipadapter"]]["id"]
+        feeders.append(into[slots["ipadapter"]]["id"])
+    assert feeders[0] != feeders[1]  # each its own converted loader
