@@ -1067,17 +1067,17 @@ class _Crossings:
 
     def sink(self, types, nid, slot, sub_id):
         """The crossing that input `slot` of node nid is (an instance's input, the subgraph's output), or None."""
-        if nid == str(SUBGRAPH_OUT) and slot in self.plan.get(sub_id, {}).get("out", {}):
-            return sub_id, "out", slot
-        if slot in self.plan.get(types.get(nid), {}).get("in", {}):
-            return types[nid], "in", slot
-        return None
+        return self._end(types, nid, slot, sub_id, SUBGRAPH_OUT, "out", "in")
 
     def source(self, types, nid, slot, sub_id):
-        if nid == str(SUBGRAPH_IN) and slot in self.plan.get(sub_id, {}).get("in", {}):
-            return sub_id, "in", slot
-        if slot in self.plan.get(types.get(nid), {}).get("out", {}):
-            return types[nid], "out", slot
+        """The crossing that output `slot` of node nid is (an instance's output, the subgraph's input), or None."""
+        return self._end(types, nid, slot, sub_id, SUBGRAPH_IN, "in", "out")
+
+    def _end(self, types, nid, slot, sub_id, io_node, io_direction, instance_direction):
+        if nid == str(io_node) and slot in self.plan.get(sub_id, {}).get(io_direction, {}):
+            return sub_id, io_direction, slot
+        if slot in self.plan.get(types.get(nid), {}).get(instance_direction, {}):
+            return types[nid], instance_direction, slot
         return None
 
 

@@ -247,17 +247,22 @@ def test_1200_chained_pack_nodes_listed_last_first():
     assert validate_api(api) == [] and sum(v["class_type"] == "IPAApplyAdapter" for v in api.values()) == 600
 
 
-def test_500_pack_nodes_on_one_spot_are_placed_without_overlaps():
+def _pile(n, place, node_type=lambda i: "IPAdapterAdvanced"):
+    """n pack nodes at place(i), each fed by the same four providers."""
     b = _FastBuilder()
     ckpt = b.node("CheckpointLoaderSimple", pos=[-2000, 0])
     loader = b.node("IPAdapterModelLoader", pos=[-2000, 400])
     image = b.node("LoadImage", pos=[-2000, 800])
     clip = b.node("CLIPVisionLoader", pos=[-2000, 1200])
-    for _ in range(500):
-        nid = b.node("IPAdapterAdvanced", pos=[100, 100])
+    for i in range(n):
+        nid = b.node(node_type(i), pos=place(i))
         for src, slot, name in ((ckpt, 0, "model"), (loader, 0, "ipadapter"), (image, 0, "image"), (clip, 0, "clip_vision")):
             b.link(src, slot, nid, name)
-    new, report = convert(b.wf)
+    return b
+
+
+def test_500_pack_nodes_on_one_spot_are_placed_without_overlaps():
+    new, report = convert(_pile(500, lambda i: [100, 100]).wf)
     assert validate_ui(new) == [] and sum("IPAdapterAdvanced" in n.node for n in report.of("converted")) == 500
     assert _overlapping(new) == []
 
@@ -282,16 +287,9 @@ def test_placing_a_pile_grows_linearly_in_its_size():
 
 
 def test_a_jittered_pile_is_placed_without_overlaps():
-    b = _FastBuilder()
-    ckpt = b.node("CheckpointLoaderSimple", pos=[-2000, 0])
-    loader = b.node("IPAdapterModelLoader", pos=[-2000, 400])
-    image = b.node("LoadImage", pos=[-2000, 800])
-    clip = b.node("CLIPVisionLoader", pos=[-2000, 1200])
+    b = _pile(300, lambda i: [100 + (i * 7) % 90, 100 + (i * 13) % 40],
+              lambda i: "IPAdapterAdvanced" if i % 3 else "IPAdapterFaceID")  # two sizes of nodes, no two spots alike
     b.node("Note", pos=[180, 300])  # a kept node inside the pile
-    for i in range(300):
-        nid = b.node("IPAdapterAdvanced" if i % 3 else "IPAdapterFaceID", pos=[100 + (i * 7) % 90, 100 + (i * 13) % 40])
-        for src, slot, name in ((ckpt, 0, "model"), (loader, 0, "ipadapter"), (image, 0, "image"), (clip, 0, "clip_vision")):
-            b.link(src, slot, nid, name)
     new, report = convert(b.wf)
     assert validate_ui(new) == [] and len(report.of("converted")) == 301  # and the loader
     assert _overlapping(new) == []
