@@ -1115,12 +1115,34 @@ def _check_crossings(ctx, conv, links, follow, converted, sub_id):
     leaves to, a node that is not converted here (kept, another pack's, or behind a Reroute)."""
     for l in links:
         src, dst = str(l[1]), str(l[3])
-        sink = ctx.sink(conv.types, dst, l[4], sub_id)
+        sink, source = ctx.sink(conv.types, dst, l[4], sub_id), ctx.source(conv.types, src, l[2], sub_id)
+        if sink is not None and source is not None:  # one crossing straight into another: the same type passes on
+            if ctx.plan[sink[0]][sink[1]][sink[2]][0] != ctx.plan[source[0]][source[1]][source[2]][0]:
+                ctx.bad.setdefault(sink, f"fed by another type of value from {src} {conv.types.get(src)}")
+            continue
         if sink is not None and src not in converted:
             ctx.bad.setdefault(sink, f"fed by {src} {conv.types.get(src)}, which is not a pack node converted here")
-        source = ctx.source(conv.types, src, l[2], sub_id)
         if source is not None and dst not in converted and conv.types.get(dst) != REROUTE:
             ctx.bad.setdefault(source, f"it feeds {dst} {conv.types.get(dst)}, which is not a pack node converted here")
+
+
+def _into_crossing(ctx, conv, sink, ref, settings, link, by_id, final_links, next_link):
+    """The value `ref` (a link of ours, a pipeline, or None for settings only) entering crossing `sink` at input
+    link[4] of node link[3]: linked to that slot and its part to the added slot; what it carries is learned for
+    the other side. Returns the next free link id."""
+    ty, added = ctx.plan[sink[0]][sink[1]][link[4]]
+    ours, part_name, _ = CROSSING_TYPES[ty]
+    value = part = None
+    if isinstance(ref, dict):
+        value, part = ref.get("adapter"), ref.get(part_name)
+    elif isinstance(ref, _Link):
+        value, part = ref, conv.parts_of(ref).get(part_name) if part_name else None
+    for slot, end in ((link[4], value), (added, part)):
+        if isinstance(end, _Link) and ours is not None:
+            final_links.append([next_link, _node_id(end.src, by_id), end.slot, link[3], slot, end.type])
+            next_link += 1
+    ctx.learn(sink, part is not None or part_name is None, settings)
+    return next_link
 
 
 def _retype_slots(node, plan_entry):
@@ -1346,22 +1368,11 @@ def _convert_ui(wf, legacy, ctx, sub_id=None):
         if src in conv.instances and dst not in conv.instances:
             ref = conv.resolve(_Link(src, link[2], link[5]))
             sink = ctx.sink(conv.types, dst, link[4], sub_id)
-            if sink is not None and CROSSING_TYPES[ctx.plan[sink[0]][sink[1]][link[4]][0]][0] is None:
-                feeder = conv.instances[src]  # settings only (the InsightFace loader): its slot stays unconnected
-                ctx.learn(sink, True, _Settings(feeder.label, dict(feeder.consumer_values)))
-                continue
-            if sink is not None and (isinstance(ref, _Link) or isinstance(ref, dict) and ref.get("adapter")):
-                ty, added = ctx.plan[sink[0]][sink[1]][link[4]]
-                _, part_name, _ = CROSSING_TYPES[ty]
-                value, part = (ref["adapter"], ref.get(part_name)) if isinstance(ref, dict) else (
-                    ref, conv.parts_of(ref).get(part_name) if part_name else None)
-                for slot, end in ((link[4], value), (added, part)):
-                    if isinstance(end, _Link):
-                        final_links.append([next_link, _node_id(end.src, by_id), end.slot, link[3], slot, end.type])
-                        next_link += 1
-                feeder = conv.instances[src]
-                ctx.learn(sink, part is not None, _Settings(feeder.label, dict(feeder.consumer_values))
-                          if feeder.consumer_values else None)
+            feeder = conv.instances[src]
+            settings = _Settings(feeder.label, dict(feeder.consumer_values)) if feeder.consumer_values else None
+            settings_only = sink is not None and CROSSING_TYPES[ctx.plan[sink[0]][sink[1]][link[4]][0]][0] is None
+            if sink is not None and (settings_only or isinstance(ref, _Link) or isinstance(ref, dict) and ref.get("adapter")):
+                next_link = _into_crossing(ctx, conv, sink, ref, settings, link, by_id, final_links, next_link)
                 continue
             if not isinstance(ref, _Link):
                 unfed.append((dst, link[4], src))
@@ -1369,6 +1380,17 @@ def _convert_ui(wf, legacy, ctx, sub_id=None):
             final_links.append([next_link, _node_id(ref.src, by_id), ref.slot, link[3], link[4],
                                 ref.type if ref.type != "*" else link[5]])
             next_link += 1
+    # a crossing straight into another (a subgraph's input feeding a nested subgraph's): its value passes on
+    passing = [l for l in links if ctx.source(conv.types, str(l[1]), l[2], sub_id) is not None
+               and ctx.sink(conv.types, str(l[3]), l[4], sub_id) is not None]
+    if passing:
+        drop = {l[0] for l in passing}
+        final_links[:] = [l for l in final_links if l[0] not in drop]
+        for link in passing:
+            key = (str(link[1]), link[2])
+            next_link = _into_crossing(ctx, conv, ctx.sink(conv.types, str(link[3]), link[4], sub_id),
+                                       conv.boundary.get(key), conv.boundary_settings.get(key), link, by_id,
+                                       final_links, next_link)
     gone = _drop_idle_reroutes(conv, links, final_links)
     for dst, slot, src in unfed:
         if dst not in gone:

@@ -310,8 +310,9 @@ def _into_subgraph(wf, inside, name="part", sub_id="c0ffee00-part"):
            "inputNode": {"id": -10, "bounding": [0, 0, 100, 60]}, "outputNode": {"id": -20, "bounding": [900, 0, 100, 60]},
            "inputs": ins, "outputs": outs, "widgets": [], "nodes": [by_id[i] for i in sorted(inside)],
            "links": [dict(zip(keys, l)) for l in inner_links]}
+    earlier = (wf.get("definitions") or {}).get("subgraphs", [])
     return {**wf, "nodes": outer, "links": outer_links, "last_node_id": inst, "last_link_id": next_link,
-            "definitions": {"subgraphs": [sub]}}
+            "definitions": {"subgraphs": [sub] + earlier}}
 
 
 def _flat_links(wf):
@@ -492,3 +493,41 @@ def test_each_instance_of_a_subgraph_gets_its_pipeline(host):
         assert into[slots["ipadapter_clip_vision"]]["id"] == into[slots["ipadapter"]]["id"]
         feeders.append(into[slots["ipadapter"]]["id"])
     assert feeders[0] != feeders[1]  # each its own converted loader
+
+
+def test_a_pipeline_through_nested_subgraphs_converts_across_both_boundaries(host):
+    """The Unified Loader in the main graph, IPAdapter in a subgraph inside another subgraph: the pipeline passes
+    the outer subgraph's input straight into the inner one's, and arrives as Load IPAdapter's adapter and CLIP
+    vision at the nodes inside."""
+    flat = pack_workflow("IPAdapter")
+    inner = _into_subgraph(flat, {_node(flat, "IPAdapter")["id"]}, name="inner", sub_id="inner-id")
+    inst = next(n for n in inner["nodes"] if n["type"] == "inner-id")
+    nested = _into_subgraph(inner, {inst["id"]}, name="outer", sub_id="outer-id")
+    new, report = convert(nested)
+    assert validate_ui(new) == [] and not report.of("problem") and not report.of("not supported"), report.text()
+    subs = {s["id"]: s for s in new["definitions"]["subgraphs"]}
+    every = new["nodes"] + [n for s in subs.values() for n in s["nodes"]]
+    assert not [n["type"] for n in every if n["type"] in table.PACK]
+
+    def feeding(links, nodes, dst_type, slot_name):
+        """(source node, slot type) feeding input slot_name of the one dst_type node of a graph."""
+        node = next(n for n in nodes if n["type"] == dst_type)
+        k = next(i for i, x in enumerate(node["inputs"]) if x["name"] == slot_name)
+        (l,) = [l for l in links if l[3] == node["id"] and l[4] == k]
+        return l[1], l[2]
+
+    rows = lambda s: [[l["id"], l["origin_id"], l["origin_slot"], l["target_id"], l["target_slot"], l["type"]]  # noqa: E731
+                      for l in s["links"]]
+    loader = _node(new, "IPAUnifiedLoader")["id"]
+    for name, loader_slot in (("ipadapter", 1), ("ipadapter_clip_vision", 2)):
+        assert feeding(new["links"], new["nodes"], "outer-id", name) == (loader, loader_slot)
+        src, k = feeding(rows(subs["outer-id"]), subs["outer-id"]["nodes"], "inner-id", name)
+        assert src == -10 and subs["outer-id"]["inputs"][k]["name"] == name
+    apply = next(n for n in subs["inner-id"]["nodes"] if n["type"] == "IPAApplyAdapter")
+    encode = next(n for n in subs["inner-id"]["nodes"] if n["type"] == "IPAEncodeImagePrompt")
+    ins = subs["inner-id"]["inputs"]
+    for node, name, expected in ((apply, "ipadapter", "ipadapter"), (encode, "ipadapter", "ipadapter"),
+                                 (encode, "clip_vision", "ipadapter_clip_vision")):
+        k = next(i for i, x in enumerate(node["inputs"]) if x["name"] == name)
+        (l,) = [l for l in rows(subs["inner-id"]) if l[3] == node["id"] and l[4] == k]
+        assert l[1] == -10 and ins[l[2]]["name"] == expected
