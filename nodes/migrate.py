@@ -12,6 +12,9 @@ nothing. The report lists each node converted and each option mapped, approximat
 
 Pack nodes whose counterpart does not exist yet (and anything joined to them by the pack's own types,
 IPADAPTER / EMBEDS / ...) are kept unchanged and reported, so the written workflow stays valid.
+Pack nodes inside the frontend's subgraphs convert too, and a value of the pack's types that crosses a
+subgraph's boundary is followed across it: the boundary slot takes our type (a pipeline's CLIP vision and the
+embeds' adapter get a slot of their own), and the settings a loader gives the nodes it feeds reach them there.
 
 Whatever the file holds, every field is checked for its type before use, nothing recurses as deep as the
 input nests, and the time and memory grow with the file's size (placement and wiring: n log n in the nodes).
@@ -1246,7 +1249,13 @@ def _convert_ui_file(wf, legacy):
     plan, lines = _plan_crossings(wf)
     dropped, known = {}, {}
     for attempt in range(6):
-        ctx = _Crossings(plan if attempt < 5 else {}, known, dropped)
+        if attempt == 5:  # what crossings carry still changing (nested deeper than this): follow none
+            for sid, entry in plan.items():
+                for direction in ("in", "out"):
+                    for k in entry[direction]:
+                        dropped.setdefault((sid, direction, k), "nested too deep for what it carries to settle")
+            plan = {}
+        ctx = _Crossings(plan, known, dropped)
         try:
             out, report = _convert_ui(wf, legacy, ctx)
         except Inconsistent:
@@ -1264,17 +1273,22 @@ def _convert_ui_file(wf, legacy):
     for node, line in lines:
         report.add(node, "not supported", line)
     for (sid, direction, k), why in dropped.items():
-        report.add(f"subgraph {names.get(sid, _short(sid, 40))}", "not supported",
-                   f"its {'input' if direction == 'in' else 'output'} {k} carries the pack's pipeline or embeds, and is "
-                   f"{why}: the value is not followed across the boundary; the nodes on both sides say what became of them")
+        name, slot = names.get(sid, (_short(sid, 40), {}))
+        report.add(f"subgraph {name}", "not supported",
+                   f"its {'input' if direction == 'in' else 'output'} {slot.get((direction, k), k)} carries a value of the "
+                   f"pack's types and is {why}: the value is not followed across the boundary; the pack's nodes it joins "
+                   "stay as they were (see their lines)")
     return out, report
 
 
 def _subgraph_names(wf):
+    """subgraph id -> (its name for the report, {(direction, slot): the slot's name})."""
     definitions = wf.get("definitions")
     subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
-    return {sub["id"]: _short(sub.get("name") or sub["id"], 40) for sub in (subgraphs if isinstance(subgraphs, list) else ())
-            if isinstance(sub, dict) and _is_id(sub.get("id"))}
+    return {sub["id"]: (_short(sub.get("name") or sub["id"], 40), {
+        (d, k): _short(x.get("name"), 40) for d, key in (("in", "inputs"), ("out", "outputs"))
+        for k, x in enumerate(sub.get(key) if isinstance(sub.get(key), list) else []) if isinstance(x, dict)})
+        for sub in (subgraphs if isinstance(subgraphs, list) else ()) if isinstance(sub, dict) and _is_id(sub.get("id"))}
 
 
 def _convert_ui(wf, legacy, ctx, sub_id=None):
