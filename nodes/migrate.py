@@ -1016,6 +1016,7 @@ class _Crossings:
         #                                    "slots": (inputs, outputs) of the definition}
         self.known = known or {}  # (subgraph id, "in" / "out", slot) -> {"part": bool, "settings": _Settings | None}
         self.learned = {}  # the same, found while converting with `known`
+        self.used = {}  # the same, as the other side used it (learned earlier in this conversion, else known)
         self.bad = {}  # (subgraph id, "in" / "out", slot) -> why
         self.conflicts = []  # (node label, text): instances feeding one crossing different settings
         self.dropped = {sid for sid, _, _ in dropped}  # subgraphs with a crossing not followed: what it joins stays
@@ -1038,8 +1039,8 @@ class _Crossings:
         seen["part"] = seen["part"] and part
 
     def changed(self):
-        return any(self.learned.get(k, self.DEFAULT) != self.known.get(k, self.DEFAULT)
-                   for k in set(self.learned) | set(self.known))
+        """Whether a side used other facts than the crossing turned out to carry (then convert again)."""
+        return any(self.learned.get(k, self.DEFAULT) != used for k, used in self.used.items())
 
     @staticmethod
     def value(ty, src, slot, added, part):
@@ -1060,7 +1061,8 @@ class _Crossings:
         values, parts, settings = {}, {}, {}
         for nid, sid, direction in ends:
             for slot, (ty, added) in self.plan.get(sid, {}).get(direction, {}).items():
-                known = self.known.get((sid, direction, slot), self.DEFAULT)
+                key = (sid, direction, slot)
+                known = self.used[key] = dict(self.learned.get(key) or self.known.get(key) or self.DEFAULT)
                 value, parts[nid, slot] = self.value(ty, nid, slot, added, known["part"])
                 if value is not None:
                     values[nid, slot] = value
