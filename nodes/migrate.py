@@ -1034,8 +1034,8 @@ class _Crossings:
             seen["settings"] = settings
         elif settings is not None and settings.consumer_values != seen["settings"].consumer_values:
             self.conflicts.append((settings.label, f"its settings {settings.consumer_values} differ from those "
-                                   f"{seen['settings'].label} gives into the same subgraph input; the subgraph's nodes "
-                                   "take the latter's"))
+                                   f"{seen['settings'].label} gives into the same subgraph input; the nodes across the "
+                                   f"boundary take {seen['settings'].label}'s: set theirs by hand where they differ"))
         seen["part"] = seen["part"] and part
 
     def changed(self):
@@ -1087,8 +1087,8 @@ class _Crossings:
 
 
 def _plan_crossings(wf):
-    """The boundary slots of the pack's types of the file's subgraphs, each with the index of its added CLIP vision
-    slot (pipelines), and report lines for those of types that cannot cross."""
+    """The boundary slots of the pack's types of the file's subgraphs, each with the index of its added slot (a
+    pipeline's CLIP vision, the embeds' adapter), and report lines for those of types that cannot cross."""
     definitions = wf.get("definitions")
     subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
     plan, lines = {}, []
@@ -1115,7 +1115,7 @@ def _plan_crossings(wf):
     return plan, lines
 
 
-def _check_crossings(ctx, conv, links, follow, converted, sub_id):
+def _check_crossings(ctx, conv, links, converted, sub_id):
     """Mark the planned crossings of one graph that cannot be followed: a pack-typed value that enters from, or
     leaves to, a node that is not converted here (kept, another pack's, or behind a Reroute)."""
     for l in links:
@@ -1152,7 +1152,7 @@ def _into_crossing(ctx, conv, sink, ref, settings, link, by_id, final_links, nex
 
 def _retype_slots(node, plan_entry):
     """An instance of a planned subgraph (its slots as its definition's, checked): its pack-typed slots take our
-    types, and each pipeline's slot gets its CLIP vision slot added after the others, as the definition does."""
+    types, and a pipeline's or embeds' slot gets its added slot after the others, as the definition does."""
     for direction, key in (("in", "inputs"), ("out", "outputs")):
         slots = node[key]
         for k, (ty, added) in sorted(plan_entry[direction].items()):
@@ -1356,7 +1356,7 @@ def _convert_ui(wf, legacy, ctx, sub_id=None):
     conv.close_kept(pack, keep, pack_links)
     conv.next_id = 1 + max([int(n) for n in by_id if n.lstrip("-").isdigit()] + [last_node_id])
     to_convert = pack - keep
-    _check_crossings(ctx, conv, links, follow, to_convert, sub_id)
+    _check_crossings(ctx, conv, links, to_convert, sub_id)
     converted = [n for n in nodes if str(n["id"]) in to_convert]
     for node in converted:
         nid = str(node["id"])
