@@ -459,14 +459,11 @@ def test_a_boundary_slot_of_any_shape_is_read_safely(host):
     assert any("whose slots differ from its subgraph's" in n.text for n in report.of("not supported")), report.text()
 
 
-def test_each_instance_of_a_subgraph_gets_its_pipeline(host):
-    """Two instances of one subgraph, each fed by its own Unified Loader: each instance's adapter and CLIP vision
-    inputs come from the loader that fed it, and both have the definition's slots."""
-    flat = pack_workflow("IPAdapter")
-    split = _into_subgraph(flat, {_node(flat, "IPAdapter")["id"]})
+def _second_instance(split, loader_type):
+    """A second instance of the split workflow's subgraph, fed as the first but by a copy of its loader_type node."""
     by_id = {n["id"]: n for n in split["nodes"]}
     first = next(n for n in split["nodes"] if n["type"] == "c0ffee00-part")
-    loader = _node(split, "IPAdapterUnifiedLoader")
+    loader = _node(split, loader_type)
     other = {**copy.deepcopy(loader), "id": split["last_node_id"] + 1, "pos": [0, 2000]}
     second = {**copy.deepcopy(first), "id": split["last_node_id"] + 2, "pos": [400, 2000]}
     for n in (other, second):
@@ -478,10 +475,33 @@ def test_each_instance_of_a_subgraph_gets_its_pipeline(host):
         by_id[n["id"]] = n
     split["last_node_id"] += 2
     for l in [l for l in split["links"] if l[3] == first["id"]]:
-        src = other["id"] if l[1] == loader["id"] else l[1]
-        _link(split, by_id, src, l[2], second["id"], l[4], l[5])
+        _link(split, by_id, other["id"] if l[1] == loader["id"] else l[1], l[2], second["id"], l[4], l[5])
     for l in [l for l in split["links"] if l[3] == loader["id"]]:
         _link(split, by_id, l[1], l[2], other["id"], l[4], l[5])
+    return split, first, second, loader, other
+
+
+def test_loader_settings_that_differ_between_instances_are_named(host):
+    """Two instances of a subgraph holding a FaceID node, fed by Model Loaders whose files call for different
+    FaceID Plus versions: the FaceID encode inside takes the first one's, and a line names the other."""
+    flat = pack_workflow("IPAdapterFaceID")
+    split, first, second, loader, other = _second_instance(
+        _into_subgraph(flat, {_node(flat, "IPAdapterFaceID")["id"]}), "IPAdapterModelLoader")
+    loader["widgets_values"], other["widgets_values"] = ["faceid-plusv2_sd15.bin"], ["faceid-plus_sd15.bin"]
+    new, report = convert(split)
+    assert validate_ui(new) == [] and not report.of("problem"), report.text()
+    face = next(n for n in new["definitions"]["subgraphs"][0]["nodes"] if n["type"] == "IPAEncodeFace")
+    assert dict(zip(migrate.our_widgets("IPAEncodeFace"), face["widgets_values"]))["plus_version"] == "v2 (shortcut)"
+    assert any(n.node == f"{other['id']} IPAdapterModelLoader" and "differ from those" in n.text
+               for n in report.of("not supported")), report.text()
+
+
+def test_each_instance_of_a_subgraph_gets_its_pipeline(host):
+    """Two instances of one subgraph, each fed by its own Unified Loader: each instance's adapter and CLIP vision
+    inputs come from the loader that fed it, and both have the definition's slots."""
+    flat = pack_workflow("IPAdapter")
+    split, first, second, loader, other = _second_instance(_into_subgraph(flat, {_node(flat, "IPAdapter")["id"]}),
+                                                           "IPAdapterUnifiedLoader")
     new, report = convert(split)
     assert validate_ui(new) == [] and not report.of("problem"), report.text()
     nodes = {n["id"]: n for n in new["nodes"]}
