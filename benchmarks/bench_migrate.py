@@ -3,7 +3,8 @@
     python benchmarks/bench_migrate.py [--nodes 5000] [--pile 5000] [--chain 1200] [--numbers 3000000]
 
 Each case is written to a temporary file and converted by the command in a child process (so its peak
-memory is its own): a workflow of N pack nodes spread over a canvas with their providers, N pack nodes on
+memory is its own): a workflow of N pack nodes spread over a canvas with their providers, the same with the
+pack nodes in a subgraph and their loaders outside (the pipeline followed across its boundary), N pack nodes on
 one spot and N piled near one spot, each a little off (placement: no two alike, among kept nodes), a chain of
 pack nodes listed last-first (wiring), and a kept node holding M numbers (memory against the file's size).
 Prints seconds, peak memory and the ratio of memory to file size.
@@ -21,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "nodes"))
 
-from pack_workflows import IndexedBuilder as _Fast  # noqa: E402
+from pack_workflows import IndexedBuilder as _Fast, into_subgraph  # noqa: E402
 
 
 def _apply_nodes(n, spot=None, last_first=False, jitter=False):
@@ -81,6 +82,9 @@ def main():
     p.add_argument("--numbers", type=int, default=3_000_000)
     a = p.parse_args()
     _run(f"{a.nodes} pack nodes spread ({a.nodes * 2 + 3} nodes)", _apply_nodes(a.nodes))
+    wf = _apply_nodes(a.nodes)
+    inside = {n["id"] for n in wf["nodes"] if n["type"] in ("IPAdapterAdvanced", "LoadImage")}
+    _run(f"{a.nodes} pack nodes in a subgraph, loader outside", into_subgraph(wf, inside))
     _run(f"{a.pile} pack nodes on one spot", _apply_nodes(a.pile, spot=[100, 100]))
     _run(f"{a.pile} pack nodes piled, each a little off", _apply_nodes(a.pile, spot=[100, 100], jitter=True))
     _run(f"{a.chain} chained, listed last-first", _apply_nodes(a.chain, last_first=True))

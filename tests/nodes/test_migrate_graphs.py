@@ -5,7 +5,7 @@ widgets, muted and bypassed nodes, and subgraphs (`definitions.subgraphs`, whose
 import copy
 import re
 
-from pack_workflows import _Graph, pack_workflow
+from pack_workflows import _Graph, into_subgraph, pack_workflow
 from test_migrate import _check_inputs
 from nodes import migrate, migrate_table as table
 from nodes.migrate import convert, validate_ui
@@ -264,57 +264,6 @@ def test_broken_subgraph_definitions_are_named_and_kept():
 
 # ------------------------------------------------------------------------------------------ across subgraph boundaries
 
-def _into_subgraph(wf, inside, name="part", sub_id="c0ffee00-part"):
-    """The frontend's 'convert to subgraph' on a flat UI workflow: the nodes with ids in `inside` move into a
-    subgraph definition; each outer output that feeds them becomes a subgraph input, each of their outputs that
-    feeds the outside a subgraph output (with its type), and one instance node takes their place."""
-    wf = {**wf, "nodes": [dict(n) for n in wf["nodes"]], "links": [list(l) for l in wf["links"]]}
-    by_id = {n["id"]: n for n in wf["nodes"]}
-    inst = wf["last_node_id"] + 1
-    next_link = wf["last_link_id"]
-    ins, outs, inner_links, outer_links, in_of, out_of = [], [], [], [], {}, {}
-    for lid, src, slot, dst, dst_slot, ty in wf["links"]:
-        if (src in inside) == (dst in inside):
-            (inner_links if src in inside else outer_links).append([lid, src, slot, dst, dst_slot, ty])
-            continue
-        next_link += 1
-        if dst in inside:  # crosses in: one subgraph input per outer output
-            k = in_of.setdefault((src, slot), len(ins))
-            if k == len(ins):
-                ins.append({"id": f"in-{k}", "name": by_id[dst]["inputs"][dst_slot]["name"], "type": ty, "linkIds": []})
-                outer_links.append([next_link, src, slot, inst, k, ty])
-            inner_links.append([lid, -10, k, dst, dst_slot, ty])
-            ins[k]["linkIds"].append(lid)
-        else:  # crosses out: one subgraph output per inner output
-            k = out_of.setdefault((src, slot), len(outs))
-            if k == len(outs):
-                outs.append({"id": f"out-{k}", "name": by_id[src]["outputs"][slot]["name"], "type": ty, "linkIds": [lid]})
-                inner_links.append([lid, src, slot, -20, k, ty])
-            outer_links.append([next_link, inst, k, dst, dst_slot, ty])
-    instance = {"id": inst, "type": sub_id, "pos": [400, 600], "size": [200, 80], "flags": {}, "order": 0, "mode": 0,
-                "inputs": [{"name": s["name"], "type": s["type"], "link": None} for s in ins],
-                "outputs": [{"name": s["name"], "type": s["type"], "links": []} for s in outs], "properties": {}}
-    outer = [n for n in wf["nodes"] if n["id"] not in inside] + [instance]
-    for nodes, links in ((outer, outer_links), ([n for n in wf["nodes"] if n["id"] in inside], inner_links)):
-        ids = {n["id"]: n for n in nodes}
-        for n in nodes:
-            n["inputs"] = [{**i, "link": None} for i in n.get("inputs") or []]
-            n["outputs"] = [{**o, "links": []} for o in n.get("outputs") or []]
-        for lid, src, slot, dst, dst_slot, _ in links:
-            if dst in ids:
-                ids[dst]["inputs"][dst_slot]["link"] = lid
-            if src in ids:
-                ids[src]["outputs"][slot]["links"].append(lid)
-    keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
-    sub = {"id": sub_id, "version": 1, "name": name, "state": {"lastNodeId": inst, "lastLinkId": next_link},
-           "inputNode": {"id": -10, "bounding": [0, 0, 100, 60]}, "outputNode": {"id": -20, "bounding": [900, 0, 100, 60]},
-           "inputs": ins, "outputs": outs, "widgets": [], "nodes": [by_id[i] for i in sorted(inside)],
-           "links": [dict(zip(keys, l)) for l in inner_links]}
-    earlier = (wf.get("definitions") or {}).get("subgraphs", [])
-    return {**wf, "nodes": outer, "links": outer_links, "last_node_id": inst, "last_link_id": next_link,
-            "definitions": {"subgraphs": [sub] + earlier}}
-
-
 def _flat_links(wf):
     """(source type, output slot type, target type, input name) of every link, through the subgraph: the links
     into and out of the boundary joined up (what the graph computes, whichever side of it a node is on)."""
@@ -358,7 +307,7 @@ def _check_split(flat, inside):
     """Converting the workflow with `inside` in a subgraph joins the same nodes by the same links as converting it
     flat, reports no problem, and leaves no pack node on either side."""
     expected, flat_report = _converted_flat(flat)
-    split = _into_subgraph(flat, inside)
+    split = into_subgraph(flat, inside)
     new, report = convert(split)
     assert validate_ui(new) == []  # (each subgraph is validated by the converter itself: exit 3 otherwise)
     assert _lines(report) == _lines(flat_report), report.text()
@@ -380,7 +329,7 @@ def test_a_pipeline_into_a_subgraph_converts_across_its_boundary(host):
     types = {s["name"]: s["type"] for s in sub["inputs"]}
     assert types["ipadapter"] == "IPA_ADAPTER" and types["ipadapter_clip_vision"] == "CLIP_VISION"
     assert len({s["id"] for s in sub["inputs"]}) == len(sub["inputs"])
-    assert convert(_into_subgraph(flat, {_node(flat, "IPAdapter")["id"]}))[0] == new  # the same ids every time
+    assert convert(into_subgraph(flat, {_node(flat, "IPAdapter")["id"]}))[0] == new  # the same ids every time
 
 
 def test_a_pipeline_out_of_a_subgraph_converts_across_its_boundary(host):
@@ -422,7 +371,7 @@ def test_regions_do_not_cross_a_boundary_and_say_so(host):
     """The regions are rebuilt from the nodes that make them: IPAdapter From Params inside a subgraph, its Regional
     Conditioning outside, is named with what to do (the rest converts, and nothing crashes)."""
     flat = pack_workflow("IPAdapterFromParams")
-    new, report = convert(_into_subgraph(flat, {_node(flat, "IPAdapterFromParams")["id"]}))
+    new, report = convert(into_subgraph(flat, {_node(flat, "IPAdapterFromParams")["id"]}))
     assert validate_ui(new) == []
     assert any("carries the pack's IPADAPTER_PARAMS" in n.text and n.node == "subgraph 'part'"
                for n in report.of("not supported")), report.text()
@@ -433,10 +382,10 @@ def test_a_pipeline_into_a_subgraph_with_a_kept_node_is_left_as_it_was_and_named
     flat = pack_workflow("IPAdapterAdvanced")
     adv = _node(flat, "IPAdapterAdvanced")
     adv["widgets_values"] = adv["widgets_values"][:2]  # a layout no version had: kept unchanged
-    new, report = convert(_into_subgraph(flat, {adv["id"]}))
+    new, report = convert(into_subgraph(flat, {adv["id"]}))
     assert validate_ui(new) == []
     sub = new["definitions"]["subgraphs"][0]
-    assert [s["type"] for s in sub["inputs"]] == [s["type"] for s in _into_subgraph(flat, {adv["id"]})[
+    assert [s["type"] for s in sub["inputs"]] == [s["type"] for s in into_subgraph(flat, {adv["id"]})[
         "definitions"]["subgraphs"][0]["inputs"]]  # the boundary unchanged
     assert any("is not followed across the boundary" in n.text for n in report.of("not supported")), report.text()
     assert "IPAdapterAdvanced" in [n["type"] for n in sub["nodes"]]
@@ -447,11 +396,11 @@ def test_a_boundary_slot_of_any_shape_is_read_safely(host):
     """A subgraph slot whose type is a list or an object, an instance with fewer slots than its definition:
     converted without a traceback; the instance's pipeline is then not followed, and says so."""
     flat = pack_workflow("IPAdapter")
-    split = _into_subgraph(flat, {_node(flat, "IPAdapter")["id"]})
+    split = into_subgraph(flat, {_node(flat, "IPAdapter")["id"]})
     split["definitions"]["subgraphs"][0]["inputs"][0]["type"] = ["MODEL"]
     new, report = convert(split)
     assert validate_ui(new) == []
-    split = _into_subgraph(flat, {_node(flat, "IPAdapter")["id"]})
+    split = into_subgraph(flat, {_node(flat, "IPAdapter")["id"]})
     inst = next(n for n in split["nodes"] if n["type"] == "c0ffee00-part")
     inst["inputs"] = inst["inputs"][:-1]
     new, report = convert(split)
@@ -486,7 +435,7 @@ def test_loader_settings_that_differ_between_instances_are_named(host):
     FaceID Plus versions: the FaceID encode inside takes the first one's, and a line names the other."""
     flat = pack_workflow("IPAdapterFaceID")
     split, first, second, loader, other = _second_instance(
-        _into_subgraph(flat, {_node(flat, "IPAdapterFaceID")["id"]}), "IPAdapterModelLoader")
+        into_subgraph(flat, {_node(flat, "IPAdapterFaceID")["id"]}), "IPAdapterModelLoader")
     loader["widgets_values"], other["widgets_values"] = ["faceid-plusv2_sd15.bin"], ["faceid-plus_sd15.bin"]
     new, report = convert(split)
     assert validate_ui(new) == [] and not report.of("problem"), report.text()
@@ -500,7 +449,7 @@ def test_each_instance_of_a_subgraph_gets_its_pipeline(host):
     """Two instances of one subgraph, each fed by its own Unified Loader: each instance's adapter and CLIP vision
     inputs come from the loader that fed it, and both have the definition's slots."""
     flat = pack_workflow("IPAdapter")
-    split, first, second, loader, other = _second_instance(_into_subgraph(flat, {_node(flat, "IPAdapter")["id"]}),
+    split, first, second, loader, other = _second_instance(into_subgraph(flat, {_node(flat, "IPAdapter")["id"]}),
                                                            "IPAdapterUnifiedLoader")
     new, report = convert(split)
     assert validate_ui(new) == [] and not report.of("problem"), report.text()
@@ -520,9 +469,9 @@ def test_a_pipeline_through_nested_subgraphs_converts_across_both_boundaries(hos
     the outer subgraph's input straight into the inner one's, and arrives as Load IPAdapter's adapter and CLIP
     vision at the nodes inside."""
     flat = pack_workflow("IPAdapter")
-    inner = _into_subgraph(flat, {_node(flat, "IPAdapter")["id"]}, name="inner", sub_id="inner-id")
+    inner = into_subgraph(flat, {_node(flat, "IPAdapter")["id"]}, name="inner", sub_id="inner-id")
     inst = next(n for n in inner["nodes"] if n["type"] == "inner-id")
-    nested = _into_subgraph(inner, {inst["id"]}, name="outer", sub_id="outer-id")
+    nested = into_subgraph(inner, {inst["id"]}, name="outer", sub_id="outer-id")
     new, report = convert(nested)
     assert validate_ui(new) == [] and not report.of("problem") and not report.of("not supported"), report.text()
     subs = {s["id"]: s for s in new["definitions"]["subgraphs"]}
