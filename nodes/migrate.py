@@ -702,16 +702,19 @@ class _Space:
     x is cut into columns of COLUMN units, grouped FACTOR by FACTOR into the columns of the next level, and so
     on (a tree of columns). A rect is stored in the fewest columns that cover its x-range (those it fills, at
     the coarsest level they fit, plus the two columns at its edges): a few per level. Each column keeps, as
-    sorted disjoint runs, the union of the y-ranges (widened by GAP) of the rects stored in it. Placing a rect
-    looks, in every column over its x-range at each level, for the run at its y and jumps below it: a binary
-    search per jump, and a pile of nodes on one spot is a single run, so n placements cost n log n instead of
-    testing every placed rect. An edge column counts as filled, so a new node may keep up to COLUMN more than
-    GAP from a neighbour, never less."""
+    sorted disjoint runs, the union of the y-ranges (widened by GAP) of the rects stored in it, with the gaps
+    too low for the rect being placed filled in: one such set of columns per height placed (the converter
+    places a few node sizes). Placing a rect looks, in every column over its x-range at each level, for the
+    run at its y and jumps below it: a binary search per jump, and a pile of nodes, or a ladder of nodes with
+    gaps too low for it, is a single run, so n placements cost n log n instead of testing every placed rect.
+    An edge column counts as filled, so a new node may keep up to COLUMN more than GAP from a neighbour,
+    never less."""
     COLUMN = 32.0
     FACTOR = 4
 
     def __init__(self):
-        self.levels = {}  # level -> {column index at that level -> ([run starts], [run ends])}
+        self.rects = []  # everything added, for the columns of a height placed for the first time
+        self.heights = {}  # height placed -> {level -> {column index at that level -> ([run starts], [run ends])}}
         self.resume = {}  # the same request again (nodes piled on one spot) starts where the last one ended
         self.steps = 0  # column look-ups and run merges: what placement costs, for tests of its growth
 
@@ -720,26 +723,33 @@ class _Space:
         return (math.floor(min(max(x0, -_FAR), _FAR) / self.COLUMN),
                 math.floor(min(max(x1, -_FAR), _FAR) / self.COLUMN))
 
-    def _store(self, level, column, lo, hi):
-        starts, ends = self.levels.setdefault(level, {}).setdefault(column, ([], []))
-        i, j = bisect.bisect_left(ends, lo), bisect.bisect_right(starts, hi)  # the runs it touches
+    def _store(self, levels, height, level, column, lo, hi):
+        """Add lo..hi to a column's runs, joining the runs less than `height` apart (nothing that tall fits
+        between them)."""
+        starts, ends = levels.setdefault(level, {}).setdefault(column, ([], []))
+        i, j = bisect.bisect_right(ends, lo - height), bisect.bisect_left(starts, hi + height)  # the runs it joins
         if i < j:
             lo, hi = min(lo, starts[i]), max(hi, ends[j - 1])
         starts[i:j], ends[i:j] = [lo], [hi]
         self.steps += 1
 
-    def add(self, rect):
+    def _add_to(self, levels, height, rect):
         lo, hi = rect[1] - GAP, rect[3] + GAP
         a, b = self._range(rect[0], rect[2])
         level = 0
         while a <= b:  # the columns at this level that the next level's cannot hold, then one level up
             while a <= b and a % self.FACTOR:
-                self._store(level, a, lo, hi)
+                self._store(levels, height, level, a, lo, hi)
                 a += 1
             while a <= b and (b + 1) % self.FACTOR:
-                self._store(level, b, lo, hi)
+                self._store(levels, height, level, b, lo, hi)
                 b -= 1
             a, b, level = a // self.FACTOR, (b + 1) // self.FACTOR - 1, level + 1
+
+    def add(self, rect):
+        self.rects.append(rect)
+        for height, levels in self.heights.items():
+            self._add_to(levels, height, rect)
 
     def place(self, rect):
         """Move rect down until it overlaps nothing placed (with GAP), add it, return it."""
@@ -747,9 +757,14 @@ class _Space:
         h = y1 - y0
         key = (x0, x1, y0, h)
         y = max(y0, self.resume.get(key, y0))
+        levels = self.heights.get(h)
+        if levels is None:
+            levels = self.heights[h] = {}
+            for r in self.rects:
+                self._add_to(levels, h, r)
         a, b = self._range(x0 - GAP, x1 + GAP)
         runs = []
-        for level, columns in self.levels.items():
+        for level, columns in levels.items():
             ca, cb = a // self.FACTOR ** level, b // self.FACTOR ** level
             if cb - ca >= len(columns):  # a span wider than the columns there are: look only at those
                 runs += [runs_c for c, runs_c in columns.items() if ca <= c <= cb]

@@ -279,11 +279,24 @@ def _pile_steps(n):
     return space.steps
 
 
+def _ladder_steps(n):
+    """Steps for n of our nodes placed near one spot (no two alike) over a ladder of n kept nodes whose gaps are
+    too low for them: each placement jumps the whole ladder."""
+    space = migrate._Space()
+    for i in range(n):
+        space.add((100.0, i * 200.0, 400.0, i * 200.0 + 50))
+    for i in range(n):
+        space.place((100 + i * 0.01, -30, 420 + i * 0.01, 290))
+    return space.steps
+
+
 def test_placing_a_pile_grows_linearly_in_its_size():
     """The issue's hang: every new node tested against every placed one (a pile of 5,000 took minutes). Counted
-    in steps, not seconds: four times the pile, about four times the steps (a quadratic placement: sixteen)."""
-    small, large = _pile_steps(500), _pile_steps(2000)
-    assert large < 4.5 * small and small < 100 * 500
+    in steps, not seconds: four times the pile, about four times the steps (a quadratic placement: sixteen). The
+    same over a ladder of kept nodes whose gaps no new node fits in."""
+    for steps in (_pile_steps, _ladder_steps):
+        small, large = steps(500), steps(2000)
+        assert large < 4.5 * small and small < 100 * 500, steps.__name__
 
 
 def test_a_jittered_pile_is_placed_without_overlaps():
