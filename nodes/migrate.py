@@ -715,7 +715,7 @@ class _Space:
     def __init__(self):
         self.rects = []  # everything added, for the columns of a height placed for the first time
         self.heights = {}  # height placed -> {level -> {column index at that level -> ([run starts], [run ends])}}
-        self.resume = {}  # the same request again (nodes piled on one spot) starts where the last one ended
+        self.walked = {}  # (columns, height) -> (starts, ends) of the y-spans that placements there walked past
         self.steps = 0  # column look-ups and run merges: what placement costs, for tests of its growth
 
     def _range(self, x0, x1):
@@ -752,17 +752,24 @@ class _Space:
             self._add_to(levels, height, rect)
 
     def place(self, rect):
-        """Move rect down until it overlaps nothing placed (with GAP), add it, return it."""
+        """Move rect down until it overlaps nothing placed (with GAP), add it, return it. A placement over the
+        same columns with the same height that starts where an earlier one walked past (a pile of nodes, a
+        stack of them one spot apart) starts below what that one found in the way: it only ever grows."""
         x0, y0, x1, y1 = rect
         h = y1 - y0
-        key = (x0, x1, y0, h)
-        y = max(y0, self.resume.get(key, y0))
         levels = self.heights.get(h)
         if levels is None:
             levels = self.heights[h] = {}
             for r in self.rects:
                 self._add_to(levels, h, r)
         a, b = self._range(x0 - GAP, x1 + GAP)
+        walked_starts, walked_ends = self.walked.setdefault((a, b, h), ([], []))
+
+        def past_walked(y):
+            k = bisect.bisect_right(walked_starts, y) - 1
+            return walked_ends[k] if k >= 0 and y < walked_ends[k] else y
+
+        y = past_walked(y0)
         runs = []
         for level, columns in levels.items():
             ca, cb = a // self.FACTOR ** level, b // self.FACTOR ** level
@@ -776,10 +783,13 @@ class _Space:
             j = bisect.bisect_right(ends, y)  # the first run ending below y
             self.steps += 1
             if j < len(ends) and starts[j] < y + h:
-                y, clean = ends[j] + 1, 0
+                y, clean = past_walked(ends[j] + 1), 0
             else:
                 i, clean = (i + 1) % len(runs), clean + 1
-        self.resume[key] = y
+        if y > y0:  # y0 .. y is walked past: no later placement here starting in it can stop in it
+            i, j = bisect.bisect_left(walked_ends, y0), bisect.bisect_right(walked_starts, y)
+            lo, hi = (min(y0, walked_starts[i]), max(y, walked_ends[j - 1])) if i < j else (y0, y)
+            walked_starts[i:j], walked_ends[i:j] = [lo], [hi]
         placed = (x0, y, x1, y + h)
         self.add(placed)
         return placed

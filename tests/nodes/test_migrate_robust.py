@@ -290,11 +290,23 @@ def _ladder_steps(n):
     return space.steps
 
 
+def _staggered_steps(n):
+    """Steps for n of our nodes, each starting elsewhere, over two half-width ladders of kept nodes staggered so
+    that each column has room where the other has none: a placement walks down both, in turn."""
+    space = migrate._Space()
+    for i in range(n):
+        space.add((0.0, i * 1000.0, 150.0, i * 1000.0 + 500))
+        space.add((250.0, i * 1000.0 + 500, 400.0, i * 1000.0 + 1000))
+    for i in range(n):
+        space.place((i % 7, (i * 37) % 1000 - 30, 320 + i % 7, (i * 37) % 1000 + 290))
+    return space.steps
+
+
 def test_placing_a_pile_grows_linearly_in_its_size():
     """The issue's hang: every new node tested against every placed one (a pile of 5,000 took minutes). Counted
     in steps, not seconds: four times the pile, about four times the steps (a quadratic placement: sixteen). The
-    same over a ladder of kept nodes whose gaps no new node fits in."""
-    for steps in (_pile_steps, _ladder_steps):
+    same over a ladder of kept nodes whose gaps no new node fits in, and over two staggered ladders."""
+    for steps in (_pile_steps, _ladder_steps, _staggered_steps):
         small, large = steps(500), steps(2000)
         assert large < 4.5 * small and small < 100 * 500, steps.__name__
 
