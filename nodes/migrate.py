@@ -1143,6 +1143,8 @@ def _plan_crossings(wf):
 def _check_crossings(ctx, conv, links, converted, sub_id):
     """Mark the planned crossings of one graph that cannot be followed: a pack-typed value that enters from, or
     leaves to, a node that is not converted here (kept, another pack's, or behind a Reroute)."""
+    if not ctx.plan:
+        return
     for l in links:
         src, dst = str(l[1]), str(l[3])
         sink, source = ctx.sink(conv.types, dst, l[4], sub_id), ctx.source(conv.types, src, l[2], sub_id)
