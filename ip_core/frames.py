@@ -219,7 +219,7 @@ def schedule_length(span: int, images: int, method: str, add_starting_frames: in
     return body + add_starting_frames + add_ending_frames
 
 
-def check_frame_weights(weights: Sequence[float]) -> list:
+def check_frame_weights(weights: Sequence[float], name: str = "frame_weights") -> list:
     """A per-frame weight list as Apply takes it: finite numbers, at least one."""
     if isinstance(weights, (int, float)):
         weights = [weights]
@@ -228,10 +228,33 @@ def check_frame_weights(weights: Sequence[float]) -> list:
         try:
             w = float(w)
         except (TypeError, ValueError):
-            raise IPAdapterError(f"frame_weights must be numbers, got {w!r}.") from None
+            raise IPAdapterError(f"{name} must be numbers, got {w!r}.") from None
         if not math.isfinite(w):
-            raise IPAdapterError(f"frame_weights contains {w}; give finite numbers.")
+            raise IPAdapterError(f"{name} contains {w}; give finite numbers.")
         out.append(w)
     if not out:
-        raise IPAdapterError("frame_weights is empty; give at least one weight (or disconnect it).")
+        raise IPAdapterError(f"{name} is empty; give at least one weight (or disconnect it).")
     return out
+
+
+def prompt_schedule(prompt: str, images: int, frames: int, add_starting_frames: int = 0,
+                    add_ending_frames: int = 0) -> str:
+    """The text prompt-schedule nodes read (`"FRAME": "PROMPT",` one per line), as the widely used pack's Prompt
+    Schedule From Weights Strategy writes it: one non-empty line of `prompt` per reference image (the last line
+    repeated for more images, extra lines left out), each keyed by the frame where its image starts (`frames`
+    per image after the added starting frames: the strategy's setting, as the pack reads it), plus the first
+    line at frame 0 when starting frames were added and the last line after the end when ending frames were.
+    No lines or no images: the empty text."""
+    for name, v in (("images", images), ("frames", frames), ("add_starting_frames", add_starting_frames),
+                    ("add_ending_frames", add_ending_frames)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SCHEDULE_FRAMES:
+            raise IPAdapterError(f"{name} must be a whole number from 0 to {MAX_SCHEDULE_FRAMES}, got {v!r}.")
+    lines = [line for line in str(prompt).split("\n") if line.strip()]
+    if not lines or not images:
+        return ""
+    lines = (lines + [lines[-1]] * images)[:images]
+    keyed = [(0, lines[0])] if add_starting_frames else []
+    keyed += [(i * frames + add_starting_frames, line) for i, line in enumerate(lines)]
+    if add_ending_frames:
+        keyed.append((images * frames + add_starting_frames, lines[-1]))
+    return "".join(f'"{frame}": "{line}",\n' for frame, line in keyed)

@@ -12,6 +12,9 @@ nothing. The report lists each node converted and each option mapped, approximat
 
 Pack nodes whose counterpart does not exist yet (and anything joined to them by the pack's own types,
 IPADAPTER / EMBEDS / ...) are kept unchanged and reported, so the written workflow stays valid.
+Pack nodes inside the frontend's subgraphs convert too, and a value of the pack's types that crosses a
+subgraph's boundary is followed across it: the boundary slot takes our type (a pipeline's CLIP vision and the
+embeds' adapter get a slot of their own), and the settings a loader gives the nodes it feeds reach them there.
 
 Whatever the file holds, every field is checked for its type before use, nothing recurses as deep as the
 input nests, and the time and memory grow with the file's size (placement and wiring: n log n in the nodes).
@@ -26,14 +29,13 @@ import argparse
 import bisect
 import copy
 import functools
-import heapq
-import itertools
 import json
 import math
 import os
 import re
 import sys
 import tempfile
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -235,6 +237,9 @@ class _Converter:
         self.instances = {}
         self.layout_notes = {}  # node id -> [(kind, text)] about the widget layout it was saved with
         self.next_id = 0
+        self.boundary = {}  # (node id, output slot) -> what that subgraph boundary slot carries here (_Crossings)
+        self.boundary_parts = {}  # (node id, output slot) -> {part: link}: what a boundary slot's value carries apart
+        self.boundary_settings = {}  # (node id, output slot) -> _Settings of the node feeding the other side
 
     # -- shared by both formats
     def classify(self, nodes):
@@ -310,6 +315,9 @@ class _Converter:
         A loop, not recursion: a chain of pass-through nodes (Prep Image ...) may be as long as the file."""
         seen = set()
         while isinstance(link, _Link):
+            crossing = self.boundary.get((link.src, link.slot))
+            if crossing is not None:  # a value of the pack's types entering through a subgraph's boundary
+                return crossing
             inst = self.instances.get(link.src)
             if inst is None:
                 return link
@@ -338,6 +346,18 @@ class _Converter:
         local, slot = spec.split(".")
         nid = inst.created[local]
         return _Link(nid, int(slot), table.OURS[self.new_nodes[nid]["type"]]["outputs"][int(slot)])
+
+    def _feeder(self, link):
+        """The converted node a link comes from (its settings go to the nodes it feeds), or what stands in for it
+        across a subgraph boundary."""
+        return self.instances.get(link.src) or self.boundary_settings.get((link.src, link.slot))
+
+    def parts_of(self, ref):
+        """The inputs of our node that made the value at `ref` (the adapter of an encode), or what a subgraph
+        boundary brings with it."""
+        if ref.src in self.new_nodes:
+            return self.new_nodes[ref.src]["links"]
+        return self.boundary_parts.get((ref.src, ref.slot), {})
 
     def _set(self, inst, target, value=None, link=None):
         local, name = target.split(".", 1)
@@ -425,7 +445,7 @@ class _Converter:
                                     "counterpart (ours travel with the embeds); encode with negative_image instead")
             return
         if "settings_from" in rule:
-            src = self.instances.get(given.src) if linked else None
+            src = self._feeder(given) if linked else None
             if src is not None and src.consumer_values:
                 self._take_settings(inst, src, list(inst.created.values()))
             elif given is not None:
@@ -491,8 +511,7 @@ class _Converter:
             elif isinstance(src, dict):
                 src = None
             if rule.get("upstream") and isinstance(src, _Link):  # the input of our node that gives this value
-                upstream = self.new_nodes.get(src.src, {}).get("links", {})
-                src = upstream.get(rule["upstream"])
+                src = self.parts_of(src).get(rule["upstream"])
                 if src is None:
                     self.report.add(label, "problem", f"{name}: its source has no {rule['upstream']} to reuse; "
                                     f"connect {ours} by hand")
@@ -505,7 +524,7 @@ class _Converter:
                     return
                 self.report.add(label, "problem", f"{name}: its source gives nothing this pack can use; connect {ours} by hand")
                 return
-            prep = self.instances.get(given.src)
+            prep = self._feeder(given)
             if prep is not None and prep.consumer_values:
                 self._take_settings(inst, prep, [inst.created[target.split(".")[0]]])
             self._set(inst, target, link=src)
@@ -607,6 +626,7 @@ class _Converter:
         if not regions:
             self.report.add(inst.label, "problem", "ipadapter_params brings no Regional Conditioning; rebuild with "
                             "Encode Image Prompt -> Apply IPAdapter (attn_mask) by hand")
+            inst.output_map = [None]  # nothing made: its model output has no counterpart
             return
         pipeline = self.resolve(inst.given.get("ipadapter"))
         adapter = pipeline.get("adapter") if isinstance(pipeline, dict) else None
@@ -672,46 +692,104 @@ def _overlap(a, b, gap=0.0):
     return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] + gap and b[1] < a[3] + gap
 
 
+_FAR = 1e15  # x beyond +-this (up to an infinite edge) is indexed as this: no canvas is that wide, and clamping
+# both edges keeps every overlap an overlap
+
+
 class _Space:
-    """The rects placed so far, in columns of COLUMN units by x, each column sorted by top edge: placing a
-    rect looks only at the columns it spans, from the first rect that can reach it (n log n in practice)."""
-    COLUMN = 512.0
-    MAX_COLUMNS = 64  # a rect wider than this many columns is checked against every placement
+    """The rects placed so far, for placing new ones where they overlap nothing (with GAP around each).
+
+    x is cut into columns of COLUMN units, grouped FACTOR by FACTOR into the columns of the next level, and so
+    on (a tree of columns). A rect is stored in the fewest columns that cover its x-range (those it fills, at
+    the coarsest level they fit, plus the two columns at its edges): a few per level. Each column keeps, as
+    sorted disjoint runs, the union of the y-ranges (widened by GAP) of the rects stored in it, with the gaps
+    too low for the rect being placed filled in: one such set of columns per height placed (the converter
+    places a few node sizes). Placing a rect looks, in every column over its x-range at each level, for the
+    run at its y and jumps below it: a binary search per jump, and a pile of nodes, or a ladder of nodes with
+    gaps too low for it, is a single run, so n placements cost n log n instead of testing every placed rect.
+    An edge column counts as filled, so a new node may keep up to COLUMN more than GAP from a neighbour,
+    never less."""
+    COLUMN = 32.0
+    FACTOR = 4
 
     def __init__(self):
-        self.columns, self.wide, self.tallest, self.resume = {}, [], 0.0, {}
+        self.rects = []  # everything added, for the columns of a height placed for the first time
+        self.heights = {}  # height placed -> {level -> {column index at that level -> ([run starts], [run ends])}}
+        self.walked = {}  # (columns, height) -> (starts, ends) of the y-spans that placements there walked past
+        self.steps = 0  # column look-ups and run merges: what placement costs, for tests of its growth
 
-    def _span(self, x0, x1):
-        a, b = x0 / self.COLUMN, x1 / self.COLUMN
-        if not (math.isfinite(a) and math.isfinite(b)) or b - a > self.MAX_COLUMNS:
-            return None
-        return range(math.floor(a), math.floor(b) + 1)
+    def _range(self, x0, x1):
+        """The first-level columns x0..x1 reaches into."""
+        return (math.floor(min(max(x0, -_FAR), _FAR) / self.COLUMN),
+                math.floor(min(max(x1, -_FAR), _FAR) / self.COLUMN))
+
+    def _store(self, levels, height, level, column, lo, hi):
+        """Add lo..hi to a column's runs, joining the runs less than `height` apart (nothing that tall fits
+        between them)."""
+        starts, ends = levels.setdefault(level, {}).setdefault(column, ([], []))
+        i, j = bisect.bisect_right(ends, lo - height), bisect.bisect_left(starts, hi + height)  # the runs it joins
+        if i < j:
+            lo, hi = min(lo, starts[i]), max(hi, ends[j - 1])
+        starts[i:j], ends[i:j] = [lo], [hi]
+        self.steps += 1
+
+    def _add_to(self, levels, height, rect):
+        lo, hi = rect[1] - GAP, rect[3] + GAP
+        a, b = self._range(rect[0], rect[2])
+        level = 0
+        while a <= b:  # the columns at this level that the next level's cannot hold, then one level up
+            while a <= b and a % self.FACTOR:
+                self._store(levels, height, level, a, lo, hi)
+                a += 1
+            while a <= b and (b + 1) % self.FACTOR:
+                self._store(levels, height, level, b, lo, hi)
+                b -= 1
+            a, b, level = a // self.FACTOR, (b + 1) // self.FACTOR - 1, level + 1
 
     def add(self, rect):
-        self.tallest = max(self.tallest, rect[3] - rect[1])
-        span = self._span(rect[0], rect[2])
-        if span is None:
-            bisect.insort(self.wide, (rect[1], rect))
-            return
-        for c in span:
-            bisect.insort(self.columns.setdefault(c, []), (rect[1], rect))
+        self.rects.append(rect)
+        for height, levels in self.heights.items():
+            self._add_to(levels, height, rect)
 
     def place(self, rect):
-        """Move rect down until it overlaps nothing placed (with GAP), add it, return it."""
+        """Move rect down until it overlaps nothing placed (with GAP), add it, return it. A placement over the
+        same columns with the same height that starts where an earlier one walked past (a pile of nodes, a
+        stack of them one spot apart) starts below what that one found in the way: it only ever grows."""
         x0, y0, x1, y1 = rect
         h = y1 - y0
-        key = (x0, x1, y0, h)  # the same request again (nodes piled on one spot) resumes where the last stopped
-        y = max(y0, self.resume.get(key, y0))
-        span = self._span(x0 - GAP, x1 + GAP)
-        lists = [self.wide] + ([self.columns.get(c, ()) for c in span] if span is not None else list(self.columns.values()))
-        first = y - self.tallest - GAP - 1  # rects starting above this end above y - GAP
-        merged = heapq.merge(*(itertools.islice(lst, bisect.bisect_left(lst, (first,)), None) for lst in lists if lst))
-        for top, r in merged:
-            if top >= y + h + GAP:
-                break
-            if x0 < r[2] + GAP and r[0] < x1 + GAP and y < r[3] + GAP:
-                y = max(y, r[3] + GAP + 1)
-        self.resume[key] = y
+        levels = self.heights.get(h)
+        if levels is None:
+            levels = self.heights[h] = {}
+            for r in self.rects:
+                self._add_to(levels, h, r)
+        a, b = self._range(x0 - GAP, x1 + GAP)
+        walked_starts, walked_ends = self.walked.setdefault((a, b, h), ([], []))
+
+        def past_walked(y):
+            k = bisect.bisect_right(walked_starts, y) - 1
+            return walked_ends[k] if k >= 0 and y < walked_ends[k] else y
+
+        y = past_walked(y0)
+        runs = []
+        for level, columns in levels.items():
+            ca, cb = a // self.FACTOR ** level, b // self.FACTOR ** level
+            if cb - ca >= len(columns):  # a span wider than the columns there are: look only at those
+                runs += [runs_c for c, runs_c in columns.items() if ca <= c <= cb]
+            else:
+                runs += [columns[c] for c in range(ca, cb + 1) if c in columns]
+        i = clean = 0
+        while clean < len(runs):  # until a whole round of columns finds [y, y + h] free
+            starts, ends = runs[i]
+            j = bisect.bisect_right(ends, y)  # the first run ending below y
+            self.steps += 1
+            if j < len(ends) and starts[j] < y + h:
+                y, clean = past_walked(ends[j] + 1), 0
+            else:
+                i, clean = (i + 1) % len(runs), clean + 1
+        if y > y0:  # y0 .. y is walked past: no later placement here starting in it can stop in it
+            i, j = bisect.bisect_left(walked_ends, y0), bisect.bisect_right(walked_starts, y)
+            lo, hi = (min(y0, walked_starts[i]), max(y, walked_ends[j - 1])) if i < j else (y0, y)
+            walked_starts[i:j], walked_ends[i:j] = [lo], [hi]
         placed = (x0, y, x1, y + h)
         self.add(placed)
         return placed
@@ -931,7 +1009,188 @@ def _subgraph_problem(sub):
     return None
 
 
-def _convert_subgraphs(out, legacy, report):
+# What a value of the pack's types becomes when it crosses a subgraph's boundary (its input or output slot):
+# our type on the slot itself, and what ours carries apart on a slot added after the others (named after the
+# slot + "_" + its part): the pipeline's CLIP vision, the adapter that made the embeds (Combine Image Prompts
+# takes it). The InsightFace loader becomes nothing: only its settings cross, to the Encode Face nodes it feeds
+# (its slot stays, unconnected). The regions (IPADAPTER_PARAMS) are rebuilt from the nodes that make them,
+# which must be in the same graph: they do not cross.
+CROSSING_TYPES = {"IPADAPTER": ("IPA_ADAPTER", "clip_vision", "CLIP_VISION"),
+                  "EMBEDS": ("IPA_EMBEDS", "ipadapter", "IPA_ADAPTER"),
+                  "WEIGHTS_STRATEGY": ("IPA_WEIGHTS_STRATEGY", None, None),
+                  "INSIGHTFACE": (None, None, None)}
+_UUID_SPACE = uuid.UUID("4b1d6a8e-2f0c-4c57-9a3e-6f1b2d9c0e71")  # the added slots' ids: the same file, the same ids
+
+
+@dataclass
+class _Settings:
+    """What a converted node that feeds a subgraph's boundary sets on the nodes it feeds (its consumer values),
+    standing in for it on the other side."""
+    label: str
+    consumer_values: dict
+
+
+class _Crossings:
+    """The slots of the pack's types on subgraph boundaries that the conversion follows across (one plan for
+    the whole file: a definition's slots are shared by all its instances), those found not followable while
+    converting (a side kept, or not the pack's), and what the values crossing were found to carry: the file is
+    converted again when the other side needed that before it was known (a part the value lacks, settings)."""
+
+    def __init__(self, plan, known=None, dropped=()):
+        self.plan = plan  # subgraph id -> {"in" / "out": {slot: (pack type, index of the added slot)},
+        #                                    "slots": (inputs, outputs) of the definition}
+        self.known = known or {}  # (subgraph id, "in" / "out", slot) -> {"part": bool, "settings": _Settings | None}
+        self.learned = {}  # the same, found while converting with `known`
+        self.used = {}  # the same, as the other side used it (learned earlier in this conversion, else known)
+        self.bad = {}  # (subgraph id, "in" / "out", slot) -> why
+        self.conflicts = []  # (node label, text): instances feeding one crossing different settings
+        self.dropped = {sid for sid, _, _ in dropped}  # subgraphs with a crossing not followed: what it joins stays
+
+    DEFAULT = {"part": True, "settings": None}
+
+    def learn(self, key, part, settings):
+        """What one converted node gives into a crossing: whether its value has the added slot's part, and its
+        settings. All instances' values must have the part for the other side to use it."""
+        seen = self.learned.get(key)
+        if seen is None:
+            self.learned[key] = {"part": part, "settings": settings}
+            return
+        if seen["settings"] is None:
+            seen["settings"] = settings
+        elif settings is not None and settings.consumer_values != seen["settings"].consumer_values:
+            self.conflicts.append((settings.label, f"its settings {settings.consumer_values} differ from those "
+                                   f"{seen['settings'].label} gives into the same subgraph input; the nodes across the "
+                                   f"boundary take {seen['settings'].label}'s: set theirs by hand where they differ"))
+        seen["part"] = seen["part"] and part
+
+    def changed(self):
+        """Whether a side used other facts than the crossing turned out to carry (then convert again)."""
+        return any(self.learned.get(k, self.DEFAULT) != used for k, used in self.used.items())
+
+    @staticmethod
+    def value(ty, src, slot, added, part):
+        """What the converted graph finds at output `slot` of boundary node src: a pipeline, or a link of our
+        type, and what its added slot gives (the embeds' adapter) as {part: link}; part False: nothing there."""
+        ours, part_name, part_type = CROSSING_TYPES[ty]
+        extra = _Link(src, added, part_type) if part_name and part else None
+        if ours is None:  # settings only
+            return None, {}
+        if ty == "IPADAPTER":
+            return {"adapter": _Link(src, slot, ours), part_name: extra}, {}
+        return _Link(src, slot, ours), ({part_name: extra} if extra else {})
+
+    def boundary(self, types, sub_id):
+        """({(node id, slot): value}, {(node id, slot): {part: link}}, {(node id, slot): _Settings}) for the
+        instances of planned subgraphs in one graph and, inside subgraph sub_id, for its input node."""
+        ends = [(nid, t, "out") for nid, t in types.items()] + [(str(SUBGRAPH_IN), sub_id, "in")]
+        values, parts, settings = {}, {}, {}
+        for nid, sid, direction in ends:
+            for slot, (ty, added) in self.plan.get(sid, {}).get(direction, {}).items():
+                key = (sid, direction, slot)
+                known = self.used[key] = dict(self.learned.get(key) or self.known.get(key) or self.DEFAULT)
+                value, parts[nid, slot] = self.value(ty, nid, slot, added, known["part"])
+                if value is not None:
+                    values[nid, slot] = value
+                if known["settings"] is not None:
+                    settings[nid, slot] = known["settings"]
+        return values, parts, settings
+
+    def sink(self, types, nid, slot, sub_id):
+        """The crossing that input `slot` of node nid is (an instance's input, the subgraph's output), or None."""
+        return self._end(types, nid, slot, sub_id, SUBGRAPH_OUT, "out", "in")
+
+    def source(self, types, nid, slot, sub_id):
+        """The crossing that output `slot` of node nid is (an instance's output, the subgraph's input), or None."""
+        return self._end(types, nid, slot, sub_id, SUBGRAPH_IN, "in", "out")
+
+    def _end(self, types, nid, slot, sub_id, io_node, io_direction, instance_direction):
+        if nid == str(io_node) and slot in self.plan.get(sub_id, {}).get(io_direction, {}):
+            return sub_id, io_direction, slot
+        if slot in self.plan.get(types.get(nid), {}).get(instance_direction, {}):
+            return types[nid], instance_direction, slot
+        return None
+
+
+def _plan_crossings(wf):
+    """The boundary slots of the pack's types of the file's subgraphs, each with the index of its added slot (a
+    pipeline's CLIP vision, the embeds' adapter), and report lines for those of types that cannot cross."""
+    definitions = wf.get("definitions")
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    plan, lines = {}, []
+    for sub in subgraphs if isinstance(subgraphs, list) else ():
+        if _subgraph_problem(sub) or not _is_id(sub.get("id")):
+            continue
+        name = _short(sub.get("name") or sub.get("id"), 40)
+        for direction in ("in", "out"):
+            slots = sub.get("inputs" if direction == "in" else "outputs") or []
+            added = len(slots)
+            for k, slot in enumerate(slots):
+                ty = slot.get("type") if isinstance(slot.get("type"), str) else None
+                if ty in CROSSING_TYPES:
+                    entry = plan.setdefault(sub["id"], {"in": {}, "out": {}, "slots": (
+                        len(sub.get("inputs") or []), len(sub.get("outputs") or []))})
+                    entry[direction][k] = (ty, added)
+                    added += CROSSING_TYPES[ty][1] is not None
+                elif ty in table.PACK_TYPES:
+                    lines.append((f"subgraph {name}", f"its {'input' if direction == 'in' else 'output'} "
+                                  f"{_short(slot.get('name'), 40)} carries the pack's {ty}: the regions are rebuilt "
+                                  "from the Regional Conditioning / Combine Params nodes that make them, which must be in "
+                                  "the same graph as the IPAdapter From Params they feed; move them into one graph and "
+                                  "convert again"))
+    return plan, lines
+
+
+def _check_crossings(ctx, conv, links, converted, sub_id):
+    """Mark the planned crossings of one graph that cannot be followed: a pack-typed value that enters from, or
+    leaves to, a node that is not converted here (kept, another pack's, or behind a Reroute)."""
+    if not ctx.plan:
+        return
+    for l in links:
+        src, dst = str(l[1]), str(l[3])
+        sink, source = ctx.sink(conv.types, dst, l[4], sub_id), ctx.source(conv.types, src, l[2], sub_id)
+        if sink is not None and source is not None:  # one crossing straight into another: the same type passes on
+            if ctx.plan[sink[0]][sink[1]][sink[2]][0] != ctx.plan[source[0]][source[1]][source[2]][0]:
+                ctx.bad.setdefault(sink, f"fed by another type of value from {src} {conv.types.get(src)}")
+            continue
+        if sink is not None and src not in converted:
+            ctx.bad.setdefault(sink, f"fed by {src} {conv.types.get(src)}, which is not a pack node converted here")
+        if source is not None and dst not in converted and conv.types.get(dst) != REROUTE:
+            ctx.bad.setdefault(source, f"it feeds {dst} {conv.types.get(dst)}, which is not a pack node converted here")
+
+
+def _into_crossing(ctx, conv, sink, ref, settings, link, by_id, final_links, next_link):
+    """The value `ref` (a link of ours, a pipeline, or None for settings only) entering crossing `sink` at input
+    link[4] of node link[3]: linked to that slot and its part to the added slot; what it carries is learned for
+    the other side. Returns the next free link id."""
+    ty, added = ctx.plan[sink[0]][sink[1]][link[4]]
+    ours, part_name, _ = CROSSING_TYPES[ty]
+    value = part = None
+    if isinstance(ref, dict):
+        value, part = ref.get("adapter"), ref.get(part_name)
+    elif isinstance(ref, _Link):
+        value, part = ref, conv.parts_of(ref).get(part_name) if part_name else None
+    for slot, end in ((link[4], value), (added, part)):
+        if isinstance(end, _Link) and ours is not None:
+            final_links.append([next_link, _node_id(end.src, by_id), end.slot, link[3], slot, end.type])
+            next_link += 1
+    ctx.learn(sink, part is not None or part_name is None, settings)
+    return next_link
+
+
+def _retype_slots(node, plan_entry):
+    """An instance of a planned subgraph (its slots as its definition's, checked): its pack-typed slots take our
+    types, and a pipeline's or embeds' slot gets its added slot after the others, as the definition does."""
+    for direction, key in (("in", "inputs"), ("out", "outputs")):
+        slots = node[key]
+        for k, (ty, added) in sorted(plan_entry[direction].items()):
+            ours, part, part_type = CROSSING_TYPES[ty]
+            slots[k] = {**slots[k], "type": ours or slots[k].get("type")}
+            if part:
+                extra = {"name": f"{slots[k].get('name')}_{part}", "type": part_type}
+                slots.append({**extra, **({"link": None} if key == "inputs" else {"links": []})})
+
+
+def _convert_subgraphs(out, legacy, report, ctx):
     """The pack nodes inside the frontend's subgraphs (`definitions.subgraphs`), converted like the graph's:
     the subgraph's input and output nodes stand in as two nodes whose slots are the subgraph's inputs and
     outputs. New node and link ids follow every id of the file. Each line names its subgraph."""
@@ -952,14 +1211,14 @@ def _convert_subgraphs(out, legacy, report):
     converted = []
     for sub in subgraphs:
         problem = _subgraph_problem(sub)
-        has_pack = problem is None and any(n["type"] in table.PACK for n in sub["nodes"])
+        has_pack = problem is None and (any(n["type"] in table.PACK for n in sub["nodes"]) or sub.get("id") in ctx.plan)
         if problem:
             report.add("", "problem", problem + "; kept as is")
         if not has_pack:
             converted.append(sub)
             continue
         name = _short(sub.get("name") or sub.get("id"), 40)
-        new_sub, sub_report, next_node, next_link = _convert_subgraph(sub, legacy, next_node, next_link)
+        new_sub, sub_report, next_node, next_link = _convert_subgraph(sub, legacy, next_node, next_link, ctx)
         for n in sub_report.notes:
             report.add(f"subgraph {name}: {n.node}" if n.node else f"subgraph {name}", n.kind, n.text)
         converted.append(new_sub)
@@ -967,8 +1226,21 @@ def _convert_subgraphs(out, legacy, report):
     out["last_node_id"], out["last_link_id"] = next_node, next_link
 
 
-def _convert_subgraph(sub, legacy, last_node, last_link):
-    ins, outs = sub.get("inputs") or [], sub.get("outputs") or []
+def _convert_subgraph(sub, legacy, last_node, last_link, ctx):
+    plan = ctx.plan.get(sub.get("id"), {"in": {}, "out": {}})
+    # the boundary as the conversion leaves it: pack-typed slots retyped, a pipeline's CLIP vision slot added
+    ins = [{**x, "type": CROSSING_TYPES[plan["in"][k][0]][0] or x.get("type")} if k in plan["in"] else x
+           for k, x in enumerate(sub.get("inputs") or [])]
+    outs = [{**x, "type": CROSSING_TYPES[plan["out"][k][0]][0] or x.get("type")} if k in plan["out"] else x
+            for k, x in enumerate(sub.get("outputs") or [])]
+    for direction, slots in (("in", ins), ("out", outs)):
+        for k, (ty, added) in sorted(plan[direction].items()):
+            _, part, part_type = CROSSING_TYPES[ty]
+            if part:
+                name = f"{slots[k].get('name')}_{part}"
+                slots.append({"id": str(uuid.uuid5(_UUID_SPACE, f"{sub.get('id')}/{direction}/{k}")), "name": name,
+                              "type": part_type, "linkIds": [], **({"localized_name": name} if "localized_name" in
+                                                                   slots[k] else {})})
     ids = lambda slot: [i for i in slot.get("linkIds") or [] if isinstance(i, int) and not isinstance(i, bool)]  # noqa: E731
     far = [-1e9, -1e9]
     io_in = {"id": SUBGRAPH_IN, "type": "subgraph inputs", "pos": far, "size": [0, 0], "inputs": [],
@@ -977,7 +1249,7 @@ def _convert_subgraph(sub, legacy, last_node, last_link):
               "inputs": [{"name": s.get("name"), "type": s.get("type", "*"), "link": (ids(s) or [None])[0]} for s in outs]}
     inner = {"nodes": [n for n in sub["nodes"] if str(n["id"]) not in (str(SUBGRAPH_IN), str(SUBGRAPH_OUT))] + [io_in, io_out],
              "links": sub.get("links") or [], "last_node_id": last_node, "last_link_id": last_link}
-    new, report = _convert_ui(inner, legacy)
+    new, report = _convert_ui(inner, legacy, ctx, sub.get("id"))
     problems = validate_ui(new)
     if problems:
         raise Inconsistent("a converted subgraph is inconsistent: " + "; ".join(problems[:5]))
@@ -999,7 +1271,56 @@ def _convert_subgraph(sub, legacy, last_node, last_link):
     return new_sub, report, new["last_node_id"], new["last_link_id"]
 
 
-def _convert_ui(wf, legacy):
+def _convert_ui_file(wf, legacy):
+    """A UI workflow with its subgraphs. Values of the pack's types that cross a subgraph's boundary are followed
+    across (_Crossings); a crossing found not followable (a side kept, or not the pack's) is left as it was, with
+    its line, and the file converted again without it (at most a few times: then without any crossing)."""
+    plan, lines = _plan_crossings(wf)
+    dropped, known = {}, {}
+    for attempt in range(6):
+        if attempt == 5:  # what crossings carry still changing (nested deeper than this): follow none
+            for sid, entry in plan.items():
+                for direction in ("in", "out"):
+                    for k in entry[direction]:
+                        dropped.setdefault((sid, direction, k), "nested too deep for what it carries to settle")
+            plan = {}
+        ctx = _Crossings(plan, known, dropped)
+        try:
+            out, report = _convert_ui(wf, legacy, ctx)
+        except Inconsistent:
+            if not ctx.bad:
+                raise
+        if not ctx.bad and not ctx.changed():
+            break
+        dropped.update(ctx.bad)
+        known = {k: v for k, v in ctx.learned.items() if k not in ctx.bad}
+        plan = {sid: {**e, **{d: {k: v for k, v in e[d].items() if (sid, d, k) not in ctx.bad} for d in ("in", "out")}}
+                for sid, e in plan.items()}
+    for node, text in ctx.conflicts:
+        report.add(node, "not supported", text)
+    names = _subgraph_names(wf)
+    for node, line in lines:
+        report.add(node, "not supported", line)
+    for (sid, direction, k), why in dropped.items():
+        name, slot = names.get(sid, (_short(sid, 40), {}))
+        report.add(f"subgraph {name}", "not supported",
+                   f"its {'input' if direction == 'in' else 'output'} {slot.get((direction, k), k)} carries a value of the "
+                   f"pack's types and is {why}: the value is not followed across the boundary; the pack's nodes it joins "
+                   "stay as they were (see their lines)")
+    return out, report
+
+
+def _subgraph_names(wf):
+    """subgraph id -> (its name for the report, {(direction, slot): the slot's name})."""
+    definitions = wf.get("definitions")
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    return {sub["id"]: (_short(sub.get("name") or sub["id"], 40), {
+        (d, k): _short(x.get("name"), 40) for d, key in (("in", "inputs"), ("out", "outputs"))
+        for k, x in enumerate(sub.get(key) if isinstance(sub.get(key), list) else []) if isinstance(x, dict)})
+        for sub in (subgraphs if isinstance(subgraphs, list) else ()) if isinstance(sub, dict) and _is_id(sub.get("id"))}
+
+
+def _convert_ui(wf, legacy, ctx, sub_id=None):
     out = dict(wf)  # shallow: only nodes, their slots and the links are rewritten, each copied first
     conv = _Converter(legacy)
     report = conv.report
@@ -1007,6 +1328,18 @@ def _convert_ui(wf, legacy):
     for nid, node in by_id.items():
         conv.types[nid] = node["type"]
     links = _read_ui_links(wf, by_id, frozen, report)
+    for nid, node in by_id.items():  # instances of subgraphs whose pack-typed slots are followed across
+        entry = ctx.plan.get(node["type"])
+        if entry is None:
+            continue
+        if nid in frozen or (len(node.get("inputs") or []), len(node.get("outputs") or [])) != entry["slots"]:
+            for direction in ("in", "out"):
+                for k in entry[direction]:
+                    ctx.bad.setdefault((node["type"], direction, k), f"on node {nid}, whose slots differ from its "
+                                       "subgraph's")
+            continue
+        _retype_slots(node, entry)
+    conv.boundary, conv.boundary_parts, conv.boundary_settings = ctx.boundary({n: t for n, t in conv.types.items() if t in ctx.plan}, sub_id)
     last_node_id = _counter(wf.get("last_node_id"), "last_node_id", report)
     last_link_id = _counter(wf.get("last_link_id"), "last_link_id", report)
     links_by_id = {link[0]: link for link in links}
@@ -1036,6 +1369,12 @@ def _convert_ui(wf, legacy):
         props = node.get("properties") if isinstance(node.get("properties"), dict) else None
         nodes_info[nid] = (node["type"], given, problems, props)
     pack, keep = conv.classify(nodes_info)
+    # a subgraph boundary whose pack-typed value is not followed across: what it joins stays the pack's, as a
+    # kept node's neighbours do (the boundary's nodes join the walk below as kept nodes)
+    anchors = {nid for nid, t in conv.types.items() if t in ctx.dropped and nid not in frozen}
+    anchors |= {n for n in (str(SUBGRAPH_IN), str(SUBGRAPH_OUT)) if n in by_id} if sub_id in ctx.dropped else set()
+    pack |= anchors
+    keep |= anchors
     pack_links = []  # pack-type links between pack nodes, through Reroutes
     for l in links:
         source = follow(l) if conv.types.get(str(l[3])) != REROUTE else None
@@ -1043,7 +1382,9 @@ def _convert_ui(wf, legacy):
             pack_links.append((str(source[1]), str(l[3])))
     conv.close_kept(pack, keep, pack_links)
     conv.next_id = 1 + max([int(n) for n in by_id if n.lstrip("-").isdigit()] + [last_node_id])
-    converted = [n for n in nodes if str(n["id"]) in pack - keep]
+    to_convert = pack - keep
+    _check_crossings(ctx, conv, links, to_convert, sub_id)
+    converted = [n for n in nodes if str(n["id"]) in to_convert]
     for node in converted:
         nid = str(node["id"])
         mode = node.get("mode") if isinstance(node.get("mode"), int) and not isinstance(node.get("mode"), bool) else 0
@@ -1069,12 +1410,30 @@ def _convert_ui(wf, legacy):
         src, dst = str(link[1]), str(link[3])
         if src in conv.instances and dst not in conv.instances:
             ref = conv.resolve(_Link(src, link[2], link[5]))
+            sink = ctx.sink(conv.types, dst, link[4], sub_id)
+            feeder = conv.instances[src]
+            settings = _Settings(feeder.label, dict(feeder.consumer_values)) if feeder.consumer_values else None
+            settings_only = sink is not None and CROSSING_TYPES[ctx.plan[sink[0]][sink[1]][link[4]][0]][0] is None
+            if sink is not None and (settings_only or isinstance(ref, _Link) or isinstance(ref, dict) and ref.get("adapter")):
+                next_link = _into_crossing(ctx, conv, sink, ref, settings, link, by_id, final_links, next_link)
+                continue
             if not isinstance(ref, _Link):
                 unfed.append((dst, link[4], src))
                 continue
             final_links.append([next_link, _node_id(ref.src, by_id), ref.slot, link[3], link[4],
                                 ref.type if ref.type != "*" else link[5]])
             next_link += 1
+    # a crossing straight into another (a subgraph's input feeding a nested subgraph's): its value passes on
+    passing = [l for l in links if ctx.source(conv.types, str(l[1]), l[2], sub_id) is not None
+               and ctx.sink(conv.types, str(l[3]), l[4], sub_id) is not None]
+    if passing:
+        drop = {l[0] for l in passing}
+        final_links[:] = [l for l in final_links if l[0] not in drop]
+        for link in passing:
+            key = (str(link[1]), link[2])
+            next_link = _into_crossing(ctx, conv, ctx.sink(conv.types, str(link[3]), link[4], sub_id),
+                                       conv.boundary.get(key), conv.boundary_settings.get(key), link, by_id,
+                                       final_links, next_link)
     gone = _drop_idle_reroutes(conv, links, final_links)
     for dst, slot, src in unfed:
         if dst not in gone:
@@ -1103,7 +1462,7 @@ def _convert_ui(wf, legacy):
     _sync_slots(out, frozen)
     out["last_node_id"] = max([last_node_id] + [int(n["id"]) for n in out["nodes"] if str(n["id"]).lstrip("-").isdigit()])
     out["last_link_id"] = max([last_link_id] + [l[0] for l in final_links])
-    _convert_subgraphs(out, legacy, report)
+    _convert_subgraphs(out, legacy, report, ctx)
     return out, report
 
 
@@ -1206,6 +1565,7 @@ def validate_ui(wf) -> list:
     link_ids = [l[0] for l in wf.get("links", [])]
     if len(link_ids) != len(set(link_ids)):
         problems.append("duplicate link ids")
+    outputs = {}
     for l in wf.get("links", []):
         src, dst = nodes.get(str(l[1])), nodes.get(str(l[3]))
         if src is None or dst is None:
@@ -1217,7 +1577,11 @@ def validate_ui(wf) -> list:
             continue
         if dst_slots[l[4]].get("link") != l[0]:
             problems.append(f"link {l[0]} is not recorded on node {l[3]}'s input {l[4]}")
-        if l[0] not in (src_slots[l[2]].get("links") or []):
+        recorded = outputs.get((str(l[1]), l[2]))
+        if recorded is None:  # a set per output: a loader feeding thousands of nodes is checked in linear time
+            links = src_slots[l[2]].get("links")
+            recorded = outputs[str(l[1]), l[2]] = {x for x in links if _hashable(x)} if isinstance(links, list) else set()
+        if l[0] not in recorded:
             problems.append(f"link {l[0]} is not recorded on node {l[1]}'s output {l[2]}")
     known = set(link_ids)
     for n in wf.get("nodes", []):
@@ -1286,8 +1650,9 @@ def _convert_api(prompt, legacy):
                   if isinstance(g, _Link) and g.type in table.PACK_TYPES]
     conv.close_kept(pack, keep, pack_links)
     conv.next_id = 1 + max([int(n) for n in prompt if str(n).lstrip("-").isdigit()] + [0])
+    to_convert = pack - keep
     for nid in prompt:
-        if nid in pack - keep:
+        if nid in to_convert:
             inst = _Instance(nid, conv.types[nid], table.PACK[conv.types[nid]], given_of[nid])
             conv.instances[nid] = inst
             conv.create(inst)
@@ -1365,7 +1730,7 @@ def convert(workflow: dict, legacy: bool = False):
     Inconsistent if the result breaks its own bookkeeping (a bug of this converter).
     """
     fmt = workflow_format(workflow)
-    new, report = (_convert_ui if fmt == "ui" else _convert_api)(workflow, legacy)
+    new, report = (_convert_ui_file if fmt == "ui" else _convert_api)(workflow, legacy)
     problems = (validate_ui if fmt == "ui" else validate_api)(new)
     if problems:  # a bug here, never the user's input: refuse to hand out a broken file
         raise Inconsistent("the converted workflow is inconsistent: " + "; ".join(problems[:5]))

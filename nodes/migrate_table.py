@@ -123,6 +123,14 @@ OURS = {
         "required": ("weights_strategy:IPA_WEIGHTS_STRATEGY",), "optional": ("image:IMAGE",), "defaults": {},
         "outputs": ("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", "IPA_WEIGHTS_STRATEGY"), "size": (320, 80),
     },
+    "IPACombineFrameWeights": {
+        "required": ("weights_1:FLOAT", "weights_2:FLOAT"), "optional": (), "defaults": {"weights_1": 0.0, "weights_2": 0.0},
+        "outputs": ("FLOAT", "INT"), "size": (320, 80),
+    },
+    "IPAPromptSchedule": {
+        "required": ("weights_strategy:IPA_WEIGHTS_STRATEGY", "prompt:STRING"), "optional": (), "defaults": {"prompt": ""},
+        "outputs": ("STRING",), "size": (320, 160),
+    },
     # the host's own nodes (nodes.py): the clip vision loader for the model the pack's Unified Loader picked by
     # name, the conditioning mask for the text prompts of the pack's Regional Conditioning
     "ConditioningSetMask": {"required": ("conditioning:CONDITIONING", "mask:MASK", "strength:FLOAT", "set_cond_area:COMBO"),
@@ -145,6 +153,7 @@ RANGES = {
     "IPAApplyAdapter.weight_faceidv2": (-1.0, 5.0), "IPAApplyAdapter.weight_kolors": (-1.0, 5.0),
     "IPANoise.strength": (0.0, 1.0), "IPANoise.blur": (0, 32), "IPARegion.weight": (-1.0, 5.0),
     "IPAApplyRegions.start_at": (0.0, 1.0), "IPAApplyRegions.end_at": (0.0, 1.0),
+    "IPACombineFrameWeights.weights_1": (-1.0, 5.0), "IPACombineFrameWeights.weights_2": (-1.0, 5.0),
     **{f"IPAFrameWeights.{n}": (0, 9999) for n in ("frames", "start_frame", "end_frame", "add_starting_frames",
                                                    "add_ending_frames")},
 }
@@ -173,11 +182,9 @@ CHOICES = {
     "IPAFrameWeights.method": ("full batch", "shift batches", "alternate batches"),
 }
 
-# Nodes and options with no counterpart here (yet): why, and what to do instead. Reported, never dropped.
-PENDING = {
-    "IPACombineFrameWeights": "IPAdapter Frame Weights has no combining node; join the weight lists by hand",
-    "IPAPromptSchedule": "no prompt-schedule node here; write the schedule for your scheduler node by hand",
-}
+# Nodes and options with no counterpart here (yet): why, and what to do instead. Reported, never dropped. Empty
+# while every node the pack ever shipped has its counterpart; the converter keeps the machinery for the next one.
+PENDING: dict = {}
 
 # ---------------------------------------------------------------------------------------------- shared rules
 WEIGHT_TYPES = CHOICES["IPAApplyAdapter.weight_type"]
@@ -512,8 +519,12 @@ PACK = {
                                                                            "from an unseeded generator"}}},
         "wires": {}, "needs": [], "output_map": [f"frames.{i}" for i in range(6)],
     },
-    "IPAdapterCombineWeights": {"required": ("weights_1:FLOAT", "weights_2:FLOAT"), "optional": (),
-                                "outputs": ("FLOAT", "INT"), "counterpart": "IPACombineFrameWeights"},
+    "IPAdapterCombineWeights": {  # the same two inputs (a weight or a weight list each), the same two outputs
+        "required": ("weights_1:FLOAT", "weights_2:FLOAT"), "optional": (), "outputs": ("FLOAT", "INT"),
+        "nodes": {"combine": "IPACombineFrameWeights"},
+        "options": {"weights_1": {"to": "combine.weights_1"}, "weights_2": {"to": "combine.weights_2"}},
+        "wires": {}, "needs": [], "output_map": ["combine.0", "combine.1"],
+    },
     "IPAdapterWeightsFromStrategy": {
         "required": ("weights_strategy:WEIGHTS_STRATEGY",), "optional": ("image:IMAGE",),
         "outputs": ("FLOAT", "FLOAT", "INT", "IMAGE", "IMAGE", "WEIGHTS_STRATEGY"),
@@ -521,8 +532,12 @@ PACK = {
         "options": {"weights_strategy": {"to": "frames.weights_strategy"}, "image": {"to": "frames.image"}},
         "wires": {}, "needs": [], "output_map": [f"frames.{i}" for i in range(6)],
     },
-    "IPAdapterPromptScheduleFromWeightsStrategy": {"required": ("weights_strategy:WEIGHTS_STRATEGY", "prompt:STRING"),
-                                                   "optional": (), "outputs": ("STRING",), "counterpart": "IPAPromptSchedule"},
+    "IPAdapterPromptScheduleFromWeightsStrategy": {  # the strategy of the Frame Weights node it became, the same text
+        "required": ("weights_strategy:WEIGHTS_STRATEGY", "prompt:STRING"), "optional": (), "outputs": ("STRING",),
+        "nodes": {"schedule": "IPAPromptSchedule"},
+        "options": {"weights_strategy": {"to": "schedule.weights_strategy"}, "prompt": {"to": "schedule.prompt"}},
+        "wires": {}, "needs": [], "output_map": ["schedule.0"],
+    },
 }
 
 # ---------------------------------------------------------------------------------------------- older versions

@@ -5,7 +5,7 @@ Node ids are public API (saved workflows name them): add, never rename.
 from __future__ import annotations
 
 from . import dropin, host
-from .nodes_animation import IPAFrameWeights, IPAFrameWeightsFromStrategy
+from .nodes_animation import IPACombineFrameWeights, IPAFrameWeights, IPAFrameWeightsFromStrategy, IPAPromptSchedule
 from .nodes_apply import IPAApplyAdapter
 from .nodes_encode import IPAEncodeImagePrompt
 from .nodes_faceid import IPAEncodeFace
@@ -29,6 +29,8 @@ _NODES = (
     ("IPAEncodeFace", IPAEncodeFace, "Encode Face (IPAdapter FaceID, InsightFace)"),
     ("IPAFrameWeights", IPAFrameWeights, "IPAdapter Frame Weights"),
     ("IPAFrameWeightsFromStrategy", IPAFrameWeightsFromStrategy, "IPAdapter Frame Weights From Strategy"),
+    ("IPACombineFrameWeights", IPACombineFrameWeights, "IPAdapter Combine Frame Weights"),
+    ("IPAPromptSchedule", IPAPromptSchedule, "IPAdapter Prompt Schedule"),
     ("IPALoadSigLIPVision", IPALoadSigLIPVision, "Load SigLIP Vision, pooled (IPAdapter, InstantX Flux)"),
 )
 OWN_IDS = tuple(node_id for node_id, _, _ in _NODES)  # this pack's own ids (the drop-in ids are the other pack's)

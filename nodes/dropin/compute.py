@@ -20,7 +20,7 @@ from ...ip_core.errors import IPAdapterError
 from ...ip_core.preprocess import contrast_adaptive_sharpen
 from .. import face_analysis, host, migrate, migrate_table, pack_interface
 from ..common import LoadedAdapter
-from ..nodes_animation import IPAFrameWeights, IPAFrameWeightsFromStrategy
+from ..nodes_animation import IPACombineFrameWeights, IPAFrameWeights, IPAFrameWeightsFromStrategy, IPAPromptSchedule
 from ..nodes_apply import IPAApplyAdapter
 from ..nodes_encode import IPAEncodeImagePrompt
 from ..nodes_faceid import IPAEncodeFace
@@ -265,27 +265,12 @@ def noise(type, strength, blur, image_optional=None):
     return _result(IPANoise().make(type, strength, blur, image=image_optional))
 
 
-FRAME_COUNT = "frame_count"  # the pack's strategy also holds its number of reference images (for the prompt schedule)
-
-
-def _strategy(value) -> dict:
-    if not isinstance(value, dict) or FRAME_COUNT not in value:
-        raise IPAdapterError("weights_strategy must come from IPAdapter Weights (the drop-in id) or IPAdapter Weights "
-                             "From Strategy.")
-    return value
-
-
-def weights(**inputs):
-    out = _result(IPAFrameWeights().schedule(**inputs))
-    image = inputs.get("image")
-    return (*out[:5], {**out[5], FRAME_COUNT: int(image.shape[0]) if image is not None else 0})
+def weights(**inputs):  # our strategy carries the reference count too, which the pack's prompt schedule reads
+    return _result(IPAFrameWeights().schedule(**inputs))
 
 
 def weights_from_strategy(weights_strategy, image=None):
-    strategy = dict(_strategy(weights_strategy))
-    count = strategy.pop(FRAME_COUNT)
-    out = _result(IPAFrameWeightsFromStrategy().schedule(strategy, image=image))
-    return (*out[:5], {**out[5], FRAME_COUNT: count})
+    return _result(IPAFrameWeightsFromStrategy().schedule(weights_strategy, image=image))
 
 
 # ------------------------------------------------------------------------------------------ tiles
@@ -415,29 +400,6 @@ def unified_loader_community(model, preset, ipadapter=None):
     return unified_loader(model, preset)
 
 
-# ------------------------------------------------------------------------------------------ weights
-def combine_weights(weights_1, weights_2):
-    joined = [*(weights_1 if isinstance(weights_1, list) else [weights_1]),
-              *(weights_2 if isinstance(weights_2, list) else [weights_2])]
-    return joined, len(joined)
-
-
-def prompt_schedule(weights_strategy, prompt=""):
-    """IPAdapter Prompt Schedule From Weights Strategy: one prompt line per reference image of the schedule, keyed by
-    the frame where that image starts (the text format prompt-schedule nodes read)."""
-    s = _strategy(weights_strategy)
-    lines = [p for p in prompt.split("\n") if p.strip()]
-    count = s["frame_count"]
-    if not lines or count <= 0:
-        return ("",)
-    lines = (lines + [lines[-1]] * count)[:count]
-    first = s["add_starting_frames"]
-    keyed = ([(0, lines[0])] if first > 0 else []) + [(i * s["frames"] + first, line) for i, line in enumerate(lines)]
-    if s["add_ending_frames"] > 0:
-        keyed.append((count * s["frames"] + first, lines[-1]))
-    return ("".join(f'"{frame}": "{line}",\n' for frame, line in keyed),)
-
-
 COMPUTE = {
     "IPAdapterModelLoader": model_loader,
     "IPAdapterUnifiedLoader": unified_loader,
@@ -462,8 +424,8 @@ COMPUTE = {
     "IPAdapterSaveEmbeds": save_pack_embeds,
     "IPAdapterLoadEmbeds": load_pack_embeds,
     "IPAdapterUnifiedLoaderCommunity": unified_loader_community,
-    "IPAdapterCombineWeights": combine_weights,
-    "IPAdapterPromptScheduleFromWeightsStrategy": prompt_schedule,
+    "IPAdapterCombineWeights": lambda **kw: _result(IPACombineFrameWeights().combine(**kw)),
+    "IPAdapterPromptScheduleFromWeightsStrategy": lambda **kw: _result(IPAPromptSchedule().schedule(**kw)),
 }
 RECIPE_IDS = ("IPAdapter", "IPAdapterAdvanced", "IPAdapterBatch", "IPAdapterStyleComposition",
               "IPAdapterStyleCompositionBatch", "IPAdapterMS", "IPAdapterClipVisionEnhancer",

@@ -225,7 +225,7 @@ _NOT_WHOLE = [2.5, "3"]
 
 def _calls(adapter):
     """node id -> {input: a call of the node with that input set to v}: every INT and FLOAT input of the registry."""
-    from nodes.nodes_animation import IPAFrameWeights, IPAFrameWeightsFromStrategy
+    from nodes.nodes_animation import IPACombineFrameWeights, IPAFrameWeights, IPAFrameWeightsFromStrategy
     from nodes.nodes_encode import IPAEncodeImagePrompt
     from nodes.nodes_toolkit import IPAApplyRegions, IPANoise, IPARegion
 
@@ -243,7 +243,7 @@ def _calls(adapter):
         return lambda v: IPAFrameWeights().schedule(**dict(frames, **{name: v}), image=torch.rand(3, 8, 8, 3))
 
     def strategy(name):
-        return lambda v: IPAFrameWeightsFromStrategy().schedule(dict(frames, **{name: v}))
+        return lambda v: IPAFrameWeightsFromStrategy().schedule(dict(frames, images=0, **{name: v}))
 
     return {
         "IPAApplyAdapter": {n: apply(n) for n in ("weight", "start_at", "end_at", "weight_composition", "style_boost",
@@ -251,7 +251,8 @@ def _calls(adapter):
                                                   "weight_kolors", "frame_weights")},
         "IPAEncodeImagePrompt": {
             "enhance_tiles": lambda v: IPAEncodeImagePrompt().encode(adapter, cv, img, tiles="enhance", enhance_tiles=v),
-            "enhance_ratio": lambda v: IPAEncodeImagePrompt().encode(adapter, cv, img, tiles="enhance", enhance_ratio=v)},
+            "enhance_ratio": lambda v: IPAEncodeImagePrompt().encode(adapter, cv, img, tiles="enhance", enhance_ratio=v),
+            "tile_sharpening": lambda v: IPAEncodeImagePrompt().encode(adapter, cv, img, tiles="tiled", tile_sharpening=v)},
         "IPANoise": {"strength": lambda v: IPANoise().make("fade", v, 0),
                      "blur": lambda v: IPANoise().make("fade", 0.5, v),
                      "seed_override": lambda v: IPANoise().make("fade", 0.5, 0, seed_override=v)},
@@ -261,6 +262,8 @@ def _calls(adapter):
         "IPAFrameWeights": {n: frame(n) for n in ("frames", "start_frame", "end_frame", "add_starting_frames",
                                                   "add_ending_frames", "seed")},
         "IPAFrameWeightsFromStrategy": {"weights_strategy": strategy("frames")},
+        "IPACombineFrameWeights": {"weights_1": lambda v: IPACombineFrameWeights().combine(v, 0.5),
+                                   "weights_2": lambda v: IPACombineFrameWeights().combine([0.5], [0.1, v])},
     }
 
 
@@ -307,6 +310,8 @@ def test_every_number_input_refuses_what_is_out_of_its_range(host, sd15_base):
             values = _OUT_OF_RANGE + (_NOT_WHOLE if kinds.get((node_id, name), "INT") == "INT" else [])
             if name == "frame_weights":  # any finite weights (they multiply weight); None = disconnected
                 values = _OUT_OF_RANGE[:3]
+            if node_id == "IPACombineFrameWeights":  # weight lists for frame_weights: any finite numbers
+                values = _OUT_OF_RANGE[:3] + [None]
             for v in values:
                 r = outcome(call, v)
                 assert isinstance(r, IPAdapterError), (node_id, name, v)

@@ -74,3 +74,42 @@ def host(monkeypatch, tmp_path):
     (models / "ipadapter").mkdir(parents=True)
     return comfy_standin.install(monkeypatch, str(models))
 
+
+
+@pytest.fixture
+def reference_pack(host, monkeypatch):
+    """The widely used pack's IPAdapterPlus module (ComfyUI_IPAdapter_plus, from its archive in the shared hosts
+    folder, as the integration tests extract it), imported into the stand-in host: what its nodes return is the
+    reference ours must equal. Only its host-free nodes can run here; the stand-in gives the few host names its
+    module imports (never called by those nodes)."""
+    import importlib.util
+    import types
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
+    try:
+        from comfy_host import reference_pack_dir
+    finally:
+        sys.path.pop(0)
+    folder = reference_pack_dir()
+
+    def unused(*args, **kwargs):
+        raise AssertionError("the reference pack called a host function this stand-in does not provide")
+
+    for name, attrs in (("node_helpers", ("conditioning_set_values",)),
+                        ("comfy.clip_vision", ("load", "clip_preprocess", "Output")), ("comfy.sd", ("load_lora_for_models",))):
+        module = types.ModuleType(name)
+        for attr in attrs:
+            setattr(module, attr, unused)
+        monkeypatch.setitem(sys.modules, name, module)
+    package = types.ModuleType("ipa_reference_pack")
+    package.__path__ = [str(folder)]
+    monkeypatch.setitem(sys.modules, package.__name__, package)
+    spec = importlib.util.spec_from_file_location("ipa_reference_pack.IPAdapterPlus", folder / "IPAdapterPlus.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:  # its submodules too (they hold the stand-in's host modules)
+        for name in [m for m in sys.modules if m.startswith("ipa_reference_pack.")]:
+            del sys.modules[name]

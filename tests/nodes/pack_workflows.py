@@ -247,6 +247,57 @@ def chained_workflow(node_types):
     return g.b.wf, present
 
 
+def into_subgraph(wf, inside, name="part", sub_id="c0ffee00-part"):
+    """The frontend's 'convert to subgraph' on a flat UI workflow: the nodes with ids in `inside` move into a
+    subgraph definition; each outer output that feeds them becomes a subgraph input, each of their outputs that
+    feeds the outside a subgraph output (with its type), and one instance node takes their place."""
+    wf = {**wf, "nodes": [dict(n) for n in wf["nodes"]], "links": [list(l) for l in wf["links"]]}
+    by_id = {n["id"]: n for n in wf["nodes"]}
+    inst = wf["last_node_id"] + 1
+    next_link = wf["last_link_id"]
+    ins, outs, inner_links, outer_links, in_of, out_of = [], [], [], [], {}, {}
+    for lid, src, slot, dst, dst_slot, ty in wf["links"]:
+        if (src in inside) == (dst in inside):
+            (inner_links if src in inside else outer_links).append([lid, src, slot, dst, dst_slot, ty])
+            continue
+        next_link += 1
+        if dst in inside:  # crosses in: one subgraph input per outer output
+            k = in_of.setdefault((src, slot), len(ins))
+            if k == len(ins):
+                ins.append({"id": f"in-{k}", "name": by_id[dst]["inputs"][dst_slot]["name"], "type": ty, "linkIds": []})
+                outer_links.append([next_link, src, slot, inst, k, ty])
+            inner_links.append([lid, -10, k, dst, dst_slot, ty])
+            ins[k]["linkIds"].append(lid)
+        else:  # crosses out: one subgraph output per inner output
+            k = out_of.setdefault((src, slot), len(outs))
+            if k == len(outs):
+                outs.append({"id": f"out-{k}", "name": by_id[src]["outputs"][slot]["name"], "type": ty, "linkIds": [lid]})
+                inner_links.append([lid, src, slot, -20, k, ty])
+            outer_links.append([next_link, inst, k, dst, dst_slot, ty])
+    instance = {"id": inst, "type": sub_id, "pos": [400, 600], "size": [200, 80], "flags": {}, "order": 0, "mode": 0,
+                "inputs": [{"name": s["name"], "type": s["type"], "link": None} for s in ins],
+                "outputs": [{"name": s["name"], "type": s["type"], "links": []} for s in outs], "properties": {}}
+    outer = [n for n in wf["nodes"] if n["id"] not in inside] + [instance]
+    for nodes, links in ((outer, outer_links), ([n for n in wf["nodes"] if n["id"] in inside], inner_links)):
+        ids = {n["id"]: n for n in nodes}
+        for n in nodes:
+            n["inputs"] = [{**i, "link": None} for i in n.get("inputs") or []]
+            n["outputs"] = [{**o, "links": []} for o in n.get("outputs") or []]
+        for lid, src, slot, dst, dst_slot, _ in links:
+            if dst in ids:
+                ids[dst]["inputs"][dst_slot]["link"] = lid
+            if src in ids:
+                ids[src]["outputs"][slot]["links"].append(lid)
+    keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+    sub = {"id": sub_id, "version": 1, "name": name, "state": {"lastNodeId": inst, "lastLinkId": next_link},
+           "inputNode": {"id": -10, "bounding": [0, 0, 100, 60]}, "outputNode": {"id": -20, "bounding": [900, 0, 100, 60]},
+           "inputs": ins, "outputs": outs, "widgets": [], "nodes": [by_id[i] for i in sorted(inside)],
+           "links": [dict(zip(keys, l)) for l in inner_links]}
+    earlier = (wf.get("definitions") or {}).get("subgraphs", [])
+    return {**wf, "nodes": outer, "links": outer_links, "last_node_id": inst, "last_link_id": next_link,
+            "definitions": {"subgraphs": [sub] + earlier}}
+
+
 def api_of(workflow):
     """UI -> API prompt with the widget positions this module wrote (for the converter's API path)."""
     links = {l[0]: l for l in workflow["links"]}

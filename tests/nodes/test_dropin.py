@@ -11,6 +11,7 @@ import pack_standin
 from comfy_standin import make_model, run_model
 from nodes import dropin, migrate_table, pack_interface
 from nodes.dropin import compute
+from nodes.nodes_animation import IPACombineFrameWeights
 from test_nodes_apply import _run
 from test_nodes_legacy import host_preprocess  # noqa: F401  (fixture: the host's clip_preprocess, stood in)
 from test_nodes_toolkit import folders  # noqa: F401  (fixture: output / input folders, stood in)
@@ -328,8 +329,10 @@ def test_saved_embeds_load_back_as_safetensors_and_the_packs_pickles_are_refused
         compute.run("IPAdapterLoadEmbeds", dict(embeds="theirs.ipadpt"))
 
 
-def test_combine_weights_joins_the_lists():
+def test_combine_weights_joins_the_lists_through_our_node():
     assert compute.run("IPAdapterCombineWeights", dict(weights_1=0.5, weights_2=[0.1, 0.2])) == ([0.5, 0.1, 0.2], 3)
+    assert compute.COMPUTE["IPAdapterCombineWeights"](weights_1=[0.5], weights_2=0.1) == \
+        IPACombineFrameWeights().combine([0.5], 0.1)
 
 
 def test_prompt_schedule_keys_each_prompt_line_by_the_frame_its_image_starts():
@@ -342,4 +345,4 @@ def test_prompt_schedule_keys_each_prompt_line_by_the_frame_its_image_starts():
     (schedule,) = compute.run("IPAdapterPromptScheduleFromWeightsStrategy", dict(weights_strategy=again,
                                                                                  prompt="a\n\nb\n"))
     assert schedule == '"0": "a",\n"2": "a",\n"6": "b",\n"10": "b",\n"14": "b",\n'
-    assert compute.prompt_schedule(out[5], "")[0] == ""
+    assert compute.run("IPAdapterPromptScheduleFromWeightsStrategy", dict(weights_strategy=out[5], prompt="")) == ("",)

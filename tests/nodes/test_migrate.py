@@ -261,8 +261,9 @@ NEWLY_MAPPED = ("IPAdapterStyleComposition", "IPAdapterStyleCompositionBatch", "
                 "IPAdapterLoadEmbeds", "IPAdapterNoise", "IPAdapterTiled",
                 "IPAdapterClipVisionEnhancer", "IPAdapterClipVisionEnhancerBatch", "IPAdapterBatch",
                 "IPAdapterEmbedsBatch", "IPAdapterWeights", "IPAdapterWeightsFromStrategy", "IPAdapterMS",
-                "IPAdapterFaceIDKolors", "IPAdapterTiledBatch")
-STILL_MISSING = {"IPAdapterCombineWeights", "IPAdapterPromptScheduleFromWeightsStrategy"}
+                "IPAdapterFaceIDKolors", "IPAdapterTiledBatch", "IPAdapterCombineWeights",
+                "IPAdapterPromptScheduleFromWeightsStrategy")
+STILL_MISSING = set()
 
 
 def test_what_converts_and_what_does_not():
@@ -494,6 +495,66 @@ def test_frame_weights_feed_the_batch_node_per_frame(host):
     _, _, api = _both(pack_workflow("IPAdapterWeightsFromStrategy"))
     s = _api_node(api, "IPAFrameWeightsFromStrategy")["weights_strategy"]
     assert api[s[0]]["class_type"] == "IPAFrameWeights" and s[1] == 5
+
+
+def _widget_input(g, nid, name, ty):
+    """Turn a widget of node nid into an input slot (as the frontend does when a link is dropped on it)."""
+    g.b.get(nid)["inputs"].append({"name": name, "type": ty, "widget": {"name": name}, "link": None})
+
+
+def test_combined_weight_lists_feed_the_batch_node_per_frame(host):
+    """Combine Weights -> IPAdapter Combine Frame Weights, its two lists from the Frame Weights nodes the two
+    IPAdapter Weights became, its weights into Apply's frame_weights and its count where the count went."""
+    g = _Graph()
+    fade_in = g.add("IPAdapterWeights", {"weights": "0.0, 1.0", "frames": 4})
+    fade_out = g.add("IPAdapterWeights", {"weights": "1.0, 0.0", "frames": 4})
+    comb = g.add("IPAdapterCombineWeights", {"weights_1": 0.0, "weights_2": 0.0})
+    for name, src in (("weights_1", fade_in), ("weights_2", fade_out)):
+        _widget_input(g, comb, name, "FLOAT")
+        g.b.link(src, 0, comb, name)
+    batch = g.add("IPAdapterBatch")
+    _widget_input(g, batch, "weight", "FLOAT")
+    g.b.link(comb, 0, batch, "weight")
+    g.b.link(batch, 0, g.ids["KSampler"], "model")
+    latent = g.ids["EmptyLatentImage"]
+    _widget_input(g, latent, "batch_size", "INT")
+    g.b.link(comb, 1, latent, "batch_size")
+    new, report, api = _both(g.b.wf)
+    assert fits_our_nodes(new, api)
+    assert "IPAdapterCombineWeights" not in _types(new) and "IPACombineFrameWeights" in _types(new)
+    (cid,) = [k for k, e in api.items() if e["class_type"] == "IPACombineFrameWeights"]
+    c = api[cid]["inputs"]
+    assert [api[c[n][0]]["inputs"]["weights"] for n in ("weights_1", "weights_2")] == ["0.0, 1.0", "1.0, 0.0"]
+    assert _api_node(api, "IPAApplyAdapter")["frame_weights"] == [cid, 0]
+    assert [e for e in api.values() if e["class_type"] == "EmptyLatentImage"][0]["inputs"]["batch_size"] == [cid, 1]
+    assert any("IPAdapterCombineWeights" in n.node and "IPACombineFrameWeights" in n.text for n in report.of("converted"))
+    # typed weights (no links) are mapped as values
+    _, report, api = _both(pack_workflow("IPAdapterCombineWeights", {"weights_1": 0.25, "weights_2": 0.75}))
+    c = _api_node(api, "IPACombineFrameWeights")
+    assert (c["weights_1"], c["weights_2"]) == (0.25, 0.75)
+
+
+def test_the_prompt_schedule_reads_the_strategy_of_the_frame_weights_node(host):
+    """Prompt Schedule From Weights Strategy -> IPAdapter Prompt Schedule: its strategy from the Frame Weights node
+    that IPAdapter Weights became (output 5), its prompt text as is, its text to the node the pack's fed."""
+    g = _Graph()
+    w = g.add("IPAdapterWeights", {"frames": 6, "add_starting_frames": 2}, optional=True)
+    sched = g.add("IPAdapterPromptScheduleFromWeightsStrategy", {"prompt": "a cat\na dog"}, skip=("weights_strategy",))
+    g.b.link(w, 5, sched, "weights_strategy")
+    text = g.ids["CLIPTextEncode"]
+    _widget_input(g, text, "text", "STRING")
+    g.b.link(sched, 0, text, "text")
+    new, report, api = _both(g.b.wf)
+    assert fits_our_nodes(new, api)
+    assert not {"IPAdapterWeights", "IPAdapterPromptScheduleFromWeightsStrategy"} & set(_types(new))
+    (sid,) = [k for k, e in api.items() if e["class_type"] == "IPAPromptSchedule"]
+    s = api[sid]["inputs"]
+    assert s["prompt"] == "a cat\na dog" and api[s["weights_strategy"][0]]["class_type"] == "IPAFrameWeights"
+    assert s["weights_strategy"][1] == 5
+    assert any(e["class_type"] == "CLIPTextEncode" and e["inputs"].get("text") == [sid, 0] for e in api.values())
+    ui_sched = _node(new, "IPAPromptSchedule")
+    assert ui_sched["widgets_values"] == ["a cat\na dog"]
+    assert [l for l in new["links"] if l[1] == ui_sched["id"]][0][5] == "STRING"
 
 
 def test_ms_layer_weights_become_transformer_indexes_that_our_parser_reads(host):

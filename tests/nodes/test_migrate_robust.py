@@ -247,18 +247,76 @@ def test_1200_chained_pack_nodes_listed_last_first():
     assert validate_api(api) == [] and sum(v["class_type"] == "IPAApplyAdapter" for v in api.values()) == 600
 
 
-def test_500_pack_nodes_on_one_spot_are_placed_without_overlaps():
+def _pile(n, place, node_type=lambda i: "IPAdapterAdvanced"):
+    """n pack nodes at place(i), each fed by the same four providers."""
     b = _FastBuilder()
     ckpt = b.node("CheckpointLoaderSimple", pos=[-2000, 0])
     loader = b.node("IPAdapterModelLoader", pos=[-2000, 400])
     image = b.node("LoadImage", pos=[-2000, 800])
     clip = b.node("CLIPVisionLoader", pos=[-2000, 1200])
-    for _ in range(500):
-        nid = b.node("IPAdapterAdvanced", pos=[100, 100])
+    for i in range(n):
+        nid = b.node(node_type(i), pos=place(i))
         for src, slot, name in ((ckpt, 0, "model"), (loader, 0, "ipadapter"), (image, 0, "image"), (clip, 0, "clip_vision")):
             b.link(src, slot, nid, name)
-    new, report = convert(b.wf)
+    return b
+
+
+def test_500_pack_nodes_on_one_spot_are_placed_without_overlaps():
+    new, report = convert(_pile(500, lambda i: [100, 100]).wf)
     assert validate_ui(new) == [] and sum("IPAdapterAdvanced" in n.node for n in report.of("converted")) == 500
+    assert _overlapping(new) == []
+
+
+def _pile_steps(n):
+    """Steps of the placement (column look-ups, run merges) for n pairs of our nodes piled near one spot, each
+    a little off the last (no two requests alike), among kept nodes."""
+    space = migrate._Space()
+    for i in range(20):
+        space.add((i * 150.0, (i % 3) * 200.0, i * 150.0 + 140, (i % 3) * 200.0 + 100))
+    for i in range(n):
+        space.place((100 + i * 0.01, 70, 420 + i * 0.01, 390))
+        space.place((100 + i * 0.37 % 50, 70, 420 + i * 0.37 % 50, 530))
+    return space.steps
+
+
+def _ladder_steps(n):
+    """Steps for n of our nodes placed near one spot (no two alike) over a ladder of n kept nodes whose gaps are
+    too low for them: each placement jumps the whole ladder."""
+    space = migrate._Space()
+    for i in range(n):
+        space.add((100.0, i * 200.0, 400.0, i * 200.0 + 50))
+    for i in range(n):
+        space.place((100 + i * 0.01, -30, 420 + i * 0.01, 290))
+    return space.steps
+
+
+def _staggered_steps(n):
+    """Steps for n of our nodes, each starting elsewhere, over two half-width ladders of kept nodes staggered so
+    that each column has room where the other has none: a placement walks down both, in turn."""
+    space = migrate._Space()
+    for i in range(n):
+        space.add((0.0, i * 1000.0, 150.0, i * 1000.0 + 500))
+        space.add((250.0, i * 1000.0 + 500, 400.0, i * 1000.0 + 1000))
+    for i in range(n):
+        space.place((i % 7, (i * 37) % 1000 - 30, 320 + i % 7, (i * 37) % 1000 + 290))
+    return space.steps
+
+
+def test_placing_a_pile_grows_linearly_in_its_size():
+    """The issue's hang: every new node tested against every placed one (a pile of 5,000 took minutes). Counted
+    in steps, not seconds: four times the pile, about four times the steps (a quadratic placement: sixteen). The
+    same over a ladder of kept nodes whose gaps no new node fits in, and over two staggered ladders."""
+    for steps in (_pile_steps, _ladder_steps, _staggered_steps):
+        small, large = steps(500), steps(2000)
+        assert large < 4.5 * small and small < 100 * 500, steps.__name__
+
+
+def test_a_jittered_pile_is_placed_without_overlaps():
+    b = _pile(300, lambda i: [100 + (i * 7) % 90, 100 + (i * 13) % 40],
+              lambda i: "IPAdapterAdvanced" if i % 3 else "IPAdapterFaceID")  # two sizes of nodes, no two spots alike
+    b.node("Note", pos=[180, 300])  # a kept node inside the pile
+    new, report = convert(b.wf)
+    assert validate_ui(new) == [] and len(report.of("converted")) == 301  # and the loader
     assert _overlapping(new) == []
 
 

@@ -13,7 +13,7 @@ from ip_core.embeds import build_image_prompt
 from ip_core.errors import IPAdapterError
 from ip_core.preprocess import preprocess_images
 from nodes.common import LoadedAdapter
-from nodes.nodes_animation import IPAFrameWeights, IPAFrameWeightsFromStrategy
+from nodes.nodes_animation import IPACombineFrameWeights, IPAFrameWeights, IPAFrameWeightsFromStrategy, IPAPromptSchedule
 from nodes.nodes_apply import IPAApplyAdapter
 from nodes.nodes_encode import IPAEncodeImagePrompt
 
@@ -232,6 +232,65 @@ def test_frame_weights_nodes(host):
         IPAFrameWeightsFromStrategy().schedule({"weights": "1"})
     r1 = IPAFrameWeights().schedule("0, 1", "random", 4, seed=3)[0]
     assert r1 == IPAFrameWeights().schedule("0, 1", "random", 4, seed=3)[0] and len(r1) == 4
+
+
+def test_combined_weights_equal_the_packs_combine_weights(reference_pack):
+    """IPAdapter Combine Frame Weights returns what the pack's IPAdapterCombineWeights returns: weights_1's
+    weights then weights_2's (a single weight counts as a list of one), and how many."""
+    theirs = reference_pack.IPAdapterCombineWeights()
+    fade = IPAFrameWeights().schedule("0, 1", "ease_in", 5)[0]
+    for a, b in ((0.25, 0.75), (fade, 0.5), (0.0, fade), (fade, fade[::-1]), ([1.0], [0.3, 0.2])):
+        ours = IPACombineFrameWeights().combine(a, b)
+        assert ours == theirs.combine(a, b) and ours[1] == len(ours[0]), (a, b)
+    with pytest.raises(IPAdapterError, match="weights_2 contains nan"):
+        IPACombineFrameWeights().combine(0.5, [0.1, float("nan")])
+    with pytest.raises(IPAdapterError, match="weights_1 must be numbers"):
+        IPACombineFrameWeights().combine(["a"], 0.5)
+
+
+PROMPTS = ("", "\n\n", "a cat", "a cat\n\na dog\n", "one\ntwo\nthree\nfour\nfive", ' "quoted" \n  spaced  ')
+
+
+def test_the_prompt_schedule_equals_the_packs_for_the_same_schedule(reference_pack):
+    """IPAdapter Prompt Schedule gives the text the pack's Prompt Schedule From Weights Strategy gives for the
+    strategy of the same IPAdapter Weights settings and reference images: per image its line (the last repeated,
+    extra lines left out, empty lines skipped) keyed by the frame where the image starts, the added starting /
+    ending frames keyed 0 and after the end; no images or no lines: empty. Also through From Strategy, which passes
+    the strategy on with the count of the images it was made with, as the pack does."""
+    pack_weights, pack_schedule = reference_pack.IPAdapterWeights(), reference_pack.IPAdapterPromptScheduleFromWeightsStrategy()
+    checked = 0
+    for images in (0, 1, 2, 5):
+        image = torch.rand(images, 8, 8, 3) if images else None
+        for timing, frames, start, end, add_start, add_end, method in (
+                ("linear", 4, 0, 9999, 0, 0, "full batch"), ("ease_out", 6, 1, 5, 2, 3, "full batch"),
+                ("custom", 0, 0, 9999, 1, 0, "full batch"), ("linear", 3, 0, 9999, 0, 2, "shift batches"),
+                ("ease_in_out", 5, 0, 9999, 4, 1, "alternate batches")):
+            if method != "full batch" and images == 1:
+                continue  # ours refuses a cross-fade with one image (the pack makes an empty schedule)
+            settings = ("0.2, 1.0", timing, frames, start, end, add_start, add_end, method)
+            strategy = IPAFrameWeights().schedule(*settings, image=image)[5]
+            theirs_strategy = pack_weights.weights(*settings, image=image)[5]
+            again = IPAFrameWeightsFromStrategy().schedule(strategy, image=torch.rand(3, 8, 8, 3))[5]
+            theirs_again = pack_weights.weights(weights_strategy=theirs_strategy, image=torch.rand(3, 8, 8, 3))[5]
+            for prompt in PROMPTS:
+                expected = pack_schedule.prompt_schedule(theirs_strategy, prompt)
+                assert IPAPromptSchedule().schedule(strategy, prompt) == expected, (images, settings, prompt)
+                assert IPAPromptSchedule().schedule(again, prompt) == pack_schedule.prompt_schedule(theirs_again, prompt)
+                checked += 1
+    assert checked == 6 * (4 * 5 - 2)
+    # 5 images, 5 frames each after 4 starting frames, 1 ending frame: lines a, b, b, b, b
+    assert IPAPromptSchedule().schedule(strategy, "a\nb") == (
+        '"0": "a",\n"4": "a",\n"9": "b",\n"14": "b",\n"19": "b",\n"24": "b",\n"29": "b",\n',)
+
+
+def test_the_prompt_schedule_refuses_what_is_not_a_strategy_of_ours(host):
+    with pytest.raises(IPAdapterError, match="from an IPAdapter Frame Weights node"):
+        IPAPromptSchedule().schedule({"frames": 4, "frame_count": 2}, "a")
+    strategy = IPAFrameWeights().schedule("0, 1", "linear", 4, image=torch.rand(2, 8, 8, 3))[5]
+    with pytest.raises(IPAdapterError, match="images is 1000000000, outside 0..100000"):
+        IPAPromptSchedule().schedule({**strategy, "images": 10 ** 9}, "a")
+    with pytest.raises(IPAdapterError, match="prompt must be text"):
+        IPAPromptSchedule().schedule(strategy, ["a"])
 
 
 def test_a_reference_repeated_over_frames_is_held_once(host, base):
