@@ -72,6 +72,8 @@ def _default(schema: dict, name):
         return opts["default"]
     if isinstance(entry[0], (list, tuple)) and entry[0]:
         return entry[0][0]
+    if entry[0] == "COMBO" and opts.get("options"):  # a newer host's combo: its choices under "options"
+        return opts["options"][0]
     raise ValueError(f"widget {name!r} is missing and has no default")
 
 
