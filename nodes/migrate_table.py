@@ -110,7 +110,7 @@ OURS = {
                      "legacy:BOOLEAN"),
         "defaults": {"provider": "CPU", "insightface_model": "buffalo_l", "combine": "concat",
                      "plus_version": "v2 (shortcut)", "legacy": False},
-        "outputs": ("IPA_EMBEDS", "IMAGE"), "size": (320, 190),
+        "outputs": ("IPA_EMBEDS", "IMAGE"), "size": (320, 214),
     },
     "IPAFrameWeights": {
         "required": ("weights:STRING", "timing:COMBO", "frames:INT", "start_frame:INT", "end_frame:INT",
