@@ -266,6 +266,11 @@ def faceid(model, ipadapter, image, weight, weight_faceidv2, weight_type, combin
            embeds_scaling, image_negative=None, attn_mask=None, clip_vision=None, insightface=None, weight_kolors=1.0,
            batch=False):
     pipe = _pipeline(ipadapter)
+    if image_negative is not None and pipe.adapter.config.clip_width:  # plain FaceID: the pack ignores it too
+        raise IPAdapterError(
+            f"image_negative with a FaceID Plus adapter ({pipe.adapter.name}) is not computed by this pack (the widely "
+            "used pack encodes it as the unconditional face image). Disconnect it to use a black image, as that pack "
+            "does without one, or install ComfyUI_IPAdapter_plus for this graph.")
     settings = insightface if isinstance(insightface, FaceSettings) else FaceSettings(pipe.provider, "buffalo_l")
     cv = clip_vision if clip_vision is not None else pipe.clip_vision
     face, face_image = _result(IPAEncodeFace().encode(pipe.adapter, image, settings.provider, clip_vision=cv,

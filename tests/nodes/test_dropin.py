@@ -333,3 +333,20 @@ def test_apply_ids_given_a_faceid_pipeline_compute_as_ipadapter_faceid(monkeypat
     with pytest.raises(Exception, match="list of weights with a FaceID adapter"):
         compute.run("IPAdapterAdvanced", dict(args, weight=[0.5, 0.6], weight_type="linear", combine_embeds="concat",
                                               embeds_scaling="V only"))
+
+
+def test_faceid_plus_with_a_negative_image_is_refused_and_plain_faceid_ignores_it_as_the_pack(monkeypatch):
+    from test_nodes_faceid import faceid_adapter
+
+    from nodes.common import LoadedAdapter
+
+    args = dict(model="m", image="img", weight=1.0, weight_faceidv2=1.0, weight_type="linear", combine_embeds="concat",
+                start_at=0.0, end_at=1.0, embeds_scaling="V only", image_negative=torch.zeros(1, 8, 8, 3))
+    plus = compute.Pipeline(LoadedAdapter(faceid_adapter("faceid-plus"), "ip-adapter-faceid-plusv2_sd15.bin"), "vit-h")
+    with pytest.raises(Exception, match="image_negative with a FaceID Plus adapter .*Disconnect it"):
+        compute.run("IPAdapterFaceID", dict(args, ipadapter=plus))
+    seen = []
+    monkeypatch.setattr(compute.IPAEncodeFace, "encode", lambda self, *a, **kw: seen.append(a) or ("embeds", "faces"))
+    monkeypatch.setattr(compute.IPAApplyAdapter, "apply", lambda self, *a, **kw: ("model",))
+    base = compute.Pipeline(LoadedAdapter(faceid_adapter("faceid"), "ip-adapter-faceid_sd15.bin"), "vit-h")
+    assert compute.run("IPAdapterFaceID", dict(args, ipadapter=base)) == ("model", "faces") and len(seen) == 1
