@@ -54,6 +54,7 @@ class Release:
 
     names: tuple
     layout: Layout
+    lora: bool = False  # released with a LoRA file: each name + LORA_SUFFIX (FaceID, FaceID Plus / PlusV2)
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,14 @@ class Preset:
         return encoders.pop()
 
 
-def _r(names, variant, tokens, encoder=_H, clip_width=0):
-    return Release(tuple(names) if isinstance(names, tuple) else (names,), Layout(variant, tokens, encoder, clip_width))
+def _r(names, variant, tokens, encoder=_H, clip_width=0, lora=False):
+    return Release(tuple(names) if isinstance(names, tuple) else (names,), Layout(variant, tokens, encoder, clip_width), lora)
 
 
 def _face(names, variant, tokens):
-    return _r(names, variant, tokens, _FACE, _H_HIDDEN if variant == "faceid-plus" else 0)
+    # FaceID and FaceID Plus / PlusV2 came with a LoRA file for the UNet; the portrait adapters did not
+    return _r(names, variant, tokens, _FACE, _H_HIDDEN if variant == "faceid-plus" else 0,
+              lora=variant in ("faceid", "faceid-plus"))
 
 
 # One line per preset; FaceID ones last (the pack has them on a second loader node). The LIGHT v11 and the
@@ -121,6 +124,25 @@ def _name_pattern(stem: str) -> re.Pattern:
 
 def matches_release(file_name: str, stem: str) -> bool:
     return _name_pattern(stem).search(file_name.replace("\\", "/")) is not None
+
+
+LORA_SUFFIX = "_lora"  # the LoRA file of a FaceID release: ip-adapter-faceid_sd15_lora.safetensors (models/loras)
+
+
+def lora_names(preset_name: str, family: str) -> tuple:
+    """Released names (no extension) of the LoRA file that goes with a preset's adapter for this base model; ()
+    when that release has none."""
+    release = preset(preset_name).releases.get(family)
+    return tuple(n + LORA_SUFFIX for n in release.names) if release is not None and release.lora else ()
+
+
+def choose_lora(preset_name: str, family: str, names: Sequence[str]) -> Optional[str]:
+    """The preset's LoRA file among the host's LoRA file names, by its released name (first in host order), or None."""
+    for stem in lora_names(preset_name, family):
+        for name in names:
+            if matches_release(name, stem):
+                return name
+    return None
 
 
 def _released_anywhere(file_name: str) -> bool:

@@ -392,6 +392,19 @@ def add_unet_lora(model, pairs: dict, strength: float) -> list:
     return model.add_patches(patches, strength)
 
 
+LORA_FOLDER = "loras"
+
+
+def apply_lora_file(model, path: str, strength: float):
+    """A LoRA file on the model's UNet as the host's LoRA loader puts it there (comfy/sd.py load_lora_for_models
+    with clip strength 0; comfy/utils.py load_torch_file(safe_load=True): tensors only, never code): a patched clone.
+    ComfyUI_IPAdapter_plus's Unified Loader FaceID applies its preset's LoRA file with these two calls."""
+    import comfy.sd
+    import comfy.utils
+
+    return comfy.sd.load_lora_for_models(model, None, comfy.utils.load_torch_file(path, safe_load=True), strength, 0)[0]
+
+
 def insightface_root() -> str:
     """models/insightface, where ComfyUI_IPAdapter_plus also looks (FaceAnalysis(root=...) reads root/models/NAME)."""
     import folder_paths

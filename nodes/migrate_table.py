@@ -106,10 +106,11 @@ OURS = {
     },
     "IPAEncodeFace": {
         "required": ("ipadapter:IPA_ADAPTER", "image:IMAGE", "provider:COMBO"),
-        "optional": ("clip_vision:CLIP_VISION", "insightface_model:COMBO", "combine:COMBO", "plus_version:COMBO"),
+        "optional": ("clip_vision:CLIP_VISION", "insightface_model:COMBO", "combine:COMBO", "plus_version:COMBO",
+                     "legacy:BOOLEAN"),
         "defaults": {"provider": "CPU", "insightface_model": "buffalo_l", "combine": "concat",
-                     "plus_version": "v2 (shortcut)"},
-        "outputs": ("IPA_EMBEDS", "IMAGE"), "size": (320, 190),
+                     "plus_version": "v2 (shortcut)", "legacy": False},
+        "outputs": ("IPA_EMBEDS", "IMAGE"), "size": (320, 214),
     },
     "IPAFrameWeights": {
         "required": ("weights:STRING", "timing:COMBO", "frames:INT", "start_frame:INT", "end_frame:INT",
@@ -352,7 +353,7 @@ _FACEID_ENTRY = {
     },
     # the pack's FaceID node applies no LoRA (a LoRA loader or its Unified Loader FaceID does): 0 keeps that;
     # a Unified Loader FaceID feeding it sets its lora_strength here instead
-    "wires": {"apply.embeds": "face.0", "apply.legacy": LEGACY, "apply.faceid_lora_strength": 0.0},
+    "wires": {"apply.embeds": "face.0", "face.legacy": LEGACY, "apply.legacy": LEGACY, "apply.faceid_lora_strength": 0.0},
     "needs": [], "output_map": ["apply.0", "face.1"],
     "notes": [("mapped", "faceid_lora_strength: 0, or the lora_strength of a Unified Loader FaceID feeding it. The "
                          "pack's FaceID node applies no LoRA itself (a LoRA loader node does, kept as it was); Apply "

@@ -18,7 +18,10 @@ from .common import CATEGORY, LoadedAdapter, check_images, error_boundary, requi
 PLUS_VERSIONS = ("v2 (shortcut)", "v1")
 
 
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
+def _to_uint8(image: torch.Tensor, legacy: bool = False) -> np.ndarray:
+    """The 8-bit picture InsightFace sees: rounded; legacy: truncated, as the widely used pack converts it."""
+    if legacy:
+        return image.detach().float().cpu().mul(255).clamp(0, 255).to(torch.uint8).numpy()
     return (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
@@ -50,12 +53,13 @@ class IPAEncodeFace:
                 "insightface_model": (list(face_analysis.MODEL_FILES), {"default": "buffalo_l", "tooltip": "Face model pack in models/insightface/models/."}),
                 "combine": (list(COMBINE_MODES), {"default": "concat", "tooltip": "Several faces: concat = all faces' tokens side by side (official portrait); average / norm average = one blended face; batch = face i for batch item i."}),
                 "plus_version": (list(PLUS_VERSIONS), {"default": PLUS_VERSIONS[0], "tooltip": "FaceID Plus files only: PlusV2 files use the shortcut (x + weight_faceidv2 * r), Plus v1 files do not. The two share one file layout, so say which you loaded. Kolors FaceID-Plus always uses the shortcut (its only recipe)."}),
+                "legacy": ("BOOLEAN", {"default": False, "tooltip": "Reproduce ComfyUI_IPAdapter_plus: the image truncated to 8 bits for InsightFace, SDXL faces cropped at 256 px, the host's clip_preprocess for the crops and a black image (instead of the official zero normalised image) as FaceID Plus's unconditional input. Set by the workflow converter (python -m nodes.migrate --legacy)."}),
             },
         }
 
     @error_boundary
     def encode(self, ipadapter, image, provider, clip_vision=None, insightface_model="buffalo_l", combine="concat",
-               plus_version=PLUS_VERSIONS[0]):
+               plus_version=PLUS_VERSIONS[0], legacy=False):
         a = require(ipadapter, "IPA_ADAPTER", "ipadapter", LoadedAdapter)
         config = a.config
         if not config.is_faceid:
@@ -73,10 +77,10 @@ class IPAEncodeFace:
         analyzer = face_analysis.load_face_analyzer(provider, insightface_model)
         progress = host.progress_bar(image.shape[0])
         embeddings, crops, notes = [], [], []
-        crop_size = face_crop_size(config)
+        crop_size = face_crop_size(config, legacy=bool(legacy))
         for i in range(image.shape[0]):
             host.check_interrupt()
-            face = analyzer.embed(_to_uint8(image[i, :, :, :3]), crop_size=crop_size)
+            face = analyzer.embed(_to_uint8(image[i, :, :, :3], legacy=bool(legacy)), crop_size=crop_size)
             if face is None:
                 raise face_analysis.FaceAnalysisError(
                     f"no face found in image {i} (of {image.shape[0]}) by {analyzer.name}, at detection sizes "
@@ -91,7 +95,7 @@ class IPAEncodeFace:
         embeddings, crops = torch.stack(embeddings), torch.stack(crops)
         clip_hidden = uncond_hidden = None
         if config.clip_width:
-            clip_hidden, uncond_hidden = _clip_hidden_states(a, clip_vision, crops)
+            clip_hidden, uncond_hidden = _clip_hidden_states(a, clip_vision, crops, legacy=bool(legacy))
         embeds = build_face_prompt(a.adapter, embeddings, clip_hidden, uncond_hidden, combine=combine,
                                    shortcut=plus_version == PLUS_VERSIONS[0] or config.kolors, encoder_name=analyzer.name)
         text = f"{image.shape[0]} face(s) encoded for {a.name} with {analyzer.name}" + (f"; {'; '.join(notes)}" if notes else "")
@@ -104,14 +108,18 @@ def _clip_file(config) -> str:
     return f"{name}, {encoder_file_for(name)}"
 
 
-def _clip_hidden_states(a: LoadedAdapter, clip_vision, crops):
+def _clip_hidden_states(a: LoadedAdapter, clip_vision, crops, legacy: bool = False):
     """CLIP penultimate hidden states of the aligned crops and of "no face": an all-zero normalised image (official
-    SD FaceID uncond); for Kolors a black image, as the widely used pack (the official Kolors pipeline zeroes the
-    CLIP states instead)."""
+    SD FaceID uncond); for Kolors, and for all in legacy mode, a black image, as the widely used pack (the official
+    Kolors pipeline zeroes the CLIP states instead). Legacy: the host's clip_preprocess, as the pack encodes."""
     if not host.can_encode_pixels(clip_vision):
         raise IPAdapterError(f"clip_vision is a {type(clip_vision).__name__}, not ComfyUI's CLIP vision model; connect a Load CLIP Vision node.")
     size = int(getattr(clip_vision, "image_size", 224))
-    cond = host.encode_pixels(clip_vision, preprocess_images(crops, mode="center", size=size)).penultimate_hidden_states
+
+    def pixels(images):
+        return host.clip_preprocess(images, size) if legacy else preprocess_images(images, mode="center", size=size)
+
+    cond = host.encode_pixels(clip_vision, pixels(crops)).penultimate_hidden_states
     width = cond.shape[-1]
     if width != a.config.clip_width:
         raise AdapterMismatchError(
@@ -119,8 +127,8 @@ def _clip_hidden_states(a: LoadedAdapter, clip_vision, crops):
             f"the connected CLIP vision model; load {_clip_file(a.config)} as the CLIP vision model."
         )
     check_face_clip_tokens(a.config, cond, "the connected CLIP vision model")
-    if a.config.kolors:
-        no_face = preprocess_images(torch.zeros(1, size, size, 3), mode="center", size=size)
+    if a.config.kolors or legacy:
+        no_face = pixels(torch.zeros(1, size, size, 3))
     else:
         no_face = torch.zeros(1, 3, size, size)
     uncond = host.encode_pixels(clip_vision, no_face).penultimate_hidden_states

@@ -64,14 +64,18 @@ def detect(sd: dict) -> Optional[AdapterConfig]:
 def owns(config: AdapterConfig) -> bool:
     return config.kolors
 
-# The face crop the CLIP part sees: aligned at 336 px for Kolors' ViT-L/14-336 (224 px for the other FaceID-Plus).
+# The face crop the CLIP part sees: aligned at 336 px for Kolors' ViT-L/14-336 (224 px for the other FaceID-Plus,
+# as the official code); the widely used pack crops SDXL faces at 256 px (its encoder then resizes them to 224).
 KOLORS_FACE_CROP = 336
 FACE_CROP = 224
+PACK_SDXL_FACE_CROP = 256
 
 
-def face_crop_size(config: AdapterConfig) -> int:
-    """Side of the aligned face crop an adapter's CLIP part is fed (the widely used pack's norm_crop sizes)."""
-    return KOLORS_FACE_CROP if config.token_dim else FACE_CROP
+def face_crop_size(config: AdapterConfig, legacy: bool = False) -> int:
+    """Side of the aligned face crop an adapter's CLIP part is fed; legacy: the widely used pack's norm_crop size."""
+    if config.token_dim:
+        return KOLORS_FACE_CROP
+    return PACK_SDXL_FACE_CROP if legacy and config.base_model == "sdxl" else FACE_CROP
 
 
 def check_encoder_hid_proj(config: AdapterConfig, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],

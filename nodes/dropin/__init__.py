@@ -6,8 +6,9 @@ then), and never when IPADAPTER_DROPIN=off.
 
 IPADAPTER_DROPIN (environment variable):
   pack       (default) the pack's own results: its preprocessing, its unconditional image, its middle block left
-             out (the converter's --legacy);
-  corrected  our corrected behaviour: the official preprocessing and unconditional tokens, the middle block on;
+             out (the converter's --legacy), its face path, the FaceID LoRA file of models/loras;
+  corrected  our corrected behaviour: the official preprocessing and unconditional tokens, the middle block on,
+             the LoRA stored in the FaceID adapter file;
   off        the ids are not registered.
 """
 from __future__ import annotations

@@ -6,6 +6,7 @@ of the pack's own types are ours: IPADAPTER = Pipeline, EMBEDS = PackEmbeds, INS
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, replace
 from typing import Optional
@@ -18,10 +19,12 @@ from ...ip_core import tiles as tiling
 from ...ip_core.embeds_file import save_embeds
 from ...ip_core.errors import IPAdapterError
 from ...ip_core.preprocess import contrast_adaptive_sharpen
+from ...ip_core.presets import choose_lora, lora_names
 from .. import face_analysis, host, migrate, migrate_table, pack_interface
 from ..common import LoadedAdapter
+from ..families.faceid import apply_faceid_lora
 from ..nodes_animation import IPACombineFrameWeights, IPAFrameWeights, IPAFrameWeightsFromStrategy, IPAPromptSchedule
-from ..nodes_apply import IPAApplyAdapter
+from ..nodes_apply import IPAApplyAdapter, model_family
 from ..nodes_encode import IPAEncodeImagePrompt
 from ..nodes_faceid import IPAEncodeFace
 from ..nodes_load import IPALoadAdapter
@@ -31,10 +34,9 @@ from .settings import legacy
 
 @dataclass
 class Pipeline:
-    """IPADAPTER: an adapter, the CLIP vision model its loader picked (or None), and the FaceID loader's settings."""
+    """IPADAPTER: an adapter, the CLIP vision model its loader picked (or None), and the FaceID loader's provider."""
     adapter: LoadedAdapter
     clip_vision: object = None
-    lora_strength: Optional[float] = None
     provider: str = "CPU"
 
 
@@ -106,8 +108,27 @@ def unified_loader(model, preset, ipadapter=None):
 
 
 def unified_loader_faceid(model, preset, lora_strength, provider, ipadapter=None):
+    """The preset's files, and its LoRA on the model it returns (the pack's Unified Loader FaceID does that; its
+    FaceID nodes add none)."""
     model, adapter, clip_vision = _result(IPAUnifiedLoader().load(model, preset))
-    return model, Pipeline(adapter, clip_vision, lora_strength=float(lora_strength), provider=provider)
+    return _faceid_lora(model, preset, adapter, float(lora_strength)), Pipeline(adapter, clip_vision, provider=provider)
+
+
+def _faceid_lora(model, preset, adapter: LoadedAdapter, strength: float):
+    """The release's LoRA at `strength`: by default the LoRA file of models/loras the pack loads (found by its
+    released name), through the host's LoRA loader as the pack applies it; corrected mode, or that file missing:
+    the same release's LoRA stored in the adapter file (what the official FaceID code applies)."""
+    family = model_family(model)
+    if strength == 0 or not lora_names(preset, family):
+        return model
+    if legacy():
+        found = choose_lora(preset, family, host.model_files(host.LORA_FOLDER)[0])
+        if found is not None:
+            return host.apply_lora_file(model, host.model_path(host.LORA_FOLDER, found), strength)
+        logging.getLogger("ipadapter").warning(
+            f"[IPAdapter] IPAdapter Unified Loader FaceID: no {lora_names(preset, family)[0]}.safetensors in models/"
+            f"{host.LORA_FOLDER}; applying the LoRA stored in {adapter.name} instead (the same release's weights)")
+    return apply_faceid_lora(model.clone(), adapter, strength)
 
 
 def insightface_loader(provider, model_name):
@@ -160,6 +181,8 @@ def run_recipe(node_id, inputs):
     recipe = migrate_table.PACK[node_id]
     calls = recipe["nodes"]
     pipe = _pipeline(inputs["ipadapter"])
+    if pipe.adapter.config.is_faceid and node_id in FACE_APPLY_IDS:
+        return _faceid_apply(node_id, inputs)
     kwargs = {local: {} for local in calls}
     for name, rules in recipe["options"].items():
         for rule in rules if isinstance(rules, list) else [rules]:
@@ -246,18 +269,42 @@ def faceid(model, ipadapter, image, weight, weight_faceidv2, weight_type, combin
            embeds_scaling, image_negative=None, attn_mask=None, clip_vision=None, insightface=None, weight_kolors=1.0,
            batch=False):
     pipe = _pipeline(ipadapter)
+    if image_negative is not None and pipe.adapter.config.clip_width:  # plain FaceID: the pack ignores it too
+        raise IPAdapterError(
+            f"image_negative with a FaceID Plus adapter ({pipe.adapter.name}) is not computed by this pack (the widely "
+            "used pack encodes it as the unconditional face image). Disconnect it to use a black image, as that pack "
+            "does without one, or install ComfyUI_IPAdapter_plus for this graph.")
     settings = insightface if isinstance(insightface, FaceSettings) else FaceSettings(pipe.provider, "buffalo_l")
     cv = clip_vision if clip_vision is not None else pipe.clip_vision
     face, face_image = _result(IPAEncodeFace().encode(pipe.adapter, image, settings.provider, clip_vision=cv,
                                                       insightface_model=settings.model_name,
                                                       combine="batch" if batch else combine_embeds,
-                                                      plus_version=_plus_version(pipe)))
-    lora = pipe.lora_strength if pipe.lora_strength is not None else 0.0  # the pack's FaceID node adds no LoRA
+                                                      plus_version=_plus_version(pipe), legacy=legacy()))
+    # the pack's FaceID nodes add no LoRA (its Unified Loader FaceID or a LoRA loader put it on the model)
     model = _result(IPAApplyAdapter().apply(model, pipe.adapter, face, weight, start_at, end_at, attn_mask=attn_mask,
                                             weight_type=weight_type, embeds_scaling=embeds_scaling,
-                                            faceid_lora_strength=lora, weight_faceidv2=weight_faceidv2,
+                                            faceid_lora_strength=0.0, weight_faceidv2=weight_faceidv2,
                                             legacy=legacy(), weight_kolors=weight_kolors))[0]
     return model, face_image
+
+
+# The pack's apply ids take its face path when the pipeline holds a FaceID adapter (SwarmUI sends IPAdapter after
+# a Unified Loader FaceID): computed as IPAdapter FaceID (Batch: True) with the pack's weight_faceidv2, 2 x weight.
+FACE_APPLY_IDS = {"IPAdapter": False, "IPAdapterAdvanced": False, "IPAdapterBatch": True}
+
+
+def _faceid_apply(node_id, inputs):
+    weight, weight_type = inputs["weight"], inputs["weight_type"]
+    if not isinstance(weight, (int, float)):
+        raise IPAdapterError(f"{node_id}: a list of weights with a FaceID adapter is not computed here; use IPAdapter "
+                             "FaceID Batch with one weight.")
+    if node_id == "IPAdapter":  # its three weight types, named as the recipe maps them
+        weight_type = migrate_table.PACK[node_id]["options"]["weight_type"]["values"][weight_type]
+    model, _ = faceid(inputs["model"], inputs["ipadapter"], inputs["image"], weight, 2 * weight, weight_type,
+                      inputs.get("combine_embeds", "concat"), inputs["start_at"], inputs["end_at"],
+                      inputs.get("embeds_scaling", "V only"), attn_mask=inputs.get("attn_mask"),
+                      clip_vision=inputs.get("clip_vision"), batch=FACE_APPLY_IDS[node_id])
+    return (model,)
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -282,6 +282,38 @@ def small_clip_vision(tmp_dir: str, hidden: int = 1280, projection: int = 1024, 
     return cv
 
 
+def save_faceid_adapter(path: str | None, variant: str = "faceid", rank: int = 16, seed: int = 0):
+    """A random SD1.5 FaceID adapter, saved as a file in the released format (.bin) unless path is None: "faceid" or
+    "faceid-plus" (ViT-H CLIP part), with its own LoRA of the given rank (released: 128). Returns the adapter."""
+    from ip_core.adapter import IPAdapter, save_adapter
+    from ip_core.config import make_config
+    from ip_core.layers import layer_specs
+
+    torch.manual_seed(seed)
+    kw = {"clip_width": 1280} if variant == "faceid-plus" else {}
+    adapter = IPAdapter(make_config(variant, layer_specs("sd15"), 768, 512, lora_rank=rank, **kw))
+    if path is not None:
+        save_adapter(adapter, path, format="bin")
+    return adapter
+
+
+def save_faceid_lora_file(path: str, adapter):
+    """A FaceID release's separate LoRA file (models/loras) in the kohya layout the host's LoRA loader reads
+    (lora_unet_<diffusers name>.lora_down / lora_up / alpha = rank, i.e. scale 1), holding `adapter`'s own LoRA."""
+    from safetensors.torch import save_file
+
+    from ip_core.lora import lora_targets
+
+    sd = {}
+    for t in lora_targets(adapter):
+        key = "lora_unet_" + t.diffusers_key[:-len(".weight")].replace(".", "_")
+        down, up = t.lora.down.weight.detach(), t.lora.up.weight.detach()
+        sd[key + ".lora_down.weight"], sd[key + ".lora_up.weight"] = down.contiguous(), up.contiguous()
+        sd[key + ".alpha"] = torch.tensor(float(down.shape[0]))
+    save_file(sd, path)
+    return len(sd) // 3
+
+
 def sd15_clip_and_vae(seed: int = 0):
     """Random CLIP-L text encoder (ComfyUI's SD1 tokenizer ships with the host) and SD VAE, as host objects."""
     import comfy.sd

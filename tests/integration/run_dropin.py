@@ -5,7 +5,9 @@
 
 interface  /object_info's fields of every id of the pack, as the host builds them (server.py node_info)
 compute    the graphs programs send (Krita AI Diffusion, SwarmUI; REFERENCE.md section 8) validated and executed
-           with random full-shape SD1.5 models (64x64, 2 steps); final latents saved to OUT_DIR/latents-<pack>.pt
+           with random full-shape SD1.5 models (64x64, 2 steps); final latents saved to OUT_DIR/latents-<pack>.pt.
+           The face graphs first without InsightFace (refused), then with a stand-in `insightface` module
+           (tests/nodes/face_standin.py) that both packs import: FaceID files, the Unified Loader FaceID's LoRA files
 orders     both packs loaded, in each order (two host processes are not needed: the loader's dict is inspected
            after each load): which pack's classes serve the ids, and our startup log line
 
@@ -19,13 +21,14 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "nodes"))
+sys.path.insert(0, str(HERE.parent / "nodes"))  # workflow_api, pack_workflows, face_standin
 import comfy_host  # noqa: E402
 
 COMFY = os.environ["COMFYUI_PATH"]
@@ -252,6 +255,34 @@ def load_embeds(name):
     return g
 
 
+def krita_faceid(file, batch=False):
+    """Krita's face graph with a FaceID file; batch: IPAdapter FaceID Batch, one face per latent (two of each)."""
+    g = faces()
+    g["loader"]["inputs"]["ipadapter_file"] = file
+    if batch:
+        g["apply"]["class_type"] = "IPAAdapterFaceIDBatch"
+        g["faces"] = {"class_type": "ImageBatch", "inputs": {"image1": ["image", 0], "image2": ["image2", 0]}}
+        g["apply"]["inputs"]["image"] = ["faces", 0]
+        g["latent"]["inputs"]["batch_size"] = 2
+    return g
+
+
+def unified_faceid(preset, apply="IPAdapterFaceID"):
+    """IPAdapter Unified Loader FaceID (lora_strength 0.6, provider CPU, as SwarmUI sends it): its model (with the
+    preset's LoRA) and pipeline (CLIP vision and InsightFace in it) -> IPAdapter FaceID, or SwarmUI's IPAdapter."""
+    g = _base(["apply", 0], "unified-faceid")
+    g["unified"] = {"class_type": "IPAdapterUnifiedLoaderFaceID", "inputs": {
+        "model": ["ckpt", 0], "preset": preset, "lora_strength": 0.6, "provider": "CPU"}}
+    inputs = {"model": ["unified", 0], "ipadapter": ["unified", 1], "image": ["image", 0], "weight": 0.85,
+              "start_at": 0.0, "end_at": 1.0}
+    if apply == "IPAdapter":
+        inputs["weight_type"] = "standard"
+    else:
+        inputs.update(weight_faceidv2=1.4, weight_type="linear", combine_embeds="concat", embeds_scaling="V only")
+    g["apply"] = {"class_type": apply, "inputs": inputs}
+    return g
+
+
 GRAPHS = {
     "krita base, 2 references": lambda: krita("ip-adapter_sd15.safetensors", "linear"),
     "krita plus, style transfer": lambda: krita("ip-adapter-plus_sd15.safetensors", "style transfer"),
@@ -270,24 +301,73 @@ GRAPHS = {
     "community composition": community_composition,
     "weights, schedule": weights_schedule,
 }
+# run with the stand-in InsightFace (tests/nodes/face_standin.py) installed for both packs
+FACEID_FILE, PLUSV2_FILE = "ip-adapter-faceid_sd15.bin", "ip-adapter-faceid-plusv2_sd15.bin"
+# (IPAdapter FaceID with the PlusV2 file: through the Unified Loader; from the Model Loader: the Batch id)
+FACE_GRAPHS = {
+    "krita faceid": lambda: krita_faceid(FACEID_FILE),
+    "faceid batch, plus v2": lambda: krita_faceid(PLUSV2_FILE, batch=True),
+    "unified FACEID": lambda: unified_faceid("FACEID"),
+    "unified FACEID PLUS V2": lambda: unified_faceid("FACEID PLUS V2"),
+    "swarm unified FACEID PLUS V2, IPAdapter": lambda: unified_faceid("FACEID PLUS V2", apply="IPAdapter"),
+}
+
+
+def _face_harness(out_dir):
+    """Random full-shape FaceID / FaceID PlusV2 adapters (rank-128 LoRA inside, as released), their separate LoRA
+    files in a loras folder (other random weights than the adapters' own LoRA, so the two are told apart), an
+    InsightFace model folder with the files our loader checks for (empty: the stand-in reads none)."""
+    import folder_paths
+
+    adapters, loras = os.path.join(out_dir, "ipadapter"), os.path.join(out_dir, "loras")
+    os.makedirs(loras, exist_ok=True)
+    for i, (file, variant) in enumerate(((FACEID_FILE, "faceid"), (PLUSV2_FILE, "faceid-plus"))):
+        comfy_host.save_faceid_adapter(os.path.join(adapters, file), variant, rank=128, seed=10 + i)
+        other = comfy_host.save_faceid_adapter(None, variant, rank=128, seed=20 + i)
+        comfy_host.save_faceid_lora_file(os.path.join(loras, file.replace(".bin", "_lora.safetensors")), other)
+    folder_paths.add_model_folder_path("loras", loras)
+    # models/insightface/models/buffalo_l, where both packs look (folder_paths.models_dir), inside OUT_DIR
+    folder_paths.models_dir = os.path.join(out_dir, "models")
+    buffalo = os.path.join(folder_paths.models_dir, "insightface", "models", "buffalo_l")
+    os.makedirs(buffalo, exist_ok=True)
+    for name in ("det_10g.onnx", "w600k_r50.onnx"):
+        Path(buffalo, name).write_bytes(b"")
 
 
 def compute(which, out_dir):
     host_nodes, module, adapters = _boot(which, out_dir)
     from run_migrate import _harness, _run
 
+    from face_standin import install_insightface
+
     captured = _harness(out_dir, host_nodes, module, adapters)
+    start = time.time()
+    _face_harness(out_dir)
+    face_files_seconds = round(time.time() - start, 1)
     executor = comfy_host.prompt_executor()
     results, latents = {}, {}
-    for name, make in GRAPHS.items():
-        graph = make()
+
+    def run(name, graph):
         graph["capture"]["inputs"]["key"] = name
+        start = time.time()
         results[name] = _run(executor, graph, name)
+        results[name]["seconds"] = round(time.time() - start, 1)
         if name in captured:
             latents[name] = captured.pop(name)
+
+    for name, make in GRAPHS.items():
+        run(name, make())
+    start = time.time()
     results["save embeds"] = _run(executor, save_embeds(), "save embeds")
     results["load embeds"] = _load_saved_embeds(executor, captured, latents)
-    results["faceid"] = _run(executor, faces(), "faceid")
+    results["load embeds"]["seconds"] = round(time.time() - start, 1)
+    run("faceid", faces())  # without InsightFace: refused with what to install
+    standin = install_insightface()
+    for name, make in FACE_GRAPHS.items():
+        run(name, make())
+    results["insightface stand-in"] = {"faces analysed": standin.analyzer.calls, "crop sizes": sorted(set(standin.crop_sizes)),
+                                       "detection sizes": sorted(set(standin.detection_sizes)),
+                                       "seconds to write the face files": face_files_seconds}
     torch.save(latents, os.path.join(out_dir, f"latents-{which}.pt"))
     return results
 

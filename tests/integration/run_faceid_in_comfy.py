@@ -33,16 +33,6 @@ def _setup(out_dir: str):
     return host_nodes, adapters
 
 
-def _save_faceid_adapter(path: str, rank: int = 16, seed: int = 0):
-    from ip_core.adapter import IPAdapter, save_adapter
-    from ip_core.config import make_config
-    from ip_core.layers import layer_specs
-
-    torch.manual_seed(seed)
-    adapter = IPAdapter(make_config("faceid", layer_specs("sd15"), 768, 512, lora_rank=rank))
-    save_adapter(adapter, path, format="bin")
-
-
 def use_standin_analyzer():
     from face_standin import StandinFaceAnalyzer
 
@@ -68,7 +58,7 @@ def faceid_parity(out_dir):
     import comfy.model_management as mm  # importable once the host is booted
     import comfy.utils
     nodes = host_nodes.NODE_CLASS_MAPPINGS
-    _save_faceid_adapter(os.path.join(adapters, FACEID_FILE))
+    comfy_host.save_faceid_adapter(os.path.join(adapters, FACEID_FILE))
     use_standin_analyzer()
     loaded = nodes["IPALoadAdapter"]().load(FACEID_FILE)
     a = loaded["result"][0]
@@ -135,7 +125,7 @@ def faceid_workflow(out_dir):
     from workflow_api import ui_to_api
 
     host_nodes, adapters = _setup(out_dir)
-    _save_faceid_adapter(os.path.join(adapters, FACEID_FILE))
+    comfy_host.save_faceid_adapter(os.path.join(adapters, FACEID_FILE))
     analyzer = use_standin_analyzer()
     model = comfy_host.comfy_model_from_unet(comfy_host.sd15_unet())
     clip, vae = comfy_host.sd15_clip_and_vae()

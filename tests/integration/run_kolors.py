@@ -10,8 +10,8 @@ against the pack's own encoder call (at Kolors' 336 px) and its IPAdapter projec
 faceid: Kolors FaceID-Plus at its released shapes (1.2B parameters: a 4096-wide perceiver resampler, 6 tokens,
 SDXL's 70 K'/V' pairs) on a narrow SDXL UNet of the host's own class that carries the encoder_hid_proj Kolors
 loaders give it (Linear 4096 -> 2048). Our Encode Face + Apply IPAdapter (weight_kolors) against the pack's
-IPAdapter FaceID Kolors node, both with the same stand-in face analysis (ours: tests/nodes/face_standin.py;
-the pack's: an `insightface` module stand-in returning the same face and crop); every attn2 patch is called with
+IPAdapter FaceID Kolors node, both with the same stand-in face analysis (tests/nodes/face_standin.py: ours behind
+load_face_analyzer, the pack's as the installed `insightface` stand-in, both on the same image); every attn2 patch is called with
 the same q, k, v for a cond + uncond batch and the image terms compared.
 
 workflow: example_workflows/ipadapter_kolors.json through the host's validator and executor (tiny random models).
@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
@@ -92,34 +91,6 @@ def embeds(out_dir):
     print("RESULT " + json.dumps(result))
 
 
-def _stand_in_insightface(analyzer, rgb, crop_size_seen: list):
-    """An `insightface` module for the pack: FaceAnalysis-like .get() returning the stand-in analyzer's face of the
-    same uint8 image ours analyses, and utils.face_align.norm_crop returning its crop at the size the pack asks
-    (recorded), in the BGR order the pack's tensor_to_image / image_to_tensor expect."""
-    import numpy as np
-
-    class App:
-        det_model = types.SimpleNamespace(input_size=(640, 640))
-
-        def get(self, bgr):
-            face = analyzer.embed(rgb)
-            e = face.embedding.astype(np.float32)
-            return [types.SimpleNamespace(normed_embedding=e / np.linalg.norm(e), embedding=e, kps=np.zeros((5, 2)))]
-
-    def norm_crop(img, landmark=None, image_size=112):
-        crop_size_seen.append(image_size)
-        return np.ascontiguousarray(analyzer.embed(rgb, crop_size=image_size).crop[..., ::-1])
-
-    face_align = types.ModuleType("insightface.utils.face_align")
-    face_align.norm_crop = norm_crop
-    utils = types.ModuleType("insightface.utils")
-    utils.face_align = face_align
-    pkg = types.ModuleType("insightface")
-    pkg.utils = utils
-    sys.modules.update({"insightface": pkg, "insightface.utils": utils, "insightface.utils.face_align": face_align})
-    return App()
-
-
 def _kolors_unet():
     """The host's SDXL model class at narrow channels (the block layout is what the attn2 keys depend on), plus
     the layer Kolors UNet loaders add (ComfyUI-Kolors-MZ's KolorsUNetModel: encoder_hid_proj, Linear 4096 -> 2048)."""
@@ -134,7 +105,7 @@ def _kolors_unet():
 def faceid(out_dir):
     host_nodes, ours, theirs, ref = comfy_host.boot_with_both_packs(COMFY, out_dir)
     from comfy.ldm.modules.attention import optimized_attention
-    from face_standin import StandinFaceAnalyzer
+    from face_standin import StandinFaceAnalyzer, install_insightface
 
     sys.path.append(str(comfy_host.REPO))  # after the host's paths: its `nodes` module stays the host's
     from ip_core.adapter import IPAdapter
@@ -163,8 +134,9 @@ def faceid(out_dir):
     g = torch.Generator().manual_seed(1)
     image = torch.rand(1, 320, 256, 3, generator=g)
     rgb = comfy_host.pack_module("nodes_faceid")._to_uint8(image[0])
-    sizes = []
-    insightface = _stand_in_insightface(analyzer, rgb, sizes)
+    # the pack's own InsightFace path on the same face: the stand-in analyses the exact uint8 image ours is given
+    standin = install_insightface(analyzer, fixed_rgb=rgb)
+    insightface = standin.app()
     cv = comfy_host.small_clip_vision(out_dir, hidden=1024, projection=768, image_size=336)
     embeds, crops = nodes["IPAEncodeFace"]().encode(a, image, "CPU", clip_vision=cv)["result"]
     result["crops"] = list(crops.shape)
@@ -222,7 +194,7 @@ def faceid(out_dir):
         print(result["cases"], file=sys.stderr, flush=True)
         del mine, theirs_model, ours_out, their_out
         gc.collect()
-    result["pack_crop_sizes"] = sorted(set(sizes))
+    result["pack_crop_sizes"] = sorted(set(standin.crop_sizes))
 
     # a plain SDXL model (no encoder_hid_proj): ours refuses naming both sides
     from run_weight_types import _model

@@ -149,6 +149,10 @@ def test_the_clip_part_must_be_the_336_px_vit_l(tokens, ok):
             check_face_clip_tokens(config, hidden, "the CLIP vision model")
     assert face_crop_size(config) == KOLORS_FACE_CROP == 336
     assert face_crop_size(make_config("faceid-plus", layer_specs("sd15"), 768, 512, clip_width=1280, lora_rank=4)) == 224
+    # the widely used pack crops SDXL faces at 256 px (legacy); 224 as the official code otherwise
+    sdxl = make_config("faceid-plus", layer_specs("sdxl"), 2048, 512, clip_width=1280, lora_rank=4)
+    assert (face_crop_size(sdxl), face_crop_size(sdxl, legacy=True)) == (224, 256)
+    assert face_crop_size(config, legacy=True) == 336
 
 
 def test_inspect_describes_the_file(tmp_path, monkeypatch, capsys):

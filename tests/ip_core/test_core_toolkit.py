@@ -15,7 +15,7 @@ from ip_core.families import detect_config
 from ip_core.errors import AdapterFileError, AdapterMismatchError, IPAdapterError
 from ip_core.layers import layer_specs
 from ip_core.noise import make_noise
-from ip_core.presets import PRESET_NAMES, PRESETS, Choice, choose_adapter, choose_encoder, matches_release, vision_encoder_of_file
+from ip_core.presets import PRESET_NAMES, PRESETS, Choice, choose_adapter, choose_encoder, choose_lora, lora_names, matches_release, vision_encoder_of_file
 
 SD15, SDXL = layer_specs("sd15"), layer_specs("sdxl")
 CONFIGS = {
@@ -143,6 +143,21 @@ def test_faceid_presets_choose_the_released_names(name, family, expected):
     for names in (sorted(FACEID_RELEASED), sorted(FACEID_RELEASED, reverse=True)):
         c = choose_adapter(name, family, ["x/" + n for n in names], no_contents)
         assert (c.name, c.how) == ("x/" + expected, "by name")
+
+
+def test_faceid_presets_name_the_lora_file_released_with_their_adapter():
+    """FaceID and FaceID Plus / PlusV2 came with a LoRA file (models/loras): the adapter's name + _lora; the
+    portrait adapters and the image presets with none."""
+    assert lora_names(FACEID, "sd15") == ("ip-adapter-faceid_sd15_lora",)
+    assert lora_names(FPLUSV2, "sdxl") == ("ip-adapter-faceid-plusv2_sdxl_lora",)
+    assert lora_names(PORTRAIT, "sd15") == lora_names(UNNORM, "sdxl") == lora_names(PRESET_NAMES[1], "sd15") == ()
+    assert lora_names(FPLUS, "sdxl") == ()  # no SDXL release
+    loras = ["style.safetensors", "faces/ip-adapter-faceid-plusv2_sd15_lora.safetensors",
+             "ip-adapter-faceid-plus_sd15_lora.safetensors", "ip-adapter-faceid_sd15_lora.safetensors"]
+    assert choose_lora(FACEID, "sd15", loras) == "ip-adapter-faceid_sd15_lora.safetensors"
+    assert choose_lora(FPLUSV2, "sd15", loras) == "faces/ip-adapter-faceid-plusv2_sd15_lora.safetensors"
+    assert choose_lora(FPLUS, "sd15", loras) == "ip-adapter-faceid-plus_sd15_lora.safetensors"
+    assert choose_lora(FACEID, "sdxl", loras) is None
 
 
 def test_faceid_presets_old_portrait_name_and_refusals_by_family():

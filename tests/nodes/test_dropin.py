@@ -346,3 +346,78 @@ def test_prompt_schedule_keys_each_prompt_line_by_the_frame_its_image_starts():
                                                                                  prompt="a\n\nb\n"))
     assert schedule == '"0": "a",\n"2": "a",\n"6": "b",\n"10": "b",\n"14": "b",\n'
     assert compute.run("IPAdapterPromptScheduleFromWeightsStrategy", dict(weights_strategy=out[5], prompt="")) == ("",)
+
+
+def _faceid_loader_run(monkeypatch, preset, strength, lora_files):
+    """Unified Loader FaceID with the preset's files stood in: what it put on the model (host LoRA file / the
+    adapter's own LoRA) and the pipeline."""
+    from test_nodes_faceid import faceid_adapter
+
+    from nodes.common import LoadedAdapter
+
+    adapter = LoadedAdapter(faceid_adapter("faceid"), "ip-adapter-faceid_sd15.bin")
+    model, done = make_model("sd15"), []
+    monkeypatch.setattr(compute.IPAUnifiedLoader, "load", lambda self, m, p: (m, adapter, "vit-h"))
+    monkeypatch.setattr(compute.host, "model_files", lambda folder: (lora_files, ["/loras"]) if folder == "loras" else ([], []))
+    monkeypatch.setattr(compute.host, "model_path", lambda folder, name: f"/{folder}/{name}")
+    monkeypatch.setattr(compute.host, "apply_lora_file", lambda m, path, s: done.append(("file", path, s)) or "with file")
+    monkeypatch.setattr(compute, "apply_faceid_lora", lambda m, a, s: done.append(("own", a.name, s)) or "with own")
+    out, pipe = compute.run("IPAdapterUnifiedLoaderFaceID", dict(model=model, preset=preset, lora_strength=strength,
+                                                                 provider="CUDA"))
+    assert pipe.adapter is adapter and pipe.clip_vision == "vit-h" and pipe.provider == "CUDA"
+    return (out if out is not model else "unchanged"), done
+
+
+def test_unified_loader_faceid_puts_the_lora_file_the_pack_loads_on_the_model(monkeypatch, caplog):
+    """As the pack's loader: the preset's LoRA file from models/loras, through the host's LoRA loader, on the model it
+    returns (its FaceID nodes add none); without that file, the same release's LoRA stored in the adapter file, said
+    in the log; in corrected mode that stored LoRA (the official one); none at strength 0 or for presets without one."""
+    monkeypatch.delenv(dropin.ENV, raising=False)
+    files = ["other.safetensors", "ip-adapter-faceid_sd15_lora.safetensors"]
+    assert _faceid_loader_run(monkeypatch, "FACEID", 0.6, files) == (
+        "with file", [("file", "/loras/ip-adapter-faceid_sd15_lora.safetensors", 0.6)])
+    assert _faceid_loader_run(monkeypatch, "FACEID", 0.0, files) == ("unchanged", [])
+    assert _faceid_loader_run(monkeypatch, "FACEID PORTRAIT (style transfer)", 0.6, files) == ("unchanged", [])
+    assert _faceid_loader_run(monkeypatch, "FACEID", 0.6, files[:1]) == (
+        "with own", [("own", "ip-adapter-faceid_sd15.bin", 0.6)])
+    assert "no ip-adapter-faceid_sd15_lora.safetensors in models/loras" in caplog.text
+    monkeypatch.setenv(dropin.ENV, "corrected")
+    assert _faceid_loader_run(monkeypatch, "FACEID", 0.6, files) == ("with own", [("own", "ip-adapter-faceid_sd15.bin", 0.6)])
+
+
+def test_apply_ids_given_a_faceid_pipeline_compute_as_ipadapter_faceid(monkeypatch):
+    """SwarmUI sends IPAdapter after a Unified Loader FaceID: the pack runs its face path then, weight_faceidv2 = 2 x
+    weight; IPAdapter's weight types by the recipe's names, IPAdapter Batch as FaceID Batch."""
+    from test_nodes_faceid import faceid_adapter
+
+    from nodes.common import LoadedAdapter
+
+    pipe = compute.Pipeline(LoadedAdapter(faceid_adapter("faceid"), "ip-adapter-faceid_sd15.bin"), "vit-h")
+    calls = []
+    monkeypatch.setattr(compute, "faceid", lambda *a, **kw: calls.append((a, kw)) or ("model", "faces"))
+    args = dict(model="m", ipadapter=pipe, image="img", weight=0.7, start_at=0.1, end_at=0.9)
+    assert compute.run("IPAdapter", dict(args, weight_type="prompt is more important")) == ("model",)
+    assert calls[-1] == (("m", pipe, "img", 0.7, 1.4, "ease out", "concat", 0.1, 0.9, "V only"),
+                         dict(attn_mask=None, clip_vision=None, batch=False))
+    compute.run("IPAdapterBatch", dict(args, weight_type="linear", embeds_scaling="K+V", encode_batch_size=0))
+    assert calls[-1][0][5:] == ("linear", "concat", 0.1, 0.9, "K+V") and calls[-1][1]["batch"]
+    with pytest.raises(Exception, match="list of weights with a FaceID adapter"):
+        compute.run("IPAdapterAdvanced", dict(args, weight=[0.5, 0.6], weight_type="linear", combine_embeds="concat",
+                                              embeds_scaling="V only"))
+
+
+def test_faceid_plus_with_a_negative_image_is_refused_and_plain_faceid_ignores_it_as_the_pack(monkeypatch):
+    from test_nodes_faceid import faceid_adapter
+
+    from nodes.common import LoadedAdapter
+
+    args = dict(model="m", image="img", weight=1.0, weight_faceidv2=1.0, weight_type="linear", combine_embeds="concat",
+                start_at=0.0, end_at=1.0, embeds_scaling="V only", image_negative=torch.zeros(1, 8, 8, 3))
+    plus = compute.Pipeline(LoadedAdapter(faceid_adapter("faceid-plus"), "ip-adapter-faceid-plusv2_sd15.bin"), "vit-h")
+    with pytest.raises(Exception, match="image_negative with a FaceID Plus adapter .*Disconnect it"):
+        compute.run("IPAdapterFaceID", dict(args, ipadapter=plus))
+    seen = []
+    monkeypatch.setattr(compute.IPAEncodeFace, "encode", lambda self, *a, **kw: seen.append(a) or ("embeds", "faces"))
+    monkeypatch.setattr(compute.IPAApplyAdapter, "apply", lambda self, *a, **kw: ("model",))
+    base = compute.Pipeline(LoadedAdapter(faceid_adapter("faceid"), "ip-adapter-faceid_sd15.bin"), "vit-h")
+    assert compute.run("IPAdapterFaceID", dict(args, ipadapter=base)) == ("model", "faces") and len(seen) == 1

@@ -10,6 +10,7 @@ import torch
 import comfy_standin
 from comfy_standin import make_model
 from face_standin import StandinFaceAnalyzer
+from test_nodes_legacy import host_preprocess  # noqa: F401  (fixture: the host's clip_preprocess, stood in)
 from conftest import random_adapter
 from ip_core.adapter import IPAdapter
 from ip_core.config import make_config
@@ -95,6 +96,29 @@ def test_plus_encodes_the_crops_with_clip_and_applies_the_v2_shortcut_scale(host
     big_g = comfy_standin.ClipVisionModel(1664, 1280)
     with pytest.raises(AdapterMismatchError, match="width 1664.*CLIP-ViT-H-14"):
         IPAEncodeFace().encode(plus, _faces(1), "CPU", clip_vision=big_g)
+
+
+def test_legacy_gives_the_widely_used_packs_face_tokens(host, plus, analyzer, host_preprocess, monkeypatch):
+    """legacy: InsightFace sees the picture truncated to 8 bits (not rounded), the crops and a black "no face" image
+    go through the host's clip_preprocess (the pack's encoder path) instead of the official zero normalised image."""
+    vit_h = comfy_standin.ClipVisionModel(1280, 1024)
+    image = torch.full((1, 40, 32, 3), 0.5)  # 127.5: truncated 127, rounded 128
+    seen = []
+    embed = analyzer.embed
+    monkeypatch.setattr(analyzer, "embed", lambda img, crop_size=224: seen.append(img.copy()) or embed(img, crop_size))
+    embeds, crops = IPAEncodeFace().encode(plus, image, "CPU", clip_vision=vit_h, legacy=True)["result"]
+    assert seen[0].max() == seen[0].min() == 127
+    assert host_preprocess == [((1, 224, 224, 3), 224, True)] * 2  # the crop, then the black image
+    with torch.no_grad():
+        clip = vit_h.model(host_module.clip_preprocess(crops, 224), intermediate_output=-2)[1]
+        uclip = vit_h.model(host_module.clip_preprocess(torch.zeros(1, 224, 224, 3), 224), intermediate_output=-2)[1]
+    raw = torch.from_numpy(embed(seen[0]).embedding)[None]
+    want = build_face_prompt(plus.adapter, raw, clip, uclip, shortcut=True)
+    torch.testing.assert_close(embeds.cond, want.cond, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(embeds.uncond, want.uncond, rtol=1e-5, atol=1e-5)
+    calls = len(host_preprocess)
+    official, _ = IPAEncodeFace().encode(plus, image, "CPU", clip_vision=vit_h)["result"]
+    assert not torch.allclose(official.uncond, embeds.uncond) and len(host_preprocess) == calls  # ours: not the host's
 
 
 def test_apply_uses_weight_faceidv2_in_the_branch(host, plus, analyzer):
