@@ -55,6 +55,9 @@ HOST_SYMBOLS = (
     HostSymbol(MP, "ModelPatcher.model_patches_models", "patch_mmdit.SD3BlockPatch.models (load_models_gpu asks the "
                "patches for their models)", code=(r"\.models\(\)",)),
     HostSymbol(("comfy.utils",), "ProgressBar", "host.progress_bar", leads=("total",)),
+    HostSymbol(("comfy.utils",), "load_torch_file", "host.apply_lora_file", accepts=("safe_load",), leads=("ckpt",)),
+    HostSymbol(("comfy.sd",), "load_lora_for_models", "host.apply_lora_file",
+               leads=("model", "clip", "lora", "strength_model", "strength_clip")),
     HostSymbol(("comfy.utils",), "ProgressBar.update", "host.progress_bar", leads=("self", "value")),
     # ---- attention (host.py, patch.py, patch_dit.py, patch_mmdit.py)
     HostSymbol(ATTN, "optimized_attention", "host.attention_for (q, k, v, heads by position)",

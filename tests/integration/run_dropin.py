@@ -171,16 +171,6 @@ def precise(node_id, boost, frames=False):
     return g
 
 
-def style_composition_batch():
-    g = _base(["apply", 0], "style composition batch")
-    g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": "ip-adapter-plus_sd15.safetensors"}}
-    g["apply"] = {"class_type": "IPAdapterStyleCompositionBatch", "inputs": {
-        "model": ["ckpt", 0], "ipadapter": ["loader", 0], "image_style": _two_frames(g), "image_composition": ["image", 0],
-        "weight_style": 1.2, "weight_composition": 0.8, "expand_style": True, "start_at": 0.0, "end_at": 1.0,
-        "embeds_scaling": "V only", "clip_vision": ["clip_vision", 0]}}
-    return g
-
-
 def enhancer_batch():
     g = _base(["apply", 0], "clip vision enhancer batch")
     g["loader"] = {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": "ip-adapter-plus_sd15.safetensors"}}
@@ -295,7 +285,6 @@ GRAPHS = {
     "precise style transfer": lambda: precise("IPAdapterPreciseStyleTransfer", "style_boost"),
     "precise style transfer batch": lambda: precise("IPAdapterPreciseStyleTransferBatch", "style_boost", frames=True),
     "precise composition batch": lambda: precise("IPAdapterPreciseCompositionBatch", "composition_boost", frames=True),
-    "style composition batch": style_composition_batch,
     "clip vision enhancer batch": enhancer_batch,
     "embeds batch": embeds_batch,
     "community composition": community_composition,

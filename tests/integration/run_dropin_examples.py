@@ -29,7 +29,8 @@ sys.path.insert(0, str(HERE.parent / "nodes"))
 import comfy_host  # noqa: E402
 
 # Not SD1.5 graphs (Kolors UNet and ChatGLM3 text encoder; CosXL edit is SDXL): validated only
-NOT_SD15 = ("IPAdapter_FaceIDv2_Kolors", "ipadapter_kolors", "ipadapter_cosxl_edit")
+# Style & Composition: the pack computes it on SDXL models only (it refuses the SD1.5 models the harness has)
+NOT_SD15 = ("IPAdapter_FaceIDv2_Kolors", "ipadapter_kolors", "ipadapter_cosxl_edit", "ipadapter_style_composition")
 COMFY = os.environ["COMFYUI_PATH"]
 CORE_EXTRAS = ("nodes_custom_sampler.py", "nodes_ip2p.py")  # cosxl_edit's sampler nodes and InstructPixToPix
 SAMPLERS = ("KSampler", "SamplerCustomAdvanced")

@@ -11,14 +11,16 @@ from scenario import last_result
 SCRIPT = "run_dropin_examples.py"
 ENV = {"PYTHONDONTWRITEBYTECODE": "1"}  # never write into the pack's folder
 
-NOT_SD15 = {"IPAdapter_FaceIDv2_Kolors", "ipadapter_kolors", "ipadapter_cosxl_edit"}  # validated only
+# validated only: Kolors (its UNet and ChatGLM3 text encoder), CosXL edit (SDXL), and Style & Composition, which the
+# pack computes on SDXL models only (the harness's models are SD1.5)
+NOT_SD15 = {"IPAdapter_FaceIDv2_Kolors", "ipadapter_kolors", "ipadapter_cosxl_edit", "ipadapter_style_composition"}
 # FaceID: no FaceID adapter file (nor InsightFace) here; they stop at the FaceID loader naming the file its preset needs
 # (with the file, the InsightFace message follows: test_integration_dropin.py's face graph)
 FACE = {"ipadapter_faceid", "ipadapter_faceid_batch", "ipadapter_ideal_faceid_config", "ipadapter_portrait"}
 # every other example is an SD1.5 graph whose ids all compute here (Prep Image's sharpening, tiles, regions included)
 COMPARED = {"ipadapter_advanced", "ipadapter_clipvision_enhancer", "ipadapter_combine_embeds", "ipadapter_negative_image",
             "ipadapter_noise_injection", "ipadapter_precise_composition", "ipadapter_precise_weight_type",
-            "ipadapter_regional_conditioning", "ipadapter_simple", "ipadapter_style_composition", "ipadapter_tiled",
+            "ipadapter_regional_conditioning", "ipadapter_simple", "ipadapter_tiled",
             "ipadapter_weight_types", "ipadapter_weighted_embeds", "ipadapter_weights"}
 
 

@@ -49,8 +49,8 @@ def test_legacy_is_off_by_default(host, base):
     model = make_model("sd15")
     assert set(_apply(model, base, False).attn2_patches()) == set(IPAApplyAdapter().apply(
         model, base, build_image_prompt(base.adapter, torch.ones(1, 1024), torch.zeros(1, 1024)), 1.0, 0.0, 1.0)[0].attn2_patches())
-    for cls, after in ((IPAApplyAdapter, ["weight_kolors"]), (IPAEncodeImagePrompt, [])):
-        spec = cls.INPUT_TYPES()["optional"]  # appended later: Apply's weight_kolors (Kolors FaceID)
+    for cls, after in ((IPAApplyAdapter, ["weight_kolors"]), (IPAEncodeImagePrompt, ["tile_sharpening"])):
+        spec = cls.INPUT_TYPES()["optional"]  # appended later: Apply's weight_kolors (Kolors FaceID), Encode's tile_sharpening
         assert list(spec)[-1 - len(after):] == ["legacy"] + after and spec["legacy"][1]["default"] is False
 
 
