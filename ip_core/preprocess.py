@@ -268,9 +268,10 @@ def contrast_adaptive_sharpen(images: torch.Tensor, amount: float) -> torch.Tens
     corners = torch.stack((at(-1, -1), at(-1, 1), at(1, -1), at(1, 1)))
     mx = plus.amax(0) + corners.amax(0)
     mn = plus.amin(0) + corners.amin(0)
-    amp = torch.sqrt(torch.minimum(mn, 2 - mx) / mx)
+    # reciprocals, in the pack's order: its noise node seeds from the image's sum, so results must match bit for bit
+    amp = torch.sqrt(torch.reciprocal(mx) * torch.minimum(mn, 2 - mx))
     weight = -amp * (float(amount) * (1 / 5 - 1 / 8) + 1 / 8)
-    out = ((up + left + right + down) * weight + centre) / (1 + 4 * weight)
+    out = ((up + left + right + down) * weight + centre) * torch.reciprocal(1 + 4 * weight)
     return torch.nan_to_num(out).clamp(0, 1)
 
 

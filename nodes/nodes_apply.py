@@ -1,6 +1,8 @@
 """Apply IPAdapter: a patched clone of the model with the image prompt in its cross-attention layers."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..ip_core.embeds import ImagePromptEmbeds, check_embeds_fit
@@ -192,6 +194,10 @@ class IPAApplyAdapter:
         per_layer = resolve_layer_weights(a.adapter.layers, layer_weights, layer_weights_custom, config.base_model_name)
         plan = _weight_plan(a, embeds, weight, weight_type, embeds_scaling, composition_embeds, weight_composition,
                             expand_style, style_boost, composition_boost, legacy)
+        if legacy and str(layer_weights_custom).strip():
+            # the widely used pack: layer weights replace the weight type's own per-layer weights (a precise type
+            # keeps its cond -> uncond swap; every other type acts as linear)
+            plan = [replace(p, weight=float(weight)) for p in plan]
         if legacy:  # the widely used pack's middle block never runs: weight 0 there, as if unpatched
             per_layer = [0.0 if spec.comfy_key and spec.comfy_key[0] == "middle" else w
                          for spec, w in zip(a.adapter.layers, per_layer)]

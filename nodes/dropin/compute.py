@@ -416,10 +416,12 @@ def prep_image(image, interpolation, crop_position, sharpening):
         pil = Image.fromarray(u8[:, :, 0] if u8.shape[2] == 1 else u8)
         resized = torch.from_numpy(np.asarray(pil.resize((PREP_SIZE, PREP_SIZE), resample=Image.Resampling[interpolation])).copy())
         out.append((resized[:, :, None] if resized.ndim == 2 else resized).float().div(255))
-    out = torch.stack(out).to(image.device)
+    # channels first in memory, as the pack's result: its IPAdapter Noise seeds from the pixel sum, whose float value
+    # depends on the order the sum runs in
+    out = torch.stack(out).to(image.device).permute(0, 3, 1, 2).contiguous()
     if sharpening > 0:
-        out = contrast_adaptive_sharpen(out.permute(0, 3, 1, 2), sharpening).permute(0, 2, 3, 1)
-    return (out,)
+        out = contrast_adaptive_sharpen(out, sharpening)
+    return (out.permute(0, 2, 3, 1),)
 
 
 def save_pack_embeds(embeds, filename_prefix):

@@ -157,6 +157,26 @@ def _inputs(workflow: dict, in_dir: str, adapters: str, vaes: str) -> None:
             Path(vaes, values[0]).write_bytes(b"")
 
 
+def _face_models(out_dir: str, adapters: str) -> None:
+    """What the face examples load: the FaceID and FaceID PlusV2 files with their LoRA files and the InsightFace
+    folder (run_dropin's face harness), the full-face and FaceID portrait SD1.5 files (random), and the stand-in
+    InsightFace both packs call (tests/nodes/face_standin.py)."""
+    from face_standin import install_insightface
+    from run_dropin import _face_harness
+
+    from ip_core.adapter import IPAdapter, save_adapter
+    from ip_core.config import make_config
+    from ip_core.layers import layer_specs
+
+    _face_harness(out_dir)
+    torch.manual_seed(5)
+    save_adapter(IPAdapter.from_config(make_config("full-face", layer_specs("sd15"), 768, 1280)),
+                 os.path.join(adapters, "ip-adapter-full-face_sd15.safetensors"))
+    comfy_host.save_faceid_adapter(os.path.join(adapters, "ip-adapter-faceid-portrait-v11_sd15.bin"), "faceid-portrait",
+                                   rank=0, seed=12)
+    install_insightface()
+
+
 def run_examples(which: str, out_dir: str) -> dict:
     from run_dropin import _boot
 
@@ -168,6 +188,7 @@ def run_examples(which: str, out_dir: str) -> dict:
     from run_migrate import _harness
 
     captured = _harness(out_dir, host_nodes, module, adapters)
+    _face_models(out_dir, adapters)
     in_dir, vaes = folder_paths.get_input_directory(), os.path.join(out_dir, "vae")
     os.makedirs(vaes, exist_ok=True)
     folder_paths.add_model_folder_path("vae", vaes)

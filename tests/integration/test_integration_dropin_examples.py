@@ -2,7 +2,8 @@
 with only that pack (run_dropin_examples.py; one host process each, every example in it).
 
 Skipped without COMFYUI_PATH, failed in CI (conftest.py). The examples and the pack come from IPA_HOSTS_DIR.
-Random full-shape SD1.5 models, 64x64 latents, 2 sampling steps.
+Random full-shape SD1.5 models, 64x64 latents, 2 sampling steps; the face examples with random FaceID files (and
+the LoRA files their Unified Loader FaceID loads) and a stand-in InsightFace that both packs call.
 """
 import pytest
 import torch
@@ -14,11 +15,10 @@ ENV = {"PYTHONDONTWRITEBYTECODE": "1"}  # never write into the pack's folder
 # validated only: Kolors (its UNet and ChatGLM3 text encoder), CosXL edit (SDXL), and Style & Composition, which the
 # pack computes on SDXL models only (the harness's models are SD1.5)
 NOT_SD15 = {"IPAdapter_FaceIDv2_Kolors", "ipadapter_kolors", "ipadapter_cosxl_edit", "ipadapter_style_composition"}
-# FaceID: no FaceID adapter file (nor InsightFace) here; they stop at the FaceID loader naming the file its preset needs
-# (with the file, the InsightFace message follows: test_integration_dropin.py's face graph)
-FACE = {"ipadapter_faceid", "ipadapter_faceid_batch", "ipadapter_ideal_faceid_config", "ipadapter_portrait"}
-# every other example is an SD1.5 graph whose ids all compute here (Prep Image's sharpening, tiles, regions included)
-COMPARED = {"ipadapter_advanced", "ipadapter_clipvision_enhancer", "ipadapter_combine_embeds", "ipadapter_negative_image",
+# every other example is executed with SD1.5 models, its ids all computed here (Prep Image's sharpening, tiles,
+# regions, and the face examples with random FaceID files, their LoRA files and a stand-in InsightFace)
+COMPARED = {"ipadapter_faceid", "ipadapter_faceid_batch", "ipadapter_ideal_faceid_config", "ipadapter_portrait",
+            "ipadapter_advanced", "ipadapter_clipvision_enhancer", "ipadapter_combine_embeds", "ipadapter_negative_image",
             "ipadapter_noise_injection", "ipadapter_precise_composition", "ipadapter_precise_weight_type",
             "ipadapter_regional_conditioning", "ipadapter_simple", "ipadapter_tiled",
             "ipadapter_weight_types", "ipadapter_weighted_embeds", "ipadapter_weights"}
@@ -37,7 +37,7 @@ def runs(tmp_path_factory):
 
 def test_every_example_validates_with_only_our_pack(runs):
     (ours, _), (pack, _) = runs
-    assert len(ours) == len(pack) == 21 and NOT_SD15 | FACE | COMPARED == set(ours)
+    assert len(ours) == len(pack) == 21 and NOT_SD15 | COMPARED == set(ours)
     for name in ours:
         assert ours[name]["valid"] and pack[name]["valid"], (name, ours[name], pack[name])
     assert all("executed" not in ours[name] for name in NOT_SD15)
@@ -55,11 +55,3 @@ def test_the_sd15_examples_give_the_packs_final_latents(runs):
             ref = pack_latents[key]
             assert torch.isfinite(ref).all() and ref.shape[-2:] == (8, 8), key
             assert float((our_latents[key] - ref).abs().max() / ref.abs().max()) < 1e-4, key
-
-
-def test_face_examples_without_their_models_say_which_file_is_needed(runs):
-    (ours, _), _ = runs
-    for name in FACE:
-        res = ours[name]
-        assert res["executed"] is False and res["failed_node"] == "IPAdapterUnifiedLoaderFaceID", (name, res)
-        assert "needs ip-adapter-faceid-p" in res["error"] and "_sd15.safetensors" in res["error"], (name, res)
