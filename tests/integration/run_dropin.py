@@ -197,19 +197,20 @@ def community_composition():
     g = _base(["apply", 0], "community composition")
     g["unified"] = {"class_type": "IPAdapterUnifiedLoaderCommunity", "inputs": {"model": ["ckpt", 0], "preset": "Composition"}}
     g["apply"] = {"class_type": "IPAdapter", "inputs": {"model": ["unified", 0], "ipadapter": ["unified", 1], "image": ["image", 0],
-                                                        "weight": 1.0, "start_at": 0.0, "end_at": 1.0, "weight_type": "linear"}}
+                                                        "weight": 1.0, "start_at": 0.0, "end_at": 1.0, "weight_type": "standard"}}
     return g
 
 
 def weights_schedule():
-    """IPAdapter Weights (two images over two frames) -> Weights From Strategy -> Combine Weights (weights and their
-    inverse: four frames) into IPAdapter Batch's weight; the Prompt Schedule from the strategy is the positive text."""
+    """IPAdapter Weights (two images, shift batches: image_1 and image_2 two frames each) -> Weights From Strategy ->
+    Combine Weights (weights and their inverse) into IPAdapter Batch's weight over the four frames image_1 + image_2;
+    the Prompt Schedule from the strategy is the positive text."""
     g = _base(["apply", 0], "weights, schedule")
     images = _two_frames(g)
     g["latent"]["inputs"]["batch_size"] = 4
     g["weights"] = {"class_type": "IPAdapterWeights", "inputs": {
         "weights": "1.0, 0.2", "timing": "ease_in_out", "frames": 2, "start_frame": 0, "end_frame": 9999,
-        "add_starting_frames": 0, "add_ending_frames": 0, "method": "full batch", "image": images}}
+        "add_starting_frames": 0, "add_ending_frames": 0, "method": "shift batches", "image": images}}
     g["again"] = {"class_type": "IPAdapterWeightsFromStrategy", "inputs": {"weights_strategy": ["weights", 5], "image": images}}
     g["joined"] = {"class_type": "IPAdapterCombineWeights", "inputs": {"weights_1": ["again", 0], "weights_2": ["again", 1]}}
     g["schedule"] = {"class_type": "IPAdapterPromptScheduleFromWeightsStrategy", "inputs": {
@@ -366,6 +367,7 @@ def _load_saved_embeds(executor, captured, latents):
     import shutil
 
     import folder_paths
+    from run_migrate import _run
 
     out, into = folder_paths.get_output_directory(), folder_paths.get_input_directory()
     saved = sorted(f for f in os.listdir(out) if f.startswith("dropin") and f.endswith(".ipadpt"))

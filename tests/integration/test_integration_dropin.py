@@ -11,6 +11,7 @@ from scenario import last_result
 
 SCRIPT = "run_dropin.py"
 ENV = {"PYTHONDONTWRITEBYTECODE": "1"}  # never write into the pack's folder
+OUR_IDS = 17  # our own node ids (nodes/registry.py), beside the 37 drop-in ids
 
 
 def test_every_id_shows_the_packs_interface_in_object_info(tmp_path):
@@ -29,11 +30,11 @@ def test_every_id_shows_the_packs_interface_in_object_info(tmp_path):
 def test_the_pack_serves_its_ids_where_installed_in_either_load_order(tmp_path):
     r = last_result(SCRIPT, ["orders", "-"], tmp_path, env=ENV)
     for order in ("ours first", "pack first"):
-        assert r[order]["serving_modules"] == ["IPAdapterPlus"] and r[order]["our_ids"] == 15, (order, r[order])
+        assert r[order]["serving_modules"] == ["IPAdapterPlus"] and r[order]["our_ids"] == OUR_IDS, (order, r[order])
         assert len(r[order]["log"]) == 1 and "served by that pack itself" in r[order]["log"][0], r[order]
     assert r["ours only"]["pack_ids_served"] == 37 and r["ours only"]["serving_modules"] == ["dropin"]
     assert "served by this pack" in r["ours only"]["log"][0]
-    assert r["ours only, opted out"]["pack_ids_served"] == 0 and r["ours only, opted out"]["our_ids"] == 15
+    assert r["ours only, opted out"]["pack_ids_served"] == 0 and r["ours only, opted out"]["our_ids"] == OUR_IDS
     assert "IPADAPTER_DROPIN=off" in r["ours only, opted out"]["log"][0]
 
 
