@@ -4,6 +4,7 @@ host they are skipped, except in CI (CI=true), where a missing host is a failure
 .ci/run extracts the hosts and sets COMFYUI_PATHS. The other test folders run once, without a host."""
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def comfyui(request):
     for each host)."""
     scenario.use_host(request.param)
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def _scenario_files_deleted(request):
+    """A test's scenario outputs (random full-shape models, adapters: gigabytes) are deleted after it, so a run
+    keeps one test's files on disk at a time (scenario.scratch does the same for module-scoped results)."""
+    yield
+    if "tmp_path" in request.fixturenames:
+        shutil.rmtree(request.getfixturevalue("tmp_path"), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,8 +3,10 @@
 ComfyUI needs `--cpu` in sys.argv before its first import and owns the top-level module name `nodes`, so each
 scenario (run_*.py) runs in a subprocess and prints `RESULT [NAME] <json>` lines.
 """
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +40,17 @@ def run_scenario(script: str, args, out_dir, timeout: int = 3600, env: dict | No
     results = [line[len("RESULT "):] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and results, f"{script} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return results
+
+
+@contextlib.contextmanager
+def scratch(tmp_path_factory, name: str):
+    """A folder for one module's scenario outputs, deleted when done: random full-shape models and adapter files
+    take gigabytes per host, and a whole run must fit the disk of the machine that runs it."""
+    out = tmp_path_factory.mktemp(name)
+    try:
+        yield out
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def last_result(script: str, args, out_dir, **kw) -> dict:

@@ -4,14 +4,15 @@ Skipped without COMFYUI_PATH, failed in CI (conftest.py). The pack comes from ..
 """
 import pytest
 
-from scenario import last_result
+from scenario import last_result, scratch
 
 SCRIPT = "run_animation.py"
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory, comfyui):  # made again for each host
-    return last_result(SCRIPT, ["parity"], tmp_path_factory.mktemp("animation"))
+    with scratch(tmp_path_factory, "animation") as out:
+        return last_result(SCRIPT, ["parity"], out)
 
 
 def test_tiles_and_masks_equal_the_pack(result):

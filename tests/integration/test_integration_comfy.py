@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import comfy_host
-from scenario import run_scenario
+from scenario import run_scenario, scratch
 
 SCRIPT = "run_in_comfy.py"
 SD15_SCENARIOS = ("pack", "parity", "parity_plus", "ksampler", "workflows")
@@ -30,7 +30,8 @@ def _run(scenarios, out_dir):
 
 @pytest.fixture(scope="module")
 def sd15(tmp_path_factory, comfyui):  # made again for each host
-    return _run(SD15_SCENARIOS, tmp_path_factory.mktemp("comfy_sd15"))
+    with scratch(tmp_path_factory, "comfy_sd15") as out:
+        return _run(SD15_SCENARIOS, out)
 
 
 def test_comfyui_loads_the_pack_and_its_web_extension(sd15):

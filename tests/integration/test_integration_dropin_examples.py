@@ -7,7 +7,7 @@ the LoRA files their Unified Loader FaceID loads) and a stand-in InsightFace tha
 """
 import pytest
 import torch
-from scenario import last_result
+from scenario import last_result, scratch
 
 SCRIPT = "run_dropin_examples.py"
 ENV = {"PYTHONDONTWRITEBYTECODE": "1"}  # never write into the pack's folder
@@ -31,8 +31,8 @@ def _run(which, tmp_path):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("examples")
-    return _run("ours", tmp), _run("pack", tmp)
+    with scratch(tmp_path_factory, "examples") as tmp:
+        return _run("ours", tmp), _run("pack", tmp)
 
 
 def test_every_example_validates_with_only_our_pack(runs):
