@@ -49,9 +49,10 @@ def comfyui(request):
 def _scenario_files_deleted(request):
     """A test's scenario outputs (random full-shape models, adapters: gigabytes) are deleted after it, so a run
     keeps one test's files on disk at a time (scenario.scratch does the same for module-scoped results)."""
+    path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     yield
-    if "tmp_path" in request.fixturenames:
-        shutil.rmtree(request.getfixturevalue("tmp_path"), ignore_errors=True)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,7 +13,7 @@ def _run(scenario, tmp_path):
 
 def test_toolkit_presets_choose_what_the_packs_loader_chooses(tmp_path):
     r = _run("presets", tmp_path)
-    assert r["cases"] == 5 * 12 * 3 and r["mismatches"] == []  # folders x presets x (SD1.5, SDXL, CLIP vision)
+    assert r["cases"] == 5 * 13 * 3 and r["mismatches"] == []  # folders x 13 presets x (SD1.5, SDXL, CLIP vision)
 
 
 def test_toolkit_preset_node_in_the_host(tmp_path):
