@@ -22,7 +22,7 @@ from ...ip_core.preprocess import contrast_adaptive_sharpen
 from ...ip_core.presets import choose_lora, lora_names
 from .. import face_analysis, host, migrate, migrate_table, pack_interface
 from ..common import LoadedAdapter
-from ..families.faceid import apply_faceid_lora
+from ..families import family_for
 from ..nodes_animation import IPACombineFrameWeights, IPAFrameWeights, IPAFrameWeightsFromStrategy, IPAPromptSchedule
 from ..nodes_apply import IPAApplyAdapter, model_family
 from ..nodes_encode import IPAEncodeImagePrompt
@@ -128,7 +128,7 @@ def _faceid_lora(model, preset, adapter: LoadedAdapter, strength: float):
         logging.getLogger("ipadapter").warning(
             f"[IPAdapter] IPAdapter Unified Loader FaceID: no {lora_names(preset, family)[0]}.safetensors in models/"
             f"{host.LORA_FOLDER}; applying the LoRA stored in {adapter.name} instead (the same release's weights)")
-    return apply_faceid_lora(model.clone(), adapter, strength)
+    return family_for(adapter.config).finish(model.clone(), adapter, strength)  # the family's own LoRA step
 
 
 def insightface_loader(provider, model_name):

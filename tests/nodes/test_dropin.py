@@ -399,7 +399,8 @@ def _faceid_loader_run(monkeypatch, preset, strength, lora_files):
     monkeypatch.setattr(compute.host, "model_files", lambda folder: (lora_files, ["/loras"]) if folder == "loras" else ([], []))
     monkeypatch.setattr(compute.host, "model_path", lambda folder, name: f"/{folder}/{name}")
     monkeypatch.setattr(compute.host, "apply_lora_file", lambda m, path, s: done.append(("file", path, s)) or "with file")
-    monkeypatch.setattr(compute, "apply_faceid_lora", lambda m, a, s: done.append(("own", a.name, s)) or "with own")
+    monkeypatch.setattr(type(compute.family_for(adapter.config)), "finish",
+                        lambda self, m, a, s: done.append(("own", a.name, s)) or "with own")
     out, pipe = compute.run("IPAdapterUnifiedLoaderFaceID", dict(model=model, preset=preset, lora_strength=strength,
                                                                  provider="CUDA"))
     assert pipe.adapter is adapter and pipe.clip_vision == "vit-h" and pipe.provider == "CUDA"
